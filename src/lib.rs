@@ -1,0 +1,41 @@
+//! # Switchyard
+//!
+//! A telephony call-control server: SIP registrar and B2BUA, RTP media, IVR and voicemail,
+//! multi-tenant, with an HTTP admin API. This page is the short manual of the code; the
+//! README is the manual for users.
+//!
+//! ## Shape
+//!
+//! ```text
+//!  sockets ──► sip::transport ──► sip::endpoint (sans-IO) ──► call ──► (media, apps)
+//!                    ▲                   │   │
+//!                    └──── transmits ────┘   └─► tenant::Snapshot (Arc, swapped on change)
+//! ```
+//!
+//! - [`sip`]: RFC 3261 message intake, transaction state machines, digest auth, registrar and
+//!   the [`sip::endpoint::Endpoint`] that takes bytes and time and returns bytes to send.
+//! - [`sdp`]: offer/answer for audio.
+//! - [`media`]: RTP ports (and, growing, the RTP engine).
+//! - [`call`]: what a routed call does; the call-control verbs apps use.
+//! - [`tenant`]: configuration model, validation, sled store and the immutable snapshot.
+//! - [`settings`]: the TOML file and `SWITCHYARD_*` environment overrides.
+//! - [`server`]: the runtime: sockets, the clock, signals and drain.
+//!
+//! ## Rules the code keeps
+//!
+//! - Protocol logic never reads the clock or touches a socket: it receives [`sip::endpoint::Now`]
+//!   and returns transmits and deadlines, so RFC timers are tested on a fake clock.
+//! - A call takes one tenant snapshot when it starts and keeps it: configuration changes reach
+//!   new calls at once and never disturb a call in progress.
+//! - Input from the network never panics the server: bad messages get `400` (with a Warning
+//!   naming the problem) when they can be answered, and are dropped and logged otherwise.
+//! - Secrets (digest HA1, PINs, trunk passwords) never reach a log line.
+
+pub mod call;
+pub mod localdb;
+pub mod media;
+pub mod sdp;
+pub mod server;
+pub mod settings;
+pub mod sip;
+pub mod tenant;

@@ -1,0 +1,168 @@
+//! The `switchyard` command line: the binary's edge, where `anyhow` turns every error into a
+//! readable message and an exit code.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchyard::settings::Settings;
+use switchyard::tenant::TenantConfig;
+
+/// Switchyard: SIP registrar, B2BUA and call-control server.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Settings file (TOML); `SWITCHYARD_<SECTION>_<KEY>` environment variables override it.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM/SIGINT (then drain live calls and exit 0).
+    Serve {
+        /// Load the demo tenant (users 100-102, IVR 500, echo 600, …) if it is missing, and
+        /// make it the default tenant.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Tenant configuration.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Check a settings file (and the environment) without starting anything.
+    CheckConfig {
+        /// The settings file.
+        file: PathBuf,
+    },
+    /// Print the digest HA1 hashes for a user, for writing tenant files by hand.
+    HashPassword {
+        /// SIP username.
+        username: String,
+        /// Tenant realm (the tenant's `realm`, or its first domain).
+        realm: String,
+        /// The password (read from SWITCHYARD_PASSWORD when omitted, to keep it out of shell history).
+        password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Validate and store a tenant document (JSON). Works with the server running: the change
+    /// reaches new calls at once.
+    Import {
+        /// The tenant document.
+        file: PathBuf,
+    },
+    /// Print a tenant's stored document (secrets as hashes only).
+    Export {
+        /// Tenant id.
+        id: String,
+    },
+    /// List tenant ids.
+    List,
+}
+
+fn init_logging(settings: &Settings, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json || settings.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
+    match cli.command {
+        Command::Serve { demo } => {
+            init_logging(&settings, cli.log_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(switchyard::server::run(settings, demo))?;
+            Ok(())
+        }
+        Command::Tenant { command } => tenant_command(&settings, command),
+        Command::CheckConfig { file } => {
+            let s = Settings::load(Some(&file), std::env::vars()).with_context(|| format!("{} is not valid", file.display()))?;
+            println!("{}: ok ({} SIP listener(s), RTP {})", file.display(), s.listeners()?.len(), s.media.rtp_ports);
+            Ok(())
+        }
+        Command::HashPassword { username, realm, password } => {
+            use switchyard::sip::digest::{ha1, DigestAlgorithm};
+            let password = match password {
+                Some(p) => p,
+                None => std::env::var("SWITCHYARD_PASSWORD").context("give the password or set SWITCHYARD_PASSWORD")?,
+            };
+            println!("\"ha1_md5\": \"{}\",", ha1(DigestAlgorithm::Md5, &username, &realm, &password));
+            println!("\"ha1_sha256\": \"{}\"", ha1(DigestAlgorithm::Sha256, &username, &realm, &password));
+            Ok(())
+        }
+    }
+}
+
+fn tenant_command(settings: &Settings, command: TenantCommand) -> Result<()> {
+    match command {
+        TenantCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let cfg: TenantConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a tenant document", file.display()))?;
+            match switchyard::server::open_store(settings) {
+                Ok((_db, store)) => {
+                    let id = cfg.id.clone();
+                    let rev = store.put(cfg)?;
+                    println!("tenant {id} stored (revision {rev})");
+                    Ok(())
+                }
+                // The server holds the database: hand the document to its inbox instead.
+                Err(switchyard::server::ServerError::Db(_)) => import_via_inbox(&settings.data_dir, &cfg.id, &text),
+                Err(e) => Err(e.into()),
+            }
+        }
+        TenantCommand::Export { id } => {
+            let (_db, store) = switchyard::server::open_store(settings).context("opening the store (stop the server or use the admin API)")?;
+            let Some(cfg) = store.get(&id)? else { bail!("no tenant {id}") };
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+        TenantCommand::List => {
+            let (_db, store) = switchyard::server::open_store(settings).context("opening the store (stop the server or use the admin API)")?;
+            for id in store.list() {
+                println!("{id}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn import_via_inbox(data_dir: &Path, id: &str, text: &str) -> Result<()> {
+    let inbox = data_dir.join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    let name = format!("{id}-{}", std::process::id());
+    let tmp = inbox.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, inbox.join(format!("{name}.json")))?;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(done) = std::fs::read_to_string(inbox.join(format!("{name}.done"))) {
+            let _ = std::fs::remove_file(inbox.join(format!("{name}.done")));
+            println!("tenant {id} stored by the running server ({})", done.trim());
+            return Ok(());
+        }
+        if let Ok(err) = std::fs::read_to_string(inbox.join(format!("{name}.error"))) {
+            let _ = std::fs::remove_file(inbox.join(format!("{name}.error")));
+            bail!("the running server refused the tenant: {}", err.trim());
+        }
+    }
+    bail!("the database is locked and no running server picked up the document within 10 s")
+}

@@ -1,0 +1,422 @@
+//! SDP (RFC 8866) reading and the RFC 3264 offer/answer for audio calls.
+//!
+//! Only what a telephony server negotiates is modelled: connection addresses, audio media lines,
+//! `rtpmap`/`fmtp`, direction attributes, `ptime` and `rtcp-mux`. Unknown lines are kept out of
+//! the answer; other media (video, …) are declined with port 0 as RFC 3264 §6 requires.
+//!
+//! Codec choice follows the offerer's order among the codecs we support (PCMU, PCMA), so a
+//! phone that prefers A-law gets A-law; `telephone-event/8000` is accepted with whatever payload
+//! type the offer used.
+
+use std::net::IpAddr;
+
+/// Why an offer could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// The body is not SDP we can read.
+    #[error("malformed SDP: {0}")]
+    Malformed(&'static str),
+    /// No audio stream with a codec we support (answered 488).
+    #[error("no acceptable audio codec offered")]
+    NoCommonCodec,
+}
+
+/// Media direction attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `a=sendrecv` (the default).
+    SendRecv,
+    /// `a=sendonly`
+    SendOnly,
+    /// `a=recvonly`
+    RecvOnly,
+    /// `a=inactive`
+    Inactive,
+}
+
+impl Direction {
+    fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction an answer takes for an offer with this one (RFC 3264 §6.1).
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+}
+
+/// An `a=rtpmap` entry (or the static meaning of payload types 0 and 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name as written.
+    pub name: String,
+    /// Clock rate.
+    pub rate: u32,
+}
+
+/// One `m=` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    /// `audio`, `video`, …
+    pub kind: String,
+    /// Port (0 = disabled).
+    pub port: u16,
+    /// Transport profile, e.g. `RTP/AVP`.
+    pub proto: String,
+    /// Format list as written.
+    pub formats: Vec<String>,
+    /// Media-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// rtpmaps.
+    pub rtpmaps: Vec<RtpMap>,
+    /// Direction attribute, if given.
+    pub direction: Option<Direction>,
+    /// `a=rtcp-mux`.
+    pub rtcp_mux: bool,
+    /// `a=ptime`.
+    pub ptime: Option<u32>,
+}
+
+impl MediaDescription {
+    /// rtpmap of a payload type, falling back to the static RFC 3551 table.
+    pub fn rtpmap(&self, pt: u8) -> Option<RtpMap> {
+        self.rtpmaps.iter().find(|m| m.pt == pt).cloned().or(match pt {
+            0 => Some(RtpMap { pt, name: "PCMU".into(), rate: 8000 }),
+            8 => Some(RtpMap { pt, name: "PCMA".into(), rate: 8000 }),
+            _ => None,
+        })
+    }
+}
+
+/// A parsed session description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// Session-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// Session-level direction.
+    pub direction: Option<Direction>,
+    /// Media sections in order.
+    pub media: Vec<MediaDescription>,
+}
+
+impl SessionDescription {
+    /// Parses SDP text (CRLF or LF line ends).
+    pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::Malformed("not UTF-8"))?;
+        let mut sd = SessionDescription {
+            connection: None,
+            direction: None,
+            media: Vec::new(),
+        };
+        let mut saw_version = false;
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            let (kind, value) = line.split_once('=').ok_or(SdpError::Malformed("line without ="))?;
+            match kind {
+                "v" => {
+                    if value.trim() != "0" {
+                        return Err(SdpError::Malformed("version is not 0"));
+                    }
+                    saw_version = true;
+                }
+                "c" => {
+                    let addr = parse_connection(value)?;
+                    match sd.media.last_mut() {
+                        Some(m) => m.connection = Some(addr),
+                        None => sd.connection = Some(addr),
+                    }
+                }
+                "m" => {
+                    let mut parts = value.split_whitespace();
+                    let kind = parts.next().ok_or(SdpError::Malformed("m= without media"))?;
+                    let port = parts
+                        .next()
+                        .and_then(|p| p.split('/').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .ok_or(SdpError::Malformed("m= port"))?;
+                    let proto = parts.next().ok_or(SdpError::Malformed("m= proto"))?;
+                    sd.media.push(MediaDescription {
+                        kind: kind.to_string(),
+                        port,
+                        proto: proto.to_string(),
+                        formats: parts.map(str::to_string).collect(),
+                        connection: None,
+                        rtpmaps: Vec::new(),
+                        direction: None,
+                        rtcp_mux: false,
+                        ptime: None,
+                    });
+                }
+                "a" => {
+                    let (name, arg) = match value.split_once(':') {
+                        Some((n, a)) => (n, Some(a)),
+                        None => (value, None),
+                    };
+                    if let Some(dir) = Direction::parse(name) {
+                        match sd.media.last_mut() {
+                            Some(m) => m.direction = Some(dir),
+                            None => sd.direction = Some(dir),
+                        }
+                        continue;
+                    }
+                    let Some(m) = sd.media.last_mut() else { continue };
+                    match (name, arg) {
+                        ("rtpmap", Some(arg)) => {
+                            if let Some(map) = parse_rtpmap(arg) {
+                                m.rtpmaps.push(map);
+                            }
+                        }
+                        ("rtcp-mux", _) => m.rtcp_mux = true,
+                        ("ptime", Some(arg)) => m.ptime = arg.trim().parse().ok(),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_version {
+            return Err(SdpError::Malformed("missing v=0"));
+        }
+        Ok(sd)
+    }
+}
+
+fn parse_connection(value: &str) -> Result<IpAddr, SdpError> {
+    let mut parts = value.split_whitespace();
+    let (_net, _addrtype, addr) = (parts.next(), parts.next(), parts.next());
+    let addr = addr.ok_or(SdpError::Malformed("c= address"))?;
+    // Multicast TTL suffix: 224.2.1.1/127.
+    let addr = addr.split('/').next().unwrap_or(addr);
+    addr.parse().map_err(|_| SdpError::Malformed("c= address is not an IP address"))
+}
+
+fn parse_rtpmap(arg: &str) -> Option<RtpMap> {
+    let (pt, enc) = arg.trim().split_once(char::is_whitespace)?;
+    let mut enc = enc.trim().split('/');
+    Some(RtpMap {
+        pt: pt.parse().ok()?,
+        name: enc.next()?.to_string(),
+        rate: enc.next()?.parse().ok()?,
+    })
+}
+
+/// Audio codecs the engine speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCodec {
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
+impl AudioCodec {
+    /// Encoding name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AudioCodec::Pcmu => "PCMU",
+            AudioCodec::Pcma => "PCMA",
+        }
+    }
+}
+
+/// The outcome of negotiating one audio stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedAudio {
+    /// Index of the audio `m=` line in the offer.
+    pub media_index: usize,
+    /// Chosen codec.
+    pub codec: AudioCodec,
+    /// Payload type of the codec as offered.
+    pub codec_pt: u8,
+    /// Payload type of `telephone-event/8000`, when offered.
+    pub dtmf_pt: Option<u8>,
+    /// Where the peer wants its RTP.
+    pub remote_addr: IpAddr,
+    /// Peer's RTP port.
+    pub remote_port: u16,
+    /// The peer's direction in its offer.
+    pub offered_direction: Direction,
+    /// Our direction in the answer.
+    pub direction: Direction,
+    /// Peer multiplexes RTCP on the RTP port.
+    pub rtcp_mux: bool,
+    /// Packetisation time in ms.
+    pub ptime: u32,
+}
+
+impl NegotiatedAudio {
+    /// True when the peer put the call on hold (it will not send, or asked us not to).
+    pub fn is_hold(&self) -> bool {
+        matches!(self.offered_direction, Direction::SendOnly | Direction::Inactive)
+            || self.remote_addr.is_unspecified()
+    }
+}
+
+/// Picks the audio stream and codec to answer an offer with.
+pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError> {
+    for (i, m) in offer.media.iter().enumerate() {
+        if m.kind != "audio" || m.port == 0 || !m.proto.starts_with("RTP/AVP") {
+            continue;
+        }
+        let mut codec = None;
+        let mut dtmf_pt = None;
+        for f in &m.formats {
+            let Ok(pt) = f.parse::<u8>() else { continue };
+            let Some(map) = m.rtpmap(pt) else { continue };
+            match (map.name.to_ascii_uppercase().as_str(), map.rate) {
+                ("PCMU", 8000) if codec.is_none() => codec = Some((AudioCodec::Pcmu, pt)),
+                ("PCMA", 8000) if codec.is_none() => codec = Some((AudioCodec::Pcma, pt)),
+                ("TELEPHONE-EVENT", 8000) if dtmf_pt.is_none() => dtmf_pt = Some(pt),
+                _ => {}
+            }
+        }
+        let Some((codec, codec_pt)) = codec else { continue };
+        let remote_addr = m
+            .connection
+            .or(offer.connection)
+            .ok_or(SdpError::Malformed("no c= line for the audio stream"))?;
+        let mut offered = m.direction.or(offer.direction).unwrap_or(Direction::SendRecv);
+        if remote_addr.is_unspecified() && offered == Direction::SendRecv {
+            // RFC 2543-style hold: c=0.0.0.0.
+            offered = Direction::SendOnly;
+        }
+        return Ok(NegotiatedAudio {
+            media_index: i,
+            codec,
+            codec_pt,
+            dtmf_pt,
+            remote_addr,
+            remote_port: m.port,
+            offered_direction: offered,
+            direction: offered.answer(),
+            rtcp_mux: m.rtcp_mux,
+            ptime: m.ptime.filter(|p| (10..=60).contains(p) && p % 10 == 0).unwrap_or(20),
+        });
+    }
+    Err(SdpError::NoCommonCodec)
+}
+
+/// Our side of an answer.
+#[derive(Debug, Clone)]
+pub struct LocalMedia {
+    /// Address announced in `c=` and `o=` (the public address).
+    pub address: IpAddr,
+    /// Our RTP port.
+    pub port: u16,
+    /// Session id for `o=` (stable for the call).
+    pub session_id: u64,
+    /// Session version for `o=` (incremented on every new description).
+    pub session_version: u64,
+}
+
+/// Writes the answer SDP for `offer` given the negotiation result.
+pub fn build_answer(offer: &SessionDescription, neg: &NegotiatedAudio, local: &LocalMedia) -> String {
+    let ip_kind = if local.address.is_ipv4() { "IP4" } else { "IP6" };
+    let mut s = String::with_capacity(300);
+    s.push_str("v=0\r\n");
+    s.push_str(&format!(
+        "o=switchyard {} {} IN {ip_kind} {}\r\n",
+        local.session_id, local.session_version, local.address
+    ));
+    s.push_str("s=switchyard\r\n");
+    s.push_str(&format!("c=IN {ip_kind} {}\r\n", local.address));
+    s.push_str("t=0 0\r\n");
+    for (i, m) in offer.media.iter().enumerate() {
+        if i != neg.media_index {
+            let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
+            s.push_str(&format!("m={} 0 {} {fmt}\r\n", m.kind, m.proto));
+            continue;
+        }
+        let mut fmts = neg.codec_pt.to_string();
+        if let Some(dt) = neg.dtmf_pt {
+            fmts.push_str(&format!(" {dt}"));
+        }
+        s.push_str(&format!("m=audio {} {} {fmts}\r\n", local.port, m.proto));
+        s.push_str(&format!("a=rtpmap:{} {}/8000\r\n", neg.codec_pt, neg.codec.name()));
+        if let Some(dt) = neg.dtmf_pt {
+            s.push_str(&format!("a=rtpmap:{dt} telephone-event/8000\r\na=fmtp:{dt} 0-16\r\n"));
+        }
+        s.push_str(&format!("a=ptime:{}\r\n", neg.ptime));
+        if neg.rtcp_mux {
+            s.push_str("a=rtcp-mux\r\n");
+        }
+        s.push_str(&format!("a={}\r\n", neg.direction.as_str()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+
+    #[test]
+    fn follows_offerer_codec_order_and_declines_video() {
+        let offer = SessionDescription::parse(OFFER.as_bytes()).expect("sdp");
+        let neg = negotiate(&offer).expect("neg");
+        assert_eq!(neg.codec, AudioCodec::Pcma);
+        assert_eq!(neg.dtmf_pt, Some(101));
+        assert_eq!(neg.remote_port, 4000);
+        let local = LocalMedia {
+            address: "192.0.2.1".parse().expect("ip"),
+            port: 20000,
+            session_id: 7,
+            session_version: 1,
+        };
+        let ans = build_answer(&offer, &neg, &local);
+        assert!(ans.contains("m=audio 20000 RTP/AVP 8 101\r\n"));
+        assert!(ans.contains("m=video 0 RTP/AVP 96\r\n"));
+        assert!(ans.contains("a=sendrecv"));
+    }
+
+    #[test]
+    fn hold_directions() {
+        let held = OFFER.replace("a=fmtp:101 0-15\r\n", "a=fmtp:101 0-15\r\na=sendonly\r\n");
+        let neg = negotiate(&SessionDescription::parse(held.as_bytes()).expect("sdp")).expect("neg");
+        assert_eq!(neg.direction, Direction::RecvOnly);
+        assert!(neg.is_hold());
+        let old = OFFER.replace("c=IN IP4 10.0.0.5", "c=IN IP4 0.0.0.0");
+        let neg = negotiate(&SessionDescription::parse(old.as_bytes()).expect("sdp")).expect("neg");
+        assert!(neg.is_hold());
+        assert_eq!(neg.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn no_common_codec() {
+        let g729 = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18\r\n";
+        assert_eq!(
+            negotiate(&SessionDescription::parse(g729.as_bytes()).expect("sdp")),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert!(SessionDescription::parse(b"garbage").is_err());
+    }
+}

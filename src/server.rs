@@ -1,0 +1,363 @@
+//! The runtime: opens the local database and tenant store, binds the SIP listeners, and runs
+//! the endpoint task — the one place that reads the clock and moves bytes between sockets and
+//! the sans-IO [`Endpoint`].
+//!
+//! Shutdown (SIGTERM/SIGINT) drains: new INVITEs get `503` with `Retry-After`, live calls may
+//! finish for up to `shutdown.drain_timeout_secs`, then the rest are hung up with BYE, and the
+//! process exits 0 once those BYEs are answered (or after a short grace period).
+//!
+//! Live configuration: besides the admin API, a tenant document dropped into
+//! `data_dir/inbox/` is imported within a second (that is how `switchyard tenant import`
+//! reaches a running server, which holds the database lock). The result is left next to it
+//! as `NAME.done` or `NAME.error`.
+
+use crate::localdb::{LocalDb, LocalDbError};
+use crate::media::RtpPortPool;
+use crate::settings::Settings;
+use crate::sip::endpoint::{Endpoint, EndpointConfig, Now, TransportKind};
+use crate::sip::registrar::{Registrar, RegistrarConfig};
+use crate::sip::transaction::TimerConfig;
+use crate::sip::transport::{spawn_tcp_listener, spawn_udp_receiver, Inbound, TcpConnections};
+use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+/// The demo tenant shipped with the binary (`serve --demo`).
+pub const DEMO_TENANT: &str = include_str!("../config/demo-tenant.json");
+
+/// Start-up and run-time failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A settings value is unusable.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    /// The local database failed (or another process holds it).
+    #[error(transparent)]
+    Db(#[from] LocalDbError),
+    /// The tenant store failed.
+    #[error(transparent)]
+    Tenant(#[from] TenantStoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// Transport.
+        transport: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Other I/O (data directory).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The demo tenant document is broken (a build problem).
+    #[error("demo tenant: {0}")]
+    Demo(String),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix: unix_now(),
+    }
+}
+
+/// Opens the tenant store under `data_dir` (creating the directory).
+pub fn open_store(settings: &Settings) -> Result<(LocalDb, Arc<TenantStore>), ServerError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServerError::Io {
+        what: format!("creating data_dir {}", settings.data_dir.display()),
+        source,
+    })?;
+    let db = LocalDb::open(&settings.data_dir)?;
+    let default = (!settings.tenant.default.is_empty()).then(|| settings.tenant.default.clone());
+    let store = Arc::new(TenantStore::open(db.clone(), default)?);
+    Ok((db, store))
+}
+
+/// Parses the embedded demo tenant.
+pub fn demo_tenant() -> Result<TenantConfig, ServerError> {
+    serde_json::from_str(DEMO_TENANT).map_err(|e| ServerError::Demo(e.to_string()))
+}
+
+/// The host's primary address, for `0.0.0.0` listeners without `sip.public_address`.
+fn primary_ip() -> IpAddr {
+    // A connected UDP socket learns its source address without sending anything.
+    StdUdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Runs the server until SIGTERM/SIGINT and a completed drain.
+pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> {
+    if demo && settings.tenant.default.is_empty() {
+        settings.tenant.default = "demo".into();
+    }
+    let (db, store) = open_store(&settings)?;
+    if demo && store.get("demo")?.is_none() {
+        let rev = store.put(demo_tenant()?)?;
+        tracing::info!(revision = rev, "demo tenant loaded");
+    }
+
+    let listeners = settings.listeners()?;
+    let (to_endpoint, mut inbound) = mpsc::channel::<Inbound>(8192);
+    let mut udp_socket: Option<Arc<UdpSocket>> = None;
+    let mut udp_port = None;
+    let mut tcp_port = None;
+    let mut bound_ip = None;
+    for l in &listeners {
+        match l.transport {
+            TransportKind::Udp => {
+                let s = UdpSocket::bind(l.addr).await.map_err(|source| ServerError::Bind {
+                    transport: "udp",
+                    addr: l.addr,
+                    source,
+                })?;
+                let local = s.local_addr().map_err(|source| ServerError::Io { what: "udp local address".into(), source })?;
+                tracing::info!(addr = %local, "SIP listening on UDP");
+                udp_port = Some(local.port());
+                bound_ip.get_or_insert(local.ip());
+                let s = Arc::new(s);
+                spawn_udp_receiver(s.clone(), to_endpoint.clone());
+                udp_socket = Some(s);
+            }
+            TransportKind::Tcp => {
+                let s = TcpListener::bind(l.addr).await.map_err(|source| ServerError::Bind {
+                    transport: "tcp",
+                    addr: l.addr,
+                    source,
+                })?;
+                let local = s.local_addr().map_err(|source| ServerError::Io { what: "tcp local address".into(), source })?;
+                tracing::info!(addr = %local, "SIP listening on TCP");
+                tcp_port = Some(local.port());
+                bound_ip.get_or_insert(local.ip());
+                spawn_tcp_listener(
+                    s,
+                    to_endpoint.clone(),
+                    Duration::from_secs(settings.sip.tcp_idle_timeout_secs),
+                    settings.sip.tcp_max_connections as usize,
+                );
+            }
+        }
+    }
+    let public_ip = match settings.public_ip()? {
+        Some(ip) => ip,
+        None => match bound_ip {
+            Some(ip) if !ip.is_unspecified() => ip,
+            _ => primary_ip(),
+        },
+    };
+    let (rtp_first, rtp_last) = settings.rtp_ports()?;
+    let rtp_bind: IpAddr = if settings.media.bind_address.is_empty() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        settings
+            .media
+            .bind_address
+            .parse()
+            .map_err(|_| crate::settings::SettingsError::Invalid {
+                key: "media.bind_address".into(),
+                message: "must be an IP address".into(),
+            })?
+    };
+    let ports = RtpPortPool::new(rtp_bind, rtp_first, rtp_last);
+    let registrar = Registrar::open(
+        RegistrarConfig {
+            min_expires: settings.sip.min_expires,
+            max_expires: settings.sip.max_expires,
+            default_expires: settings.sip.default_expires,
+            max_contacts: 10,
+        },
+        Some(db.tree("registrations")?),
+    )?;
+    let cfg = EndpointConfig {
+        public_host: public_ip.to_string(),
+        public_ip,
+        udp_port,
+        tcp_port,
+        algorithms: settings.algorithms()?,
+        nonce_lifetime: Duration::from_secs(settings.sip.nonce_lifetime_secs),
+        nonce_secret: settings.nonce_secret()?.unwrap_or_else(rand::random),
+        auth_max_failures: settings.sip.auth_max_failures,
+        auth_window: Duration::from_secs(settings.sip.auth_window_secs),
+        auth_block: Duration::from_secs(settings.sip.auth_block_secs),
+        registrar: RegistrarConfig::default(),
+        timers: TimerConfig {
+            t1: Duration::from_millis(settings.sip.t1_ms),
+            ..TimerConfig::default()
+        },
+        drain_retry_after: settings.shutdown.retry_after_secs,
+        ..EndpointConfig::default()
+    };
+    tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");
+    let mut endpoint = Endpoint::new(cfg, store.clone(), ports, registrar);
+
+    let inbox = settings.data_dir.join("inbox");
+    spawn_inbox_watcher(inbox, store.clone());
+
+    let mut tcp = TcpConnections::default();
+    let drain_timeout = Duration::from_secs(settings.shutdown.drain_timeout_secs);
+    let mut shutdown = Box::pin(shutdown_signal());
+    let mut drain_deadline: Option<Instant> = None;
+    let mut final_deadline: Option<Instant> = None;
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+
+    loop {
+        let wake = endpoint
+            .poll_timeout()
+            .into_iter()
+            .chain(drain_deadline)
+            .chain(final_deadline)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
+        tokio::select! {
+            msg = inbound.recv() => {
+                let Some(msg) = msg else { break };
+                handle_inbound(&mut endpoint, &mut tcp, msg);
+                // Take whatever else is already queued before flushing: fewer wake-ups under load.
+                for _ in 0..256 {
+                    match inbound.try_recv() {
+                        Ok(m) => handle_inbound(&mut endpoint, &mut tcp, m),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = &mut sleep => {
+                endpoint.handle_timeout(now());
+            }
+            _ = &mut shutdown, if drain_deadline.is_none() => {
+                tracing::info!(live_calls = endpoint.live_calls(), timeout_s = drain_timeout.as_secs(), "draining: refusing new calls");
+                endpoint.begin_drain();
+                drain_deadline = Some(Instant::now() + drain_timeout);
+            }
+        }
+        flush(&mut endpoint, udp_socket.as_deref(), &tcp);
+        if let Some(d) = drain_deadline {
+            if final_deadline.is_none() && (endpoint.live_calls() == 0 || Instant::now() >= d) {
+                if endpoint.live_calls() > 0 {
+                    tracing::info!(live_calls = endpoint.live_calls(), "drain timeout: hanging up remaining calls");
+                }
+                endpoint.hangup_all(now());
+                flush(&mut endpoint, udp_socket.as_deref(), &tcp);
+                final_deadline = Some(Instant::now() + Duration::from_secs(2));
+            }
+            if let Some(f) = final_deadline {
+                if endpoint.stats().client_transactions == 0 || Instant::now() >= f {
+                    break;
+                }
+            }
+        }
+    }
+    db.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inbound) {
+    match msg {
+        Inbound::Message { peer, data } => endpoint.handle_incoming(now(), peer, &data),
+        Inbound::Opened { conn, writer } => tcp.opened(conn, writer),
+        Inbound::Closed { conn } => tcp.closed(conn),
+    }
+}
+
+fn flush(endpoint: &mut Endpoint, udp: Option<&UdpSocket>, tcp: &TcpConnections) {
+    while let Some(t) = endpoint.poll_transmit() {
+        match (t.peer.transport, t.peer.conn) {
+            (TransportKind::Udp, _) => {
+                if let Some(s) = udp {
+                    if let Err(e) = s.try_send_to(&t.payload, t.peer.addr) {
+                        tracing::debug!(peer = %t.peer.addr, error = %e, "udp send failed");
+                    }
+                }
+            }
+            (TransportKind::Tcp, Some(conn)) => {
+                if !tcp.send(conn, t.payload) {
+                    tracing::debug!(peer = %t.peer.addr, "tcp connection gone or congested: message dropped");
+                }
+            }
+            (TransportKind::Tcp, None) => {
+                tracing::debug!(peer = %t.peer.addr, "no tcp connection to send on");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Imports tenant documents dropped into `inbox` (see the module docs).
+fn spawn_inbox_watcher(inbox: PathBuf, store: Arc<TenantStore>) {
+    tokio::spawn(async move {
+        if let Err(e) = std::fs::create_dir_all(&inbox) {
+            tracing::warn!(error = %e, dir = %inbox.display(), "cannot create tenant inbox");
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let dir = inbox.clone();
+            let _ = tokio::task::spawn_blocking(move || import_inbox(&dir, &store)).await;
+        }
+    });
+}
+
+/// One pass over the inbox: `*.json` files are imported and renamed with their outcome.
+pub fn import_inbox(dir: &Path, store: &TenantStore) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let result = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<TenantConfig>(&text).map_err(|e| e.to_string()))
+            .and_then(|cfg| store.put(cfg).map_err(|e| e.to_string()));
+        let (ext, text) = match result {
+            Ok(rev) => ("done", format!("revision {rev}\n")),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "tenant import refused");
+                ("error", format!("{e}\n"))
+            }
+        };
+        let _ = std::fs::write(path.with_extension(ext), text);
+        let _ = std::fs::remove_file(&path);
+    }
+}

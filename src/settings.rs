@@ -1,0 +1,526 @@
+//! Settings: built-in defaults, overridden by a TOML file, overridden by environment variables
+//! named `SWITCHYARD_<SECTION>_<KEY>` (`SWITCHYARD_<KEY>` for top-level keys such as
+//! `data_dir`). `config/switchyard.toml` documents every key with its default.
+//!
+//! Every key has a concrete default (empty string means "not set"), so the list of keys that
+//! environment variables may override is simply the default document's keys. A bad value fails
+//! start-up with an error naming the key.
+
+use crate::sip::digest::DigestAlgorithm;
+use crate::sip::endpoint::TransportKind;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys / wrong types.
+    #[error("{path}: {message}")]
+    File {
+        /// File path.
+        path: PathBuf,
+        /// What is wrong (the TOML library names the key and line).
+        message: String,
+    },
+    /// A key has an unusable value.
+    #[error("setting {key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `sip.listen`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where the node keeps its local database, spool and files.
+    pub data_dir: PathBuf,
+    /// Logging.
+    pub log: LogSettings,
+    /// SIP.
+    pub sip: SipSettings,
+    /// Media.
+    pub media: MediaSettings,
+    /// Admin API.
+    pub api: ApiSettings,
+    /// Tenants.
+    pub tenant: TenantSettings,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownSettings,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: String,
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    pub level: String,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSettings {
+    /// Listeners, `transport:ip:port`.
+    pub listen: Vec<String>,
+    /// Address put in Via, Contact and SDP when it differs from the bound one (NAT, load
+    /// balancer). Empty: the listen address (or this host's primary address for 0.0.0.0).
+    pub public_address: String,
+    /// Digest algorithms offered, in this order.
+    pub auth_algorithms: Vec<String>,
+    /// Seconds a nonce stays valid.
+    pub nonce_lifetime_secs: u64,
+    /// Secret for nonces (hex, 64 digits); empty: random at each start. Set it on every node
+    /// behind a load balancer so any node accepts another's nonces.
+    pub nonce_secret: String,
+    /// Failed authentications per source address within `auth_window_secs` before refusing it.
+    pub auth_max_failures: u32,
+    /// Window for counting failures.
+    pub auth_window_secs: u64,
+    /// How long a source address is refused after too many failures.
+    pub auth_block_secs: u64,
+    /// Shortest registration accepted (shorter: 423).
+    pub min_expires: u32,
+    /// Longest registration granted.
+    pub max_expires: u32,
+    /// Registration length when the phone names none.
+    pub default_expires: u32,
+    /// RFC 3261 T1 in milliseconds.
+    pub t1_ms: u64,
+    /// Close TCP connections idle this long.
+    pub tcp_idle_timeout_secs: u64,
+    /// Most simultaneous TCP connections.
+    pub tcp_max_connections: u32,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSettings {
+    /// RTP port range, `first-last`.
+    pub rtp_ports: String,
+    /// Address RTP sockets bind to; empty: all interfaces.
+    pub bind_address: String,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Admin API listen address.
+    pub listen: String,
+    /// Admin key (Bearer token) that manages tenants; empty disables admin access.
+    pub admin_key: String,
+}
+
+/// `[tenant]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantSettings {
+    /// Tenant used when the request host is an IP address or an unknown domain.
+    pub default: String,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// Seconds live calls may continue after SIGTERM before they are hung up.
+    pub drain_timeout_secs: u64,
+    /// Retry-After seconds on the 503 sent to new calls while draining.
+    pub retry_after_secs: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("switchyard-data"),
+            log: LogSettings::default(),
+            sip: SipSettings::default(),
+            media: MediaSettings::default(),
+            api: ApiSettings::default(),
+            tenant: TenantSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        SipSettings {
+            listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            public_address: String::new(),
+            auth_algorithms: vec!["MD5".into(), "SHA-256".into()],
+            nonce_lifetime_secs: 300,
+            nonce_secret: String::new(),
+            auth_max_failures: 10,
+            auth_window_secs: 60,
+            auth_block_secs: 300,
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            t1_ms: 500,
+            tcp_idle_timeout_secs: 600,
+            tcp_max_connections: 4096,
+        }
+    }
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            rtp_ports: "20000-29999".into(),
+            bind_address: String::new(),
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: "127.0.0.1:8080".into(),
+            admin_key: String::new(),
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            drain_timeout_secs: 60,
+            retry_after_secs: 30,
+        }
+    }
+}
+
+/// One SIP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// Transport.
+    pub transport: TransportKind,
+    /// Address to bind.
+    pub addr: SocketAddr,
+}
+
+impl Settings {
+    /// Defaults ← `file` (if any) ← environment (`vars`, normally `std::env::vars()`).
+    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
+        let mut doc = toml::Value::try_from(Settings::default()).map_err(|e| invalid("(defaults)", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file_doc: toml::Value = toml::from_str(&text).map_err(|e| SettingsError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            merge(&mut doc, file_doc, "").map_err(|message| SettingsError::File {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        }
+        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with("SWITCHYARD_")).collect();
+        apply_env(&mut doc, &vars)?;
+        let settings: Settings = doc.try_into().map_err(|e: toml::de::Error| invalid("(settings)", e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value that has a format, naming the key at fault.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.listeners()?;
+        self.rtp_ports()?;
+        self.public_ip()?;
+        self.algorithms()?;
+        self.nonce_secret()?;
+        self.api_listen()?;
+        if !matches!(self.log.format.as_str(), "pretty" | "json") {
+            return Err(invalid("log.format", "must be pretty or json"));
+        }
+        if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
+            return Err(invalid("sip.min_expires", "must be at least 1 and at most sip.max_expires"));
+        }
+        if self.sip.default_expires < self.sip.min_expires || self.sip.default_expires > self.sip.max_expires {
+            return Err(invalid("sip.default_expires", "must lie between sip.min_expires and sip.max_expires"));
+        }
+        if !(50..=5000).contains(&self.sip.t1_ms) {
+            return Err(invalid("sip.t1_ms", "must be 50-5000"));
+        }
+        if self.sip.nonce_lifetime_secs < 10 {
+            return Err(invalid("sip.nonce_lifetime_secs", "must be at least 10"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Parsed `sip.listen`.
+    pub fn listeners(&self) -> Result<Vec<Listener>, SettingsError> {
+        if self.sip.listen.is_empty() {
+            return Err(invalid("sip.listen", "at least one listener is needed"));
+        }
+        let mut out = Vec::new();
+        for entry in &self.sip.listen {
+            let (tp, addr) = entry
+                .split_once(':')
+                .ok_or_else(|| invalid("sip.listen", format!("{entry:?} is not transport:ip:port")))?;
+            let transport = match tp.to_ascii_lowercase().as_str() {
+                "udp" => TransportKind::Udp,
+                "tcp" => TransportKind::Tcp,
+                other => return Err(invalid("sip.listen", format!("unknown transport {other:?} (udp or tcp)"))),
+            };
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| invalid("sip.listen", format!("{addr:?} is not ip:port")))?;
+            if out.iter().any(|l: &Listener| l.transport == transport) {
+                return Err(invalid("sip.listen", format!("more than one {tp} listener")));
+            }
+            out.push(Listener { transport, addr });
+        }
+        Ok(out)
+    }
+
+    /// Parsed `media.rtp_ports`.
+    pub fn rtp_ports(&self) -> Result<(u16, u16), SettingsError> {
+        let key = "media.rtp_ports";
+        let (a, b) = self
+            .media
+            .rtp_ports
+            .split_once('-')
+            .ok_or_else(|| invalid(key, "must be first-last, e.g. 20000-29999"))?;
+        let a: u16 = a.trim().parse().map_err(|_| invalid(key, "first port is not a number"))?;
+        let b: u16 = b.trim().parse().map_err(|_| invalid(key, "last port is not a number"))?;
+        if a < 1024 || b <= a + 2 {
+            return Err(invalid(key, "range must start at 1024 or above and hold at least two ports pairs"));
+        }
+        Ok((a, b))
+    }
+
+    /// Parsed `sip.public_address` (None when unset).
+    pub fn public_ip(&self) -> Result<Option<IpAddr>, SettingsError> {
+        if self.sip.public_address.is_empty() {
+            return Ok(None);
+        }
+        self.sip
+            .public_address
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid("sip.public_address", "must be an IP address"))
+    }
+
+    /// Parsed `sip.auth_algorithms`.
+    pub fn algorithms(&self) -> Result<Vec<DigestAlgorithm>, SettingsError> {
+        let key = "sip.auth_algorithms";
+        if self.sip.auth_algorithms.is_empty() {
+            return Err(invalid(key, "at least one algorithm is needed"));
+        }
+        self.sip
+            .auth_algorithms
+            .iter()
+            .map(|a| DigestAlgorithm::from_token(a).ok_or_else(|| invalid(key, format!("unknown algorithm {a:?} (MD5, SHA-256)"))))
+            .collect()
+    }
+
+    /// Parsed `sip.nonce_secret` (None: random).
+    pub fn nonce_secret(&self) -> Result<Option<[u8; 32]>, SettingsError> {
+        if self.sip.nonce_secret.is_empty() {
+            return Ok(None);
+        }
+        let bytes = hex::decode(&self.sip.nonce_secret).map_err(|_| invalid("sip.nonce_secret", "must be hex"))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| invalid("sip.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
+        Ok(Some(arr))
+    }
+
+    /// Parsed `api.listen`.
+    pub fn api_listen(&self) -> Result<SocketAddr, SettingsError> {
+        self.api
+            .listen
+            .parse()
+            .map_err(|_| invalid("api.listen", "must be ip:port"))
+    }
+}
+
+/// Overlays `from` onto `into`, refusing keys the defaults do not have.
+fn merge(into: &mut toml::Value, from: toml::Value, path: &str) -> Result<(), String> {
+    match (into, from) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            for (k, v) in b {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match a.get_mut(&k) {
+                    Some(slot) => merge(slot, v, &p)?,
+                    None => return Err(format!("unknown setting {p}")),
+                }
+            }
+            Ok(())
+        }
+        (slot, v) => {
+            if std::mem::discriminant(slot) != std::mem::discriminant(&v) {
+                return Err(format!("setting {path}: expected {}, found {}", slot.type_str(), v.type_str()));
+            }
+            *slot = v;
+            Ok(())
+        }
+    }
+}
+
+fn apply_env(doc: &mut toml::Value, vars: &[(String, String)]) -> Result<(), SettingsError> {
+    let toml::Value::Table(root) = doc else {
+        return Ok(());
+    };
+    // (variable name, section, key within section)
+    let mut known: Vec<(String, String, Option<String>)> = Vec::new();
+    for (section, value) in root.iter() {
+        match value {
+            toml::Value::Table(t) => {
+                for key in t.keys() {
+                    let name = format!("SWITCHYARD_{section}_{key}").to_ascii_uppercase();
+                    known.push((name, section.clone(), Some(key.clone())));
+                }
+            }
+            _ => known.push((format!("SWITCHYARD_{section}").to_ascii_uppercase(), section.clone(), None)),
+        }
+    }
+    for (name, value) in vars {
+        if name == "SWITCHYARD_CONFIG" {
+            continue;
+        }
+        let Some((_, section, key)) = known.iter().find(|(n, _, _)| n == name) else {
+            return Err(invalid(name, "unknown environment setting"));
+        };
+        let dotted = match key {
+            Some(k) => format!("{section}.{k}"),
+            None => section.clone(),
+        };
+        let slot = match (root.get_mut(section), key) {
+            (Some(toml::Value::Table(t)), Some(k)) => t.get_mut(k),
+            (slot, None) => slot,
+            _ => None,
+        };
+        let Some(slot) = slot else { continue };
+        *slot = env_value(slot, name, value, &dotted)?;
+    }
+    Ok(())
+}
+
+/// Converts an environment string to the type the default has.
+fn env_value(slot: &toml::Value, name: &str, value: &str, key: &str) -> Result<toml::Value, SettingsError> {
+    Ok(match slot {
+        toml::Value::String(_) => toml::Value::String(value.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("{name}={value:?} is not a whole number")))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("{name}={value:?} is not true or false")))?,
+        ),
+        toml::Value::Array(_) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => return Err(invalid(key, "cannot be set from the environment")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load(None, env(&[])).expect("defaults");
+        assert_eq!(s.listeners().expect("listeners").len(), 2);
+        assert_eq!(s.rtp_ports().expect("ports"), (20000, 29999));
+        assert_eq!(s.algorithms().expect("algs")[0], DigestAlgorithm::Md5);
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("SWITCHYARD_DATA_DIR", "/tmp/x"),
+                ("SWITCHYARD_SIP_LISTEN", "udp:127.0.0.1:5070, tcp:127.0.0.1:5071"),
+                ("SWITCHYARD_MEDIA_RTP_PORTS", "30000-30100"),
+                ("SWITCHYARD_API_ADMIN_KEY", "k"),
+                ("SWITCHYARD_SIP_T1_MS", "250"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.listeners().expect("l")[1].addr.port(), 5071);
+        assert_eq!(s.rtp_ports().expect("p"), (30000, 30100));
+        assert_eq!(s.api.admin_key, "k");
+        assert_eq!(s.sip.t1_ms, 250);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Settings::load(None, env(&[("SWITCHYARD_SIP_LISTEN", "sctp:1.2.3.4:5060")])).expect_err("bad");
+        assert!(e.to_string().contains("sip.listen"), "{e}");
+        let e = Settings::load(None, env(&[("SWITCHYARD_MEDIA_RTP_PORTS", "abc")])).expect_err("bad");
+        assert!(e.to_string().contains("media.rtp_ports"), "{e}");
+        let e = Settings::load(None, env(&[("SWITCHYARD_SIP_T1_MS", "soon")])).expect_err("bad");
+        assert!(e.to_string().contains("sip.t1_ms"), "{e}");
+        let e = Settings::load(None, env(&[("SWITCHYARD_SIP_NOPE", "1")])).expect_err("bad");
+        assert!(e.to_string().contains("SWITCHYARD_SIP_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn file_with_unknown_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "[sip]\nlisten = [\"udp:127.0.0.1:5090\"]\nlisen = 1\n").expect("write");
+        let e = Settings::load(Some(&p), env(&[])).expect_err("bad");
+        assert!(e.to_string().contains("sip.lisen"), "{e}");
+        std::fs::write(&p, "[sip]\nlisten = [\"udp:127.0.0.1:5090\"]\n").expect("write");
+        let s = Settings::load(Some(&p), env(&[])).expect("ok");
+        assert_eq!(s.listeners().expect("l").len(), 1);
+    }
+}

@@ -1,0 +1,535 @@
+//! Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): challenges, credential checks,
+//! nonces that expire, nonce-count replay protection and a per-address failure limit.
+//!
+//! Nonces are stateless to issue: `base64url(issued_at ‖ random ‖ HMAC-SHA256(secret, issued_at ‖
+//! random ‖ realm))` (the random part makes every challenge unique, even within one second),
+//! so a restart or a second node with the same secret can verify them. Only the highest
+//! nonce-count seen per nonce is kept (RFC 7616 §3.4.5), and that table is swept as nonces expire.
+//!
+//! The server never sees a password: users carry `HA1 = H(username:realm:password)` for MD5 and
+//! for SHA-256, which is all digest verification needs.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::headers::split_comma_list;
+
+/// A digest hash algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum DigestAlgorithm {
+    /// MD5, what most deployed phones speak.
+    #[serde(rename = "MD5")]
+    Md5,
+    /// SHA-256 (RFC 8760).
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
+impl DigestAlgorithm {
+    /// The token used in `algorithm=`.
+    pub fn token(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Md5 => "MD5",
+            DigestAlgorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    /// Parses an `algorithm=` token (absent means MD5).
+    pub fn from_token(t: &str) -> Option<Self> {
+        if t.eq_ignore_ascii_case("MD5") {
+            Some(DigestAlgorithm::Md5)
+        } else if t.eq_ignore_ascii_case("SHA-256") {
+            Some(DigestAlgorithm::Sha256)
+        } else {
+            None
+        }
+    }
+
+    /// Lower-case hex digest of `data`.
+    pub fn hash_hex(self, data: &str) -> String {
+        match self {
+            DigestAlgorithm::Md5 => hex::encode(Md5::digest(data.as_bytes())),
+            DigestAlgorithm::Sha256 => hex::encode(Sha256::digest(data.as_bytes())),
+        }
+    }
+}
+
+/// `HA1 = H(username:realm:password)`, what user records store instead of a password.
+pub fn ha1(alg: DigestAlgorithm, username: &str, realm: &str, password: &str) -> String {
+    alg.hash_hex(&format!("{username}:{realm}:{password}"))
+}
+
+/// The credentials a client sent in `Authorization` or `Proxy-Authorization`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestCredentials {
+    /// `username`
+    pub username: String,
+    /// `realm`
+    pub realm: String,
+    /// `nonce`
+    pub nonce: String,
+    /// `uri` (digest-uri)
+    pub uri: String,
+    /// `response`
+    pub response: String,
+    /// `algorithm`, MD5 when absent.
+    pub algorithm: String,
+    /// `cnonce`
+    pub cnonce: Option<String>,
+    /// `nc` as sent (8 hex digits).
+    pub nc: Option<String>,
+    /// `qop`
+    pub qop: Option<String>,
+    /// `opaque`
+    pub opaque: Option<String>,
+}
+
+/// Why credentials could not even be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    /// Not the `Digest` scheme.
+    #[error("authorization scheme is not Digest")]
+    NotDigest,
+    /// A required parameter is missing.
+    #[error("digest parameter {0} missing")]
+    Missing(&'static str),
+}
+
+impl DigestCredentials {
+    /// Parses `Digest username="…", realm="…", …`.
+    pub fn parse(value: &str) -> Result<Self, DigestError> {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(char::is_whitespace).ok_or(DigestError::NotDigest)?;
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(DigestError::NotDigest);
+        }
+        let mut c = DigestCredentials {
+            algorithm: "MD5".into(),
+            ..Default::default()
+        };
+        for part in split_comma_list(rest) {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v)
+                .to_string();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "username" => c.username = v,
+                "realm" => c.realm = v,
+                "nonce" => c.nonce = v,
+                "uri" => c.uri = v,
+                "response" => c.response = v.to_ascii_lowercase(),
+                "algorithm" => c.algorithm = v,
+                "cnonce" => c.cnonce = Some(v),
+                "nc" => c.nc = Some(v),
+                "qop" => c.qop = Some(v),
+                "opaque" => c.opaque = Some(v),
+                _ => {}
+            }
+        }
+        for (name, val) in [
+            ("username", &c.username),
+            ("nonce", &c.nonce),
+            ("uri", &c.uri),
+            ("response", &c.response),
+        ] {
+            if val.is_empty() {
+                return Err(DigestError::Missing(name));
+            }
+        }
+        Ok(c)
+    }
+
+    /// The expected `response` for these credentials, given the user's HA1.
+    pub fn expected_response(&self, alg: DigestAlgorithm, method: &str, ha1: &str) -> String {
+        let ha2 = alg.hash_hex(&format!("{method}:{}", self.uri));
+        match (&self.qop, &self.nc, &self.cnonce) {
+            (Some(qop), Some(nc), Some(cnonce)) => {
+                alg.hash_hex(&format!("{ha1}:{}:{nc}:{cnonce}:{qop}:{ha2}", self.nonce))
+            }
+            _ => alg.hash_hex(&format!("{ha1}:{}:{ha2}", self.nonce)),
+        }
+    }
+}
+
+/// Constant-time comparison of two ASCII strings.
+fn ct_eq(a: &str, b: &str) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What became of a nonce presented by a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// Ours, unexpired, nonce-count fresh.
+    Fresh,
+    /// Ours but expired: re-challenge with `stale=true` (the client may retry silently).
+    Stale,
+    /// Ours, but the nonce-count was seen before: a replay.
+    Replayed,
+    /// Not a nonce we issued.
+    Invalid,
+}
+
+/// Issues and checks nonces.
+pub struct NonceIssuer {
+    secret: [u8; 32],
+    lifetime: Duration,
+    /// Highest nonce-count seen per nonce, with the nonce's expiry (unix seconds).
+    counts: HashMap<String, (u32, u64)>,
+    next_sweep: u64,
+}
+
+/// Bound on the replay table; beyond it the oldest half is dropped (those nonces become stale
+/// for their clients, who re-authenticate once).
+const MAX_TRACKED_NONCES: usize = 200_000;
+
+impl NonceIssuer {
+    /// A nonce issuer with this secret and nonce lifetime.
+    pub fn new(secret: [u8; 32], lifetime: Duration) -> Self {
+        NonceIssuer {
+            secret,
+            lifetime,
+            counts: HashMap::new(),
+            next_sweep: 0,
+        }
+    }
+
+    fn mac(&self, issued: u64, salt: &[u8], realm: &str) -> [u8; 16] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("any key length");
+        m.update(&issued.to_be_bytes());
+        m.update(salt);
+        m.update(realm.as_bytes());
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// A fresh nonce for `realm`, issued at `unix_now` (seconds).
+    pub fn issue(&self, realm: &str, unix_now: u64) -> String {
+        let salt: [u8; 8] = rand::random();
+        let mut raw = Vec::with_capacity(32);
+        raw.extend_from_slice(&unix_now.to_be_bytes());
+        raw.extend_from_slice(&salt);
+        raw.extend_from_slice(&self.mac(unix_now, &salt, realm));
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Checks a nonce and its nonce-count (`nc`, hex) for `realm` at `unix_now`, and records
+    /// the count when fresh.
+    pub fn check(&mut self, nonce: &str, nc: Option<&str>, realm: &str, unix_now: u64) -> NonceCheck {
+        let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce) else {
+            return NonceCheck::Invalid;
+        };
+        if raw.len() != 32 {
+            return NonceCheck::Invalid;
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&raw[..8]);
+        let issued = u64::from_be_bytes(ts);
+        let expected = self.mac(issued, &raw[8..16], realm);
+        if raw[16..].iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+            return NonceCheck::Invalid;
+        }
+        let expires = issued.saturating_add(self.lifetime.as_secs());
+        if unix_now >= expires || issued > unix_now + 60 {
+            return NonceCheck::Stale;
+        }
+        self.sweep(unix_now);
+        // Without qop there is no nonce-count; the nonce is then good until it expires.
+        let Some(nc) = nc else {
+            return NonceCheck::Fresh;
+        };
+        let Ok(nc) = u32::from_str_radix(nc, 16) else {
+            return NonceCheck::Invalid;
+        };
+        let entry = self.counts.entry(nonce.to_string()).or_insert((0, expires));
+        if nc <= entry.0 {
+            return NonceCheck::Replayed;
+        }
+        entry.0 = nc;
+        NonceCheck::Fresh
+    }
+
+    fn sweep(&mut self, unix_now: u64) {
+        if unix_now < self.next_sweep && self.counts.len() < MAX_TRACKED_NONCES {
+            return;
+        }
+        self.next_sweep = unix_now + 30;
+        self.counts.retain(|_, (_, exp)| *exp > unix_now);
+        if self.counts.len() >= MAX_TRACKED_NONCES {
+            let mut exps: Vec<u64> = self.counts.values().map(|(_, e)| *e).collect();
+            exps.sort_unstable();
+            let cut = exps[exps.len() / 2];
+            self.counts.retain(|_, (_, e)| *e > cut);
+        }
+    }
+
+    /// How many nonces are being tracked for replay (for metrics and tests).
+    pub fn tracked(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+/// The `WWW-Authenticate`/`Proxy-Authenticate` values for one challenge: one per algorithm, in
+/// the configured order (RFC 8760 §2.4: the server lists them in its order of preference).
+pub fn challenge_values(realm: &str, nonce: &str, algorithms: &[DigestAlgorithm], stale: bool) -> Vec<String> {
+    algorithms
+        .iter()
+        .map(|alg| {
+            let mut v = format!(
+                "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
+                alg.token()
+            );
+            if stale {
+                v.push_str(", stale=true");
+            }
+            v
+        })
+        .collect()
+}
+
+/// Result of checking credentials against a user's hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The response matched.
+    Valid,
+    /// The nonce is ours but expired: challenge again with `stale=true`.
+    Stale,
+    /// Wrong password, unknown user, replay or foreign nonce.
+    Invalid,
+}
+
+/// Checks `creds` for a request with `method`, given the user's HA1 for each algorithm.
+pub fn verify(
+    nonces: &mut NonceIssuer,
+    creds: &DigestCredentials,
+    method: &str,
+    realm: &str,
+    ha1_for: impl Fn(DigestAlgorithm) -> Option<String>,
+    allowed: &[DigestAlgorithm],
+    unix_now: u64,
+) -> Verdict {
+    let Some(alg) = DigestAlgorithm::from_token(&creds.algorithm) else {
+        return Verdict::Invalid;
+    };
+    if !allowed.contains(&alg) || creds.realm != realm {
+        return Verdict::Invalid;
+    }
+    if let Some(qop) = &creds.qop {
+        if !qop.eq_ignore_ascii_case("auth") || creds.nc.is_none() || creds.cnonce.is_none() {
+            return Verdict::Invalid;
+        }
+    }
+    let Some(ha1) = ha1_for(alg) else {
+        return Verdict::Invalid;
+    };
+    // Check the response before touching the replay table, so a wrong guess cannot burn a
+    // legitimate client's nonce-count.
+    if !ct_eq(&creds.expected_response(alg, method, &ha1), &creds.response) {
+        return Verdict::Invalid;
+    }
+    match nonces.check(&creds.nonce, creds.nc.as_deref(), realm, unix_now) {
+        NonceCheck::Fresh => Verdict::Valid,
+        NonceCheck::Stale => Verdict::Stale,
+        NonceCheck::Replayed | NonceCheck::Invalid => Verdict::Invalid,
+    }
+}
+
+/// Counts authentication failures per source address in a sliding window and says when an
+/// address must be refused outright (brute-force protection).
+pub struct AuthFailureLimiter {
+    max_failures: u32,
+    window: Duration,
+    block_for: Duration,
+    entries: HashMap<IpAddr, FailureEntry>,
+}
+
+struct FailureEntry {
+    window_start: Instant,
+    failures: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl AuthFailureLimiter {
+    /// At most `max_failures` within `window`; then refuse the address for `block_for`.
+    pub fn new(max_failures: u32, window: Duration, block_for: Duration) -> Self {
+        AuthFailureLimiter {
+            max_failures,
+            window,
+            block_for,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// True while `ip` is blocked.
+    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.entries
+            .get(&ip)
+            .and_then(|e| e.blocked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Records a failure; returns true when this failure starts a block (log it once).
+    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.entries.len() > 100_000 {
+            let window = self.window;
+            self.entries.retain(|_, e| {
+                e.blocked_until.is_some_and(|u| u > now) || now.duration_since(e.window_start) < window
+            });
+        }
+        let e = self.entries.entry(ip).or_insert(FailureEntry {
+            window_start: now,
+            failures: 0,
+            blocked_until: None,
+        });
+        if now.duration_since(e.window_start) >= self.window {
+            e.window_start = now;
+            e.failures = 0;
+        }
+        e.failures += 1;
+        if e.failures > self.max_failures && e.blocked_until.is_none_or(|u| u <= now) {
+            e.blocked_until = Some(now + self.block_for);
+            return true;
+        }
+        false
+    }
+
+    /// Records a success: the address's failure count starts again.
+    pub fn record_success(&mut self, ip: IpAddr) {
+        if let Some(e) = self.entries.get_mut(&ip) {
+            if e.blocked_until.is_none() {
+                e.failures = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 2617 §3.5 example, the classic reference value for MD5 with qop=auth.
+    #[test]
+    fn rfc2617_reference_response() {
+        let creds = DigestCredentials {
+            username: "Mufasa".into(),
+            realm: "testrealm@host.com".into(),
+            nonce: "dcd98b7102dd2f0e8b11d0f600bfb0c093".into(),
+            uri: "/dir/index.html".into(),
+            response: String::new(),
+            algorithm: "MD5".into(),
+            cnonce: Some("0a4f113b".into()),
+            nc: Some("00000001".into()),
+            qop: Some("auth".into()),
+            opaque: None,
+        };
+        let h = ha1(DigestAlgorithm::Md5, "Mufasa", "testrealm@host.com", "Circle Of Life");
+        assert_eq!(
+            creds.expected_response(DigestAlgorithm::Md5, "GET", &h),
+            "6629fae49393a05397450978507c4ef1"
+        );
+    }
+
+    /// RFC 7616 §3.9.1 SHA-256 example.
+    #[test]
+    fn rfc7616_sha256_reference_response() {
+        let creds = DigestCredentials {
+            username: "Mufasa".into(),
+            realm: "http-auth@example.org".into(),
+            nonce: "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v".into(),
+            uri: "/dir/index.html".into(),
+            response: String::new(),
+            algorithm: "SHA-256".into(),
+            cnonce: Some("f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ".into()),
+            nc: Some("00000001".into()),
+            qop: Some("auth".into()),
+            opaque: None,
+        };
+        let h = ha1(DigestAlgorithm::Sha256, "Mufasa", "http-auth@example.org", "Circle of Life");
+        assert_eq!(
+            creds.expected_response(DigestAlgorithm::Sha256, "GET", &h),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    fn client_creds(nonce: &str, nc: &str, password: &str) -> DigestCredentials {
+        let mut c = DigestCredentials {
+            username: "100".into(),
+            realm: "demo".into(),
+            nonce: nonce.into(),
+            uri: "sip:demo".into(),
+            response: String::new(),
+            algorithm: "MD5".into(),
+            cnonce: Some("abc".into()),
+            nc: Some(nc.into()),
+            qop: Some("auth".into()),
+            opaque: None,
+        };
+        let h = ha1(DigestAlgorithm::Md5, "100", "demo", password);
+        c.response = c.expected_response(DigestAlgorithm::Md5, "REGISTER", &h);
+        c
+    }
+
+    #[test]
+    fn nonce_expiry_replay_and_wrong_password() {
+        let mut n = NonceIssuer::new([7; 32], Duration::from_secs(300));
+        let nonce = n.issue("demo", 1_000);
+        let stored = |_alg| Some(ha1(DigestAlgorithm::Md5, "100", "demo", "demo100"));
+        let algs = [DigestAlgorithm::Md5, DigestAlgorithm::Sha256];
+        let ok = client_creds(&nonce, "00000001", "demo100");
+        assert_eq!(verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_010), Verdict::Valid);
+        // Same nc again: replay.
+        assert_eq!(verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_011), Verdict::Invalid);
+        let next = client_creds(&nonce, "00000002", "demo100");
+        assert_eq!(verify(&mut n, &next, "REGISTER", "demo", stored, &algs, 1_012), Verdict::Valid);
+        let wrong = client_creds(&nonce, "00000003", "guess");
+        assert_eq!(verify(&mut n, &wrong, "REGISTER", "demo", stored, &algs, 1_013), Verdict::Invalid);
+        let late = client_creds(&nonce, "00000004", "demo100");
+        assert_eq!(verify(&mut n, &late, "REGISTER", "demo", stored, &algs, 1_300), Verdict::Stale);
+        // A nonce from another secret is not ours.
+        let other = NonceIssuer::new([8; 32], Duration::from_secs(300)).issue("demo", 1_000);
+        let foreign = client_creds(&other, "00000001", "demo100");
+        assert_eq!(verify(&mut n, &foreign, "REGISTER", "demo", stored, &algs, 1_010), Verdict::Invalid);
+    }
+
+    #[test]
+    fn parses_credentials_and_challenges() {
+        let c = DigestCredentials::parse(
+            "Digest username=\"100\", realm=\"demo\", nonce=\"n\", uri=\"sip:x\", response=\"ABC\", algorithm=MD5, cnonce=\"c\", qop=auth, nc=00000001",
+        )
+        .expect("creds");
+        assert_eq!(c.response, "abc");
+        assert_eq!(c.nc.as_deref(), Some("00000001"));
+        assert!(DigestCredentials::parse("Basic dXNlcg==").is_err());
+        let v = challenge_values("r", "n", &[DigestAlgorithm::Md5, DigestAlgorithm::Sha256], true);
+        assert_eq!(v.len(), 2);
+        assert!(v[0].contains("algorithm=MD5") && v[0].ends_with("stale=true"));
+    }
+
+    #[test]
+    fn limiter_blocks_after_too_many_failures() {
+        let now = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mut l = AuthFailureLimiter::new(3, Duration::from_secs(60), Duration::from_secs(300));
+        for _ in 0..3 {
+            assert!(!l.record_failure(ip, now));
+        }
+        assert!(!l.is_blocked(ip, now));
+        assert!(l.record_failure(ip, now));
+        assert!(l.is_blocked(ip, now + Duration::from_secs(299)));
+        assert!(!l.is_blocked(ip, now + Duration::from_secs(300)));
+    }
+}

@@ -1,0 +1,533 @@
+//! INVITE as UAS and the dialog that follows: auth (users by digest, trunks by source
+//! address), tenant and target resolution, SDP offer/answer, 180/200, 2xx retransmission until
+//! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
+
+use super::register::AuthResult;
+use super::{route_set, Endpoint, Now, Peer, TimerRef, TxKey};
+use crate::call::{plan_for, CallPlan};
+use crate::media::RtpPortLease;
+use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
+use crate::sip::headers::uri_user;
+use crate::sip::message::SipRequest;
+use crate::sip::response::{new_branch, random_token, ResponseBuilder};
+use crate::sip::transaction::ServerInviteState;
+use crate::tenant::model::Target;
+use bytes::Bytes;
+use rsip::Method;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallState {
+    /// 180 sent, no final answer yet.
+    Ringing,
+    /// 200 sent, waiting for the ACK.
+    Answered,
+    /// ACK received: the call is up.
+    Confirmed,
+}
+
+/// A 2xx being retransmitted until its ACK (the UAS core's job, not the transaction's).
+struct PendingAck {
+    bytes: Bytes,
+    cseq: u32,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+/// The server side of one call: its dialog, its media port and where it stands.
+pub(super) struct Call {
+    span: tracing::Span,
+    tenant: String,
+    call_id: String,
+    local_tag: String,
+    /// The caller's From value (our To in requests we send).
+    remote_party: String,
+    /// The caller's To value without tag (our From in requests we send).
+    local_party: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    remote_cseq: u32,
+    local_cseq: u32,
+    peer: Peer,
+    state: CallState,
+    invite_key: TxKey,
+    invite: SipRequest,
+    pending_ack: Option<PendingAck>,
+    media: RtpPortLease,
+    audio: Option<NegotiatedAudio>,
+    session_id: u64,
+    session_version: u64,
+    /// True when we made the offer (INVITE without SDP) and the ACK carries the answer.
+    late_offer: bool,
+    started: Instant,
+    contact_user: String,
+}
+
+impl Endpoint {
+    pub(super) fn handle_invite(&mut self, now: Now, key: TxKey, peer: Peer, req: SipRequest) {
+        if req.to.tag().is_some() {
+            return self.handle_reinvite(now, key, req);
+        }
+        self.respond(now, &key, &req, ResponseBuilder::new(100));
+        if self.draining {
+            let b = ResponseBuilder::new(503)
+                .reason("Service Unavailable (shutting down)")
+                .header("Retry-After", self.cfg.drain_retry_after.to_string());
+            return self.respond(now, &key, &req, b);
+        }
+        let dialed = uri_user(&req.uri().to_string()).unwrap_or_default();
+        let host = req.uri().host().to_string();
+        let snap = self.tenants.snapshot();
+        let Some(tenant) = snap.resolve(Some(&host), Some(&dialed)).cloned() else {
+            return self.respond(now, &key, &req, ResponseBuilder::new(404).reason("Unknown Domain"));
+        };
+
+        // Who is calling: a user proving a password, or a trunk known by its address calling
+        // one of the tenant's numbers. Anything else is challenged.
+        let has_credentials = !req.header_values_raw("Proxy-Authorization").is_empty();
+        let trunk = (!has_credentials)
+            .then(|| tenant.trunk_for_source(peer.addr.ip()))
+            .flatten()
+            .filter(|_| tenant.resolve_number(&dialed).is_some())
+            .map(|t| t.id.clone());
+        let caller = match trunk {
+            Some(t) => format!("trunk:{t}"),
+            None => match self.authenticate(now, peer, &req, &tenant, true) {
+                AuthResult::User(u) => format!("user:{u}"),
+                AuthResult::Challenge { stale } => {
+                    let realm = tenant.realm().to_string();
+                    return self.challenge(now, &key, &req, &realm, stale, true);
+                }
+                AuthResult::Blocked => {
+                    let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
+                    return self.respond(now, &key, &req, b);
+                }
+            },
+        };
+        let target = if caller.starts_with("trunk:") {
+            tenant.resolve_number(&dialed).cloned()
+        } else {
+            tenant.resolve_dialed(&dialed).cloned()
+        };
+        let Some(target) = target else {
+            tracing::info!(tenant = %tenant.id(), %caller, %dialed, "no such destination");
+            return self.respond(now, &key, &req, ResponseBuilder::new(404));
+        };
+        let plan = plan_for(&target);
+        if let CallPlan::Reject(code, reason) = plan {
+            tracing::info!(tenant = %tenant.id(), %caller, %dialed, code, "call refused");
+            return self.respond(now, &key, &req, ResponseBuilder::new(code).reason(reason));
+        }
+        let active = self.calls.values().filter(|c| c.tenant == tenant.id()).count();
+        if active >= tenant.config.limits.max_concurrent_calls as usize {
+            tracing::warn!(tenant = %tenant.id(), active, "tenant call limit reached");
+            let b = ResponseBuilder::new(503).reason("Service Unavailable (tenant call limit)");
+            return self.respond(now, &key, &req, b);
+        }
+
+        // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
+        let mut audio = None;
+        if !req.body().is_empty() {
+            let is_sdp = req
+                .header("Content-Type")
+                .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
+            if !is_sdp {
+                let b = ResponseBuilder::new(415).header("Accept", "application/sdp");
+                return self.respond(now, &key, &req, b);
+            }
+            let neg = SessionDescription::parse(req.body()).and_then(|offer| negotiate(&offer).map(|n| (offer, n)));
+            match neg {
+                Ok(pair) => audio = Some(pair),
+                Err(e) => {
+                    let b = ResponseBuilder::new(488).header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                    return self.respond(now, &key, &req, b);
+                }
+            }
+        }
+        let media = match self.ports.allocate() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot answer call");
+                return self.respond(now, &key, &req, ResponseBuilder::new(503).reason("Service Unavailable (no media ports)"));
+            }
+        };
+
+        let id = self.next_call;
+        self.next_call += 1;
+        let span = tracing::info_span!("call", call_id = %req.call_id, tenant = %tenant.id());
+        span.in_scope(|| tracing::info!(%caller, %dialed, target = ?target, source = %peer.addr, "call started"));
+        let local_tag = random_token();
+        let mut local_party = req.header("To").unwrap_or_default().to_string();
+        local_party.push_str(";tag=");
+        local_party.push_str(&local_tag);
+        let contact_user = match &target {
+            Target::User { extension } => extension.clone(),
+            _ => dialed.clone(),
+        };
+        let call = Call {
+            span,
+            tenant: tenant.id().to_string(),
+            call_id: req.call_id.clone(),
+            local_tag: local_tag.clone(),
+            remote_party: req.header("From").unwrap_or_default().to_string(),
+            local_party,
+            remote_target: req
+                .header("Contact")
+                .and_then(|c| crate::sip::headers::NameAddr::parse(c).ok())
+                .map(|n| n.uri)
+                .unwrap_or_else(|| req.from.uri.clone()),
+            route_set: route_set(&req),
+            remote_cseq: req.cseq,
+            local_cseq: rand::random::<u16>() as u32,
+            peer,
+            state: CallState::Ringing,
+            invite_key: key.clone(),
+            invite: req,
+            pending_ack: None,
+            media,
+            audio: audio.as_ref().map(|(_, n)| n.clone()),
+            session_id: rand::random::<u32>() as u64,
+            session_version: 1,
+            late_offer: audio.is_none(),
+            started: now.instant,
+            contact_user,
+        };
+        self.dialogs.insert((call.call_id.clone(), local_tag.clone()), id);
+        self.invite_calls.insert(key.clone(), id);
+        self.calls.insert(id, call);
+        self.stats.calls_started += 1;
+
+        let ringing = self.dialog_response(id, 180);
+        let invite = self.calls[&id].invite.clone();
+        self.respond(now, &key, &invite, ringing);
+        if plan == CallPlan::AnswerAndHold {
+            let offer = audio.map(|(o, _)| o);
+            self.answer(now, id, offer.as_ref());
+        }
+    }
+
+    /// A response in the dialog of call `id` (To tag and Contact set).
+    fn dialog_response(&self, id: u64, code: u16) -> ResponseBuilder {
+        let call = &self.calls[&id];
+        ResponseBuilder::new(code)
+            .to_tag(&call.local_tag)
+            .header("Contact", self.contact_for(&call.contact_user, call.peer.transport))
+    }
+
+    /// The SDP we send: an answer to `offer`, or an offer of our own.
+    fn local_sdp(&mut self, id: u64, offer: Option<&SessionDescription>) -> String {
+        let public_ip = self.cfg.public_ip;
+        let Some(call) = self.calls.get_mut(&id) else { return String::new() };
+        let local = LocalMedia {
+            address: public_ip,
+            port: call.media.port(),
+            session_id: call.session_id,
+            session_version: call.session_version,
+        };
+        call.session_version += 1;
+        match (offer, &call.audio) {
+            (Some(offer), Some(neg)) => build_answer(offer, neg, &local),
+            _ => our_offer(&local),
+        }
+    }
+
+    /// Sends the 200 for the initial INVITE and starts retransmitting it until the ACK.
+    fn answer(&mut self, now: Now, id: u64, offer: Option<&SessionDescription>) {
+        let sdp = self.local_sdp(id, offer);
+        let b = self
+            .dialog_response(id, 200)
+            .header("Allow", super::ALLOW)
+            .header("Supported", "")
+            .body("application/sdp", sdp);
+        let call = &self.calls[&id];
+        let bytes = b.build(&call.invite, call.peer.addr, &self.cfg.server_name);
+        let key = call.invite_key.clone();
+        let cseq = call.invite.cseq;
+        self.send_2xx(now, id, &key, cseq, bytes);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.state = CallState::Answered;
+        }
+    }
+
+    /// Sends a 2xx to an INVITE through its transaction and arms the UAS retransmission.
+    fn send_2xx(&mut self, now: Now, id: u64, key: &TxKey, cseq: u32, bytes: Bytes) {
+        let t1 = self.cfg.timers.t1;
+        let give_up = now.instant + self.cfg.timers.t64();
+        if let Some(entry) = self.server_txs.get_mut(key) {
+            if let super::ServerTx::Invite(tx) = &mut entry.tx {
+                let _ = tx.send_response(200, bytes.clone(), now.instant);
+                let next = tx.poll_timeout();
+                self.schedule(next, TimerRef::Server(key.clone()));
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let peer = call.peer;
+        let reliable = peer.transport.is_reliable();
+        call.pending_ack = Some(PendingAck {
+            bytes: bytes.clone(),
+            cseq,
+            next: if reliable { give_up } else { now.instant + t1 },
+            interval: t1,
+            give_up,
+        });
+        let next = call.pending_ack.as_ref().map(|p| p.next);
+        self.send(peer, bytes);
+        self.schedule(next, TimerRef::Call(id));
+    }
+
+    pub(super) fn call_timeout(&mut self, now: Now, id: u64) {
+        let t2 = self.cfg.timers.t2;
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(p) = call.pending_ack.as_mut() else { return };
+        if p.next > now.instant {
+            return;
+        }
+        if now.instant >= p.give_up {
+            call.pending_ack = None;
+            call.span.in_scope(|| tracing::warn!("no ACK for 200 OK within 64*T1: hanging up"));
+            self.hangup(now, id, "no ACK for 200 OK");
+            return;
+        }
+        let bytes = p.bytes.clone();
+        p.interval = (p.interval * 2).min(t2);
+        p.next = (now.instant + p.interval).min(p.give_up);
+        let next = p.next;
+        let peer = call.peer;
+        self.send(peer, bytes);
+        self.schedule(Some(next), TimerRef::Call(id));
+    }
+
+    pub(super) fn handle_ack(&mut self, now: Now, _peer: Peer, req: SipRequest) {
+        let key = TxKey::for_request(&req, &Method::Ack);
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            if let super::ServerTx::Invite(tx) = &mut entry.tx {
+                if tx.state() == ServerInviteState::Completed {
+                    let events = tx.on_ack(now.instant);
+                    let next = tx.poll_timeout();
+                    let peer = entry.peer;
+                    self.apply_server_events(&key, peer, events);
+                    self.schedule(next, TimerRef::Server(key));
+                    return;
+                }
+            }
+        }
+        // ACK for a 2xx: a request of its own inside the dialog.
+        let Some(tag) = req.to.tag() else { return };
+        let Some(&id) = self.dialogs.get(&(req.call_id.clone(), tag.to_string())) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.pending_ack.as_ref().is_some_and(|p| p.cseq == req.cseq) {
+            call.pending_ack = None;
+            if call.state == CallState::Answered {
+                call.state = CallState::Confirmed;
+                call.span.in_scope(|| tracing::info!("call answered and confirmed"));
+            }
+            if call.late_offer && !req.body().is_empty() {
+                call.late_offer = false;
+                match SessionDescription::parse(req.body()).and_then(|a| negotiate(&a)) {
+                    Ok(neg) => call.audio = Some(neg),
+                    Err(e) => {
+                        call.span.in_scope(|| tracing::info!(error = %e, "unusable SDP answer in ACK: hanging up"));
+                        self.hangup(now, id, "bad SDP answer in ACK");
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_cancel(&mut self, now: Now, peer: Peer, req: SipRequest) {
+        let cancel_key = TxKey::for_request(&req, &Method::Cancel);
+        if let Some(entry) = self.server_txs.get_mut(&cancel_key) {
+            if let super::ServerTx::NonInvite(tx) = &mut entry.tx {
+                if let Some(b) = tx.on_request_retransmission() {
+                    self.send(peer, b);
+                }
+            }
+            return;
+        }
+        let reliable = peer.transport.is_reliable();
+        self.server_txs.insert(
+            cancel_key.clone(),
+            super::ServerTxEntry {
+                tx: super::ServerTx::NonInvite(super::ServerNonInviteTransaction::new(reliable, self.cfg.timers)),
+                peer,
+            },
+        );
+        let invite_key = TxKey::for_request(&req, &Method::Invite);
+        let proceeding = matches!(
+            self.server_txs.get(&invite_key).map(|e| &e.tx),
+            Some(super::ServerTx::Invite(tx)) if tx.state() == ServerInviteState::Proceeding
+        );
+        if !self.server_txs.contains_key(&invite_key) {
+            return self.respond(now, &cancel_key, &req, ResponseBuilder::new(481));
+        }
+        self.respond(now, &cancel_key, &req, ResponseBuilder::new(200).to_tag(&random_token()));
+        if !proceeding {
+            return; // Too late: the final response is out; the caller will BYE.
+        }
+        let Some(id) = self.invite_calls.get(&invite_key).copied() else {
+            return;
+        };
+        let b = self.dialog_response(id, 487);
+        let invite = self.calls[&id].invite.clone();
+        self.respond(now, &invite_key, &invite, b);
+        self.end_call(id, "cancelled by caller");
+    }
+
+    pub(super) fn handle_bye(&mut self, now: Now, key: TxKey, req: SipRequest) {
+        let id = req
+            .to
+            .tag()
+            .and_then(|t| self.dialogs.get(&(req.call_id.clone(), t.to_string())))
+            .copied();
+        let Some(id) = id else {
+            return self.respond(now, &key, &req, ResponseBuilder::new(481));
+        };
+        self.respond(now, &key, &req, ResponseBuilder::new(200));
+        // A BYE before the 2xx was ACKed still ends the INVITE transaction cleanly: the ACK
+        // (if it ever comes) finds no dialog and is dropped.
+        self.end_call(id, "caller hung up");
+    }
+
+    /// INFO and other in-dialog requests we accept without acting on yet.
+    pub(super) fn handle_in_dialog_ok(&mut self, now: Now, key: TxKey, req: SipRequest) {
+        let known = req
+            .to
+            .tag()
+            .is_some_and(|t| self.dialogs.contains_key(&(req.call_id.clone(), t.to_string())));
+        let code = if known { 200 } else { 481 };
+        self.respond(now, &key, &req, ResponseBuilder::new(code));
+    }
+
+    fn handle_reinvite(&mut self, now: Now, key: TxKey, req: SipRequest) {
+        let id = req
+            .to
+            .tag()
+            .and_then(|t| self.dialogs.get(&(req.call_id.clone(), t.to_string())))
+            .copied();
+        let Some(id) = id else {
+            return self.respond(now, &key, &req, ResponseBuilder::new(481));
+        };
+        let (pending, remote_cseq) = {
+            let c = &self.calls[&id];
+            (c.pending_ack.is_some() || c.state == CallState::Ringing, c.remote_cseq)
+        };
+        if pending {
+            // RFC 3261 §14.2: an offer while ours is unanswered.
+            return self.respond(now, &key, &req, ResponseBuilder::new(491).header("Retry-After", "1"));
+        }
+        if req.cseq <= remote_cseq {
+            return self.respond(now, &key, &req, ResponseBuilder::new(500).reason("Out of order CSeq"));
+        }
+        let mut offer = None;
+        if !req.body().is_empty() {
+            match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n))) {
+                Ok((o, neg)) => {
+                    let call = self.calls.get_mut(&id).expect("checked above");
+                    call.span.in_scope(|| tracing::info!(hold = neg.is_hold(), direction = neg.direction.as_str(), "re-INVITE"));
+                    call.audio = Some(neg);
+                    offer = Some(o);
+                }
+                Err(e) => {
+                    let b = ResponseBuilder::new(488).header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                    return self.respond(now, &key, &req, b);
+                }
+            }
+        }
+        {
+            let call = self.calls.get_mut(&id).expect("checked above");
+            call.remote_cseq = req.cseq;
+            if let Some(c) = req.header("Contact").and_then(|c| crate::sip::headers::NameAddr::parse(c).ok()) {
+                call.remote_target = c.uri; // target refresh
+            }
+        }
+        let sdp = self.local_sdp(id, offer.as_ref());
+        let b = self
+            .dialog_response(id, 200)
+            .header("Allow", super::ALLOW)
+            .body("application/sdp", sdp);
+        let peer = self.calls[&id].peer;
+        let bytes = b.build(&req, peer.addr, &self.cfg.server_name);
+        let cseq = req.cseq;
+        self.send_2xx(now, id, &key, cseq, bytes);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.late_offer = offer.is_none();
+        }
+    }
+
+    /// Ends a call from our side: BYE once it is answered, a final error while ringing.
+    pub(super) fn hangup(&mut self, now: Now, id: u64, why: &'static str) {
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.state == CallState::Ringing {
+            let b = self.dialog_response(id, 480).reason("Temporarily Unavailable (server hung up)");
+            let key = call.invite_key.clone();
+            let invite = call.invite.clone();
+            self.respond(now, &key, &invite, b);
+            return self.end_call(id, why);
+        }
+        let branch = new_branch();
+        let peer = call.peer;
+        let bytes = self.build_bye(id, &branch);
+        self.send_request(now, peer, branch, bytes);
+        self.end_call(id, why);
+    }
+
+    fn build_bye(&mut self, id: u64, branch: &str) -> Bytes {
+        let via = {
+            let call = &self.calls[&id];
+            self.via_for(call.peer.transport, branch)
+        };
+        let server = self.cfg.server_name.clone();
+        let Some(call) = self.calls.get_mut(&id) else { return Bytes::new() };
+        call.local_cseq += 1;
+        let mut s = String::with_capacity(400);
+        let _ = write!(s, "BYE {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n", call.remote_target);
+        for r in &call.route_set {
+            let _ = write!(s, "Route: {r}\r\n");
+        }
+        let _ = write!(
+            s,
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nUser-Agent: {server}\r\nContent-Length: 0\r\n\r\n",
+            call.local_party, call.remote_party, call.call_id, call.local_cseq
+        );
+        Bytes::from(s)
+    }
+
+    /// Forgets a call and frees its media port.
+    pub(super) fn end_call(&mut self, id: u64, why: &str) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        self.dialogs.remove(&(call.call_id.clone(), call.local_tag.clone()));
+        self.invite_calls.remove(&call.invite_key);
+        self.stats.calls_ended += 1;
+        let secs = call.started.elapsed().as_secs_f64();
+        call.span.in_scope(|| tracing::info!(reason = why, duration_s = format!("{secs:.1}"), "call ended"));
+        drop(call); // releases the RTP port lease
+    }
+
+    /// Hangs up every call (drain timeout reached).
+    pub fn hangup_all(&mut self, now: Now) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.hangup(now, id, "server shutting down");
+        }
+    }
+
+}
+
+/// Our own offer (late-offer INVITE): PCMU, PCMA and telephone-event.
+fn our_offer(local: &LocalMedia) -> String {
+    let ip_kind = if local.address.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=switchyard {sid} {ver} IN {ip_kind} {ip}\r\ns=switchyard\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        sid = local.session_id,
+        ver = local.session_version,
+        ip = local.address,
+        port = local.port
+    )
+}

@@ -1,0 +1,570 @@
+//! The SIP endpoint: everything between parsed bytes and call decisions, with no I/O.
+//!
+//! [`Endpoint`] is fed datagrams or stream messages ([`Endpoint::handle_incoming`]) and timer
+//! wake-ups ([`Endpoint::handle_timeout`]), each with the current time ([`Now`]). It queues
+//! what to send ([`Endpoint::poll_transmit`]) and says when it next needs waking
+//! ([`Endpoint::poll_timeout`]). The runtime (`crate::server`) owns sockets and the clock and
+//! does nothing else, so everything here — transactions, digest auth, the registrar, UAS
+//! dialogs — is tested by handing in bytes and instants.
+//!
+//! Responsibilities, by file:
+//! - `mod.rs`: transaction table, dispatch by method, stateless answers to bad input, timers.
+//! - `register.rs`: REGISTER with digest auth and the failure limiter.
+//! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
+//!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
+
+mod invite;
+mod register;
+
+use super::digest::{challenge_values, AuthFailureLimiter, DigestAlgorithm, NonceIssuer};
+use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
+use super::registrar::{Registrar, RegistrarConfig};
+use super::response::ResponseBuilder;
+use super::transaction::{
+    ClientNonInviteTransaction, ServerInviteTransaction, ServerNonInviteTransaction, TimerConfig, TxEvent,
+};
+use crate::media::RtpPortPool;
+use crate::tenant::TenantStore;
+use bytes::Bytes;
+use invite::Call;
+use rsip::Method;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The two clocks the endpoint needs: monotonic for timers, wall (unix seconds) for nonces and
+/// registration expiry, which must mean the same after a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time.
+    pub instant: Instant,
+    /// Seconds since the unix epoch.
+    pub unix: u64,
+}
+
+/// SIP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// UDP: unreliable, timers retransmit.
+    Udp,
+    /// TCP: reliable, one connection per peer.
+    Tcp,
+}
+
+impl TransportKind {
+    /// The Via token.
+    pub fn token(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+        }
+    }
+
+    fn is_reliable(self) -> bool {
+        self != TransportKind::Udp
+    }
+}
+
+/// Where a message came from, and so where its answers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Transport it arrived on.
+    pub transport: TransportKind,
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Stream connection id (TCP), so answers go back on the same connection.
+    pub conn: Option<u64>,
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Destination.
+    pub peer: Peer,
+    /// The message.
+    pub payload: Bytes,
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Host (IP or name) written into Via and Contact.
+    pub public_host: String,
+    /// Address written into SDP.
+    pub public_ip: IpAddr,
+    /// Our UDP port, for Via/Contact over UDP.
+    pub udp_port: Option<u16>,
+    /// Our TCP port.
+    pub tcp_port: Option<u16>,
+    /// Digest algorithms offered, in order.
+    pub algorithms: Vec<DigestAlgorithm>,
+    /// Nonce lifetime.
+    pub nonce_lifetime: Duration,
+    /// Nonce HMAC secret (random per start unless configured).
+    pub nonce_secret: [u8; 32],
+    /// Failed authentications allowed per source address in `auth_window`.
+    pub auth_max_failures: u32,
+    /// Window for counting failures.
+    pub auth_window: Duration,
+    /// How long an address stays refused.
+    pub auth_block: Duration,
+    /// Registrar limits.
+    pub registrar: RegistrarConfig,
+    /// RFC 3261 timer base values.
+    pub timers: TimerConfig,
+    /// `Server` / `User-Agent` value.
+    pub server_name: String,
+    /// `Retry-After` seconds in 503 while draining.
+    pub drain_retry_after: u32,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            public_host: "127.0.0.1".into(),
+            public_ip: IpAddr::from([127, 0, 0, 1]),
+            udp_port: Some(5060),
+            tcp_port: Some(5060),
+            algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
+            nonce_lifetime: Duration::from_secs(300),
+            nonce_secret: rand::random(),
+            auth_max_failures: 10,
+            auth_window: Duration::from_secs(60),
+            auth_block: Duration::from_secs(300),
+            registrar: RegistrarConfig::default(),
+            timers: TimerConfig::default(),
+            server_name: concat!("Switchyard/", env!("CARGO_PKG_VERSION")).into(),
+            drain_retry_after: 30,
+        }
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointStats {
+    /// Messages that failed to parse.
+    pub malformed: u64,
+    /// Calls accepted (INVITE got past auth and routing).
+    pub calls_started: u64,
+    /// Calls ended.
+    pub calls_ended: u64,
+    /// Digest failures.
+    pub auth_failures: u64,
+    /// Requests refused because their address is blocked.
+    pub auth_blocked: u64,
+    /// Server transactions alive.
+    pub server_transactions: usize,
+    /// Client transactions alive.
+    pub client_transactions: usize,
+}
+
+/// Identifies a server transaction (RFC 3261 §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TxKey {
+    branch: String,
+    sent_by: String,
+    /// Method, with ACK folded into INVITE.
+    method: String,
+}
+
+impl TxKey {
+    fn for_request(req: &SipRequest, method: &Method) -> TxKey {
+        let method = match method {
+            Method::Ack => "INVITE".to_string(),
+            m => m.to_string(),
+        };
+        let sent_by = format!("{}:{}", req.via.host, req.via.port.unwrap_or(0));
+        let branch = if req.via.has_rfc3261_branch() {
+            req.via.branch.clone().unwrap_or_default()
+        } else {
+            // RFC 2543 peers: match on the request's identity instead (§17.2.3 fallback).
+            format!(
+                "{}|{}|{}|{}",
+                req.call_id,
+                req.cseq,
+                req.from.tag().unwrap_or(""),
+                req.vias.first().map(String::as_str).unwrap_or("")
+            )
+        };
+        TxKey { branch, sent_by, method }
+    }
+}
+
+enum ServerTx {
+    Invite(ServerInviteTransaction),
+    NonInvite(ServerNonInviteTransaction),
+}
+
+struct ServerTxEntry {
+    tx: ServerTx,
+    peer: Peer,
+}
+
+struct ClientTxEntry {
+    tx: ClientNonInviteTransaction,
+    peer: Peer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(TxKey),
+    Client(String),
+    Call(u64),
+    Housekeeping,
+}
+
+/// Methods we implement; others known to SIP get 405 with this list.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+
+/// The SIP endpoint. See the module documentation.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    tenants: Arc<TenantStore>,
+    ports: RtpPortPool,
+    registrar: Registrar,
+    nonces: NonceIssuer,
+    limiter: AuthFailureLimiter,
+    server_txs: HashMap<TxKey, ServerTxEntry>,
+    client_txs: HashMap<String, ClientTxEntry>,
+    calls: HashMap<u64, Call>,
+    dialogs: HashMap<(String, String), u64>,
+    /// INVITE transaction → call, for CANCEL.
+    invite_calls: HashMap<TxKey, u64>,
+    next_call: u64,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Transmit>,
+    draining: bool,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// A new endpoint.
+    pub fn new(cfg: EndpointConfig, tenants: Arc<TenantStore>, ports: RtpPortPool, registrar: Registrar) -> Endpoint {
+        let nonces = NonceIssuer::new(cfg.nonce_secret, cfg.nonce_lifetime);
+        let limiter = AuthFailureLimiter::new(cfg.auth_max_failures, cfg.auth_window, cfg.auth_block);
+        Endpoint {
+            cfg,
+            tenants,
+            ports,
+            registrar,
+            nonces,
+            limiter,
+            server_txs: HashMap::new(),
+            client_txs: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            invite_calls: HashMap::new(),
+            next_call: 1,
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            draining: false,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            server_transactions: self.server_txs.len(),
+            client_transactions: self.client_txs.len(),
+            ..self.stats
+        }
+    }
+
+    /// Calls in progress.
+    pub fn live_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Registered contacts across all users.
+    pub fn registrations(&self) -> usize {
+        self.registrar.count()
+    }
+
+    /// Next queued message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Stop taking new calls: INVITEs get 503 with Retry-After from now on.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    fn schedule(&mut self, at: Option<Instant>, r: TimerRef) {
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, r)));
+        }
+    }
+
+    fn send(&mut self, peer: Peer, payload: Bytes) {
+        self.out.push_back(Transmit { peer, payload });
+    }
+
+    /// A message arrived from `peer`.
+    pub fn handle_incoming(&mut self, now: Now, peer: Peer, data: &[u8]) {
+        if self.timers.is_empty() {
+            self.schedule(Some(now.instant + Duration::from_secs(10)), TimerRef::Housekeeping);
+        }
+        match parse(data) {
+            Ok(SipMessage::Request(req)) => self.handle_request(now, peer, req),
+            Ok(SipMessage::Response(resp)) => self.handle_response(now, resp),
+            Err(failure) => {
+                self.stats.malformed += 1;
+                tracing::debug!(peer = %peer.addr, error = %failure.error, "malformed SIP message");
+                if let Some(h) = failure.reply_headers {
+                    let code = match failure.error {
+                        ParseError::UnknownMethod(_) => 501,
+                        ParseError::BadVersion => 505,
+                        _ => 400,
+                    };
+                    let mut b = ResponseBuilder::new(code);
+                    if code == 400 {
+                        b = b
+                            .reason(format!("Bad Request ({})", failure.error).replace(['\r', '\n'], " "))
+                            .header("Warning", format!("399 {} \"{}\"", self.cfg.public_host, failure.error.to_string().replace('"', "'")));
+                    }
+                    if code == 501 {
+                        b = b.header("Allow", ALLOW);
+                    }
+                    let bytes = b.build_raw(&h, peer.addr, &self.cfg.server_name);
+                    self.send(peer, bytes);
+                }
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Now, peer: Peer, req: SipRequest) {
+        let method = req.method();
+        match method {
+            Method::Ack => return self.handle_ack(now, peer, req),
+            Method::Cancel => return self.handle_cancel(now, peer, req),
+            _ => {}
+        }
+        let key = TxKey::for_request(&req, &method);
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            let resend = match &mut entry.tx {
+                ServerTx::Invite(tx) => tx.on_request_retransmission(),
+                ServerTx::NonInvite(tx) => tx.on_request_retransmission(),
+            };
+            if let Some(bytes) = resend {
+                let p = entry.peer;
+                self.send(p, bytes);
+            }
+            return;
+        }
+        let reliable = peer.transport.is_reliable();
+        let tx = if method == Method::Invite {
+            ServerTx::Invite(ServerInviteTransaction::new(reliable, self.cfg.timers))
+        } else {
+            ServerTx::NonInvite(ServerNonInviteTransaction::new(reliable, self.cfg.timers))
+        };
+        self.server_txs.insert(key.clone(), ServerTxEntry { tx, peer });
+
+        if let Some(unsupported) = self.unsupported_requirements(&req) {
+            let b = ResponseBuilder::new(420).header("Unsupported", unsupported);
+            return self.respond(now, &key, &req, b);
+        }
+        match method {
+            Method::Options => {
+                let b = ResponseBuilder::new(200)
+                    .to_tag(&super::response::random_token())
+                    .header("Allow", ALLOW)
+                    .header("Accept", "application/sdp")
+                    .header("Supported", "");
+                self.respond(now, &key, &req, b)
+            }
+            Method::Register => self.handle_register(now, key, peer, req),
+            Method::Invite => self.handle_invite(now, key, peer, req),
+            Method::Bye => self.handle_bye(now, key, req),
+            Method::Info => self.handle_in_dialog_ok(now, key, req),
+            _ => {
+                let b = ResponseBuilder::new(405).header("Allow", ALLOW);
+                self.respond(now, &key, &req, b)
+            }
+        }
+    }
+
+    /// `Require` options we do not support (RFC 3261 §8.2.2.3).
+    fn unsupported_requirements(&self, req: &SipRequest) -> Option<String> {
+        let required = req.header_values("Require");
+        let unsupported: Vec<String> = required.into_iter().filter(|r| !r.is_empty()).collect();
+        (!unsupported.is_empty()).then(|| unsupported.join(", "))
+    }
+
+    /// Sends a response through the request's server transaction.
+    fn respond(&mut self, now: Now, key: &TxKey, req: &SipRequest, b: ResponseBuilder) {
+        let Some(entry) = self.server_txs.get_mut(key) else {
+            return;
+        };
+        let code = b.code();
+        let bytes = b.build(req, entry.peer.addr, &self.cfg.server_name);
+        let peer = entry.peer;
+        let mut events = Vec::new();
+        match &mut entry.tx {
+            ServerTx::Invite(tx) => {
+                if let Some(b) = tx.send_response(code, bytes, now.instant) {
+                    events.push(TxEvent::Transmit(b));
+                }
+            }
+            ServerTx::NonInvite(tx) => events = tx.send_response(code, bytes, now.instant),
+        }
+        self.apply_server_events(key, peer, events);
+        let next = self.server_txs.get(key).and_then(|e| match &e.tx {
+            ServerTx::Invite(tx) => tx.poll_timeout(),
+            ServerTx::NonInvite(tx) => tx.poll_timeout(),
+        });
+        self.schedule(next, TimerRef::Server(key.clone()));
+    }
+
+    fn apply_server_events(&mut self, key: &TxKey, peer: Peer, events: Vec<TxEvent>) {
+        for ev in events {
+            match ev {
+                TxEvent::Transmit(b) => self.send(peer, b),
+                TxEvent::TimedOut => {
+                    tracing::debug!(branch = %key.branch, "server transaction timed out waiting for ACK");
+                    if let Some(call) = self.invite_calls.remove(key) {
+                        self.end_call(call, "no ACK for final response");
+                    }
+                }
+                TxEvent::Terminated => {
+                    self.server_txs.remove(key);
+                    self.invite_calls.remove(key);
+                }
+            }
+        }
+    }
+
+    /// A challenge response (401 for REGISTER, 407 otherwise).
+    fn challenge(&mut self, now: Now, key: &TxKey, req: &SipRequest, realm: &str, stale: bool, proxy: bool) {
+        let nonce = self.nonces.issue(realm, now.unix);
+        let header = if proxy { "Proxy-Authenticate" } else { "WWW-Authenticate" };
+        let mut b = ResponseBuilder::new(if proxy { 407 } else { 401 }).to_tag(&super::response::random_token());
+        for v in challenge_values(realm, &nonce, &self.cfg.algorithms, stale) {
+            b = b.header(header, v);
+        }
+        self.respond(now, key, req, b);
+    }
+
+    fn handle_response(&mut self, now: Now, resp: SipResponse) {
+        let Some(branch) = resp.via.branch.clone() else {
+            return;
+        };
+        let Some(entry) = self.client_txs.get_mut(&branch) else {
+            tracing::debug!(%branch, code = resp.code, "response matches no transaction");
+            return;
+        };
+        let d = entry.tx.on_response(resp.code, now.instant);
+        let terminated = d.events.contains(&TxEvent::Terminated) || entry.tx.is_terminated();
+        let next = entry.tx.poll_timeout();
+        if terminated {
+            self.client_txs.remove(&branch);
+        } else {
+            self.schedule(next, TimerRef::Client(branch.clone()));
+        }
+        if d.pass_to_user && resp.code >= 300 {
+            tracing::debug!(%branch, code = resp.code, method = %resp.cseq_method, "request refused by peer");
+        }
+    }
+
+    /// Starts a client transaction for a request we originate.
+    fn send_request(&mut self, now: Now, peer: Peer, branch: String, bytes: Bytes) {
+        let tx = ClientNonInviteTransaction::new(bytes.clone(), peer.transport.is_reliable(), self.cfg.timers, now.instant);
+        let next = tx.poll_timeout();
+        self.client_txs.insert(branch.clone(), ClientTxEntry { tx, peer });
+        self.schedule(next, TimerRef::Client(branch));
+        self.send(peer, bytes);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now.instant {
+                break;
+            }
+            let Some(Reverse((_, r))) = self.timers.pop() else { break };
+            match r {
+                TimerRef::Server(key) => {
+                    let Some(entry) = self.server_txs.get_mut(&key) else { continue };
+                    let (events, next) = match &mut entry.tx {
+                        ServerTx::Invite(tx) => (tx.handle_timeout(now.instant), tx.poll_timeout()),
+                        ServerTx::NonInvite(tx) => (tx.handle_timeout(now.instant), tx.poll_timeout()),
+                    };
+                    let peer = entry.peer;
+                    let had_events = !events.is_empty();
+                    self.apply_server_events(&key, peer, events);
+                    if had_events && self.server_txs.contains_key(&key) {
+                        self.schedule(next, TimerRef::Server(key));
+                    }
+                }
+                TimerRef::Client(branch) => {
+                    let Some(entry) = self.client_txs.get_mut(&branch) else { continue };
+                    let events = entry.tx.handle_timeout(now.instant);
+                    let next = entry.tx.poll_timeout();
+                    let peer = entry.peer;
+                    let had_events = !events.is_empty();
+                    for ev in events {
+                        match ev {
+                            TxEvent::Transmit(b) => self.send(peer, b),
+                            TxEvent::TimedOut => tracing::debug!(%branch, "client transaction timed out"),
+                            TxEvent::Terminated => {
+                                self.client_txs.remove(&branch);
+                            }
+                        }
+                    }
+                    if had_events && self.client_txs.contains_key(&branch) {
+                        self.schedule(next, TimerRef::Client(branch));
+                    }
+                }
+                TimerRef::Call(id) => self.call_timeout(now, id),
+                TimerRef::Housekeeping => {
+                    self.registrar.expire(now.unix);
+                    self.schedule(Some(now.instant + Duration::from_secs(10)), TimerRef::Housekeeping);
+                }
+            }
+        }
+    }
+
+    /// Where requests we originate in a dialog say they come from.
+    fn via_for(&self, transport: TransportKind, branch: &str) -> String {
+        let port = match transport {
+            TransportKind::Udp => self.cfg.udp_port,
+            TransportKind::Tcp => self.cfg.tcp_port,
+        };
+        match port {
+            Some(p) => format!("SIP/2.0/{} {}:{p};branch={branch};rport", transport.token(), self.cfg.public_host),
+            None => format!("SIP/2.0/{} {};branch={branch};rport", transport.token(), self.cfg.public_host),
+        }
+    }
+
+    /// Our Contact URI for a dialog on `transport`.
+    fn contact_for(&self, user: &str, transport: TransportKind) -> String {
+        let port = match transport {
+            TransportKind::Udp => self.cfg.udp_port,
+            TransportKind::Tcp => self.cfg.tcp_port,
+        }
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+        let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+        let tp = match transport {
+            TransportKind::Udp => "",
+            TransportKind::Tcp => ";transport=tcp",
+        };
+        format!("<sip:{user}{}{port}{tp}>", self.cfg.public_host)
+    }
+}
+
+/// Splits a Record-Route set into entries in order.
+fn route_set(req: &SipRequest) -> Vec<String> {
+    req.header_values("Record-Route")
+}
+
+#[cfg(test)]
+mod tests;

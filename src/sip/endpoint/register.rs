@@ -1,0 +1,124 @@
+//! REGISTER: tenant by To domain, digest auth, then the registrar.
+
+use super::{Endpoint, Now, Peer, TxKey};
+use crate::sip::digest::{verify, DigestAlgorithm, DigestCredentials, Verdict};
+use crate::sip::message::SipRequest;
+use crate::sip::registrar::RegisterOutcome;
+use crate::sip::response::ResponseBuilder;
+use crate::tenant::Tenant;
+use std::sync::Arc;
+
+/// Outcome of checking a request's digest credentials.
+pub(super) enum AuthResult {
+    /// Valid credentials for this username.
+    User(String),
+    /// No (usable) credentials, or wrong ones: challenge (stale or not).
+    Challenge { stale: bool },
+    /// The source address is blocked.
+    Blocked,
+}
+
+impl Endpoint {
+    /// Checks `Authorization` (or `Proxy-Authorization` when `proxy`) against `tenant`.
+    pub(super) fn authenticate(&mut self, now: Now, peer: Peer, req: &SipRequest, tenant: &Tenant, proxy: bool) -> AuthResult {
+        let ip = peer.addr.ip();
+        if self.limiter.is_blocked(ip, now.instant) {
+            self.stats.auth_blocked += 1;
+            return AuthResult::Blocked;
+        }
+        let header = if proxy { "Proxy-Authorization" } else { "Authorization" };
+        let realm = tenant.realm();
+        // A client may send several credentials (one per realm); use the one for ours.
+        let candidates: Vec<DigestCredentials> = req
+            .header_values_raw(header)
+            .into_iter()
+            .filter_map(|v| DigestCredentials::parse(&v).ok())
+            .collect();
+        let Some(creds) = candidates.into_iter().find(|c| c.realm == realm) else {
+            return AuthResult::Challenge { stale: false };
+        };
+        let user = tenant.user_by_username(&creds.username);
+        let (md5, sha) = user
+            .map(|u| (u.ha1_md5.clone(), u.ha1_sha256.clone()))
+            .unwrap_or((None, None));
+        let verdict = verify(
+            &mut self.nonces,
+            &creds,
+            req.method().to_string().as_str(),
+            realm,
+            |alg| match alg {
+                DigestAlgorithm::Md5 => md5.clone(),
+                DigestAlgorithm::Sha256 => sha.clone(),
+            },
+            &self.cfg.algorithms,
+            now.unix,
+        );
+        match verdict {
+            Verdict::Valid => {
+                self.limiter.record_success(ip);
+                AuthResult::User(creds.username)
+            }
+            Verdict::Stale => AuthResult::Challenge { stale: true },
+            Verdict::Invalid => {
+                self.stats.auth_failures += 1;
+                // The username is the phone's; never log what it sent as response or nonce.
+                tracing::info!(source = %ip, username = %creds.username, tenant = %tenant.id(), "digest authentication failed");
+                if self.limiter.record_failure(ip, now.instant) {
+                    tracing::warn!(source = %ip, "too many failed authentications: address refused for a while");
+                    return AuthResult::Blocked;
+                }
+                AuthResult::Challenge { stale: false }
+            }
+        }
+    }
+
+    fn resolve_tenant_for(&self, req: &SipRequest) -> Option<Arc<Tenant>> {
+        let snap = self.tenants.snapshot();
+        let host = req.to.host();
+        snap.resolve(host.as_deref(), None).cloned()
+    }
+
+    pub(super) fn handle_register(&mut self, now: Now, key: TxKey, peer: Peer, req: SipRequest) {
+        let Some(tenant) = self.resolve_tenant_for(&req) else {
+            let b = ResponseBuilder::new(404).reason("Unknown Domain");
+            return self.respond(now, &key, &req, b);
+        };
+        let username = match self.authenticate(now, peer, &req, &tenant, false) {
+            AuthResult::User(u) => u,
+            AuthResult::Challenge { stale } => {
+                let realm = tenant.realm().to_string();
+                return self.challenge(now, &key, &req, &realm, stale, false);
+            }
+            AuthResult::Blocked => {
+                let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
+                return self.respond(now, &key, &req, b);
+            }
+        };
+        let Some(user) = tenant.user_by_username(&username) else {
+            return self.respond(now, &key, &req, ResponseBuilder::new(403));
+        };
+        // A user registers its own address of record only (extension or username).
+        let aor_user = req.to.user().unwrap_or_default();
+        if aor_user != user.extension && aor_user != user.username {
+            let b = ResponseBuilder::new(403).reason("Forbidden (not your address of record)");
+            return self.respond(now, &key, &req, b);
+        }
+        let extension = user.extension.clone();
+        let outcome = self.registrar.register(tenant.id(), &extension, &req, peer.addr, now.unix);
+        let b = match outcome {
+            RegisterOutcome::Ok(bindings) => {
+                tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %peer.addr, "registered");
+                let mut b = ResponseBuilder::new(200).to_tag(&crate::sip::response::random_token());
+                for (binding, remaining) in bindings {
+                    b = b.header("Contact", format!("<{}>;expires={remaining}", binding.uri));
+                }
+                b
+            }
+            RegisterOutcome::IntervalTooBrief(min) => ResponseBuilder::new(423).header("Min-Expires", min.to_string()),
+            RegisterOutcome::BadRequest(why) => ResponseBuilder::new(400).reason(format!("Bad Request ({why})")),
+            RegisterOutcome::OutOfOrder => ResponseBuilder::new(500).reason("Out of order REGISTER"),
+            RegisterOutcome::TooManyContacts => ResponseBuilder::new(403).reason("Forbidden (too many contacts)"),
+        };
+        self.respond(now, &key, &req, b)
+    }
+}

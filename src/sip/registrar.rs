@@ -1,0 +1,293 @@
+//! The registrar's bindings (RFC 3261 §10.3): which contacts a user is reachable at, until when.
+//!
+//! Bindings live in memory for the call path and are written to the local database so a
+//! restart keeps phones reachable without waiting for them to re-register. Expiry is wall
+//! clock (unix seconds) because it must mean the same thing after a restart.
+
+use super::message::SipRequest;
+use crate::localdb::LocalDbError;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// One registered contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Contact URI as registered.
+    pub uri: String,
+    /// Unix second when it expires.
+    pub expires_at: u64,
+    /// Source address the REGISTER came from (where to reach a phone behind NAT).
+    pub source: SocketAddr,
+    /// Transport the REGISTER used (`UDP`, `TCP`).
+    pub transport: String,
+    /// Call-ID of the registering REGISTER (RFC 3261 §10.3 step 7).
+    pub call_id: String,
+    /// CSeq of the registering REGISTER.
+    pub cseq: u32,
+    /// `q` value, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    /// User-Agent of the phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// Registrar limits.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted; shorter ones get `423 Interval Too Brief`.
+    pub min_expires: u32,
+    /// Longest registration granted (longer requests are cut to this).
+    pub max_expires: u32,
+    /// Expiry when the phone names none.
+    pub default_expires: u32,
+    /// Most contacts one user may register.
+    pub max_contacts: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_contacts: 10,
+        }
+    }
+}
+
+/// What to answer a REGISTER with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// 200 OK listing these bindings (with their remaining seconds).
+    Ok(Vec<(Binding, u64)>),
+    /// 423 with this Min-Expires.
+    IntervalTooBrief(u32),
+    /// 400 with this reason.
+    BadRequest(&'static str),
+    /// A stale REGISTER (older CSeq for the same Call-ID): 500 per RFC 3261 §10.3 step 7.
+    OutOfOrder,
+    /// Too many contacts for one user.
+    TooManyContacts,
+}
+
+/// Registered contacts for every tenant's users.
+pub struct Registrar {
+    config: RegistrarConfig,
+    bindings: HashMap<String, Vec<Binding>>,
+    tree: Option<sled::Tree>,
+}
+
+fn key(tenant: &str, user: &str) -> String {
+    format!("{tenant}\u{0}{user}")
+}
+
+impl Registrar {
+    /// A registrar persisting to `tree` (none: memory only, for tests). Loads what is stored.
+    pub fn open(config: RegistrarConfig, tree: Option<sled::Tree>) -> Result<Registrar, LocalDbError> {
+        let mut bindings = HashMap::new();
+        if let Some(t) = &tree {
+            for item in t.iter() {
+                let (k, v) = item?;
+                let k = String::from_utf8_lossy(&k).into_owned();
+                let list: Vec<Binding> =
+                    serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode { key: k.clone(), source })?;
+                bindings.insert(k, list);
+            }
+        }
+        Ok(Registrar {
+            config,
+            bindings,
+            tree,
+        })
+    }
+
+    fn persist(&self, k: &str) {
+        let Some(tree) = &self.tree else { return };
+        let result = match self.bindings.get(k) {
+            Some(list) if !list.is_empty() => match serde_json::to_vec(list) {
+                Ok(v) => tree.insert(k.as_bytes(), v).map(|_| ()),
+                Err(_) => Ok(()),
+            },
+            _ => tree.remove(k.as_bytes()).map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "could not persist registration");
+        }
+    }
+
+    /// Applies a REGISTER from an authenticated `user` of `tenant`.
+    pub fn register(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        req: &SipRequest,
+        source: SocketAddr,
+        unix_now: u64,
+    ) -> RegisterOutcome {
+        let k = key(tenant, user);
+        let header_expires = req.header("Expires").map(|v| v.trim().parse::<u32>());
+        let header_expires = match header_expires {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return RegisterOutcome::BadRequest("invalid Expires"),
+            None => None,
+        };
+        let contacts = req.header_values("Contact");
+        let list = self.bindings.entry(k.clone()).or_default();
+        list.retain(|b| b.expires_at > unix_now);
+
+        if contacts.iter().any(|c| c.trim() == "*") {
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return RegisterOutcome::BadRequest("Contact: * needs Expires: 0 and no other contact");
+            }
+            list.clear();
+            self.persist(&k);
+            return RegisterOutcome::Ok(Vec::new());
+        }
+
+        let mut parsed = Vec::with_capacity(contacts.len());
+        for c in &contacts {
+            let Ok(na) = super::headers::NameAddr::parse(c) else {
+                return RegisterOutcome::BadRequest("invalid Contact");
+            };
+            let expires = match na.param("expires").map(str::parse::<u32>) {
+                Some(Ok(e)) => e,
+                Some(Err(_)) => return RegisterOutcome::BadRequest("invalid Contact expires"),
+                None => header_expires.unwrap_or(self.config.default_expires),
+            };
+            if expires != 0 && expires < self.config.min_expires {
+                return RegisterOutcome::IntervalTooBrief(self.config.min_expires);
+            }
+            parsed.push((na, expires.min(self.config.max_expires)));
+        }
+
+        for (na, expires) in parsed {
+            let existing = list.iter().position(|b| same_contact(&b.uri, &na.uri));
+            if let Some(i) = existing {
+                if list[i].call_id == req.call_id && list[i].cseq >= req.cseq {
+                    return RegisterOutcome::OutOfOrder;
+                }
+            }
+            if expires == 0 {
+                if let Some(i) = existing {
+                    list.remove(i);
+                }
+                continue;
+            }
+            let binding = Binding {
+                uri: na.uri.clone(),
+                expires_at: unix_now + u64::from(expires),
+                source,
+                transport: req.via.transport.clone(),
+                call_id: req.call_id.clone(),
+                cseq: req.cseq,
+                q: na.param("q").map(str::to_string),
+                user_agent: req.header("User-Agent").map(str::to_string),
+            };
+            match existing {
+                Some(i) => list[i] = binding,
+                None => {
+                    if list.len() >= self.config.max_contacts {
+                        return RegisterOutcome::TooManyContacts;
+                    }
+                    list.push(binding)
+                }
+            }
+        }
+        let current = list
+            .iter()
+            .map(|b| (b.clone(), b.expires_at.saturating_sub(unix_now)))
+            .collect();
+        self.persist(&k);
+        RegisterOutcome::Ok(current)
+    }
+
+    /// Live bindings of a user.
+    pub fn lookup(&self, tenant: &str, user: &str, unix_now: u64) -> Vec<Binding> {
+        self.bindings
+            .get(&key(tenant, user))
+            .map(|l| l.iter().filter(|b| b.expires_at > unix_now).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops expired bindings everywhere (called from a periodic timer).
+    pub fn expire(&mut self, unix_now: u64) {
+        let mut changed = Vec::new();
+        for (k, list) in self.bindings.iter_mut() {
+            let before = list.len();
+            list.retain(|b| b.expires_at > unix_now);
+            if list.len() != before {
+                changed.push(k.clone());
+            }
+        }
+        for k in changed {
+            self.persist(&k);
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+    }
+
+    /// Number of live bindings (for metrics).
+    pub fn count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+}
+
+/// Contact URIs compare by scheme, user, host and port (RFC 3261 §19.1.4 simplified: the
+/// parameters phones add, such as `transport` or `ob`, do not make a new binding).
+fn same_contact(a: &str, b: &str) -> bool {
+    let base = |s: &str| s.split(';').next().unwrap_or(s).trim().to_ascii_lowercase();
+    base(a) == base(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, SipMessage};
+
+    fn register(contact: &str, expires: &str, cseq: u32) -> SipRequest {
+        let m = format!(
+            "REGISTER sip:demo SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{cseq}\r\nFrom: <sip:100@demo>;tag=a\r\nTo: <sip:100@demo>\r\nCall-ID: reg1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+        );
+        match parse(m.as_bytes()).expect("parse") {
+            SipMessage::Request(r) => r,
+            SipMessage::Response(_) => panic!("response"),
+        }
+    }
+
+    #[test]
+    fn register_refresh_unregister() {
+        let mut r = Registrar::open(RegistrarConfig::default(), None).expect("open");
+        let src: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
+        let out = r.register("demo", "100", &register("<sip:100@10.0.0.1>", "3600", 1), src, 1000);
+        assert!(matches!(out, RegisterOutcome::Ok(ref b) if b.len() == 1 && b[0].1 == 3600));
+        // Second phone.
+        let out = r.register("demo", "100", &register("<sip:100@10.0.0.2>;expires=120", "3600", 2), src, 1000);
+        assert!(matches!(out, RegisterOutcome::Ok(ref b) if b.len() == 2));
+        assert_eq!(r.lookup("demo", "100", 1100).len(), 2);
+        assert_eq!(r.lookup("demo", "100", 1121).len(), 1);
+        // Too brief.
+        let out = r.register("demo", "100", &register("<sip:100@10.0.0.1>", "10", 3), src, 1000);
+        assert_eq!(out, RegisterOutcome::IntervalTooBrief(60));
+        // Out of order CSeq for the same Call-ID.
+        let out = r.register("demo", "100", &register("<sip:100@10.0.0.1>", "3600", 1), src, 1000);
+        assert_eq!(out, RegisterOutcome::OutOfOrder);
+        // Remove all.
+        let out = r.register("demo", "100", &register("*", "0", 4), src, 1000);
+        assert_eq!(out, RegisterOutcome::Ok(vec![]));
+        assert!(r.lookup("demo", "100", 1000).is_empty());
+    }
+
+    #[test]
+    fn bindings_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = crate::localdb::LocalDb::open(dir.path()).expect("db");
+        let src: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
+        {
+            let mut r = Registrar::open(RegistrarConfig::default(), Some(db.tree("reg").expect("tree"))).expect("open");
+            r.register("demo", "100", &register("<sip:100@10.0.0.1>", "3600", 1), src, 1000);
+        }
+        let r = Registrar::open(RegistrarConfig::default(), Some(db.tree("reg").expect("tree"))).expect("open");
+        assert_eq!(r.lookup("demo", "100", 1001).len(), 1);
+    }
+}

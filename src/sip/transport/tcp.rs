@@ -1,0 +1,140 @@
+//! TCP listener and connections.
+
+use super::framing::{Frame, StreamFramer};
+use super::Inbound;
+use crate::sip::endpoint::{Peer, TransportKind};
+use crate::sip::message::MAX_MESSAGE_SIZE;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Writers of open connections, owned by the endpoint task.
+#[derive(Default)]
+pub struct TcpConnections {
+    writers: HashMap<u64, mpsc::Sender<Bytes>>,
+}
+
+impl TcpConnections {
+    /// Registers a connection's writer.
+    pub fn opened(&mut self, conn: u64, writer: mpsc::Sender<Bytes>) {
+        self.writers.insert(conn, writer);
+    }
+
+    /// Forgets a connection.
+    pub fn closed(&mut self, conn: u64) {
+        self.writers.remove(&conn);
+    }
+
+    /// Queues bytes on a connection; false when it is gone or its queue is full.
+    pub fn send(&self, conn: u64, data: Bytes) -> bool {
+        self.writers.get(&conn).is_some_and(|w| w.try_send(data).is_ok())
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// True when none is open.
+    pub fn is_empty(&self) -> bool {
+        self.writers.is_empty()
+    }
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections on `listener` until the endpoint goes away.
+pub fn spawn_tcp_listener(
+    listener: TcpListener,
+    to_endpoint: mpsc::Sender<Inbound>,
+    idle_timeout: Duration,
+    max_connections: usize,
+) -> tokio::task::JoinHandle<()> {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %addr, "tcp connection limit reached: closing new connection");
+                continue;
+            };
+            let tx = to_endpoint.clone();
+            tokio::spawn(async move {
+                connection(stream, addr, tx, idle_timeout).await;
+                drop(permit);
+            });
+        }
+    })
+}
+
+async fn connection(stream: TcpStream, addr: std::net::SocketAddr, to_endpoint: mpsc::Sender<Inbound>, idle: Duration) {
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
+    if to_endpoint
+        .send(Inbound::Opened { conn, writer: wtx.clone() })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let peer = Peer {
+        transport: TransportKind::Tcp,
+        addr,
+        conn: Some(conn),
+    };
+    let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match tokio::time::timeout(idle, rd.read(&mut buf)).await {
+            Err(_) => {
+                tracing::debug!(peer = %addr, "tcp connection idle: closing");
+                break;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        framer.push(&buf[..n]);
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(data))) => {
+                    if to_endpoint.send(Inbound::Message { peer, data }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(Some(Frame::Ping)) => {
+                    let _ = wtx.try_send(Bytes::from_static(b"\r\n"));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(peer = %addr, error = %e, "closing tcp connection on framing error");
+                    break 'read;
+                }
+            }
+        }
+    }
+    drop(wtx);
+    let _ = to_endpoint.send(Inbound::Closed { conn }).await;
+    let _ = writer.await;
+}

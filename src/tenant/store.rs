@@ -1,0 +1,171 @@
+//! The write side: tenant documents in the local database, versioned by a revision number, and
+//! the live [`Snapshot`] swapped atomically after each change.
+
+use super::model::TenantConfig;
+use super::snapshot::Snapshot;
+use super::validate::{validate, ValidationError, ValidationErrors};
+use crate::localdb::{LocalDb, LocalDbError};
+use arc_swap::ArcSwap;
+use std::sync::{Arc, Mutex};
+
+/// Why a change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantStoreError {
+    /// The document is invalid; each error names its path.
+    #[error("invalid tenant: {0}")]
+    Invalid(#[from] ValidationErrors),
+    /// The local database failed.
+    #[error(transparent)]
+    Db(#[from] LocalDbError),
+    /// No such tenant.
+    #[error("no tenant {0}")]
+    NotFound(String),
+}
+
+impl From<sled::Error> for TenantStoreError {
+    fn from(e: sled::Error) -> Self {
+        TenantStoreError::Db(LocalDbError::Sled(e))
+    }
+}
+
+/// Tenant documents plus the current snapshot.
+pub struct TenantStore {
+    db: LocalDb,
+    tenants: sled::Tree,
+    meta: sled::Tree,
+    current: ArcSwap<Snapshot>,
+    default_tenant: Option<String>,
+    /// Serialises writers so revision numbers and snapshots are built in order.
+    write_lock: Mutex<()>,
+}
+
+const REVISION_KEY: &[u8] = b"revision";
+
+impl TenantStore {
+    /// Opens the store and builds the snapshot from what is on disk.
+    pub fn open(db: LocalDb, default_tenant: Option<String>) -> Result<TenantStore, TenantStoreError> {
+        let tenants = db.tree("tenants")?;
+        let meta = db.tree("tenant_meta")?;
+        let store = TenantStore {
+            db,
+            tenants,
+            meta,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            default_tenant,
+            write_lock: Mutex::new(()),
+        };
+        store.rebuild()?;
+        Ok(store)
+    }
+
+    /// The current snapshot. Cheap: one atomic load and a reference count.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Current revision.
+    pub fn revision(&self) -> u64 {
+        self.current.load().revision
+    }
+
+    fn read_revision(&self) -> Result<u64, TenantStoreError> {
+        Ok(self
+            .meta
+            .get(REVISION_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    fn load_all(&self) -> Result<Vec<TenantConfig>, TenantStoreError> {
+        let mut out = Vec::new();
+        for item in self.tenants.iter() {
+            let (k, v) = item?;
+            let cfg: TenantConfig = serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                source,
+            })?;
+            out.push(cfg);
+        }
+        Ok(out)
+    }
+
+    fn rebuild(&self) -> Result<(), TenantStoreError> {
+        let snap = Snapshot::new(self.read_revision()?, self.load_all()?, self.default_tenant.clone());
+        self.current.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// A tenant's stored document.
+    pub fn get(&self, id: &str) -> Result<Option<TenantConfig>, TenantStoreError> {
+        Ok(self.snapshot().tenant(id).map(|t| t.config.clone()))
+    }
+
+    /// Ids of all tenants.
+    pub fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.snapshot().tenants().map(|t| t.config.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Validates and stores a tenant (creating or replacing it); returns the new revision.
+    /// Clear-text secrets in `cfg` are hashed first.
+    pub fn put(&self, mut cfg: TenantConfig) -> Result<u64, TenantStoreError> {
+        cfg.hash_secrets();
+        validate(&cfg)?;
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_cross_tenant(&cfg)?;
+        let value = serde_json::to_vec(&cfg).map_err(|source| LocalDbError::Decode {
+            key: cfg.id.clone(),
+            source,
+        })?;
+        let revision = self.read_revision()? + 1;
+        self.tenants.insert(cfg.id.as_bytes(), value)?;
+        self.meta.insert(REVISION_KEY, &revision.to_be_bytes())?;
+        self.db.flush()?;
+        self.rebuild()?;
+        tracing::info!(tenant = %cfg.id, revision, "tenant stored");
+        Ok(revision)
+    }
+
+    /// Deletes a tenant; returns the new revision.
+    pub fn delete(&self, id: &str) -> Result<u64, TenantStoreError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.tenants.remove(id.as_bytes())?.is_none() {
+            return Err(TenantStoreError::NotFound(id.to_string()));
+        }
+        let revision = self.read_revision()? + 1;
+        self.meta.insert(REVISION_KEY, &revision.to_be_bytes())?;
+        self.db.flush()?;
+        self.rebuild()?;
+        tracing::info!(tenant = %id, revision, "tenant deleted");
+        Ok(revision)
+    }
+
+    /// Domains and DIDs must each belong to one tenant only.
+    fn check_cross_tenant(&self, cfg: &TenantConfig) -> Result<(), TenantStoreError> {
+        let snap = self.snapshot();
+        let mut errors = Vec::new();
+        for (i, d) in cfg.domains.iter().enumerate() {
+            if let Some(t) = snap.by_domain(d).filter(|t| t.id() != cfg.id) {
+                errors.push(ValidationError {
+                    path: format!("domains.{i}"),
+                    message: format!("domain {d} belongs to another tenant ({})", t.id()),
+                });
+            }
+        }
+        for (i, n) in cfg.numbers.iter().enumerate() {
+            if snap.by_number(&n.number).is_some_and(|t| t.id() != cfg.id) {
+                errors.push(ValidationError {
+                    path: format!("numbers.{i}.number"),
+                    message: format!("number {} belongs to another tenant", n.number),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors).into())
+        }
+    }
+}
