@@ -114,14 +114,21 @@ impl Via {
     /// Parses one Via value (not a comma list).
     pub fn parse(value: &str) -> Result<Via, HeaderError> {
         let err = HeaderError("Via");
-        let value = value.trim();
-        let (proto, rest) = value
-            .split_once(|c: char| c.is_whitespace())
-            .ok_or(err.clone())?;
-        let mut parts = proto.split('/').map(str::trim);
-        let name = parts.next().ok_or(err.clone())?;
-        let version = parts.next().ok_or(err.clone())?;
-        let transport = parts.next().ok_or(err.clone())?;
+        // sent-protocol is `name / version / transport`, with optional whitespace around the
+        // slashes (RFC 3261 §25.1 SLASH); sent-by follows after whitespace.
+        let mut fields = Vec::with_capacity(3);
+        let mut rest = value.trim();
+        for i in 0..3 {
+            let end = rest
+                .find(|c: char| c == '/' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            fields.push(&rest[..end]);
+            rest = rest[end..].trim_start();
+            if i < 2 {
+                rest = rest.strip_prefix('/').ok_or(err.clone())?.trim_start();
+            }
+        }
+        let (name, version, transport) = (fields[0], fields[1], fields[2]);
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || transport.is_empty() {
             return Err(err);
         }
@@ -237,8 +244,9 @@ impl NameAddr {
         if let Some(lt) = find_unquoted(value, '<') {
             let gt = value[lt..].find('>').ok_or(err.clone())? + lt;
             let display = value[..lt].trim().trim_matches('"').trim();
-            let uri = value[lt + 1..gt].trim().to_string();
-            if uri.is_empty() {
+            // RFC 3261: no whitespace inside the angle brackets (RFC 4475 §3.1.2.14).
+            let uri = value[lt + 1..gt].to_string();
+            if uri.is_empty() || uri.contains(char::is_whitespace) {
                 return Err(err);
             }
             Ok(NameAddr {

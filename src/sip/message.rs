@@ -73,6 +73,9 @@ pub enum ParseError {
     /// Status code outside 100..=699.
     #[error("invalid status code")]
     BadStatusCode,
+    /// A control character (NUL, …) outside an escaped quoted-pair.
+    #[error("control character in header {0}")]
+    ControlCharacter(String),
 }
 
 /// A refused message, with what is needed to tell the sender.
@@ -107,6 +110,8 @@ pub struct ReplyHeaders {
 pub struct SipRequest {
     /// The rsip representation (method, Request-URI, all headers, body).
     pub raw: rsip::Request,
+    /// Header lines after unfolding and compact-name expansion, in order, as `(name, value)`.
+    pub headers: Vec<(String, String)>,
     /// Every Via value, top first, one entry per hop even when a line held several.
     pub vias: Vec<String>,
     /// The parsed top Via.
@@ -128,6 +133,8 @@ pub struct SipRequest {
 pub struct SipResponse {
     /// The rsip representation.
     pub raw: rsip::Response,
+    /// Header lines after unfolding and compact-name expansion.
+    pub headers: Vec<(String, String)>,
     /// Status code 100..=699.
     pub code: u16,
     /// Every Via value, top first.
@@ -168,22 +175,21 @@ impl SipRequest {
 
     /// First header with this name (case-insensitive), as a string.
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_value(&self.raw.headers, name)
+        header_value(&self.headers, name)
     }
 
     /// All values of a header with this name, each comma-separated entry on its own.
     pub fn header_values(&self, name: &str) -> Vec<String> {
-        header_values(&self.raw.headers, name)
+        header_values(&self.headers, name)
     }
 
     /// Each occurrence of a header, whole (for values such as digest credentials whose commas
     /// do not separate entries).
     pub fn header_values_raw(&self, name: &str) -> Vec<String> {
-        self.raw
-            .headers
+        self.headers
             .iter()
-            .filter(|h| header_name(h).eq_ignore_ascii_case(name))
-            .map(header_text)
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
             .collect()
     }
 
@@ -196,7 +202,7 @@ impl SipRequest {
 impl SipResponse {
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_value(&self.raw.headers, name)
+        header_value(&self.headers, name)
     }
 
     /// The body bytes.
@@ -205,94 +211,21 @@ impl SipResponse {
     }
 }
 
-/// Canonical name of an rsip header, for name lookups.
-fn header_name(h: &rsip::Header) -> &str {
-    use rsip::Header as H;
-    match h {
-        H::Via(_) => "Via",
-        H::From(_) => "From",
-        H::To(_) => "To",
-        H::CallId(_) => "Call-ID",
-        H::CSeq(_) => "CSeq",
-        H::Contact(_) => "Contact",
-        H::Expires(_) => "Expires",
-        H::MaxForwards(_) => "Max-Forwards",
-        H::ContentType(_) => "Content-Type",
-        H::ContentLength(_) => "Content-Length",
-        H::Authorization(_) => "Authorization",
-        H::ProxyAuthorization(_) => "Proxy-Authorization",
-        H::WwwAuthenticate(_) => "WWW-Authenticate",
-        H::ProxyAuthenticate(_) => "Proxy-Authenticate",
-        H::Route(_) => "Route",
-        H::RecordRoute(_) => "Record-Route",
-        H::Require(_) => "Require",
-        H::ProxyRequire(_) => "Proxy-Require",
-        H::Supported(_) => "Supported",
-        H::Allow(_) => "Allow",
-        H::UserAgent(_) => "User-Agent",
-        H::Event(_) => "Event",
-        H::MinExpires(_) => "Min-Expires",
-        H::Other(name, _) => name,
-        _ => "",
-    }
-}
-
-/// The raw value of an rsip header.
-fn header_text(h: &rsip::Header) -> String {
-    let line = h.to_string();
-    match line.split_once(':') {
-        Some((_, v)) => v.trim().to_string(),
-        None => String::new(),
-    }
-}
-
-/// First value of the named header.
-pub fn header_value<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
-    use rsip::headers::UntypedHeader;
-    use rsip::Header as H;
-    headers.iter().find_map(|h| {
-        if !header_name(h).eq_ignore_ascii_case(name) {
-            return None;
-        }
-        Some(match h {
-            H::Via(v) => v.value(),
-            H::From(v) => v.value(),
-            H::To(v) => v.value(),
-            H::CallId(v) => v.value(),
-            H::CSeq(v) => v.value(),
-            H::Contact(v) => v.value(),
-            H::Expires(v) => v.value(),
-            H::MaxForwards(v) => v.value(),
-            H::ContentType(v) => v.value(),
-            H::ContentLength(v) => v.value(),
-            H::Authorization(v) => v.value(),
-            H::ProxyAuthorization(v) => v.value(),
-            H::WwwAuthenticate(v) => v.value(),
-            H::ProxyAuthenticate(v) => v.value(),
-            H::Route(v) => v.value(),
-            H::RecordRoute(v) => v.value(),
-            H::Require(v) => v.value(),
-            H::ProxyRequire(v) => v.value(),
-            H::Supported(v) => v.value(),
-            H::Allow(v) => v.value(),
-            H::UserAgent(v) => v.value(),
-            H::Event(v) => v.value(),
-            H::MinExpires(v) => v.value(),
-            H::Other(_, v) => v.as_str(),
-            _ => "",
-        })
-    })
+/// First value of the named header (case-insensitive name).
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Every comma-separated value of every header with this name, in order.
-pub fn header_values(headers: &rsip::Headers, name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for h in headers.iter() {
-        if header_name(h).eq_ignore_ascii_case(name) {
-            out.extend(split_comma_list(&header_text(h)));
-        }
-    }
-    out
+pub fn header_values(headers: &[(String, String)], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| split_comma_list(v))
+        .collect()
 }
 
 /// Long form of a compact header name (RFC 3261 §7.3.3 and extensions).
@@ -355,7 +288,11 @@ fn split_headers(head: &str) -> Result<HeaderSection<'_>, ParseError> {
         if name.is_empty() || !name.bytes().all(is_token_char) {
             return Err(ParseError::MalformedHeaderLine);
         }
-        headers.push((expand_compact(name).to_string(), value.trim().to_string()));
+        let value = value.trim();
+        if has_bare_control(value) {
+            return Err(ParseError::ControlCharacter(name.to_string()));
+        }
+        headers.push((expand_compact(name).to_string(), value.to_string()));
         if headers.len() > MAX_HEADER_LINES {
             return Err(ParseError::HeadersTooLarge);
         }
@@ -364,6 +301,47 @@ fn split_headers(head: &str) -> Result<HeaderSection<'_>, ParseError> {
         start_line,
         headers,
     })
+}
+
+/// RFC 3261 §25.1 allows control characters in a header value only as a quoted-pair
+/// (`\` then the byte) inside a quoted string; tab is linear whitespace.
+fn has_bare_control(value: &str) -> bool {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for b in value.bytes() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b'\t' => {}
+            0..=0x1f | 0x7f => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// rsip's URI grammar refuses `;` and `=` in the user part (RFC 3261 allows them, RFC 4475
+/// §3.1.1.9). Escaping them keeps the meaning: user parts are compared after `%` decoding.
+fn escape_request_uri_user(start_line: &str) -> std::borrow::Cow<'_, str> {
+    let mut parts = start_line.splitn(3, ' ');
+    let (Some(method), Some(uri), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return start_line.into();
+    };
+    let Some(at) = uri.rfind('@') else {
+        return start_line.into();
+    };
+    let Some(colon) = uri.find(':') else {
+        return start_line.into();
+    };
+    if colon >= at || !uri[colon + 1..at].contains([';', '=', '?']) {
+        return start_line.into();
+    }
+    let user = uri[colon + 1..at].replace(';', "%3B").replace('=', "%3D").replace('?', "%3F");
+    format!("{method} {}{user}{} {version}", &uri[..colon + 1], &uri[at..]).into()
 }
 
 /// Where the header section ends: index of the first byte of the body.
@@ -452,7 +430,7 @@ pub fn parse(data: &[u8]) -> Result<SipMessage, ParseFailure> {
     };
 
     let mut normalised = String::with_capacity(head.len() + 32);
-    normalised.push_str(section.start_line);
+    normalised.push_str(&escape_request_uri_user(section.start_line));
     normalised.push_str("\r\n");
     for (name, value) in &section.headers {
         if name.eq_ignore_ascii_case("Content-Length") {
@@ -498,9 +476,10 @@ pub fn parse(data: &[u8]) -> Result<SipMessage, ParseFailure> {
 
     let message = rsip::SipMessage::try_from(bytes.as_slice())
         .map_err(|e| with_reply(ParseError::Syntax(short_error(&e.to_string()))))?;
+    let headers = section.headers.clone();
     let message = match message {
-        rsip::SipMessage::Request(r) => validate_request(r).map(SipMessage::Request),
-        rsip::SipMessage::Response(r) => validate_response(r).map(SipMessage::Response),
+        rsip::SipMessage::Request(r) => validate_request(r, headers).map(SipMessage::Request),
+        rsip::SipMessage::Response(r) => validate_response(r, headers).map(SipMessage::Response),
     };
     message.map_err(with_reply)
 }
@@ -520,7 +499,7 @@ struct Common {
     cseq_method: Method,
 }
 
-fn common_headers(headers: &rsip::Headers) -> Result<Common, ParseError> {
+fn common_headers(headers: &[(String, String)]) -> Result<Common, ParseError> {
     let vias = header_values(headers, "Via");
     let top = vias.first().ok_or(ParseError::MissingHeader("Via"))?;
     let via = Via::parse(top).map_err(|_| ParseError::BadHeader("Via"))?;
@@ -559,12 +538,12 @@ fn common_headers(headers: &rsip::Headers) -> Result<Common, ParseError> {
     })
 }
 
-fn validate_request(raw: rsip::Request) -> Result<SipRequest, ParseError> {
-    let c = common_headers(&raw.headers)?;
+fn validate_request(raw: rsip::Request, headers: Vec<(String, String)>) -> Result<SipRequest, ParseError> {
+    let c = common_headers(&headers)?;
     if c.cseq_method != raw.method {
         return Err(ParseError::CSeqMismatch);
     }
-    let max_forwards = match header_value(&raw.headers, "Max-Forwards") {
+    let max_forwards = match header_value(&headers, "Max-Forwards") {
         Some(v) => Some(
             v.trim()
                 .parse::<u32>()
@@ -574,6 +553,7 @@ fn validate_request(raw: rsip::Request) -> Result<SipRequest, ParseError> {
     };
     Ok(SipRequest {
         raw,
+        headers,
         vias: c.vias,
         via: c.via,
         from: c.from,
@@ -584,14 +564,15 @@ fn validate_request(raw: rsip::Request) -> Result<SipRequest, ParseError> {
     })
 }
 
-fn validate_response(raw: rsip::Response) -> Result<SipResponse, ParseError> {
-    let c = common_headers(&raw.headers)?;
+fn validate_response(raw: rsip::Response, headers: Vec<(String, String)>) -> Result<SipResponse, ParseError> {
+    let c = common_headers(&headers)?;
     let code = raw.status_code.code();
     if !(100..=699).contains(&code) {
         return Err(ParseError::BadStatusCode);
     }
     Ok(SipResponse {
         raw,
+        headers,
         code,
         vias: c.vias,
         via: c.via,
