@@ -1,0 +1,195 @@
+//! Shared harness for tests that start the real `switchyard` binary and drive it with real
+//! peers (SIPp). A peer that is not installed makes the test skip with a message, unless
+//! `SWITCHYARD_REQUIRE_PEERS=1` (set by `.ci/run`), where it fails instead.
+#![allow(dead_code)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+/// A block of ports for one test: SIP server, SIPp, SIPp media, RTP range.
+pub struct Ports {
+    pub sip: u16,
+    pub sipp: u16,
+    pub sipp_media: u16,
+    pub rtp_first: u16,
+}
+
+pub fn ports() -> Ports {
+    // Each test process and test gets its own block; the pid spreads parallel test binaries.
+    let block = NEXT.fetch_add(1, Ordering::SeqCst);
+    let base = 21000 + ((std::process::id() as u16 % 40) * 400) + block * 20;
+    let rtp = 40000 + ((std::process::id() as u16 % 40) * 400) + block * 20;
+    Ports {
+        sip: base,
+        sipp: base + 1,
+        sipp_media: base + 4,
+        rtp_first: rtp,
+    }
+}
+
+pub fn peer_available(program: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("{program} is required (SWITCHYARD_REQUIRE_PEERS=1) but not installed");
+        }
+        eprintln!("SKIP: {program} not installed (apt-get install sip-tester for SIPp)");
+    }
+    found
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Server {
+    pub child: Child,
+    pub sip_port: u16,
+    pub data_dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(ports: &Ports, extra_env: &[(&str, &str)]) -> Server {
+        let data_dir = tempfile::tempdir().expect("tmp");
+        Self::start_in(ports, extra_env, data_dir)
+    }
+
+    pub fn start_in(ports: &Ports, extra_env: &[(&str, &str)], data_dir: tempfile::TempDir) -> Server {
+        let log = data_dir.path().join("server.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("serve")
+            .arg("--demo")
+            .env("SWITCHYARD_DATA_DIR", data_dir.path())
+            .env("SWITCHYARD_SIP_LISTEN", format!("udp:127.0.0.1:{p},tcp:127.0.0.1:{p}", p = ports.sip))
+            .env("SWITCHYARD_MEDIA_RTP_PORTS", format!("{}-{}", ports.rtp_first, ports.rtp_first + 19))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start switchyard");
+        let s = Server {
+            child,
+            sip_port: ports.sip,
+            data_dir,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            let _ = sock.send_to(options(sock.local_addr().expect("addr").port()).as_bytes(), ("127.0.0.1", self.sip_port));
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+        panic!("server did not answer OPTIONS; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn options(port: u16) -> String {
+    format!("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1>\r\nCall-ID: probe-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", rand_u32(), rand_u32())
+}
+
+pub fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7);
+    t ^ (std::process::id() << 7)
+}
+
+/// Runs a SIPp scenario from integration/sipp against the server; returns (success, output).
+pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(repo().join("integration/sipp").join(scenario))
+        .arg(format!("127.0.0.1:{}", server.sip_port))
+        .args(["-i", "127.0.0.1", "-p", &ports.sipp.to_string(), "-mp", &ports.sipp_media.to_string()])
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error", "-trace_err", "-trace_stat", "-fd", "1"])
+        .args(args)
+        .output()
+        .expect("run sipp");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    // The error log names what went wrong for a failed call.
+    if let Ok(entries) = std::fs::read_dir(dir.path()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with("_errors.log") {
+                text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+            if name.ends_with(".csv") {
+                text.push_str("\n--- stats ---\n");
+                text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    (out.status.success(), text)
+}
+
+/// Sends one UDP message and collects whatever arrives within `wait`.
+pub fn udp_exchange(sock: &UdpSocket, to: u16, msg: &str, wait: Duration) -> Vec<String> {
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", to)).expect("send");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 8192];
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
