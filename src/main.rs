@@ -71,7 +71,8 @@ enum TenantCommand {
 
 fn init_logging(settings: &Settings, json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -86,7 +87,8 @@ fn init_logging(settings: &Settings, json: bool) {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
+    let settings =
+        Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
     match cli.command {
         Command::Serve { demo } => {
             init_logging(&settings, cli.log_json);
@@ -99,18 +101,35 @@ fn main() -> Result<()> {
         }
         Command::Tenant { command } => tenant_command(&settings, command),
         Command::CheckConfig { file } => {
-            let s = Settings::load(Some(&file), std::env::vars()).with_context(|| format!("{} is not valid", file.display()))?;
-            println!("{}: ok ({} SIP listener(s), RTP {})", file.display(), s.listeners()?.len(), s.media.rtp_ports);
+            let s = Settings::load(Some(&file), std::env::vars())
+                .with_context(|| format!("{} is not valid", file.display()))?;
+            println!(
+                "{}: ok ({} SIP listener(s), RTP {})",
+                file.display(),
+                s.listeners()?.len(),
+                s.media.rtp_ports
+            );
             Ok(())
         }
-        Command::HashPassword { username, realm, password } => {
+        Command::HashPassword {
+            username,
+            realm,
+            password,
+        } => {
             use switchyard::sip::digest::{ha1, DigestAlgorithm};
             let password = match password {
                 Some(p) => p,
-                None => std::env::var("SWITCHYARD_PASSWORD").context("give the password or set SWITCHYARD_PASSWORD")?,
+                None => std::env::var("SWITCHYARD_PASSWORD")
+                    .context("give the password or set SWITCHYARD_PASSWORD")?,
             };
-            println!("\"ha1_md5\": \"{}\",", ha1(DigestAlgorithm::Md5, &username, &realm, &password));
-            println!("\"ha1_sha256\": \"{}\"", ha1(DigestAlgorithm::Sha256, &username, &realm, &password));
+            println!(
+                "\"ha1_md5\": \"{}\",",
+                ha1(DigestAlgorithm::Md5, &username, &realm, &password)
+            );
+            println!(
+                "\"ha1_sha256\": \"{}\"",
+                ha1(DigestAlgorithm::Sha256, &username, &realm, &password)
+            );
             Ok(())
         }
     }
@@ -119,8 +138,10 @@ fn main() -> Result<()> {
 fn tenant_command(settings: &Settings, command: TenantCommand) -> Result<()> {
     match command {
         TenantCommand::Import { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let cfg: TenantConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a tenant document", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let cfg: TenantConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a tenant document", file.display()))?;
             match switchyard::server::open_store(settings) {
                 Ok((_db, store)) => {
                     let id = cfg.id.clone();
@@ -129,18 +150,24 @@ fn tenant_command(settings: &Settings, command: TenantCommand) -> Result<()> {
                     Ok(())
                 }
                 // The server holds the database: hand the document to its inbox instead.
-                Err(switchyard::server::ServerError::Db(_)) => import_via_inbox(&settings.data_dir, &cfg.id, &text),
+                Err(switchyard::server::ServerError::Db(_)) => {
+                    import_via_inbox(&settings.data_dir, &cfg.id, &text)
+                }
                 Err(e) => Err(e.into()),
             }
         }
         TenantCommand::Export { id } => {
-            let (_db, store) = switchyard::server::open_store(settings).context("opening the store (stop the server or use the admin API)")?;
-            let Some(cfg) = store.get(&id)? else { bail!("no tenant {id}") };
+            let (_db, store) = switchyard::server::open_store(settings)
+                .context("opening the store (stop the server or use the admin API)")?;
+            let Some(cfg) = store.get(&id)? else {
+                bail!("no tenant {id}")
+            };
             println!("{}", serde_json::to_string_pretty(&cfg)?);
             Ok(())
         }
         TenantCommand::List => {
-            let (_db, store) = switchyard::server::open_store(settings).context("opening the store (stop the server or use the admin API)")?;
+            let (_db, store) = switchyard::server::open_store(settings)
+                .context("opening the store (stop the server or use the admin API)")?;
             for id in store.list() {
                 println!("{id}");
             }

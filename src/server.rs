@@ -65,7 +65,10 @@ pub enum ServerError {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn now() -> Now {
@@ -122,12 +125,17 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     for l in &listeners {
         match l.transport {
             TransportKind::Udp => {
-                let s = UdpSocket::bind(l.addr).await.map_err(|source| ServerError::Bind {
-                    transport: "udp",
-                    addr: l.addr,
+                let s = UdpSocket::bind(l.addr)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        transport: "udp",
+                        addr: l.addr,
+                        source,
+                    })?;
+                let local = s.local_addr().map_err(|source| ServerError::Io {
+                    what: "udp local address".into(),
                     source,
                 })?;
-                let local = s.local_addr().map_err(|source| ServerError::Io { what: "udp local address".into(), source })?;
                 tracing::info!(addr = %local, "SIP listening on UDP");
                 udp_port = Some(local.port());
                 bound_ip.get_or_insert(local.ip());
@@ -136,12 +144,17 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 udp_socket = Some(s);
             }
             TransportKind::Tcp => {
-                let s = TcpListener::bind(l.addr).await.map_err(|source| ServerError::Bind {
-                    transport: "tcp",
-                    addr: l.addr,
+                let s = TcpListener::bind(l.addr)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        transport: "tcp",
+                        addr: l.addr,
+                        source,
+                    })?;
+                let local = s.local_addr().map_err(|source| ServerError::Io {
+                    what: "tcp local address".into(),
                     source,
                 })?;
-                let local = s.local_addr().map_err(|source| ServerError::Io { what: "tcp local address".into(), source })?;
                 tracing::info!(addr = %local, "SIP listening on TCP");
                 tcp_port = Some(local.port());
                 bound_ip.get_or_insert(local.ip());
@@ -165,14 +178,12 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let rtp_bind: IpAddr = if settings.media.bind_address.is_empty() {
         IpAddr::from([0, 0, 0, 0])
     } else {
-        settings
-            .media
-            .bind_address
-            .parse()
-            .map_err(|_| crate::settings::SettingsError::Invalid {
+        settings.media.bind_address.parse().map_err(|_| {
+            crate::settings::SettingsError::Invalid {
                 key: "media.bind_address".into(),
                 message: "must be an IP address".into(),
-            })?
+            }
+        })?
     };
     let ports = RtpPortPool::new(rtp_bind, rtp_first, rtp_last);
     let registrar = Registrar::open(
@@ -251,7 +262,10 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         if let Some(d) = drain_deadline {
             if final_deadline.is_none() && (endpoint.live_calls() == 0 || Instant::now() >= d) {
                 if endpoint.live_calls() > 0 {
-                    tracing::info!(live_calls = endpoint.live_calls(), "drain timeout: hanging up remaining calls");
+                    tracing::info!(
+                        live_calls = endpoint.live_calls(),
+                        "drain timeout: hanging up remaining calls"
+                    );
                 }
                 endpoint.hangup_all(now());
                 flush(&mut endpoint, udp_socket.as_deref(), &tcp);
@@ -303,7 +317,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -340,7 +357,9 @@ fn spawn_inbox_watcher(inbox: PathBuf, store: Arc<TenantStore>) {
 
 /// One pass over the inbox: `*.json` files are imported and renamed with their outcome.
 pub fn import_inbox(dir: &Path, store: &TenantStore) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {

@@ -234,8 +234,12 @@ pub struct Listener {
 
 impl Settings {
     /// Defaults ← `file` (if any) ← environment (`vars`, normally `std::env::vars()`).
-    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
-        let mut doc = toml::Value::try_from(Settings::default()).map_err(|e| invalid("(defaults)", e.to_string()))?;
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut doc = toml::Value::try_from(Settings::default())
+            .map_err(|e| invalid("(defaults)", e.to_string()))?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
                 path: path.to_path_buf(),
@@ -250,9 +254,14 @@ impl Settings {
                 message,
             })?;
         }
-        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with("SWITCHYARD_")).collect();
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SWITCHYARD_"))
+            .collect();
         apply_env(&mut doc, &vars)?;
-        let settings: Settings = doc.try_into().map_err(|e: toml::de::Error| invalid("(settings)", e.to_string()))?;
+        let settings: Settings = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid("(settings)", e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -269,10 +278,18 @@ impl Settings {
             return Err(invalid("log.format", "must be pretty or json"));
         }
         if self.sip.min_expires == 0 || self.sip.min_expires > self.sip.max_expires {
-            return Err(invalid("sip.min_expires", "must be at least 1 and at most sip.max_expires"));
+            return Err(invalid(
+                "sip.min_expires",
+                "must be at least 1 and at most sip.max_expires",
+            ));
         }
-        if self.sip.default_expires < self.sip.min_expires || self.sip.default_expires > self.sip.max_expires {
-            return Err(invalid("sip.default_expires", "must lie between sip.min_expires and sip.max_expires"));
+        if self.sip.default_expires < self.sip.min_expires
+            || self.sip.default_expires > self.sip.max_expires
+        {
+            return Err(invalid(
+                "sip.default_expires",
+                "must lie between sip.min_expires and sip.max_expires",
+            ));
         }
         if !(50..=5000).contains(&self.sip.t1_ms) {
             return Err(invalid("sip.t1_ms", "must be 50-5000"));
@@ -293,19 +310,27 @@ impl Settings {
         }
         let mut out = Vec::new();
         for entry in &self.sip.listen {
-            let (tp, addr) = entry
-                .split_once(':')
-                .ok_or_else(|| invalid("sip.listen", format!("{entry:?} is not transport:ip:port")))?;
+            let (tp, addr) = entry.split_once(':').ok_or_else(|| {
+                invalid("sip.listen", format!("{entry:?} is not transport:ip:port"))
+            })?;
             let transport = match tp.to_ascii_lowercase().as_str() {
                 "udp" => TransportKind::Udp,
                 "tcp" => TransportKind::Tcp,
-                other => return Err(invalid("sip.listen", format!("unknown transport {other:?} (udp or tcp)"))),
+                other => {
+                    return Err(invalid(
+                        "sip.listen",
+                        format!("unknown transport {other:?} (udp or tcp)"),
+                    ))
+                }
             };
             let addr: SocketAddr = addr
                 .parse()
                 .map_err(|_| invalid("sip.listen", format!("{addr:?} is not ip:port")))?;
             if out.iter().any(|l: &Listener| l.transport == transport) {
-                return Err(invalid("sip.listen", format!("more than one {tp} listener")));
+                return Err(invalid(
+                    "sip.listen",
+                    format!("more than one {tp} listener"),
+                ));
             }
             out.push(Listener { transport, addr });
         }
@@ -320,10 +345,19 @@ impl Settings {
             .rtp_ports
             .split_once('-')
             .ok_or_else(|| invalid(key, "must be first-last, e.g. 20000-29999"))?;
-        let a: u16 = a.trim().parse().map_err(|_| invalid(key, "first port is not a number"))?;
-        let b: u16 = b.trim().parse().map_err(|_| invalid(key, "last port is not a number"))?;
+        let a: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, "first port is not a number"))?;
+        let b: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, "last port is not a number"))?;
         if a < 1024 || b <= a + 2 {
-            return Err(invalid(key, "range must start at 1024 or above and hold at least two ports pairs"));
+            return Err(invalid(
+                key,
+                "range must start at 1024 or above and hold at least two ports pairs",
+            ));
         }
         Ok((a, b))
     }
@@ -349,7 +383,10 @@ impl Settings {
         self.sip
             .auth_algorithms
             .iter()
-            .map(|a| DigestAlgorithm::from_token(a).ok_or_else(|| invalid(key, format!("unknown algorithm {a:?} (MD5, SHA-256)"))))
+            .map(|a| {
+                DigestAlgorithm::from_token(a)
+                    .ok_or_else(|| invalid(key, format!("unknown algorithm {a:?} (MD5, SHA-256)")))
+            })
             .collect()
     }
 
@@ -358,7 +395,8 @@ impl Settings {
         if self.sip.nonce_secret.is_empty() {
             return Ok(None);
         }
-        let bytes = hex::decode(&self.sip.nonce_secret).map_err(|_| invalid("sip.nonce_secret", "must be hex"))?;
+        let bytes = hex::decode(&self.sip.nonce_secret)
+            .map_err(|_| invalid("sip.nonce_secret", "must be hex"))?;
         let arr: [u8; 32] = bytes
             .try_into()
             .map_err(|_| invalid("sip.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
@@ -379,7 +417,11 @@ fn merge(into: &mut toml::Value, from: toml::Value, path: &str) -> Result<(), St
     match (into, from) {
         (toml::Value::Table(a), toml::Value::Table(b)) => {
             for (k, v) in b {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match a.get_mut(&k) {
                     Some(slot) => merge(slot, v, &p)?,
                     None => return Err(format!("unknown setting {p}")),
@@ -389,7 +431,11 @@ fn merge(into: &mut toml::Value, from: toml::Value, path: &str) -> Result<(), St
         }
         (slot, v) => {
             if std::mem::discriminant(slot) != std::mem::discriminant(&v) {
-                return Err(format!("setting {path}: expected {}, found {}", slot.type_str(), v.type_str()));
+                return Err(format!(
+                    "setting {path}: expected {}, found {}",
+                    slot.type_str(),
+                    v.type_str()
+                ));
             }
             *slot = v;
             Ok(())
@@ -411,7 +457,11 @@ fn apply_env(doc: &mut toml::Value, vars: &[(String, String)]) -> Result<(), Set
                     known.push((name, section.clone(), Some(key.clone())));
                 }
             }
-            _ => known.push((format!("SWITCHYARD_{section}").to_ascii_uppercase(), section.clone(), None)),
+            _ => known.push((
+                format!("SWITCHYARD_{section}").to_ascii_uppercase(),
+                section.clone(),
+                None,
+            )),
         }
     }
     for (name, value) in vars {
@@ -437,7 +487,12 @@ fn apply_env(doc: &mut toml::Value, vars: &[(String, String)]) -> Result<(), Set
 }
 
 /// Converts an environment string to the type the default has.
-fn env_value(slot: &toml::Value, name: &str, value: &str, key: &str) -> Result<toml::Value, SettingsError> {
+fn env_value(
+    slot: &toml::Value,
+    name: &str,
+    value: &str,
+    key: &str,
+) -> Result<toml::Value, SettingsError> {
     Ok(match slot {
         toml::Value::String(_) => toml::Value::String(value.to_string()),
         toml::Value::Integer(_) => toml::Value::Integer(
@@ -469,7 +524,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -486,7 +544,10 @@ mod tests {
             None,
             env(&[
                 ("SWITCHYARD_DATA_DIR", "/tmp/x"),
-                ("SWITCHYARD_SIP_LISTEN", "udp:127.0.0.1:5070, tcp:127.0.0.1:5071"),
+                (
+                    "SWITCHYARD_SIP_LISTEN",
+                    "udp:127.0.0.1:5070, tcp:127.0.0.1:5071",
+                ),
                 ("SWITCHYARD_MEDIA_RTP_PORTS", "30000-30100"),
                 ("SWITCHYARD_API_ADMIN_KEY", "k"),
                 ("SWITCHYARD_SIP_T1_MS", "250"),
@@ -502,9 +563,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let e = Settings::load(None, env(&[("SWITCHYARD_SIP_LISTEN", "sctp:1.2.3.4:5060")])).expect_err("bad");
+        let e = Settings::load(None, env(&[("SWITCHYARD_SIP_LISTEN", "sctp:1.2.3.4:5060")]))
+            .expect_err("bad");
         assert!(e.to_string().contains("sip.listen"), "{e}");
-        let e = Settings::load(None, env(&[("SWITCHYARD_MEDIA_RTP_PORTS", "abc")])).expect_err("bad");
+        let e =
+            Settings::load(None, env(&[("SWITCHYARD_MEDIA_RTP_PORTS", "abc")])).expect_err("bad");
         assert!(e.to_string().contains("media.rtp_ports"), "{e}");
         let e = Settings::load(None, env(&[("SWITCHYARD_SIP_T1_MS", "soon")])).expect_err("bad");
         assert!(e.to_string().contains("sip.t1_ms"), "{e}");

@@ -24,10 +24,20 @@ fn register_with_md5_only_client_and_wrong_password_refused() {
     let p = ports();
     let server = Server::start(&p, &[]);
     // SIPp 3.6 only speaks MD5 and takes the first challenge: the default offer must suit it.
-    let (ok, out) = sipp(&server, &p, "register.xml", &["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"]);
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "register.xml",
+        &["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"],
+    );
     assert!(ok, "register failed:\n{out}\n{}", server.log_text());
     assert!(server.log_text().contains("registered"));
-    let (ok, out) = sipp(&server, &p, "register_wrong_password.xml", &["-m", "1", "-s", "101", "-au", "101", "-ap", "nope"]);
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "register_wrong_password.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "nope"],
+    );
     assert!(ok, "wrong password was not refused:\n{out}");
     assert!(server.log_text().contains("digest authentication failed"));
 }
@@ -38,9 +48,16 @@ fn invite_calls(transport: &str) {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    let args = ["-t", transport, "-m", "10", "-r", "10", "-s", "500", "-key", "caller", "100", "-au", "100", "-ap", "demo100", "-d", "300"];
+    let args = [
+        "-t", transport, "-m", "10", "-r", "10", "-s", "500", "-key", "caller", "100", "-au",
+        "100", "-ap", "demo100", "-d", "300",
+    ];
     let (ok, out) = sipp(&server, &p, "invite_auth.xml", &args);
-    assert!(ok, "calls over {transport} failed:\n{out}\n{}", server.log_text());
+    assert!(
+        ok,
+        "calls over {transport} failed:\n{out}\n{}",
+        server.log_text()
+    );
     let log = server.log_text();
     assert_eq!(log.matches("call ended").count(), 10, "{log}");
     assert_eq!(log.matches("caller hung up").count(), 10);
@@ -63,7 +80,12 @@ fn trunk_call_to_did_without_auth() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    let (ok, out) = sipp(&server, &p, "invite_trunk.xml", &["-m", "5", "-r", "10", "-s", "+15550100", "-d", "200"]);
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "invite_trunk.xml",
+        &["-m", "5", "-r", "10", "-s", "+15550100", "-d", "200"],
+    );
     assert!(ok, "trunk calls failed:\n{out}\n{}", server.log_text());
     assert_eq!(server.log_text().matches("caller=trunk:sandbox").count(), 5);
 }
@@ -76,9 +98,16 @@ fn cancel_before_answer_gets_487() {
     let p = ports();
     let server = Server::start(&p, &[]);
     for transport in ["u1", "t1"] {
-        let args = ["-t", transport, "-m", "3", "-s", "509", "-key", "caller", "100", "-au", "100", "-ap", "demo100"];
+        let args = [
+            "-t", transport, "-m", "3", "-s", "509", "-key", "caller", "100", "-au", "100", "-ap",
+            "demo100",
+        ];
         let (ok, out) = sipp(&server, &p, "cancel.xml", &args);
-        assert!(ok, "cancel over {transport} failed:\n{out}\n{}", server.log_text());
+        assert!(
+            ok,
+            "cancel over {transport} failed:\n{out}\n{}",
+            server.log_text()
+        );
     }
     assert_eq!(server.log_text().matches("cancelled by caller").count(), 6);
 }
@@ -92,13 +121,34 @@ fn calls_complete_under_packet_loss() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    let args = ["-m", "20", "-r", "20", "-l", "20", "-s", "+15550100", "-d", "200", "-lost", "10"];
+    let args = [
+        "-m",
+        "20",
+        "-r",
+        "20",
+        "-l",
+        "20",
+        "-s",
+        "+15550100",
+        "-d",
+        "200",
+        "-lost",
+        "10",
+    ];
     let (ok, out) = sipp(&server, &p, "invite_trunk.xml", &args);
-    assert!(ok, "calls under 10% loss failed:\n{out}\n{}", server.log_text());
+    assert!(
+        ok,
+        "calls under 10% loss failed:\n{out}\n{}",
+        server.log_text()
+    );
     // Every call ended: by the caller's BYE, or — when every copy of an ACK was lost — by our BYE.
     std::thread::sleep(Duration::from_millis(500));
     let log = server.log_text();
-    assert_eq!(log.matches("call started").count(), log.matches("call ended").count(), "{log}");
+    assert_eq!(
+        log.matches("call started").count(),
+        log.matches("call ended").count(),
+        "{log}"
+    );
 }
 
 /// SIGTERM: new calls get 503 + Retry-After while a live call finishes; then the process exits 0.
@@ -112,7 +162,12 @@ fn sigterm_drains_then_exits_zero() {
     let port = server.sip_port;
     let log_path = server.log.clone();
     let sipp_handle = {
-        let p2 = Ports { sip: p.sip, sipp: p.sipp, sipp_media: p.sipp_media, rtp_first: p.rtp_first };
+        let p2 = Ports {
+            sip: p.sip,
+            sipp: p.sipp,
+            sipp_media: p.sipp_media,
+            rtp_first: p.rtp_first,
+        };
         let dir = server.data_path().to_path_buf();
         std::thread::spawn(move || {
             let out = std::process::Command::new("sipp")
@@ -120,8 +175,25 @@ fn sigterm_drains_then_exits_zero() {
                 .arg("-sf")
                 .arg(repo().join("integration/sipp/invite_trunk.xml"))
                 .arg(format!("127.0.0.1:{port}"))
-                .args(["-i", "127.0.0.1", "-p", &p2.sipp.to_string(), "-mp", &p2.sipp_media.to_string()])
-                .args(["-nostdin", "-m", "1", "-s", "+15550100", "-d", "3000", "-timeout", "30s"])
+                .args([
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    &p2.sipp.to_string(),
+                    "-mp",
+                    &p2.sipp_media.to_string(),
+                ])
+                .args([
+                    "-nostdin",
+                    "-m",
+                    "1",
+                    "-s",
+                    "+15550100",
+                    "-d",
+                    "3000",
+                    "-timeout",
+                    "30s",
+                ])
                 .output()
                 .expect("sipp");
             out.status.success()
@@ -129,7 +201,10 @@ fn sigterm_drains_then_exits_zero() {
     };
     // Wait for the call to be up.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("confirmed") {
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("confirmed")
+    {
         assert!(std::time::Instant::now() < deadline, "call never came up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -139,10 +214,18 @@ fn sigterm_drains_then_exits_zero() {
     let me = sock.local_addr().expect("addr").port();
     let invite = format!("INVITE sip:+15550100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKdrain\r\nMax-Forwards: 70\r\nFrom: <sip:x@127.0.0.1>;tag=d\r\nTo: <sip:+15550100@127.0.0.1>\r\nCall-ID: drain-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
     let replies = udp_exchange(&sock, port, &invite, Duration::from_millis(500));
-    let refused = replies.iter().find(|r| r.starts_with("SIP/2.0 503")).expect("503 while draining");
+    let refused = replies
+        .iter()
+        .find(|r| r.starts_with("SIP/2.0 503"))
+        .expect("503 while draining");
     assert!(refused.contains("Retry-After: 30"), "{refused}");
-    assert!(sipp_handle.join().expect("join"), "the live call was disturbed by the drain");
-    let status = server.wait_exit(Duration::from_secs(10)).expect("server did not exit after its last call");
+    assert!(
+        sipp_handle.join().expect("join"),
+        "the live call was disturbed by the drain"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("server did not exit after its last call");
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -154,11 +237,22 @@ fn tenant_import_reaches_a_running_server() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    let mut demo: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo")).expect("json");
-    demo["numbers"].as_array_mut().expect("numbers").push(serde_json::json!({"number": "+15550777", "target": {"type": "echo"}}));
+    let mut demo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
+    )
+    .expect("json");
+    demo["numbers"]
+        .as_array_mut()
+        .expect("numbers")
+        .push(serde_json::json!({"number": "+15550777", "target": {"type": "echo"}}));
     let file = server.data_path().join("new.json");
     std::fs::write(&file, demo.to_string()).expect("write");
-    let (ok, _) = sipp(&server, &p, "invite_trunk.xml", &["-m", "1", "-s", "+15550777", "-d", "100"]);
+    let (ok, _) = sipp(
+        &server,
+        &p,
+        "invite_trunk.xml",
+        &["-m", "1", "-s", "+15550777", "-d", "100"],
+    );
     assert!(!ok, "the number must not exist before the import");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["tenant", "import"])
@@ -166,10 +260,23 @@ fn tenant_import_reaches_a_running_server() {
         .env("SWITCHYARD_DATA_DIR", server.data_path())
         .output()
         .expect("import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("running server"));
-    let (ok, out) = sipp(&server, &p, "invite_trunk.xml", &["-m", "1", "-s", "+15550777", "-d", "100"]);
-    assert!(ok, "call to the new number failed:\n{out}\n{}", server.log_text());
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "invite_trunk.xml",
+        &["-m", "1", "-s", "+15550777", "-d", "100"],
+    );
+    assert!(
+        ok,
+        "call to the new number failed:\n{out}\n{}",
+        server.log_text()
+    );
     // An invalid document is refused with the path at fault.
     demo["ivrs"]["main"]["routes"][0]["target"]["extension"] = serde_json::json!("107");
     std::fs::write(&file, demo.to_string()).expect("write");
@@ -181,5 +288,8 @@ fn tenant_import_reaches_a_running_server() {
         .expect("import");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ivrs.main.routes.0: unknown user 107"), "{err}");
+    assert!(
+        err.contains("ivrs.main.routes.0: unknown user 107"),
+        "{err}"
+    );
 }

@@ -59,7 +59,9 @@ impl RtpPortPool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // A port another program holds is skipped and tried again later.
         for _ in 0..inner.free.len() {
-            let Some(port) = inner.free.pop_front() else { break };
+            let Some(port) = inner.free.pop_front() else {
+                break;
+            };
             let rtp = UdpSocket::bind(SocketAddr::new(self.bind_ip, port));
             let rtcp = UdpSocket::bind(SocketAddr::new(self.bind_ip, port + 1));
             match (rtp, rtcp) {
@@ -85,7 +87,11 @@ impl RtpPortPool {
 
     /// Pairs free.
     pub fn available(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).free.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free
+            .len()
     }
 }
 

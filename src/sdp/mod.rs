@@ -103,11 +103,23 @@ pub struct MediaDescription {
 impl MediaDescription {
     /// rtpmap of a payload type, falling back to the static RFC 3551 table.
     pub fn rtpmap(&self, pt: u8) -> Option<RtpMap> {
-        self.rtpmaps.iter().find(|m| m.pt == pt).cloned().or(match pt {
-            0 => Some(RtpMap { pt, name: "PCMU".into(), rate: 8000 }),
-            8 => Some(RtpMap { pt, name: "PCMA".into(), rate: 8000 }),
-            _ => None,
-        })
+        self.rtpmaps
+            .iter()
+            .find(|m| m.pt == pt)
+            .cloned()
+            .or(match pt {
+                0 => Some(RtpMap {
+                    pt,
+                    name: "PCMU".into(),
+                    rate: 8000,
+                }),
+                8 => Some(RtpMap {
+                    pt,
+                    name: "PCMA".into(),
+                    rate: 8000,
+                }),
+                _ => None,
+            })
     }
 }
 
@@ -137,7 +149,9 @@ impl SessionDescription {
             if line.is_empty() {
                 continue;
             }
-            let (kind, value) = line.split_once('=').ok_or(SdpError::Malformed("line without ="))?;
+            let (kind, value) = line
+                .split_once('=')
+                .ok_or(SdpError::Malformed("line without ="))?;
             match kind {
                 "v" => {
                     if value.trim() != "0" {
@@ -154,7 +168,9 @@ impl SessionDescription {
                 }
                 "m" => {
                     let mut parts = value.split_whitespace();
-                    let kind = parts.next().ok_or(SdpError::Malformed("m= without media"))?;
+                    let kind = parts
+                        .next()
+                        .ok_or(SdpError::Malformed("m= without media"))?;
                     let port = parts
                         .next()
                         .and_then(|p| p.split('/').next())
@@ -185,7 +201,9 @@ impl SessionDescription {
                         }
                         continue;
                     }
-                    let Some(m) = sd.media.last_mut() else { continue };
+                    let Some(m) = sd.media.last_mut() else {
+                        continue;
+                    };
                     match (name, arg) {
                         ("rtpmap", Some(arg)) => {
                             if let Some(map) = parse_rtpmap(arg) {
@@ -213,7 +231,8 @@ fn parse_connection(value: &str) -> Result<IpAddr, SdpError> {
     let addr = addr.ok_or(SdpError::Malformed("c= address"))?;
     // Multicast TTL suffix: 224.2.1.1/127.
     let addr = addr.split('/').next().unwrap_or(addr);
-    addr.parse().map_err(|_| SdpError::Malformed("c= address is not an IP address"))
+    addr.parse()
+        .map_err(|_| SdpError::Malformed("c= address is not an IP address"))
 }
 
 fn parse_rtpmap(arg: &str) -> Option<RtpMap> {
@@ -273,8 +292,10 @@ pub struct NegotiatedAudio {
 impl NegotiatedAudio {
     /// True when the peer put the call on hold (it will not send, or asked us not to).
     pub fn is_hold(&self) -> bool {
-        matches!(self.offered_direction, Direction::SendOnly | Direction::Inactive)
-            || self.remote_addr.is_unspecified()
+        matches!(
+            self.offered_direction,
+            Direction::SendOnly | Direction::Inactive
+        ) || self.remote_addr.is_unspecified()
     }
 }
 
@@ -296,12 +317,17 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
                 _ => {}
             }
         }
-        let Some((codec, codec_pt)) = codec else { continue };
+        let Some((codec, codec_pt)) = codec else {
+            continue;
+        };
         let remote_addr = m
             .connection
             .or(offer.connection)
             .ok_or(SdpError::Malformed("no c= line for the audio stream"))?;
-        let mut offered = m.direction.or(offer.direction).unwrap_or(Direction::SendRecv);
+        let mut offered = m
+            .direction
+            .or(offer.direction)
+            .unwrap_or(Direction::SendRecv);
         if remote_addr.is_unspecified() && offered == Direction::SendRecv {
             // RFC 2543-style hold: c=0.0.0.0.
             offered = Direction::SendOnly;
@@ -316,7 +342,10 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
             offered_direction: offered,
             direction: offered.answer(),
             rtcp_mux: m.rtcp_mux,
-            ptime: m.ptime.filter(|p| (10..=60).contains(p) && p % 10 == 0).unwrap_or(20),
+            ptime: m
+                .ptime
+                .filter(|p| (10..=60).contains(p) && p % 10 == 0)
+                .unwrap_or(20),
         });
     }
     Err(SdpError::NoCommonCodec)
@@ -336,8 +365,16 @@ pub struct LocalMedia {
 }
 
 /// Writes the answer SDP for `offer` given the negotiation result.
-pub fn build_answer(offer: &SessionDescription, neg: &NegotiatedAudio, local: &LocalMedia) -> String {
-    let ip_kind = if local.address.is_ipv4() { "IP4" } else { "IP6" };
+pub fn build_answer(
+    offer: &SessionDescription,
+    neg: &NegotiatedAudio,
+    local: &LocalMedia,
+) -> String {
+    let ip_kind = if local.address.is_ipv4() {
+        "IP4"
+    } else {
+        "IP6"
+    };
     let mut s = String::with_capacity(300);
     s.push_str("v=0\r\n");
     s.push_str(&format!(
@@ -358,9 +395,15 @@ pub fn build_answer(offer: &SessionDescription, neg: &NegotiatedAudio, local: &L
             fmts.push_str(&format!(" {dt}"));
         }
         s.push_str(&format!("m=audio {} {} {fmts}\r\n", local.port, m.proto));
-        s.push_str(&format!("a=rtpmap:{} {}/8000\r\n", neg.codec_pt, neg.codec.name()));
+        s.push_str(&format!(
+            "a=rtpmap:{} {}/8000\r\n",
+            neg.codec_pt,
+            neg.codec.name()
+        ));
         if let Some(dt) = neg.dtmf_pt {
-            s.push_str(&format!("a=rtpmap:{dt} telephone-event/8000\r\na=fmtp:{dt} 0-16\r\n"));
+            s.push_str(&format!(
+                "a=rtpmap:{dt} telephone-event/8000\r\na=fmtp:{dt} 0-16\r\n"
+            ));
         }
         s.push_str(&format!("a=ptime:{}\r\n", neg.ptime));
         if neg.rtcp_mux {
@@ -401,7 +444,8 @@ m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     #[test]
     fn hold_directions() {
         let held = OFFER.replace("a=fmtp:101 0-15\r\n", "a=fmtp:101 0-15\r\na=sendonly\r\n");
-        let neg = negotiate(&SessionDescription::parse(held.as_bytes()).expect("sdp")).expect("neg");
+        let neg =
+            negotiate(&SessionDescription::parse(held.as_bytes()).expect("sdp")).expect("neg");
         assert_eq!(neg.direction, Direction::RecvOnly);
         assert!(neg.is_hold());
         let old = OFFER.replace("c=IN IP4 10.0.0.5", "c=IN IP4 0.0.0.0");

@@ -104,7 +104,9 @@ impl DigestCredentials {
     /// Parses `Digest username="…", realm="…", …`.
     pub fn parse(value: &str) -> Result<Self, DigestError> {
         let value = value.trim();
-        let (scheme, rest) = value.split_once(char::is_whitespace).ok_or(DigestError::NotDigest)?;
+        let (scheme, rest) = value
+            .split_once(char::is_whitespace)
+            .ok_or(DigestError::NotDigest)?;
         if !scheme.eq_ignore_ascii_case("Digest") {
             return Err(DigestError::NotDigest);
         }
@@ -166,7 +168,10 @@ fn ct_eq(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.bytes()
+        .zip(b.bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// What became of a nonce presented by a client.
@@ -229,7 +234,13 @@ impl NonceIssuer {
 
     /// Checks a nonce and its nonce-count (`nc`, hex) for `realm` at `unix_now`, and records
     /// the count when fresh.
-    pub fn check(&mut self, nonce: &str, nc: Option<&str>, realm: &str, unix_now: u64) -> NonceCheck {
+    pub fn check(
+        &mut self,
+        nonce: &str,
+        nc: Option<&str>,
+        realm: &str,
+        unix_now: u64,
+    ) -> NonceCheck {
         let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce) else {
             return NonceCheck::Invalid;
         };
@@ -240,7 +251,12 @@ impl NonceIssuer {
         ts.copy_from_slice(&raw[..8]);
         let issued = u64::from_be_bytes(ts);
         let expected = self.mac(issued, &raw[8..16], realm);
-        if raw[16..].iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+        if raw[16..]
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            != 0
+        {
             return NonceCheck::Invalid;
         }
         let expires = issued.saturating_add(self.lifetime.as_secs());
@@ -285,7 +301,12 @@ impl NonceIssuer {
 
 /// The `WWW-Authenticate`/`Proxy-Authenticate` values for one challenge: one per algorithm, in
 /// the configured order (RFC 8760 §2.4: the server lists them in its order of preference).
-pub fn challenge_values(realm: &str, nonce: &str, algorithms: &[DigestAlgorithm], stale: bool) -> Vec<String> {
+pub fn challenge_values(
+    realm: &str,
+    nonce: &str,
+    algorithms: &[DigestAlgorithm],
+    stale: bool,
+) -> Vec<String> {
     algorithms
         .iter()
         .map(|alg| {
@@ -387,7 +408,8 @@ impl AuthFailureLimiter {
         if self.entries.len() > 100_000 {
             let window = self.window;
             self.entries.retain(|_, e| {
-                e.blocked_until.is_some_and(|u| u > now) || now.duration_since(e.window_start) < window
+                e.blocked_until.is_some_and(|u| u > now)
+                    || now.duration_since(e.window_start) < window
             });
         }
         let e = self.entries.entry(ip).or_insert(FailureEntry {
@@ -436,7 +458,12 @@ mod tests {
             qop: Some("auth".into()),
             opaque: None,
         };
-        let h = ha1(DigestAlgorithm::Md5, "Mufasa", "testrealm@host.com", "Circle Of Life");
+        let h = ha1(
+            DigestAlgorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
         assert_eq!(
             creds.expected_response(DigestAlgorithm::Md5, "GET", &h),
             "6629fae49393a05397450978507c4ef1"
@@ -458,7 +485,12 @@ mod tests {
             qop: Some("auth".into()),
             opaque: None,
         };
-        let h = ha1(DigestAlgorithm::Sha256, "Mufasa", "http-auth@example.org", "Circle of Life");
+        let h = ha1(
+            DigestAlgorithm::Sha256,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
         assert_eq!(
             creds.expected_response(DigestAlgorithm::Sha256, "GET", &h),
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
@@ -490,19 +522,37 @@ mod tests {
         let stored = |_alg| Some(ha1(DigestAlgorithm::Md5, "100", "demo", "demo100"));
         let algs = [DigestAlgorithm::Md5, DigestAlgorithm::Sha256];
         let ok = client_creds(&nonce, "00000001", "demo100");
-        assert_eq!(verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_010), Verdict::Valid);
+        assert_eq!(
+            verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_010),
+            Verdict::Valid
+        );
         // Same nc again: replay.
-        assert_eq!(verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_011), Verdict::Invalid);
+        assert_eq!(
+            verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_011),
+            Verdict::Invalid
+        );
         let next = client_creds(&nonce, "00000002", "demo100");
-        assert_eq!(verify(&mut n, &next, "REGISTER", "demo", stored, &algs, 1_012), Verdict::Valid);
+        assert_eq!(
+            verify(&mut n, &next, "REGISTER", "demo", stored, &algs, 1_012),
+            Verdict::Valid
+        );
         let wrong = client_creds(&nonce, "00000003", "guess");
-        assert_eq!(verify(&mut n, &wrong, "REGISTER", "demo", stored, &algs, 1_013), Verdict::Invalid);
+        assert_eq!(
+            verify(&mut n, &wrong, "REGISTER", "demo", stored, &algs, 1_013),
+            Verdict::Invalid
+        );
         let late = client_creds(&nonce, "00000004", "demo100");
-        assert_eq!(verify(&mut n, &late, "REGISTER", "demo", stored, &algs, 1_300), Verdict::Stale);
+        assert_eq!(
+            verify(&mut n, &late, "REGISTER", "demo", stored, &algs, 1_300),
+            Verdict::Stale
+        );
         // A nonce from another secret is not ours.
         let other = NonceIssuer::new([8; 32], Duration::from_secs(300)).issue("demo", 1_000);
         let foreign = client_creds(&other, "00000001", "demo100");
-        assert_eq!(verify(&mut n, &foreign, "REGISTER", "demo", stored, &algs, 1_010), Verdict::Invalid);
+        assert_eq!(
+            verify(&mut n, &foreign, "REGISTER", "demo", stored, &algs, 1_010),
+            Verdict::Invalid
+        );
     }
 
     #[test]
@@ -514,7 +564,12 @@ mod tests {
         assert_eq!(c.response, "abc");
         assert_eq!(c.nc.as_deref(), Some("00000001"));
         assert!(DigestCredentials::parse("Basic dXNlcg==").is_err());
-        let v = challenge_values("r", "n", &[DigestAlgorithm::Md5, DigestAlgorithm::Sha256], true);
+        let v = challenge_values(
+            "r",
+            "n",
+            &[DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
+            true,
+        );
         assert_eq!(v.len(), 2);
         assert!(v[0].contains("algorithm=MD5") && v[0].ends_with("stale=true"));
     }

@@ -183,7 +183,9 @@ pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
         return Some((host, port));
     }
     match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Some((h.trim().to_string(), Some(p.trim().parse().ok()?))),
+        Some((h, p)) if !h.contains(':') => {
+            Some((h.trim().to_string(), Some(p.trim().parse().ok()?)))
+        }
         Some(_) => Some((s.to_string(), None)), // bare IPv6 without brackets
         None => Some((s.to_string(), None)),
     }
@@ -207,7 +209,12 @@ pub fn stamp_via(value: &str, source: SocketAddr) -> String {
         if p.is_empty() {
             continue;
         }
-        let name = p.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = p
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if name == "received" || name == "rport" {
             continue;
         }
@@ -383,7 +390,10 @@ mod tests {
         let n = NameAddr::parse("sip:+1555@10.0.0.1:5060;tag=9").expect("addr-spec");
         assert_eq!(n.tag(), Some("9"));
         assert_eq!(n.user().as_deref(), Some("+1555"));
-        assert_eq!(split_comma_list("<sip:a@b>;q=1, \"x,y\" <sip:c@d>").len(), 2);
+        assert_eq!(
+            split_comma_list("<sip:a@b>;q=1, \"x,y\" <sip:c@d>").len(),
+            2
+        );
     }
 
     #[test]

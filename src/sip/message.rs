@@ -85,7 +85,7 @@ pub struct ParseFailure {
     pub error: ParseError,
     /// When the message was a request whose Via/From/To/Call-ID/CSeq could be read, the raw
     /// header lines to copy into an error response.
-    pub reply_headers: Option<ReplyHeaders>,
+    pub reply_headers: Option<Box<ReplyHeaders>>,
 }
 
 /// The raw header values an error response must echo (RFC 3261 §8.2.6.2).
@@ -283,7 +283,9 @@ fn split_headers(head: &str) -> Result<HeaderSection<'_>, ParseError> {
         if line.len() > MAX_HEADER_LINE {
             return Err(ParseError::HeadersTooLarge);
         }
-        let (name, value) = line.split_once(':').ok_or(ParseError::MalformedHeaderLine)?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(ParseError::MalformedHeaderLine)?;
         let name = name.trim_end();
         if name.is_empty() || !name.bytes().all(is_token_char) {
             return Err(ParseError::MalformedHeaderLine);
@@ -328,7 +330,8 @@ fn has_bare_control(value: &str) -> bool {
 /// §3.1.1.9). Escaping them keeps the meaning: user parts are compared after `%` decoding.
 fn escape_request_uri_user(start_line: &str) -> std::borrow::Cow<'_, str> {
     let mut parts = start_line.splitn(3, ' ');
-    let (Some(method), Some(uri), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(uri), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
         return start_line.into();
     };
     let Some(at) = uri.rfind('@') else {
@@ -340,8 +343,16 @@ fn escape_request_uri_user(start_line: &str) -> std::borrow::Cow<'_, str> {
     if colon >= at || !uri[colon + 1..at].contains([';', '=', '?']) {
         return start_line.into();
     }
-    let user = uri[colon + 1..at].replace(';', "%3B").replace('=', "%3D").replace('?', "%3F");
-    format!("{method} {}{user}{} {version}", &uri[..colon + 1], &uri[at..]).into()
+    let user = uri[colon + 1..at]
+        .replace(';', "%3B")
+        .replace('=', "%3D")
+        .replace('?', "%3F");
+    format!(
+        "{method} {}{user}{} {version}",
+        &uri[..colon + 1],
+        &uri[at..]
+    )
+    .into()
 }
 
 /// Where the header section ends: index of the first byte of the body.
@@ -415,12 +426,13 @@ pub fn parse(data: &[u8]) -> Result<SipMessage, ParseFailure> {
         .position(|&b| b != b'\r' && b != b'\n')
         .ok_or_else(|| fail(ParseError::Empty))?;
     let data = &data[skip..];
-    let (head_end, body_start) = find_body_start(data).ok_or_else(|| fail(ParseError::Unterminated))?;
+    let (head_end, body_start) =
+        find_body_start(data).ok_or_else(|| fail(ParseError::Unterminated))?;
     let head = std::str::from_utf8(&data[..head_end]).map_err(|_| fail(ParseError::NotUtf8))?;
     let section = split_headers(head).map_err(fail)?;
     let with_reply = |error| ParseFailure {
         error,
-        reply_headers: scrape_reply_headers(section.start_line, &section.headers),
+        reply_headers: scrape_reply_headers(section.start_line, &section.headers).map(Box::new),
     };
     let rest = &data[body_start..];
     let body = match content_length(&section.headers).map_err(with_reply)? {
@@ -454,7 +466,9 @@ pub fn parse(data: &[u8]) -> Result<SipMessage, ParseFailure> {
         if parts[0] != "SIP/2.0" {
             return Err(fail(ParseError::BadVersion));
         }
-        let code: u16 = parts[1].parse().map_err(|_| fail(ParseError::BadStatusCode))?;
+        let code: u16 = parts[1]
+            .parse()
+            .map_err(|_| fail(ParseError::BadStatusCode))?;
         if !(100..=699).contains(&code) {
             return Err(fail(ParseError::BadStatusCode));
         }
@@ -538,7 +552,10 @@ fn common_headers(headers: &[(String, String)]) -> Result<Common, ParseError> {
     })
 }
 
-fn validate_request(raw: rsip::Request, headers: Vec<(String, String)>) -> Result<SipRequest, ParseError> {
+fn validate_request(
+    raw: rsip::Request,
+    headers: Vec<(String, String)>,
+) -> Result<SipRequest, ParseError> {
     let c = common_headers(&headers)?;
     if c.cseq_method != raw.method {
         return Err(ParseError::CSeqMismatch);
@@ -564,7 +581,10 @@ fn validate_request(raw: rsip::Request, headers: Vec<(String, String)>) -> Resul
     })
 }
 
-fn validate_response(raw: rsip::Response, headers: Vec<(String, String)>) -> Result<SipResponse, ParseError> {
+fn validate_response(
+    raw: rsip::Response,
+    headers: Vec<(String, String)>,
+) -> Result<SipResponse, ParseError> {
     let c = common_headers(&headers)?;
     let code = raw.status_code.code();
     if !(100..=699).contains(&code) {

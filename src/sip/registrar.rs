@@ -85,14 +85,20 @@ fn key(tenant: &str, user: &str) -> String {
 
 impl Registrar {
     /// A registrar persisting to `tree` (none: memory only, for tests). Loads what is stored.
-    pub fn open(config: RegistrarConfig, tree: Option<sled::Tree>) -> Result<Registrar, LocalDbError> {
+    pub fn open(
+        config: RegistrarConfig,
+        tree: Option<sled::Tree>,
+    ) -> Result<Registrar, LocalDbError> {
         let mut bindings = HashMap::new();
         if let Some(t) = &tree {
             for item in t.iter() {
                 let (k, v) = item?;
                 let k = String::from_utf8_lossy(&k).into_owned();
                 let list: Vec<Binding> =
-                    serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode { key: k.clone(), source })?;
+                    serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode {
+                        key: k.clone(),
+                        source,
+                    })?;
                 bindings.insert(k, list);
             }
         }
@@ -139,7 +145,9 @@ impl Registrar {
 
         if contacts.iter().any(|c| c.trim() == "*") {
             if contacts.len() != 1 || header_expires != Some(0) {
-                return RegisterOutcome::BadRequest("Contact: * needs Expires: 0 and no other contact");
+                return RegisterOutcome::BadRequest(
+                    "Contact: * needs Expires: 0 and no other contact",
+                );
             }
             list.clear();
             self.persist(&k);
@@ -207,7 +215,12 @@ impl Registrar {
     pub fn lookup(&self, tenant: &str, user: &str, unix_now: u64) -> Vec<Binding> {
         self.bindings
             .get(&key(tenant, user))
-            .map(|l| l.iter().filter(|b| b.expires_at > unix_now).cloned().collect())
+            .map(|l| {
+                l.iter()
+                    .filter(|b| b.expires_at > unix_now)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -259,18 +272,42 @@ mod tests {
     fn register_refresh_unregister() {
         let mut r = Registrar::open(RegistrarConfig::default(), None).expect("open");
         let src: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
-        let out = r.register("demo", "100", &register("<sip:100@10.0.0.1>", "3600", 1), src, 1000);
+        let out = r.register(
+            "demo",
+            "100",
+            &register("<sip:100@10.0.0.1>", "3600", 1),
+            src,
+            1000,
+        );
         assert!(matches!(out, RegisterOutcome::Ok(ref b) if b.len() == 1 && b[0].1 == 3600));
         // Second phone.
-        let out = r.register("demo", "100", &register("<sip:100@10.0.0.2>;expires=120", "3600", 2), src, 1000);
+        let out = r.register(
+            "demo",
+            "100",
+            &register("<sip:100@10.0.0.2>;expires=120", "3600", 2),
+            src,
+            1000,
+        );
         assert!(matches!(out, RegisterOutcome::Ok(ref b) if b.len() == 2));
         assert_eq!(r.lookup("demo", "100", 1100).len(), 2);
         assert_eq!(r.lookup("demo", "100", 1121).len(), 1);
         // Too brief.
-        let out = r.register("demo", "100", &register("<sip:100@10.0.0.1>", "10", 3), src, 1000);
+        let out = r.register(
+            "demo",
+            "100",
+            &register("<sip:100@10.0.0.1>", "10", 3),
+            src,
+            1000,
+        );
         assert_eq!(out, RegisterOutcome::IntervalTooBrief(60));
         // Out of order CSeq for the same Call-ID.
-        let out = r.register("demo", "100", &register("<sip:100@10.0.0.1>", "3600", 1), src, 1000);
+        let out = r.register(
+            "demo",
+            "100",
+            &register("<sip:100@10.0.0.1>", "3600", 1),
+            src,
+            1000,
+        );
         assert_eq!(out, RegisterOutcome::OutOfOrder);
         // Remove all.
         let out = r.register("demo", "100", &register("*", "0", 4), src, 1000);
@@ -284,10 +321,24 @@ mod tests {
         let db = crate::localdb::LocalDb::open(dir.path()).expect("db");
         let src: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
         {
-            let mut r = Registrar::open(RegistrarConfig::default(), Some(db.tree("reg").expect("tree"))).expect("open");
-            r.register("demo", "100", &register("<sip:100@10.0.0.1>", "3600", 1), src, 1000);
+            let mut r = Registrar::open(
+                RegistrarConfig::default(),
+                Some(db.tree("reg").expect("tree")),
+            )
+            .expect("open");
+            r.register(
+                "demo",
+                "100",
+                &register("<sip:100@10.0.0.1>", "3600", 1),
+                src,
+                1000,
+            );
         }
-        let r = Registrar::open(RegistrarConfig::default(), Some(db.tree("reg").expect("tree"))).expect("open");
+        let r = Registrar::open(
+            RegistrarConfig::default(),
+            Some(db.tree("reg").expect("tree")),
+        )
+        .expect("open");
         assert_eq!(r.lookup("demo", "100", 1001).len(), 1);
     }
 }

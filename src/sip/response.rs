@@ -115,7 +115,9 @@ impl ResponseBuilder {
     /// Writes the response from scraped headers of a request that failed to parse.
     pub fn build_raw(self, h: &ReplyHeaders, source: SocketAddr, server: &str) -> Bytes {
         let has_tag = h.to.to_ascii_lowercase().contains(";tag=");
-        self.write(&h.vias, &h.from, &h.to, has_tag, &h.call_id, &h.cseq, source, server)
+        self.write(
+            &h.vias, &h.from, &h.to, has_tag, &h.call_id, &h.cseq, source, server,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -155,7 +157,11 @@ impl ResponseBuilder {
         let _ = write!(s, "Server: {server}\r\n");
         let mut out = match &self.body {
             Some((ct, body)) => {
-                let _ = write!(s, "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = write!(
+                    s,
+                    "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
                 let mut b = s.into_bytes();
                 b.extend_from_slice(body);
                 b
@@ -189,14 +195,20 @@ mod tests {
     #[test]
     fn echoes_headers_and_adds_tag() {
         let m = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa;rport\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c1\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n";
-        let SipMessage::Request(req) = parse(m.as_bytes()).expect("parse") else { panic!() };
+        let SipMessage::Request(req) = parse(m.as_bytes()).expect("parse") else {
+            panic!()
+        };
         let src: SocketAddr = "192.0.2.9:1234".parse().expect("addr");
-        let out = ResponseBuilder::new(200).to_tag("xyz").build(&req, src, "switchyard");
+        let out = ResponseBuilder::new(200)
+            .to_tag("xyz")
+            .build(&req, src, "switchyard");
         let text = String::from_utf8(out.to_vec()).expect("utf8");
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"));
         assert!(text.contains("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa;received=192.0.2.9;rport=1234\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKb\r\n"));
         assert!(text.contains("To: <sip:x@y>;tag=xyz\r\n"));
-        let SipMessage::Response(r) = parse(&out).expect("reparse") else { panic!() };
+        let SipMessage::Response(r) = parse(&out).expect("reparse") else {
+            panic!()
+        };
         assert_eq!(r.code, 200);
     }
 }

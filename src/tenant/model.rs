@@ -100,7 +100,8 @@ pub fn hash_pin(pin: &str) -> String {
 pub fn verify_pin(pin: &str, stored: &str) -> bool {
     use sha2::{Digest, Sha256};
     let mut parts = stored.split('$');
-    let (Some("sha256"), Some(salt), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some("sha256"), Some(salt), Some(hash)) = (parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     let Ok(salt) = hex::decode(salt) else {

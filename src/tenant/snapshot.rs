@@ -25,17 +25,36 @@ pub struct Tenant {
 impl Tenant {
     /// Builds the indexes of a validated document.
     pub fn new(config: TenantConfig) -> Tenant {
-        let users_by_ext = config.users.iter().enumerate().map(|(i, u)| (u.extension.clone(), i)).collect();
-        let users_by_name = config.users.iter().enumerate().map(|(i, u)| (u.username.clone(), i)).collect();
+        let users_by_ext = config
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.extension.clone(), i))
+            .collect();
+        let users_by_name = config
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.username.clone(), i))
+            .collect();
         let mut dialable: HashMap<String, Target> = config
             .extensions
             .iter()
             .map(|e| (e.extension.clone(), e.target.clone()))
             .collect();
         for u in &config.users {
-            dialable.insert(u.extension.clone(), Target::User { extension: u.extension.clone() });
+            dialable.insert(
+                u.extension.clone(),
+                Target::User {
+                    extension: u.extension.clone(),
+                },
+            );
         }
-        let numbers = config.numbers.iter().map(|n| (n.number.clone(), n.target.clone())).collect();
+        let numbers = config
+            .numbers
+            .iter()
+            .map(|n| (n.number.clone(), n.target.clone()))
+            .collect();
         let mut trusted = Vec::new();
         for (i, t) in config.trunks.iter().enumerate() {
             for s in &t.allowed_sources {
@@ -66,7 +85,9 @@ impl Tenant {
 
     /// The user phones authenticate as `username`.
     pub fn user_by_username(&self, username: &str) -> Option<&User> {
-        self.users_by_name.get(username).map(|&i| &self.config.users[i])
+        self.users_by_name
+            .get(username)
+            .map(|&i| &self.config.users[i])
     }
 
     /// The user with this extension.
@@ -77,7 +98,9 @@ impl Tenant {
     /// What dialing `dialed` from inside the tenant reaches: an extension, or one of the
     /// tenant's own DIDs.
     pub fn resolve_dialed(&self, dialed: &str) -> Option<&Target> {
-        self.dialable.get(dialed).or_else(|| self.resolve_number(dialed))
+        self.dialable
+            .get(dialed)
+            .or_else(|| self.resolve_number(dialed))
     }
 
     /// Where a call to DID `number` goes (`+` optional in the dialed form).
@@ -104,14 +127,24 @@ pub fn normalize_number(s: &str) -> String {
 fn ip_in(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
-        (IpAddr::V6(a), IpAddr::V4(_)) => a.to_ipv4_mapped().is_some_and(|v4| ip_in(IpAddr::V4(v4), net, len)),
+        (IpAddr::V6(a), IpAddr::V4(_)) => a
+            .to_ipv4_mapped()
+            .is_some_and(|v4| ip_in(IpAddr::V4(v4), net, len)),
         _ => false,
     }
 }
@@ -129,7 +162,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from validated documents.
-    pub fn new(revision: u64, configs: Vec<TenantConfig>, default_tenant: Option<String>) -> Snapshot {
+    pub fn new(
+        revision: u64,
+        configs: Vec<TenantConfig>,
+        default_tenant: Option<String>,
+    ) -> Snapshot {
         let mut s = Snapshot {
             revision,
             default_tenant,
@@ -170,7 +207,9 @@ impl Snapshot {
 
     /// The `tenant.default` tenant, used for IP-address hosts and unknown domains.
     pub fn default_tenant(&self) -> Option<&Arc<Tenant>> {
-        self.default_tenant.as_deref().and_then(|id| self.tenants.get(id))
+        self.default_tenant
+            .as_deref()
+            .and_then(|id| self.tenants.get(id))
     }
 
     /// Resolves the tenant for a request: by domain, then by DID, then the default.
@@ -194,7 +233,11 @@ mod tests {
         assert!(ip_in("10.1.200.3".parse().expect("ip"), net, 16));
         assert!(!ip_in("10.2.0.1".parse().expect("ip"), net, 16));
         assert!(ip_in("::ffff:10.1.0.9".parse().expect("ip"), net, 16));
-        assert!(ip_in("127.0.0.1".parse().expect("ip"), "127.0.0.1".parse().expect("ip"), 32));
+        assert!(ip_in(
+            "127.0.0.1".parse().expect("ip"),
+            "127.0.0.1".parse().expect("ip"),
+            32
+        ));
     }
 
     #[test]

@@ -43,7 +43,10 @@ const REVISION_KEY: &[u8] = b"revision";
 
 impl TenantStore {
     /// Opens the store and builds the snapshot from what is on disk.
-    pub fn open(db: LocalDb, default_tenant: Option<String>) -> Result<TenantStore, TenantStoreError> {
+    pub fn open(
+        db: LocalDb,
+        default_tenant: Option<String>,
+    ) -> Result<TenantStore, TenantStoreError> {
         let tenants = db.tree("tenants")?;
         let meta = db.tree("tenant_meta")?;
         let store = TenantStore {
@@ -81,17 +84,22 @@ impl TenantStore {
         let mut out = Vec::new();
         for item in self.tenants.iter() {
             let (k, v) = item?;
-            let cfg: TenantConfig = serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                source,
-            })?;
+            let cfg: TenantConfig =
+                serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    source,
+                })?;
             out.push(cfg);
         }
         Ok(out)
     }
 
     fn rebuild(&self) -> Result<(), TenantStoreError> {
-        let snap = Snapshot::new(self.read_revision()?, self.load_all()?, self.default_tenant.clone());
+        let snap = Snapshot::new(
+            self.read_revision()?,
+            self.load_all()?,
+            self.default_tenant.clone(),
+        );
         self.current.store(Arc::new(snap));
         Ok(())
     }
@@ -103,7 +111,11 @@ impl TenantStore {
 
     /// Ids of all tenants.
     pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.snapshot().tenants().map(|t| t.config.id.clone()).collect();
+        let mut ids: Vec<String> = self
+            .snapshot()
+            .tenants()
+            .map(|t| t.config.id.clone())
+            .collect();
         ids.sort();
         ids
     }

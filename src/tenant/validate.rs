@@ -44,34 +44,31 @@ impl Ctx<'_> {
     }
 
     fn target(&mut self, path: &str, t: &Target, in_ivr: bool) {
-        match t {
-            Target::User { extension } => {
-                if !self.user_exts.contains(extension.as_str()) {
-                    self.err(path, format!("unknown user {extension}"));
-                }
+        let problem = match t {
+            Target::User { extension } if !self.user_exts.contains(extension.as_str()) => {
+                Some(format!("unknown user {extension}"))
             }
-            Target::Ivr { menu } => {
-                if !self.cfg.ivrs.contains_key(menu) {
-                    self.err(path, format!("unknown IVR menu {menu}"));
-                }
+            Target::Ivr { menu } if !self.cfg.ivrs.contains_key(menu) => {
+                Some(format!("unknown IVR menu {menu}"))
             }
-            Target::Voicemail { mailbox } => {
-                if !self.mailboxes.contains(mailbox.as_str()) {
-                    self.err(path, format!("unknown mailbox {mailbox}"));
-                }
+            Target::Voicemail { mailbox } if !self.mailboxes.contains(mailbox.as_str()) => {
+                Some(format!("unknown mailbox {mailbox}"))
             }
-            Target::PromptLoop { prompt } => {
-                if !valid_prompt_name(prompt) {
-                    self.err(path, format!("invalid prompt name {prompt:?}"));
-                }
+            Target::PromptLoop { prompt } if !valid_prompt_name(prompt) => {
+                Some(format!("invalid prompt name {prompt:?}"))
             }
-            Target::External { number } => {
-                if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '+') {
-                    self.err(path, format!("invalid external number {number:?}"));
-                }
+            Target::External { number }
+                if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '+') =>
+            {
+                Some(format!("invalid external number {number:?}"))
             }
-            Target::Repeat if !in_ivr => self.err(path, "repeat is only valid inside an IVR menu"),
-            _ => {}
+            Target::Repeat if !in_ivr => {
+                Some("repeat is only valid inside an IVR menu".to_string())
+            }
+            _ => None,
+        };
+        if let Some(message) = problem {
+            self.err(path, message);
         }
     }
 }
@@ -99,7 +96,9 @@ fn valid_id(id: &str) -> bool {
 fn valid_dialable(ext: &str) -> bool {
     !ext.is_empty()
         && ext.len() <= 32
-        && ext.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+        && ext
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
 }
 
 fn valid_hhmm(s: &str) -> bool {
@@ -140,12 +139,20 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
         cx.err("name", "must not be empty");
     }
     if cfg.timezone.is_empty() || cfg.timezone.contains(char::is_whitespace) {
-        cx.err("timezone", "must be an IANA time zone name such as Europe/Paris");
+        cx.err(
+            "timezone",
+            "must be an IANA time zone name such as Europe/Paris",
+        );
     }
     let mut seen_domains = HashSet::new();
     for (i, d) in cfg.domains.iter().enumerate() {
-        if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == '@' || c.is_ascii_uppercase()) {
-            cx.err(format!("domains.{i}"), format!("invalid domain {d:?} (lower case host name)"));
+        if d.is_empty()
+            || d.contains(|c: char| c.is_whitespace() || c == '@' || c.is_ascii_uppercase())
+        {
+            cx.err(
+                format!("domains.{i}"),
+                format!("invalid domain {d:?} (lower case host name)"),
+            );
         }
         if !seen_domains.insert(d) {
             cx.err(format!("domains.{i}"), format!("duplicate domain {d}"));
@@ -158,25 +165,47 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
     for (i, u) in cfg.users.iter().enumerate() {
         let p = format!("users.{i}");
         if !valid_dialable(&u.extension) {
-            cx.err(format!("{p}.extension"), format!("invalid extension {:?}", u.extension));
+            cx.err(
+                format!("{p}.extension"),
+                format!("invalid extension {:?}", u.extension),
+            );
         }
         if let Some(prev) = dialable.insert(&u.extension, p.clone()) {
-            cx.err(format!("{p}.extension"), format!("duplicate extension {} (also {prev})", u.extension));
+            cx.err(
+                format!("{p}.extension"),
+                format!("duplicate extension {} (also {prev})", u.extension),
+            );
         }
-        if u.username.is_empty() || u.username.contains(|c: char| c.is_whitespace() || c == '"' || c == ':') {
-            cx.err(format!("{p}.username"), "must be non-empty without spaces, quotes or colons");
+        if u.username.is_empty()
+            || u.username
+                .contains(|c: char| c.is_whitespace() || c == '"' || c == ':')
+        {
+            cx.err(
+                format!("{p}.username"),
+                "must be non-empty without spaces, quotes or colons",
+            );
         }
         if !usernames.insert(&u.username) {
-            cx.err(format!("{p}.username"), format!("duplicate username {}", u.username));
+            cx.err(
+                format!("{p}.username"),
+                format!("duplicate username {}", u.username),
+            );
         }
         let hex_len_ok = |h: &Option<String>, n: usize| {
-            h.as_ref().is_some_and(|h| h.len() == n && h.chars().all(|c| c.is_ascii_hexdigit()))
+            h.as_ref()
+                .is_some_and(|h| h.len() == n && h.chars().all(|c| c.is_ascii_hexdigit()))
         };
         if !hex_len_ok(&u.ha1_md5, 32) {
-            cx.err(format!("{p}.ha1_md5"), "missing or not 32 hex digits (give password to set it)");
+            cx.err(
+                format!("{p}.ha1_md5"),
+                "missing or not 32 hex digits (give password to set it)",
+            );
         }
         if !hex_len_ok(&u.ha1_sha256, 64) {
-            cx.err(format!("{p}.ha1_sha256"), "missing or not 64 hex digits (give password to set it)");
+            cx.err(
+                format!("{p}.ha1_sha256"),
+                "missing or not 64 hex digits (give password to set it)",
+            );
         }
         if let Some(mb) = &u.mailbox {
             if !cx.mailboxes.contains(mb.as_str()) {
@@ -187,7 +216,11 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
             cx.err(format!("{p}.ring_timeout_secs"), "must be 1-600");
         }
         if let Some(f) = &u.forwarding {
-            for (name, t) in [("always", &f.always), ("busy", &f.busy), ("no_answer", &f.no_answer)] {
+            for (name, t) in [
+                ("always", &f.always),
+                ("busy", &f.busy),
+                ("no_answer", &f.no_answer),
+            ] {
                 if let Some(t) = t {
                     cx.target(&format!("{p}.forwarding.{name}"), t, false);
                 }
@@ -197,22 +230,36 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
     for (i, e) in cfg.extensions.iter().enumerate() {
         let p = format!("extensions.{i}");
         if !valid_dialable(&e.extension) {
-            cx.err(format!("{p}.extension"), format!("invalid extension {:?}", e.extension));
+            cx.err(
+                format!("{p}.extension"),
+                format!("invalid extension {:?}", e.extension),
+            );
         }
         if let Some(prev) = dialable.insert(&e.extension, p.clone()) {
-            cx.err(format!("{p}.extension"), format!("duplicate extension {} (also {prev})", e.extension));
+            cx.err(
+                format!("{p}.extension"),
+                format!("duplicate extension {} (also {prev})", e.extension),
+            );
         }
         cx.target(&format!("{p}.target"), &e.target, false);
     }
     let mut numbers = HashSet::new();
     for (i, n) in cfg.numbers.iter().enumerate() {
         let p = format!("numbers.{i}");
-        let ok = n.number.strip_prefix('+').is_some_and(|d| !d.is_empty() && d.len() <= 15 && d.chars().all(|c| c.is_ascii_digit()));
+        let ok = n.number.strip_prefix('+').is_some_and(|d| {
+            !d.is_empty() && d.len() <= 15 && d.chars().all(|c| c.is_ascii_digit())
+        });
         if !ok {
-            cx.err(format!("{p}.number"), format!("{:?} is not E.164 (+ and up to 15 digits)", n.number));
+            cx.err(
+                format!("{p}.number"),
+                format!("{:?} is not E.164 (+ and up to 15 digits)", n.number),
+            );
         }
         if !numbers.insert(&n.number) {
-            cx.err(format!("{p}.number"), format!("duplicate number {}", n.number));
+            cx.err(
+                format!("{p}.number"),
+                format!("duplicate number {}", n.number),
+            );
         }
         cx.target(&format!("{p}.target"), &n.target, false);
     }
@@ -220,7 +267,10 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
     for (i, m) in cfg.mailboxes.iter().enumerate() {
         let p = format!("mailboxes.{i}");
         if !valid_dialable(&m.id) {
-            cx.err(format!("{p}.id"), format!("invalid mailbox number {:?}", m.id));
+            cx.err(
+                format!("{p}.id"),
+                format!("invalid mailbox number {:?}", m.id),
+            );
         }
         if !mb_ids.insert(&m.id) {
             cx.err(format!("{p}.id"), format!("duplicate mailbox {}", m.id));
@@ -232,7 +282,10 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
         }
         if let Some(g) = &m.greeting {
             if !valid_prompt_name(g) {
-                cx.err(format!("{p}.greeting"), format!("invalid prompt name {g:?}"));
+                cx.err(
+                    format!("{p}.greeting"),
+                    format!("invalid prompt name {g:?}"),
+                );
             }
         }
     }
@@ -245,36 +298,52 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
     for (i, t) in cfg.trunks.iter().enumerate() {
         let p = format!("trunks.{i}");
         if !valid_id(&t.id) {
-            cx.err(format!("{p}.id"), "must be 1-63 characters of a-z, 0-9 and -");
+            cx.err(
+                format!("{p}.id"),
+                "must be 1-63 characters of a-z, 0-9 and -",
+            );
         }
         if !trunk_ids.insert(t.id.as_str()) {
             cx.err(format!("{p}.id"), format!("duplicate trunk {}", t.id));
         }
         for (j, s) in t.allowed_sources.iter().enumerate() {
             if parse_cidr(s).is_none() {
-                cx.err(format!("{p}.allowed_sources.{j}"), format!("{s:?} is not an IP address or CIDR block"));
+                cx.err(
+                    format!("{p}.allowed_sources.{j}"),
+                    format!("{s:?} is not an IP address or CIDR block"),
+                );
             }
         }
         for (j, s) in t.allowed_prefixes.iter().enumerate() {
             if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit() || c == '+') {
-                cx.err(format!("{p}.allowed_prefixes.{j}"), format!("{s:?} is not a digit prefix"));
+                cx.err(
+                    format!("{p}.allowed_prefixes.{j}"),
+                    format!("{s:?} is not a digit prefix"),
+                );
             }
         }
         if t.register && (t.address.is_none() || t.username.is_none()) {
-            cx.err(format!("{p}.register"), "registration needs address and username");
+            cx.err(
+                format!("{p}.register"),
+                "registration needs address and username",
+            );
         }
     }
     for (i, r) in cfg.outbound_routes.iter().enumerate() {
         let p = format!("outbound_routes.{i}");
         match cfg.trunks.iter().find(|t| t.id == r.trunk) {
             None => cx.err(format!("{p}.trunk"), format!("unknown trunk {}", r.trunk)),
-            Some(t) if t.address.is_none() => {
-                cx.err(format!("{p}.trunk"), format!("trunk {} has no address to dial", r.trunk))
-            }
+            Some(t) if t.address.is_none() => cx.err(
+                format!("{p}.trunk"),
+                format!("trunk {} has no address to dial", r.trunk),
+            ),
             _ => {}
         }
         if r.prefix.is_empty() || !r.prefix.chars().all(|c| c.is_ascii_digit() || c == '+') {
-            cx.err(format!("{p}.prefix"), format!("{:?} is not a digit prefix", r.prefix));
+            cx.err(
+                format!("{p}.prefix"),
+                format!("{:?} is not a digit prefix", r.prefix),
+            );
         }
     }
     if cfg.limits.max_concurrent_calls == 0 {
@@ -290,21 +359,39 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
 fn validate_menu(cx: &mut Ctx<'_>, id: &str, menu: &IvrMenu) {
     let p = format!("ivrs.{id}");
     if !valid_id(id) {
-        cx.err(p.clone(), "menu id must be 1-63 characters of a-z, 0-9 and -");
+        cx.err(
+            p.clone(),
+            "menu id must be 1-63 characters of a-z, 0-9 and -",
+        );
     }
     for (i, pr) in menu.prompts.iter().enumerate() {
         if !valid_prompt_name(pr) {
-            cx.err(format!("{p}.prompts.{i}"), format!("invalid prompt name {pr:?}"));
+            cx.err(
+                format!("{p}.prompts.{i}"),
+                format!("invalid prompt name {pr:?}"),
+            );
         }
     }
     let mut digits = HashSet::new();
     for (i, r) in menu.routes.iter().enumerate() {
         let rp = format!("{p}.routes.{i}");
-        if r.digits.is_empty() || r.digits.len() > 16 || !r.digits.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#') {
-            cx.err(format!("{rp}.digits"), format!("invalid digits {:?}", r.digits));
+        if r.digits.is_empty()
+            || r.digits.len() > 16
+            || !r
+                .digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+        {
+            cx.err(
+                format!("{rp}.digits"),
+                format!("invalid digits {:?}", r.digits),
+            );
         }
         if !digits.insert(r.digits.as_str()) {
-            cx.err(format!("{rp}.digits"), format!("duplicate digits {}", r.digits));
+            cx.err(
+                format!("{rp}.digits"),
+                format!("duplicate digits {}", r.digits),
+            );
         }
         cx.target(&rp, &r.target, true);
     }
@@ -315,7 +402,10 @@ fn validate_menu(cx: &mut Ctx<'_>, id: &str, menu: &IvrMenu) {
         cx.err(format!("{p}.max_retries"), "must be 0-10");
     }
     if matches!(menu.on_exhausted, Target::Repeat) {
-        cx.err(format!("{p}.on_exhausted"), "repeat would never end the menu");
+        cx.err(
+            format!("{p}.on_exhausted"),
+            "repeat would never end the menu",
+        );
     } else {
         cx.target(&format!("{p}.on_exhausted"), &menu.on_exhausted, true);
     }
@@ -329,7 +419,10 @@ fn validate_menu(cx: &mut Ctx<'_>, id: &str, menu: &IvrMenu) {
         }
         for (j, d) in b.days.iter().enumerate() {
             if !["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d.as_str()) {
-                cx.err(format!("{bp}.days.{j}"), format!("{d:?} is not one of mon..sun"));
+                cx.err(
+                    format!("{bp}.days.{j}"),
+                    format!("{d:?} is not one of mon..sun"),
+                );
             }
         }
         cx.target(&bp, &b.target, true);
@@ -367,7 +460,10 @@ fn check_ivr_exits(cx: &mut Ctx<'_>, ivrs: &BTreeMap<String, IvrMenu>) {
             }
         }
         if !exits {
-            cx.err(format!("ivrs.{id}"), "menu loop without exit: no route leads out of the menus");
+            cx.err(
+                format!("ivrs.{id}"),
+                "menu loop without exit: no route leads out of the menus",
+            );
         }
     }
 }

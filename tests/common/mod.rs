@@ -66,15 +66,25 @@ impl Server {
         Self::start_in(ports, extra_env, data_dir)
     }
 
-    pub fn start_in(ports: &Ports, extra_env: &[(&str, &str)], data_dir: tempfile::TempDir) -> Server {
+    pub fn start_in(
+        ports: &Ports,
+        extra_env: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> Server {
         let log = data_dir.path().join("server.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.arg("serve")
             .arg("--demo")
             .env("SWITCHYARD_DATA_DIR", data_dir.path())
-            .env("SWITCHYARD_SIP_LISTEN", format!("udp:127.0.0.1:{p},tcp:127.0.0.1:{p}", p = ports.sip))
-            .env("SWITCHYARD_MEDIA_RTP_PORTS", format!("{}-{}", ports.rtp_first, ports.rtp_first + 19))
+            .env(
+                "SWITCHYARD_SIP_LISTEN",
+                format!("udp:127.0.0.1:{p},tcp:127.0.0.1:{p}", p = ports.sip),
+            )
+            .env(
+                "SWITCHYARD_MEDIA_RTP_PORTS",
+                format!("{}-{}", ports.rtp_first, ports.rtp_first + 19),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(logf);
@@ -94,11 +104,15 @@ impl Server {
 
     fn wait_ready(&self) {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
-            let _ = sock.send_to(options(sock.local_addr().expect("addr").port()).as_bytes(), ("127.0.0.1", self.sip_port));
+            let _ = sock.send_to(
+                options(sock.local_addr().expect("addr").port()).as_bytes(),
+                ("127.0.0.1", self.sip_port),
+            );
             if let Ok((n, _)) = sock.recv_from(&mut buf) {
                 if buf[..n].starts_with(b"SIP/2.0 200") {
                     return;
@@ -113,7 +127,10 @@ impl Server {
     }
 
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
@@ -144,7 +161,10 @@ fn options(port: u16) -> String {
 }
 
 pub fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(7);
     t ^ (std::process::id() << 7)
 }
 
@@ -156,8 +176,24 @@ pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (b
         .arg("-sf")
         .arg(repo().join("integration/sipp").join(scenario))
         .arg(format!("127.0.0.1:{}", server.sip_port))
-        .args(["-i", "127.0.0.1", "-p", &ports.sipp.to_string(), "-mp", &ports.sipp_media.to_string()])
-        .args(["-nostdin", "-timeout", "60s", "-timeout_error", "-trace_err", "-trace_stat", "-fd", "1"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &ports.sipp.to_string(),
+            "-mp",
+            &ports.sipp_media.to_string(),
+        ])
+        .args([
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-trace_err",
+            "-trace_stat",
+            "-fd",
+            "1",
+        ])
         .args(args)
         .output()
         .expect("run sipp");
@@ -181,11 +217,13 @@ pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (b
 
 /// Sends one UDP message and collects whatever arrives within `wait`.
 pub fn udp_exchange(sock: &UdpSocket, to: u16, msg: &str, wait: Duration) -> Vec<String> {
-    sock.send_to(msg.as_bytes(), ("127.0.0.1", to)).expect("send");
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", to))
+        .expect("send");
     let mut out = Vec::new();
     let deadline = Instant::now() + wait;
     let mut buf = [0u8; 8192];
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
     while Instant::now() < deadline {
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             out.push(String::from_utf8_lossy(&buf[..n]).into_owned());

@@ -82,7 +82,12 @@ impl Endpoint {
         let host = req.uri().host().to_string();
         let snap = self.tenants.snapshot();
         let Some(tenant) = snap.resolve(Some(&host), Some(&dialed)).cloned() else {
-            return self.respond(now, &key, &req, ResponseBuilder::new(404).reason("Unknown Domain"));
+            return self.respond(
+                now,
+                &key,
+                &req,
+                ResponseBuilder::new(404).reason("Unknown Domain"),
+            );
         };
 
         // Who is calling: a user proving a password, or a trunk known by its address calling
@@ -102,7 +107,8 @@ impl Endpoint {
                     return self.challenge(now, &key, &req, &realm, stale, true);
                 }
                 AuthResult::Blocked => {
-                    let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
+                    let b =
+                        ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
                     return self.respond(now, &key, &req, b);
                 }
             },
@@ -121,7 +127,11 @@ impl Endpoint {
             tracing::info!(tenant = %tenant.id(), %caller, %dialed, code, "call refused");
             return self.respond(now, &key, &req, ResponseBuilder::new(code).reason(reason));
         }
-        let active = self.calls.values().filter(|c| c.tenant == tenant.id()).count();
+        let active = self
+            .calls
+            .values()
+            .filter(|c| c.tenant == tenant.id())
+            .count();
         if active >= tenant.config.limits.max_concurrent_calls as usize {
             tracing::warn!(tenant = %tenant.id(), active, "tenant call limit reached");
             let b = ResponseBuilder::new(503).reason("Service Unavailable (tenant call limit)");
@@ -131,18 +141,22 @@ impl Endpoint {
         // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
         let mut audio = None;
         if !req.body().is_empty() {
-            let is_sdp = req
-                .header("Content-Type")
-                .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("application/sdp"));
+            let is_sdp = req.header("Content-Type").is_some_and(|ct| {
+                ct.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/sdp")
+            });
             if !is_sdp {
                 let b = ResponseBuilder::new(415).header("Accept", "application/sdp");
                 return self.respond(now, &key, &req, b);
             }
-            let neg = SessionDescription::parse(req.body()).and_then(|offer| negotiate(&offer).map(|n| (offer, n)));
+            let neg = SessionDescription::parse(req.body())
+                .and_then(|offer| negotiate(&offer).map(|n| (offer, n)));
             match neg {
                 Ok(pair) => audio = Some(pair),
                 Err(e) => {
-                    let b = ResponseBuilder::new(488).header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                    let b = ResponseBuilder::new(488)
+                        .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
                     return self.respond(now, &key, &req, b);
                 }
             }
@@ -151,7 +165,12 @@ impl Endpoint {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot answer call");
-                return self.respond(now, &key, &req, ResponseBuilder::new(503).reason("Service Unavailable (no media ports)"));
+                return self.respond(
+                    now,
+                    &key,
+                    &req,
+                    ResponseBuilder::new(503).reason("Service Unavailable (no media ports)"),
+                );
             }
         };
 
@@ -195,7 +214,8 @@ impl Endpoint {
             started: now.instant,
             contact_user,
         };
-        self.dialogs.insert((call.call_id.clone(), local_tag.clone()), id);
+        self.dialogs
+            .insert((call.call_id.clone(), local_tag.clone()), id);
         self.invite_calls.insert(key.clone(), id);
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
@@ -212,15 +232,18 @@ impl Endpoint {
     /// A response in the dialog of call `id` (To tag and Contact set).
     fn dialog_response(&self, id: u64, code: u16) -> ResponseBuilder {
         let call = &self.calls[&id];
-        ResponseBuilder::new(code)
-            .to_tag(&call.local_tag)
-            .header("Contact", self.contact_for(&call.contact_user, call.peer.transport))
+        ResponseBuilder::new(code).to_tag(&call.local_tag).header(
+            "Contact",
+            self.contact_for(&call.contact_user, call.peer.transport),
+        )
     }
 
     /// The SDP we send: an answer to `offer`, or an offer of our own.
     fn local_sdp(&mut self, id: u64, offer: Option<&SessionDescription>) -> String {
         let public_ip = self.cfg.public_ip;
-        let Some(call) = self.calls.get_mut(&id) else { return String::new() };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return String::new();
+        };
         let local = LocalMedia {
             address: public_ip,
             port: call.media.port(),
@@ -263,7 +286,9 @@ impl Endpoint {
                 self.schedule(next, TimerRef::Server(key.clone()));
             }
         }
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let peer = call.peer;
         let reliable = peer.transport.is_reliable();
         call.pending_ack = Some(PendingAck {
@@ -280,14 +305,19 @@ impl Endpoint {
 
     pub(super) fn call_timeout(&mut self, now: Now, id: u64) {
         let t2 = self.cfg.timers.t2;
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        let Some(p) = call.pending_ack.as_mut() else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = call.pending_ack.as_mut() else {
+            return;
+        };
         if p.next > now.instant {
             return;
         }
         if now.instant >= p.give_up {
             call.pending_ack = None;
-            call.span.in_scope(|| tracing::warn!("no ACK for 200 OK within 64*T1: hanging up"));
+            call.span
+                .in_scope(|| tracing::warn!("no ACK for 200 OK within 64*T1: hanging up"));
             self.hangup(now, id, "no ACK for 200 OK");
             return;
         }
@@ -319,19 +349,28 @@ impl Endpoint {
         let Some(&id) = self.dialogs.get(&(req.call_id.clone(), tag.to_string())) else {
             return;
         };
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.pending_ack.as_ref().is_some_and(|p| p.cseq == req.cseq) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call
+            .pending_ack
+            .as_ref()
+            .is_some_and(|p| p.cseq == req.cseq)
+        {
             call.pending_ack = None;
             if call.state == CallState::Answered {
                 call.state = CallState::Confirmed;
-                call.span.in_scope(|| tracing::info!("call answered and confirmed"));
+                call.span
+                    .in_scope(|| tracing::info!("call answered and confirmed"));
             }
             if call.late_offer && !req.body().is_empty() {
                 call.late_offer = false;
                 match SessionDescription::parse(req.body()).and_then(|a| negotiate(&a)) {
                     Ok(neg) => call.audio = Some(neg),
                     Err(e) => {
-                        call.span.in_scope(|| tracing::info!(error = %e, "unusable SDP answer in ACK: hanging up"));
+                        call.span.in_scope(
+                            || tracing::info!(error = %e, "unusable SDP answer in ACK: hanging up"),
+                        );
                         self.hangup(now, id, "bad SDP answer in ACK");
                     }
                 }
@@ -353,7 +392,10 @@ impl Endpoint {
         self.server_txs.insert(
             cancel_key.clone(),
             super::ServerTxEntry {
-                tx: super::ServerTx::NonInvite(super::ServerNonInviteTransaction::new(reliable, self.cfg.timers)),
+                tx: super::ServerTx::NonInvite(super::ServerNonInviteTransaction::new(
+                    reliable,
+                    self.cfg.timers,
+                )),
                 peer,
             },
         );
@@ -365,7 +407,12 @@ impl Endpoint {
         if !self.server_txs.contains_key(&invite_key) {
             return self.respond(now, &cancel_key, &req, ResponseBuilder::new(481));
         }
-        self.respond(now, &cancel_key, &req, ResponseBuilder::new(200).to_tag(&random_token()));
+        self.respond(
+            now,
+            &cancel_key,
+            &req,
+            ResponseBuilder::new(200).to_tag(&random_token()),
+        );
         if !proceeding {
             return; // Too late: the final response is out; the caller will BYE.
         }
@@ -395,10 +442,10 @@ impl Endpoint {
 
     /// INFO and other in-dialog requests we accept without acting on yet.
     pub(super) fn handle_in_dialog_ok(&mut self, now: Now, key: TxKey, req: SipRequest) {
-        let known = req
-            .to
-            .tag()
-            .is_some_and(|t| self.dialogs.contains_key(&(req.call_id.clone(), t.to_string())));
+        let known = req.to.tag().is_some_and(|t| {
+            self.dialogs
+                .contains_key(&(req.call_id.clone(), t.to_string()))
+        });
         let code = if known { 200 } else { 481 };
         self.respond(now, &key, &req, ResponseBuilder::new(code));
     }
@@ -414,26 +461,47 @@ impl Endpoint {
         };
         let (pending, remote_cseq) = {
             let c = &self.calls[&id];
-            (c.pending_ack.is_some() || c.state == CallState::Ringing, c.remote_cseq)
+            (
+                c.pending_ack.is_some() || c.state == CallState::Ringing,
+                c.remote_cseq,
+            )
         };
         if pending {
             // RFC 3261 §14.2: an offer while ours is unanswered.
-            return self.respond(now, &key, &req, ResponseBuilder::new(491).header("Retry-After", "1"));
+            return self.respond(
+                now,
+                &key,
+                &req,
+                ResponseBuilder::new(491).header("Retry-After", "1"),
+            );
         }
         if req.cseq <= remote_cseq {
-            return self.respond(now, &key, &req, ResponseBuilder::new(500).reason("Out of order CSeq"));
+            return self.respond(
+                now,
+                &key,
+                &req,
+                ResponseBuilder::new(500).reason("Out of order CSeq"),
+            );
         }
         let mut offer = None;
         if !req.body().is_empty() {
-            match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n))) {
+            match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)))
+            {
                 Ok((o, neg)) => {
                     let call = self.calls.get_mut(&id).expect("checked above");
-                    call.span.in_scope(|| tracing::info!(hold = neg.is_hold(), direction = neg.direction.as_str(), "re-INVITE"));
+                    call.span.in_scope(|| {
+                        tracing::info!(
+                            hold = neg.is_hold(),
+                            direction = neg.direction.as_str(),
+                            "re-INVITE"
+                        )
+                    });
                     call.audio = Some(neg);
                     offer = Some(o);
                 }
                 Err(e) => {
-                    let b = ResponseBuilder::new(488).header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                    let b = ResponseBuilder::new(488)
+                        .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
                     return self.respond(now, &key, &req, b);
                 }
             }
@@ -441,7 +509,10 @@ impl Endpoint {
         {
             let call = self.calls.get_mut(&id).expect("checked above");
             call.remote_cseq = req.cseq;
-            if let Some(c) = req.header("Contact").and_then(|c| crate::sip::headers::NameAddr::parse(c).ok()) {
+            if let Some(c) = req
+                .header("Contact")
+                .and_then(|c| crate::sip::headers::NameAddr::parse(c).ok())
+            {
                 call.remote_target = c.uri; // target refresh
             }
         }
@@ -461,9 +532,13 @@ impl Endpoint {
 
     /// Ends a call from our side: BYE once it is answered, a final error while ringing.
     pub(super) fn hangup(&mut self, now: Now, id: u64, why: &'static str) {
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         if call.state == CallState::Ringing {
-            let b = self.dialog_response(id, 480).reason("Temporarily Unavailable (server hung up)");
+            let b = self
+                .dialog_response(id, 480)
+                .reason("Temporarily Unavailable (server hung up)");
             let key = call.invite_key.clone();
             let invite = call.invite.clone();
             self.respond(now, &key, &invite, b);
@@ -482,10 +557,16 @@ impl Endpoint {
             self.via_for(call.peer.transport, branch)
         };
         let server = self.cfg.server_name.clone();
-        let Some(call) = self.calls.get_mut(&id) else { return Bytes::new() };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Bytes::new();
+        };
         call.local_cseq += 1;
         let mut s = String::with_capacity(400);
-        let _ = write!(s, "BYE {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n", call.remote_target);
+        let _ = write!(
+            s,
+            "BYE {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n",
+            call.remote_target
+        );
         for r in &call.route_set {
             let _ = write!(s, "Route: {r}\r\n");
         }
@@ -499,12 +580,21 @@ impl Endpoint {
 
     /// Forgets a call and frees its media port.
     pub(super) fn end_call(&mut self, id: u64, why: &str) {
-        let Some(call) = self.calls.remove(&id) else { return };
-        self.dialogs.remove(&(call.call_id.clone(), call.local_tag.clone()));
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        self.dialogs
+            .remove(&(call.call_id.clone(), call.local_tag.clone()));
         self.invite_calls.remove(&call.invite_key);
         self.stats.calls_ended += 1;
         let secs = call.started.elapsed().as_secs_f64();
-        call.span.in_scope(|| tracing::info!(reason = why, duration_s = format!("{secs:.1}"), "call ended"));
+        call.span.in_scope(|| {
+            tracing::info!(
+                reason = why,
+                duration_s = format!("{secs:.1}"),
+                "call ended"
+            )
+        });
         drop(call); // releases the RTP port lease
     }
 
@@ -515,12 +605,15 @@ impl Endpoint {
             self.hangup(now, id, "server shutting down");
         }
     }
-
 }
 
 /// Our own offer (late-offer INVITE): PCMU, PCMA and telephone-event.
 fn our_offer(local: &LocalMedia) -> String {
-    let ip_kind = if local.address.is_ipv4() { "IP4" } else { "IP6" };
+    let ip_kind = if local.address.is_ipv4() {
+        "IP4"
+    } else {
+        "IP6"
+    };
     format!(
         "v=0\r\no=switchyard {sid} {ver} IN {ip_kind} {ip}\r\ns=switchyard\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\n\
 m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\

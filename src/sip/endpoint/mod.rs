@@ -21,7 +21,8 @@ use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
 use super::registrar::{Registrar, RegistrarConfig};
 use super::response::ResponseBuilder;
 use super::transaction::{
-    ClientNonInviteTransaction, ServerInviteTransaction, ServerNonInviteTransaction, TimerConfig, TxEvent,
+    ClientNonInviteTransaction, ServerInviteTransaction, ServerNonInviteTransaction, TimerConfig,
+    TxEvent,
 };
 use crate::media::RtpPortPool;
 use crate::tenant::TenantStore;
@@ -188,7 +189,11 @@ impl TxKey {
                 req.vias.first().map(String::as_str).unwrap_or("")
             )
         };
-        TxKey { branch, sent_by, method }
+        TxKey {
+            branch,
+            sent_by,
+            method,
+        }
     }
 }
 
@@ -241,9 +246,15 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A new endpoint.
-    pub fn new(cfg: EndpointConfig, tenants: Arc<TenantStore>, ports: RtpPortPool, registrar: Registrar) -> Endpoint {
+    pub fn new(
+        cfg: EndpointConfig,
+        tenants: Arc<TenantStore>,
+        ports: RtpPortPool,
+        registrar: Registrar,
+    ) -> Endpoint {
         let nonces = NonceIssuer::new(cfg.nonce_secret, cfg.nonce_lifetime);
-        let limiter = AuthFailureLimiter::new(cfg.auth_max_failures, cfg.auth_window, cfg.auth_block);
+        let limiter =
+            AuthFailureLimiter::new(cfg.auth_max_failures, cfg.auth_window, cfg.auth_block);
         Endpoint {
             cfg,
             tenants,
@@ -311,7 +322,10 @@ impl Endpoint {
     /// A message arrived from `peer`.
     pub fn handle_incoming(&mut self, now: Now, peer: Peer, data: &[u8]) {
         if self.timers.is_empty() {
-            self.schedule(Some(now.instant + Duration::from_secs(10)), TimerRef::Housekeeping);
+            self.schedule(
+                Some(now.instant + Duration::from_secs(10)),
+                TimerRef::Housekeeping,
+            );
         }
         match parse(data) {
             Ok(SipMessage::Request(req)) => self.handle_request(now, peer, req),
@@ -328,8 +342,18 @@ impl Endpoint {
                     let mut b = ResponseBuilder::new(code);
                     if code == 400 {
                         b = b
-                            .reason(format!("Bad Request ({})", failure.error).replace(['\r', '\n'], " "))
-                            .header("Warning", format!("399 {} \"{}\"", self.cfg.public_host, failure.error.to_string().replace('"', "'")));
+                            .reason(
+                                format!("Bad Request ({})", failure.error)
+                                    .replace(['\r', '\n'], " "),
+                            )
+                            .header(
+                                "Warning",
+                                format!(
+                                    "399 {} \"{}\"",
+                                    self.cfg.public_host,
+                                    failure.error.to_string().replace('"', "'")
+                                ),
+                            );
                     }
                     if code == 501 {
                         b = b.header("Allow", ALLOW);
@@ -366,7 +390,8 @@ impl Endpoint {
         } else {
             ServerTx::NonInvite(ServerNonInviteTransaction::new(reliable, self.cfg.timers))
         };
-        self.server_txs.insert(key.clone(), ServerTxEntry { tx, peer });
+        self.server_txs
+            .insert(key.clone(), ServerTxEntry { tx, peer });
 
         if let Some(unsupported) = self.unsupported_requirements(&req) {
             let b = ResponseBuilder::new(420).header("Unsupported", unsupported);
@@ -443,10 +468,23 @@ impl Endpoint {
     }
 
     /// A challenge response (401 for REGISTER, 407 otherwise).
-    fn challenge(&mut self, now: Now, key: &TxKey, req: &SipRequest, realm: &str, stale: bool, proxy: bool) {
+    fn challenge(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        req: &SipRequest,
+        realm: &str,
+        stale: bool,
+        proxy: bool,
+    ) {
         let nonce = self.nonces.issue(realm, now.unix);
-        let header = if proxy { "Proxy-Authenticate" } else { "WWW-Authenticate" };
-        let mut b = ResponseBuilder::new(if proxy { 407 } else { 401 }).to_tag(&super::response::random_token());
+        let header = if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let mut b = ResponseBuilder::new(if proxy { 407 } else { 401 })
+            .to_tag(&super::response::random_token());
         for v in challenge_values(realm, &nonce, &self.cfg.algorithms, stale) {
             b = b.header(header, v);
         }
@@ -476,9 +514,15 @@ impl Endpoint {
 
     /// Starts a client transaction for a request we originate.
     fn send_request(&mut self, now: Now, peer: Peer, branch: String, bytes: Bytes) {
-        let tx = ClientNonInviteTransaction::new(bytes.clone(), peer.transport.is_reliable(), self.cfg.timers, now.instant);
+        let tx = ClientNonInviteTransaction::new(
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+            now.instant,
+        );
         let next = tx.poll_timeout();
-        self.client_txs.insert(branch.clone(), ClientTxEntry { tx, peer });
+        self.client_txs
+            .insert(branch.clone(), ClientTxEntry { tx, peer });
         self.schedule(next, TimerRef::Client(branch));
         self.send(peer, bytes);
     }
@@ -489,13 +533,19 @@ impl Endpoint {
             if *at > now.instant {
                 break;
             }
-            let Some(Reverse((_, r))) = self.timers.pop() else { break };
+            let Some(Reverse((_, r))) = self.timers.pop() else {
+                break;
+            };
             match r {
                 TimerRef::Server(key) => {
-                    let Some(entry) = self.server_txs.get_mut(&key) else { continue };
+                    let Some(entry) = self.server_txs.get_mut(&key) else {
+                        continue;
+                    };
                     let (events, next) = match &mut entry.tx {
                         ServerTx::Invite(tx) => (tx.handle_timeout(now.instant), tx.poll_timeout()),
-                        ServerTx::NonInvite(tx) => (tx.handle_timeout(now.instant), tx.poll_timeout()),
+                        ServerTx::NonInvite(tx) => {
+                            (tx.handle_timeout(now.instant), tx.poll_timeout())
+                        }
                     };
                     let peer = entry.peer;
                     let had_events = !events.is_empty();
@@ -505,7 +555,9 @@ impl Endpoint {
                     }
                 }
                 TimerRef::Client(branch) => {
-                    let Some(entry) = self.client_txs.get_mut(&branch) else { continue };
+                    let Some(entry) = self.client_txs.get_mut(&branch) else {
+                        continue;
+                    };
                     let events = entry.tx.handle_timeout(now.instant);
                     let next = entry.tx.poll_timeout();
                     let peer = entry.peer;
@@ -513,7 +565,9 @@ impl Endpoint {
                     for ev in events {
                         match ev {
                             TxEvent::Transmit(b) => self.send(peer, b),
-                            TxEvent::TimedOut => tracing::debug!(%branch, "client transaction timed out"),
+                            TxEvent::TimedOut => {
+                                tracing::debug!(%branch, "client transaction timed out")
+                            }
                             TxEvent::Terminated => {
                                 self.client_txs.remove(&branch);
                             }
@@ -526,7 +580,10 @@ impl Endpoint {
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::Housekeeping => {
                     self.registrar.expire(now.unix);
-                    self.schedule(Some(now.instant + Duration::from_secs(10)), TimerRef::Housekeeping);
+                    self.schedule(
+                        Some(now.instant + Duration::from_secs(10)),
+                        TimerRef::Housekeeping,
+                    );
                 }
             }
         }
@@ -539,8 +596,16 @@ impl Endpoint {
             TransportKind::Tcp => self.cfg.tcp_port,
         };
         match port {
-            Some(p) => format!("SIP/2.0/{} {}:{p};branch={branch};rport", transport.token(), self.cfg.public_host),
-            None => format!("SIP/2.0/{} {};branch={branch};rport", transport.token(), self.cfg.public_host),
+            Some(p) => format!(
+                "SIP/2.0/{} {}:{p};branch={branch};rport",
+                transport.token(),
+                self.cfg.public_host
+            ),
+            None => format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                transport.token(),
+                self.cfg.public_host
+            ),
         }
     }
 
@@ -552,7 +617,11 @@ impl Endpoint {
         }
         .map(|p| format!(":{p}"))
         .unwrap_or_default();
-        let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+        let user = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
         let tp = match transport {
             TransportKind::Udp => "",
             TransportKind::Tcp => ";transport=tcp",

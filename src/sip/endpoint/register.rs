@@ -20,13 +20,24 @@ pub(super) enum AuthResult {
 
 impl Endpoint {
     /// Checks `Authorization` (or `Proxy-Authorization` when `proxy`) against `tenant`.
-    pub(super) fn authenticate(&mut self, now: Now, peer: Peer, req: &SipRequest, tenant: &Tenant, proxy: bool) -> AuthResult {
+    pub(super) fn authenticate(
+        &mut self,
+        now: Now,
+        peer: Peer,
+        req: &SipRequest,
+        tenant: &Tenant,
+        proxy: bool,
+    ) -> AuthResult {
         let ip = peer.addr.ip();
         if self.limiter.is_blocked(ip, now.instant) {
             self.stats.auth_blocked += 1;
             return AuthResult::Blocked;
         }
-        let header = if proxy { "Proxy-Authorization" } else { "Authorization" };
+        let header = if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
         let realm = tenant.realm();
         // A client may send several credentials (one per realm); use the one for ours.
         let candidates: Vec<DigestCredentials> = req
@@ -104,7 +115,9 @@ impl Endpoint {
             return self.respond(now, &key, &req, b);
         }
         let extension = user.extension.clone();
-        let outcome = self.registrar.register(tenant.id(), &extension, &req, peer.addr, now.unix);
+        let outcome = self
+            .registrar
+            .register(tenant.id(), &extension, &req, peer.addr, now.unix);
         let b = match outcome {
             RegisterOutcome::Ok(bindings) => {
                 tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %peer.addr, "registered");
@@ -114,10 +127,18 @@ impl Endpoint {
                 }
                 b
             }
-            RegisterOutcome::IntervalTooBrief(min) => ResponseBuilder::new(423).header("Min-Expires", min.to_string()),
-            RegisterOutcome::BadRequest(why) => ResponseBuilder::new(400).reason(format!("Bad Request ({why})")),
-            RegisterOutcome::OutOfOrder => ResponseBuilder::new(500).reason("Out of order REGISTER"),
-            RegisterOutcome::TooManyContacts => ResponseBuilder::new(403).reason("Forbidden (too many contacts)"),
+            RegisterOutcome::IntervalTooBrief(min) => {
+                ResponseBuilder::new(423).header("Min-Expires", min.to_string())
+            }
+            RegisterOutcome::BadRequest(why) => {
+                ResponseBuilder::new(400).reason(format!("Bad Request ({why})"))
+            }
+            RegisterOutcome::OutOfOrder => {
+                ResponseBuilder::new(500).reason("Out of order REGISTER")
+            }
+            RegisterOutcome::TooManyContacts => {
+                ResponseBuilder::new(403).reason("Forbidden (too many contacts)")
+            }
         };
         self.respond(now, &key, &req, b)
     }

@@ -31,7 +31,9 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tmp");
         let db = crate::localdb::LocalDb::open(dir.path()).expect("db");
         let store = Arc::new(TenantStore::open(db, Some("demo".into())).expect("store"));
-        store.put(crate::server::demo_tenant().expect("demo")).expect("put demo");
+        store
+            .put(crate::server::demo_tenant().expect("demo"))
+            .expect("put demo");
         let base = NEXT_PORT.fetch_add(20, Ordering::SeqCst);
         let ports = RtpPortPool::new("127.0.0.1".parse().expect("ip"), base, base + 19);
         let registrar = Registrar::open(RegistrarConfig::default(), None).expect("registrar");
@@ -81,7 +83,10 @@ impl Harness {
 }
 
 fn code(msg: &str) -> u16 {
-    msg.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    msg.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 fn codes(msgs: &[String]) -> Vec<u16> {
@@ -90,7 +95,10 @@ fn codes(msgs: &[String]) -> Vec<u16> {
 
 fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.split("\r\n")
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
         .map(|l| l[name.len() + 1..].trim())
 }
 
@@ -108,8 +116,19 @@ fn invite(ruri_user: &str, branch: &str, call_id: &str, extra: &str, body: &str)
     )
 }
 
-fn in_dialog(method: &str, cseq: u32, branch: &str, call_id: &str, tag: &str, body: &str) -> String {
-    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
+fn in_dialog(
+    method: &str,
+    cseq: u32,
+    branch: &str,
+    call_id: &str,
+    tag: &str,
+    body: &str,
+) -> String {
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".into()
+    };
     format!(
         "{method} sip:+15550100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=f1\r\nTo: <sip:+15550100@127.0.0.1>;tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -140,16 +159,30 @@ fn trunk_call_is_answered_and_2xx_retransmitted_until_ack() {
     assert_eq!(codes(&h.advance(Duration::from_millis(500))), vec![200]);
     assert_eq!(codes(&h.advance(Duration::from_millis(1000))), vec![200]);
     // A retransmitted INVITE after the 2xx is absorbed (RFC 6026).
-    assert!(h.send(peer, &invite("+15550100", "z9hG4bKi1", "c1", "", SDP)).is_empty());
-    assert!(h.send(peer, &in_dialog("ACK", 1, "z9hG4bKa1", "c1", &tag, "")).is_empty());
+    assert!(h
+        .send(peer, &invite("+15550100", "z9hG4bKi1", "c1", "", SDP))
+        .is_empty());
+    assert!(h
+        .send(peer, &in_dialog("ACK", 1, "z9hG4bKa1", "c1", &tag, ""))
+        .is_empty());
     assert!(h.advance(Duration::from_secs(10)).is_empty());
     let out = h.send(peer, &in_dialog("BYE", 2, "z9hG4bKb1", "c1", &tag, ""));
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(h.ep.live_calls(), 0);
-    assert_eq!(h.ports.in_use(), 0, "the RTP port is returned when the call ends");
+    assert_eq!(
+        h.ports.in_use(),
+        0,
+        "the RTP port is returned when the call ends"
+    );
     // BYE retransmission answered from its transaction; a BYE for an unknown dialog gets 481.
-    assert_eq!(codes(&h.send(peer, &in_dialog("BYE", 2, "z9hG4bKb1", "c1", &tag, ""))), vec![200]);
-    assert_eq!(codes(&h.send(peer, &in_dialog("BYE", 3, "z9hG4bKb2", "c1", &tag, ""))), vec![481]);
+    assert_eq!(
+        codes(&h.send(peer, &in_dialog("BYE", 2, "z9hG4bKb1", "c1", &tag, ""))),
+        vec![200]
+    );
+    assert_eq!(
+        codes(&h.send(peer, &in_dialog("BYE", 3, "z9hG4bKb2", "c1", &tag, ""))),
+        vec![481]
+    );
 }
 
 #[test]
@@ -182,7 +215,10 @@ fn retransmitted_invite_while_ringing_gets_the_180_again_and_cancel_gives_487() 
     h.store.put(cfg).expect("put");
     let out = h.send(peer, &invite("+15550509", "z9hG4bKi3", "c3", "", SDP));
     assert_eq!(codes(&out), vec![100, 180]);
-    assert_eq!(codes(&h.send(peer, &invite("+15550509", "z9hG4bKi3", "c3", "", SDP))), vec![180]);
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550509", "z9hG4bKi3", "c3", "", SDP))),
+        vec![180]
+    );
     let cancel = "CANCEL sip:+15550509@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKi3;rport\r\nMax-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=f1\r\nTo: <sip:+15550509@127.0.0.1>\r\nCall-ID: c3\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     let out = h.send(peer, cancel);
     assert_eq!(codes(&out), vec![200, 487]);
@@ -193,7 +229,11 @@ fn retransmitted_invite_while_ringing_gets_the_180_again_and_cancel_gives_487() 
     let ack = in_dialog("ACK", 1, "z9hG4bKi3", "c3", &tag, "").replace("+15550100", "+15550509");
     assert!(h.send(peer, &ack).is_empty());
     assert!(h.advance(Duration::from_secs(40)).is_empty());
-    assert_eq!(h.ep.stats().server_transactions, 0, "every transaction ends");
+    assert_eq!(
+        h.ep.stats().server_transactions,
+        0,
+        "every transaction ends"
+    );
 }
 
 #[test]
@@ -203,8 +243,14 @@ fn reinvite_hold_and_resume() {
     let out = h.send(peer, &invite("+15550100", "z9hG4bKi4", "c4", "", SDP));
     let tag = to_tag(&out[2]);
     h.send(peer, &in_dialog("ACK", 1, "z9hG4bKa4", "c4", &tag, ""));
-    let hold = SDP.replace("a=rtpmap:101 telephone-event/8000\r\n", "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n");
-    let out = h.send(peer, &in_dialog("INVITE", 2, "z9hG4bKr4", "c4", &tag, &hold));
+    let hold = SDP.replace(
+        "a=rtpmap:101 telephone-event/8000\r\n",
+        "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n",
+    );
+    let out = h.send(
+        peer,
+        &in_dialog("INVITE", 2, "z9hG4bKr4", "c4", &tag, &hold),
+    );
     assert_eq!(codes(&out), vec![200]);
     assert!(out[0].contains("a=recvonly"), "{}", out[0]);
     h.send(peer, &in_dialog("ACK", 2, "z9hG4bKa5", "c4", &tag, ""));
@@ -214,9 +260,25 @@ fn reinvite_hold_and_resume() {
     assert_eq!(h.ports.in_use(), 1);
 }
 
-fn digest_header(challenge: &str, user: &str, password: &str, method: &str, uri: &str, alg: DigestAlgorithm, nc: u32) -> String {
-    let nonce = challenge.split("nonce=\"").nth(1).and_then(|s| s.split('"').next()).expect("nonce");
-    let realm = challenge.split("realm=\"").nth(1).and_then(|s| s.split('"').next()).expect("realm");
+fn digest_header(
+    challenge: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    alg: DigestAlgorithm,
+    nc: u32,
+) -> String {
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("nonce");
+    let realm = challenge
+        .split("realm=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("realm");
     let mut c = DigestCredentials {
         username: user.into(),
         realm: realm.into(),
@@ -239,7 +301,9 @@ fn digest_header(challenge: &str, user: &str, password: &str, method: &str, uri:
 }
 
 fn register(cseq: u32, auth: Option<&str>, expires: u32) -> String {
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     format!(
         "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5999;branch=z9hG4bKreg{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=r1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:100@10.9.9.9:5999>\r\nExpires: {expires}\r\n{auth}Content-Length: 0\r\n\r\n"
     )
@@ -251,24 +315,54 @@ fn register_with_md5_and_sha256_and_offer_order() {
     let peer = udp_peer("192.0.2.10:5999");
     let out = h.send(peer, &register(1, None, 3600));
     assert_eq!(codes(&out), vec![401]);
-    let challenges: Vec<&str> = out[0].split("\r\n").filter(|l| l.starts_with("WWW-Authenticate:")).collect();
+    let challenges: Vec<&str> = out[0]
+        .split("\r\n")
+        .filter(|l| l.starts_with("WWW-Authenticate:"))
+        .collect();
     assert_eq!(challenges.len(), 2);
     assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
-    let auth = digest_header(challenges[1], "100", "demo100", "REGISTER", "sip:127.0.0.1", DigestAlgorithm::Sha256, 1);
+    let auth = digest_header(
+        challenges[1],
+        "100",
+        "demo100",
+        "REGISTER",
+        "sip:127.0.0.1",
+        DigestAlgorithm::Sha256,
+        1,
+    );
     let out = h.send(peer, &register(2, Some(&auth), 3600));
     assert_eq!(codes(&out), vec![200]);
     assert!(header(&out[0], "Contact").is_some_and(|c| c.contains("expires=3600")));
     assert_eq!(h.ep.registrations(), 1);
     // Replaying the same credentials (same nc) is refused with a fresh challenge.
-    assert_eq!(codes(&h.send(peer, &register(3, Some(&auth), 3600))), vec![401]);
+    assert_eq!(
+        codes(&h.send(peer, &register(3, Some(&auth), 3600))),
+        vec![401]
+    );
     // MD5 on the same nonce, next nc: accepted. Too brief an interval: 423.
-    let auth = digest_header(challenges[0], "100", "demo100", "REGISTER", "sip:127.0.0.1", DigestAlgorithm::Md5, 2);
+    let auth = digest_header(
+        challenges[0],
+        "100",
+        "demo100",
+        "REGISTER",
+        "sip:127.0.0.1",
+        DigestAlgorithm::Md5,
+        2,
+    );
     let out = h.send(peer, &register(4, Some(&auth), 10));
     assert_eq!(codes(&out), vec![423]);
     assert_eq!(header(&out[0], "Min-Expires"), Some("60"));
     // Expired nonce: stale=true.
     h.advance(Duration::from_secs(600));
-    let auth = digest_header(challenges[0], "100", "demo100", "REGISTER", "sip:127.0.0.1", DigestAlgorithm::Md5, 3);
+    let auth = digest_header(
+        challenges[0],
+        "100",
+        "demo100",
+        "REGISTER",
+        "sip:127.0.0.1",
+        DigestAlgorithm::Md5,
+        3,
+    );
     let out = h.send(peer, &register(5, Some(&auth), 0));
     assert_eq!(codes(&out), vec![401]);
     assert!(out[0].contains("stale=true"));
@@ -281,18 +375,33 @@ fn brute_force_is_cut_off_with_403() {
     let mut last = Vec::new();
     for i in 0..6 {
         let out = h.send(peer, &register(10 + i * 2, None, 3600));
-        let ch = out[0].split("\r\n").find(|l| l.starts_with("WWW-Authenticate:")).unwrap_or("").to_string();
+        let ch = out[0]
+            .split("\r\n")
+            .find(|l| l.starts_with("WWW-Authenticate:"))
+            .unwrap_or("")
+            .to_string();
         if ch.is_empty() {
             last = codes(&out);
             break;
         }
-        let auth = digest_header(&ch, "100", "guess", "REGISTER", "sip:127.0.0.1", DigestAlgorithm::Md5, 1);
+        let auth = digest_header(
+            &ch,
+            "100",
+            "guess",
+            "REGISTER",
+            "sip:127.0.0.1",
+            DigestAlgorithm::Md5,
+            1,
+        );
         last = codes(&h.send(peer, &register(11 + i * 2, Some(&auth), 3600)));
     }
     assert_eq!(last, vec![403]);
     // Even the right password is refused from that address for now; another address is fine.
     assert_eq!(codes(&h.send(peer, &register(40, None, 3600))), vec![403]);
-    assert_eq!(codes(&h.send(udp_peer("192.0.2.67:5999"), &register(41, None, 3600))), vec![401]);
+    assert_eq!(
+        codes(&h.send(udp_peer("192.0.2.67:5999"), &register(41, None, 3600))),
+        vec![401]
+    );
 }
 
 #[test]
@@ -302,15 +411,52 @@ fn user_invite_needs_407_and_unknown_extension_is_404() {
     let inv = invite("500", "z9hG4bKu1", "u1", "", SDP);
     let out = h.send(peer, &inv);
     assert_eq!(codes(&out), vec![100, 407]);
-    let ch = header(&out[1], "Proxy-Authenticate").expect("challenge").to_string();
-    let auth = digest_header(&ch, "101", "demo101", "INVITE", "sip:500@127.0.0.1:5060", DigestAlgorithm::Md5, 1);
-    let inv2 = invite("500", "z9hG4bKu2", "u1", &format!("Proxy-Authorization: {auth}\r\n"), SDP).replace("CSeq: 1", "CSeq: 2");
+    let ch = header(&out[1], "Proxy-Authenticate")
+        .expect("challenge")
+        .to_string();
+    let auth = digest_header(
+        &ch,
+        "101",
+        "demo101",
+        "INVITE",
+        "sip:500@127.0.0.1:5060",
+        DigestAlgorithm::Md5,
+        1,
+    );
+    let inv2 = invite(
+        "500",
+        "z9hG4bKu2",
+        "u1",
+        &format!("Proxy-Authorization: {auth}\r\n"),
+        SDP,
+    )
+    .replace("CSeq: 1", "CSeq: 2");
     assert_eq!(codes(&h.send(peer, &inv2)), vec![100, 180, 200]);
-    let auth = digest_header(&ch, "101", "demo101", "INVITE", "sip:777@127.0.0.1:5060", DigestAlgorithm::Md5, 2);
-    let inv3 = invite("777", "z9hG4bKu3", "u3", &format!("Proxy-Authorization: {auth}\r\n"), SDP);
+    let auth = digest_header(
+        &ch,
+        "101",
+        "demo101",
+        "INVITE",
+        "sip:777@127.0.0.1:5060",
+        DigestAlgorithm::Md5,
+        2,
+    );
+    let inv3 = invite(
+        "777",
+        "z9hG4bKu3",
+        "u3",
+        &format!("Proxy-Authorization: {auth}\r\n"),
+        SDP,
+    );
     assert_eq!(codes(&h.send(peer, &inv3)), vec![100, 404]);
     // A trunk source calling a non-DID is not trusted: challenged like anyone.
-    assert_eq!(codes(&h.send(udp_peer("127.0.0.1:5999"), &invite("500", "z9hG4bKu4", "u4", "", SDP))), vec![100, 407]);
+    assert_eq!(
+        codes(&h.send(
+            udp_peer("127.0.0.1:5999"),
+            &invite("500", "z9hG4bKu4", "u4", "", SDP)
+        )),
+        vec![100, 407]
+    );
 }
 
 #[test]
@@ -318,7 +464,10 @@ fn no_common_codec_is_488_and_late_offer_gets_our_offer() {
     let mut h = Harness::new();
     let peer = udp_peer(PHONE);
     let g729 = SDP.replace("RTP/AVP 0 8 101", "RTP/AVP 18");
-    assert_eq!(codes(&h.send(peer, &invite("+15550100", "z9hG4bKn1", "n1", "", &g729))), vec![100, 488]);
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKn1", "n1", "", &g729))),
+        vec![100, 488]
+    );
     let out = h.send(peer, &invite("+15550100", "z9hG4bKn2", "n2", "", ""));
     assert_eq!(codes(&out), vec![100, 180, 200]);
     assert!(out[2].contains("m=audio") && out[2].contains("a=rtpmap:8 PCMA/8000"));
@@ -337,12 +486,20 @@ fn draining_refuses_new_calls_with_retry_after_and_hangs_up_the_rest() {
     assert_eq!(header(&out[1], "Retry-After"), Some("30"));
     h.ep.hangup_all(h.now);
     let out = h.drain();
-    assert!(out[0].starts_with("BYE sip:carrier@127.0.0.1:5999 SIP/2.0"), "{}", out[0]);
+    assert!(
+        out[0].starts_with("BYE sip:carrier@127.0.0.1:5999 SIP/2.0"),
+        "{}",
+        out[0]
+    );
     assert!(out[0].contains(&format!("From: <sip:+15550100@127.0.0.1>;tag={tag}")));
     assert_eq!(h.ep.live_calls(), 0);
     assert_eq!(h.ep.stats().client_transactions, 1);
     let via = header(&out[0], "Via").expect("via");
-    let branch = via.split("branch=").nth(1).and_then(|b| b.split(';').next()).expect("branch");
+    let branch = via
+        .split("branch=")
+        .nth(1)
+        .and_then(|b| b.split(';').next())
+        .expect("branch");
     let ok = format!("SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:+15550100@127.0.0.1>;tag={tag}\r\nTo: <sip:carrier@127.0.0.1>;tag=f1\r\nCall-ID: d1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n");
     assert!(branch.starts_with("z9hG4bK"));
     h.send(peer, &ok);
@@ -361,16 +518,23 @@ fn config_change_reaches_new_calls_not_calls_in_progress() {
     cfg.numbers.retain(|n| n.number != "+15550100");
     h.store.put(cfg).expect("put");
     // New call: the number is gone.
-    assert_eq!(codes(&h.send(peer, &invite("+15550100", "z9hG4bKc2", "k2", "", SDP))), vec![100, 407]);
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKc2", "k2", "", SDP))),
+        vec![100, 407]
+    );
     // The call in progress is untouched.
-    assert_eq!(codes(&h.send(peer, &in_dialog("BYE", 2, "z9hG4bKcb", "k1", &tag, ""))), vec![200]);
+    assert_eq!(
+        codes(&h.send(peer, &in_dialog("BYE", 2, "z9hG4bKcb", "k1", &tag, ""))),
+        vec![200]
+    );
 }
 
 #[test]
 fn malformed_requests_get_400_with_a_warning_and_junk_is_dropped() {
     let mut h = Harness::new();
     let peer = udp_peer(PHONE);
-    let bad = invite("+15550100", "z9hG4bKm1", "m1", "", SDP).replace("Content-Length: ", "Content-Length: 9");
+    let bad = invite("+15550100", "z9hG4bKm1", "m1", "", SDP)
+        .replace("Content-Length: ", "Content-Length: 9");
     let out = h.send(peer, &bad);
     assert_eq!(codes(&out), vec![400]);
     assert!(header(&out[0], "Warning").is_some_and(|w| w.starts_with("399 ")));
@@ -379,7 +543,9 @@ fn malformed_requests_get_400_with_a_warning_and_junk_is_dropped() {
     assert_eq!(codes(&h.send(peer, unknown)), vec![501]);
     let sub = unknown.replace("FOO", "SUBSCRIBE");
     assert_eq!(codes(&h.send(peer, &sub)), vec![405]);
-    let req = unknown.replace("FOO", "OPTIONS").replace("Content-Length", "Require: 100rel\r\nContent-Length");
+    let req = unknown
+        .replace("FOO", "OPTIONS")
+        .replace("Content-Length", "Require: 100rel\r\nContent-Length");
     let out = h.send(peer, &req);
     assert_eq!(codes(&out), vec![420]);
     assert_eq!(header(&out[0], "Unsupported"), Some("100rel"));
@@ -392,8 +558,15 @@ fn torture_corpus() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torture");
     let mut seen = 0;
     let mut failures = Vec::new();
-    for (dir, expect_valid) in [("valid", Some(true)), ("invalid", Some(false)), ("ours", Some(false)), ("transaction", None)] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+    for (dir, expect_valid) in [
+        ("valid", Some(true)),
+        ("invalid", Some(false)),
+        ("ours", Some(false)),
+        ("transaction", None),
+    ] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             if path.extension().and_then(|x| x.to_str()) != Some("sip") {
@@ -405,19 +578,28 @@ fn torture_corpus() {
             let out = h.drain();
             h.advance(Duration::from_secs(40));
             seen += 1;
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_string();
             let is_request = !bytes.starts_with(b"SIP/");
             match expect_valid {
                 Some(true) if is_request => {
                     let first_final = out.iter().map(|m| code(m)).find(|&c| c >= 200);
-                    if !first_final.is_some_and(|c| c != 400) {
-                        failures.push(format!("{name}: valid message answered {:?} {:?}", codes(&out), out.first()));
+                    if first_final.is_none_or(|c| c == 400) {
+                        failures.push(format!(
+                            "{name}: valid message answered {:?} {:?}",
+                            codes(&out),
+                            out.first()
+                        ));
                     }
                 }
-                Some(false) => {
-                    if out.iter().any(|m| (200..300).contains(&code(m))) {
-                        failures.push(format!("{name}: invalid message accepted: {:?}", codes(&out)));
-                    }
+                Some(false) if out.iter().any(|m| (200..300).contains(&code(m))) => {
+                    failures.push(format!(
+                        "{name}: invalid message accepted: {:?}",
+                        codes(&out)
+                    ));
                 }
                 _ => {}
             }

@@ -280,9 +280,22 @@ mod tests {
     fn timer_a_doubles_and_timer_b_fires_at_32s() {
         let now = Instant::now();
         let req = Bytes::from_static(b"INVITE");
-        let tx = std::cell::RefCell::new(ClientInviteTransaction::new(req.clone(), false, TimerConfig::default(), now));
-        let evs = drive(|| tx.borrow().poll_timeout(), |t| tx.borrow_mut().handle_timeout(t), now);
-        let sends: Vec<u64> = evs.iter().filter(|(_, e)| matches!(e, TxEvent::Transmit(_))).map(|(t, _)| *t).collect();
+        let tx = std::cell::RefCell::new(ClientInviteTransaction::new(
+            req.clone(),
+            false,
+            TimerConfig::default(),
+            now,
+        ));
+        let evs = drive(
+            || tx.borrow().poll_timeout(),
+            |t| tx.borrow_mut().handle_timeout(t),
+            now,
+        );
+        let sends: Vec<u64> = evs
+            .iter()
+            .filter(|(_, e)| matches!(e, TxEvent::Transmit(_)))
+            .map(|(t, _)| *t)
+            .collect();
         assert_eq!(sends, vec![500, 1500, 3500, 7500, 15500, 31500]);
         assert_eq!(evs[evs.len() - 2], (32000, TxEvent::TimedOut));
         assert_eq!(evs[evs.len() - 1], (32000, TxEvent::Terminated));
@@ -291,28 +304,58 @@ mod tests {
     #[test]
     fn non_2xx_final_is_acked_inside_the_transaction() {
         let now = Instant::now();
-        let mut tx = ClientInviteTransaction::new(Bytes::from_static(b"INVITE"), false, TimerConfig::default(), now);
+        let mut tx = ClientInviteTransaction::new(
+            Bytes::from_static(b"INVITE"),
+            false,
+            TimerConfig::default(),
+            now,
+        );
         let d = tx.on_response(180, || unreachable!(), now);
         assert!(d.pass_to_user);
         let d = tx.on_response(486, || Bytes::from_static(b"ACK"), now);
         assert!(d.pass_to_user);
-        assert_eq!(d.events, vec![TxEvent::Transmit(Bytes::from_static(b"ACK"))]);
+        assert_eq!(
+            d.events,
+            vec![TxEvent::Transmit(Bytes::from_static(b"ACK"))]
+        );
         // The retransmitted 486 is ACKed again and not passed up.
         let d = tx.on_response(486, || unreachable!(), now);
         assert!(!d.pass_to_user);
-        assert_eq!(d.events, vec![TxEvent::Transmit(Bytes::from_static(b"ACK"))]);
+        assert_eq!(
+            d.events,
+            vec![TxEvent::Transmit(Bytes::from_static(b"ACK"))]
+        );
         // Timer D ends it after 32 s.
         assert!(tx.handle_timeout(now + Duration::from_secs(31)).is_empty());
-        assert_eq!(tx.handle_timeout(now + Duration::from_secs(32)), vec![TxEvent::Terminated]);
+        assert_eq!(
+            tx.handle_timeout(now + Duration::from_secs(32)),
+            vec![TxEvent::Terminated]
+        );
     }
 
     #[test]
     fn timer_e_caps_at_t2_and_timer_f_fires() {
         let now = Instant::now();
-        let tx = std::cell::RefCell::new(ClientNonInviteTransaction::new(Bytes::from_static(b"BYE"), false, TimerConfig::default(), now));
-        let evs = drive(|| tx.borrow().poll_timeout(), |t| tx.borrow_mut().handle_timeout(t), now);
-        let sends: Vec<u64> = evs.iter().filter(|(_, e)| matches!(e, TxEvent::Transmit(_))).map(|(t, _)| *t).collect();
-        assert_eq!(sends, vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
+        let tx = std::cell::RefCell::new(ClientNonInviteTransaction::new(
+            Bytes::from_static(b"BYE"),
+            false,
+            TimerConfig::default(),
+            now,
+        ));
+        let evs = drive(
+            || tx.borrow().poll_timeout(),
+            |t| tx.borrow_mut().handle_timeout(t),
+            now,
+        );
+        let sends: Vec<u64> = evs
+            .iter()
+            .filter(|(_, e)| matches!(e, TxEvent::Transmit(_)))
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(
+            sends,
+            vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        );
         assert_eq!(evs.last(), Some(&(32000, TxEvent::Terminated)));
         assert!(evs.contains(&(32000, TxEvent::TimedOut)));
     }
@@ -320,12 +363,25 @@ mod tests {
     #[test]
     fn non_invite_final_response_then_timer_k() {
         let now = Instant::now();
-        let mut tx = ClientNonInviteTransaction::new(Bytes::from_static(b"BYE"), false, TimerConfig::default(), now);
+        let mut tx = ClientNonInviteTransaction::new(
+            Bytes::from_static(b"BYE"),
+            false,
+            TimerConfig::default(),
+            now,
+        );
         assert!(tx.on_response(200, now).pass_to_user);
         assert!(!tx.on_response(200, now).pass_to_user);
         assert_eq!(tx.poll_timeout(), Some(now + Duration::from_secs(5)));
-        assert_eq!(tx.handle_timeout(now + Duration::from_secs(5)), vec![TxEvent::Terminated]);
-        let mut rel = ClientNonInviteTransaction::new(Bytes::from_static(b"BYE"), true, TimerConfig::default(), now);
+        assert_eq!(
+            tx.handle_timeout(now + Duration::from_secs(5)),
+            vec![TxEvent::Terminated]
+        );
+        let mut rel = ClientNonInviteTransaction::new(
+            Bytes::from_static(b"BYE"),
+            true,
+            TimerConfig::default(),
+            now,
+        );
         assert_eq!(rel.poll_timeout(), Some(now + Duration::from_secs(32)));
         assert_eq!(rel.on_response(200, now).events, vec![TxEvent::Terminated]);
     }

@@ -29,8 +29,13 @@
 mod client;
 mod server;
 
-pub use client::{ClientInviteState, ClientInviteTransaction, ClientNonInviteState, ClientNonInviteTransaction, ResponseDisposition};
-pub use server::{ServerInviteState, ServerInviteTransaction, ServerNonInviteState, ServerNonInviteTransaction};
+pub use client::{
+    ClientInviteState, ClientInviteTransaction, ClientNonInviteState, ClientNonInviteTransaction,
+    ResponseDisposition,
+};
+pub use server::{
+    ServerInviteState, ServerInviteTransaction, ServerNonInviteState, ServerNonInviteTransaction,
+};
 
 use bytes::Bytes;
 use std::time::Duration;

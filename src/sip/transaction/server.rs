@@ -248,7 +248,11 @@ mod tests {
     }
 
     /// Drives a transaction's timers until `until`, collecting what it transmits and when.
-    fn run_until(tx: &mut ServerInviteTransaction, start: Instant, until: Duration) -> Vec<(Duration, TxEvent)> {
+    fn run_until(
+        tx: &mut ServerInviteTransaction,
+        start: Instant,
+        until: Duration,
+    ) -> Vec<(Duration, TxEvent)> {
         let mut out = Vec::new();
         while let Some(at) = tx.poll_timeout() {
             if at > start + until {
@@ -293,7 +297,11 @@ mod tests {
             retransmits,
             vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
         );
-        let tail: Vec<_> = evs.iter().filter(|(_, e)| !matches!(e, TxEvent::Transmit(_))).cloned().collect();
+        let tail: Vec<_> = evs
+            .iter()
+            .filter(|(_, e)| !matches!(e, TxEvent::Transmit(_)))
+            .cloned()
+            .collect();
         assert_eq!(
             tail,
             vec![
@@ -311,7 +319,10 @@ mod tests {
         assert!(tx.on_ack(now + Duration::from_millis(100)).is_empty());
         assert_eq!(tx.state(), ServerInviteState::Confirmed);
         let evs = run_until(&mut tx, now, Duration::from_secs(10));
-        assert_eq!(evs, vec![(Duration::from_millis(5100), TxEvent::Terminated)]);
+        assert_eq!(
+            evs,
+            vec![(Duration::from_millis(5100), TxEvent::Terminated)]
+        );
     }
 
     #[test]

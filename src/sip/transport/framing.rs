@@ -95,10 +95,13 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     for line in head.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = std::str::from_utf8(&line[..colon]).unwrap_or("").trim();
         if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l") {
-            let v = std::str::from_utf8(&line[colon + 1..]).map_err(|_| FramingError::BadContentLength)?;
+            let v = std::str::from_utf8(&line[colon + 1..])
+                .map_err(|_| FramingError::BadContentLength)?;
             return v.trim().parse().map_err(|_| FramingError::BadContentLength);
         }
     }
@@ -118,7 +121,10 @@ mod tests {
             assert_eq!(f.next_frame(), Ok(None));
             f.push(chunk);
         }
-        assert_eq!(f.next_frame(), Ok(Some(Frame::Message(Bytes::from_static(MSG)))));
+        assert_eq!(
+            f.next_frame(),
+            Ok(Some(Frame::Message(Bytes::from_static(MSG))))
+        );
         let mut two = MSG.to_vec();
         two.extend_from_slice(b"\r\n\r\n");
         two.extend_from_slice(MSG);

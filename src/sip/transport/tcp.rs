@@ -32,7 +32,9 @@ impl TcpConnections {
 
     /// Queues bytes on a connection; false when it is gone or its queue is full.
     pub fn send(&self, conn: u64, data: Bytes) -> bool {
-        self.writers.get(&conn).is_some_and(|w| w.try_send(data).is_ok())
+        self.writers
+            .get(&conn)
+            .is_some_and(|w| w.try_send(data).is_ok())
     }
 
     /// Open connections.
@@ -79,13 +81,21 @@ pub fn spawn_tcp_listener(
     })
 }
 
-async fn connection(stream: TcpStream, addr: std::net::SocketAddr, to_endpoint: mpsc::Sender<Inbound>, idle: Duration) {
+async fn connection(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    to_endpoint: mpsc::Sender<Inbound>,
+    idle: Duration,
+) {
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
     if to_endpoint
-        .send(Inbound::Opened { conn, writer: wtx.clone() })
+        .send(Inbound::Opened {
+            conn,
+            writer: wtx.clone(),
+        })
         .await
         .is_err()
     {
@@ -119,7 +129,11 @@ async fn connection(stream: TcpStream, addr: std::net::SocketAddr, to_endpoint: 
         loop {
             match framer.next_frame() {
                 Ok(Some(Frame::Message(data))) => {
-                    if to_endpoint.send(Inbound::Message { peer, data }).await.is_err() {
+                    if to_endpoint
+                        .send(Inbound::Message { peer, data })
+                        .await
+                        .is_err()
+                    {
                         break 'read;
                     }
                 }

@@ -9,7 +9,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Reads datagrams from `socket` and forwards them until the endpoint goes away.
-pub fn spawn_udp_receiver(socket: Arc<UdpSocket>, to_endpoint: mpsc::Sender<Inbound>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_udp_receiver(
+    socket: Arc<UdpSocket>,
+    to_endpoint: mpsc::Sender<Inbound>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
         loop {
