@@ -60,12 +60,17 @@ enum TenantCommand {
         /// The tenant document.
         file: PathBuf,
     },
-    /// Print a tenant's stored document (secrets as hashes only).
+    /// Print a tenant's stored document. User passwords and PINs exist only as hashes; trunk
+    /// passwords (which must be kept in clear for digest towards the provider) are left out
+    /// unless --include-secrets is given. Needs the server stopped.
     Export {
         /// Tenant id.
         id: String,
+        /// Include trunk passwords.
+        #[arg(long)]
+        include_secrets: bool,
     },
-    /// List tenant ids.
+    /// List tenant ids. Needs the server stopped.
     List,
 }
 
@@ -156,18 +161,26 @@ fn tenant_command(settings: &Settings, command: TenantCommand) -> Result<()> {
                 Err(e) => Err(e.into()),
             }
         }
-        TenantCommand::Export { id } => {
+        TenantCommand::Export {
+            id,
+            include_secrets,
+        } => {
             let (_db, store) = switchyard::server::open_store(settings)
-                .context("opening the store (stop the server or use the admin API)")?;
-            let Some(cfg) = store.get(&id)? else {
+                .context("opening the store (is the server running? stop it first)")?;
+            let Some(mut cfg) = store.get(&id)? else {
                 bail!("no tenant {id}")
             };
+            if !include_secrets {
+                for t in &mut cfg.trunks {
+                    t.password = None;
+                }
+            }
             println!("{}", serde_json::to_string_pretty(&cfg)?);
             Ok(())
         }
         TenantCommand::List => {
             let (_db, store) = switchyard::server::open_store(settings)
-                .context("opening the store (stop the server or use the admin API)")?;
+                .context("opening the store (is the server running? stop it first)")?;
             for id in store.list() {
                 println!("{id}");
             }

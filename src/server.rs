@@ -206,7 +206,6 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         auth_max_failures: settings.sip.auth_max_failures,
         auth_window: Duration::from_secs(settings.sip.auth_window_secs),
         auth_block: Duration::from_secs(settings.sip.auth_block_secs),
-        registrar: RegistrarConfig::default(),
         timers: TimerConfig {
             t1: Duration::from_millis(settings.sip.t1_ms),
             ..TimerConfig::default()

@@ -469,7 +469,16 @@ fn apply_env(doc: &mut toml::Value, vars: &[(String, String)]) -> Result<(), Set
             continue;
         }
         let Some((_, section, key)) = known.iter().find(|(n, _, _)| n == name) else {
-            return Err(invalid(name, "unknown environment setting"));
+            // A typo in a setting of a known section is an error; other SWITCHYARD_* names
+            // (SWITCHYARD_PASSWORD, test harness switches, …) are not settings.
+            let in_section = root.iter().any(|(sec, v)| {
+                v.is_table()
+                    && name.starts_with(&format!("SWITCHYARD_{}_", sec.to_ascii_uppercase()))
+            });
+            if in_section {
+                return Err(invalid(name, "unknown environment setting"));
+            }
+            continue;
         };
         let dotted = match key {
             Some(k) => format!("{section}.{k}"),
@@ -573,6 +582,15 @@ mod tests {
         assert!(e.to_string().contains("sip.t1_ms"), "{e}");
         let e = Settings::load(None, env(&[("SWITCHYARD_SIP_NOPE", "1")])).expect_err("bad");
         assert!(e.to_string().contains("SWITCHYARD_SIP_NOPE"), "{e}");
+        // Not a setting at all: ignored.
+        Settings::load(
+            None,
+            env(&[
+                ("SWITCHYARD_REQUIRE_PEERS", "1"),
+                ("SWITCHYARD_PASSWORD", "x"),
+            ]),
+        )
+        .expect("ignored");
     }
 
     #[test]

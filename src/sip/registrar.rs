@@ -170,13 +170,22 @@ impl Registrar {
             parsed.push((na, expires.min(self.config.max_expires)));
         }
 
+        // Check everything before changing anything: a REGISTER applies whole or not at all.
+        let mut added = 0;
+        for (na, expires) in &parsed {
+            match list.iter().find(|b| same_contact(&b.uri, &na.uri)) {
+                Some(b) if b.call_id == req.call_id && b.cseq >= req.cseq => {
+                    return RegisterOutcome::OutOfOrder
+                }
+                None if *expires > 0 => added += 1,
+                _ => {}
+            }
+        }
+        if list.len() + added > self.config.max_contacts {
+            return RegisterOutcome::TooManyContacts;
+        }
         for (na, expires) in parsed {
             let existing = list.iter().position(|b| same_contact(&b.uri, &na.uri));
-            if let Some(i) = existing {
-                if list[i].call_id == req.call_id && list[i].cseq >= req.cseq {
-                    return RegisterOutcome::OutOfOrder;
-                }
-            }
             if expires == 0 {
                 if let Some(i) = existing {
                     list.remove(i);
@@ -195,12 +204,7 @@ impl Registrar {
             };
             match existing {
                 Some(i) => list[i] = binding,
-                None => {
-                    if list.len() >= self.config.max_contacts {
-                        return RegisterOutcome::TooManyContacts;
-                    }
-                    list.push(binding)
-                }
+                None => list.push(binding),
             }
         }
         let current = list

@@ -18,7 +18,7 @@ mod register;
 
 use super::digest::{challenge_values, AuthFailureLimiter, DigestAlgorithm, NonceIssuer};
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
-use super::registrar::{Registrar, RegistrarConfig};
+use super::registrar::Registrar;
 use super::response::ResponseBuilder;
 use super::transaction::{
     ClientNonInviteTransaction, ServerInviteTransaction, ServerNonInviteTransaction, TimerConfig,
@@ -111,8 +111,6 @@ pub struct EndpointConfig {
     pub auth_window: Duration,
     /// How long an address stays refused.
     pub auth_block: Duration,
-    /// Registrar limits.
-    pub registrar: RegistrarConfig,
     /// RFC 3261 timer base values.
     pub timers: TimerConfig,
     /// `Server` / `User-Agent` value.
@@ -134,7 +132,6 @@ impl Default for EndpointConfig {
             auth_max_failures: 10,
             auth_window: Duration::from_secs(60),
             auth_block: Duration::from_secs(300),
-            registrar: RegistrarConfig::default(),
             timers: TimerConfig::default(),
             server_name: concat!("Switchyard/", env!("CARGO_PKG_VERSION")).into(),
             drain_retry_after: 30,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::sip::digest::{ha1, DigestCredentials};
+use crate::sip::registrar::RegistrarConfig;
 use crate::tenant::TenantConfig;
 use std::sync::atomic::{AtomicU16, Ordering};
 
