@@ -181,3 +181,106 @@ impl TenantStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_serves_the_snapshot_on_disk_and_revisions_increase() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let store =
+                TenantStore::open(LocalDb::open(dir.path()).expect("db"), None).expect("store");
+            assert_eq!(store.revision(), 0);
+            let rev = store
+                .put(crate::server::demo_tenant().expect("demo"))
+                .expect("put");
+            assert_eq!(rev, 1);
+            let before = store.snapshot();
+            let mut cfg = store.get("demo").expect("get").expect("demo");
+            cfg.name = "Renamed".into();
+            assert_eq!(store.put(cfg).expect("put"), 2);
+            // A snapshot taken before the change is untouched by it.
+            assert_eq!(
+                before.tenant("demo").expect("demo").config.name,
+                "Demo tenant"
+            );
+        }
+        let store = TenantStore::open(LocalDb::open(dir.path()).expect("db"), Some("demo".into()))
+            .expect("reopen");
+        assert_eq!(store.revision(), 2);
+        let snap = store.snapshot();
+        assert_eq!(
+            snap.default_tenant().expect("default").config.name,
+            "Renamed"
+        );
+        assert!(snap.by_domain("DEMO.switchyard.test").is_some());
+        assert!(snap.by_number("15550100").is_some());
+    }
+
+    #[test]
+    fn invalid_documents_and_cross_tenant_conflicts_are_refused_with_paths() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = TenantStore::open(LocalDb::open(dir.path()).expect("db"), None).expect("store");
+        store
+            .put(crate::server::demo_tenant().expect("demo"))
+            .expect("put");
+        let mut other = crate::server::demo_tenant().expect("demo");
+        other.id = "other".into();
+        let err = store
+            .put(other.clone())
+            .expect_err("same domain and numbers");
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "domains.0: domain demo.switchyard.test belongs to another tenant (demo)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("numbers.0.number"), "{text}");
+        other.domains = vec!["other.example".into()];
+        other.numbers.clear();
+        other.ivrs.get_mut("main").expect("main").routes[0].target =
+            crate::tenant::model::Target::User {
+                extension: "107".into(),
+            };
+        other.users[1].extension = "100".into();
+        let text = store.put(other).expect_err("invalid").to_string();
+        assert!(
+            text.contains("ivrs.main.routes.0: unknown user 107"),
+            "{text}"
+        );
+        assert!(
+            text.contains("users.1.extension: duplicate extension 100"),
+            "{text}"
+        );
+        assert_eq!(store.revision(), 1, "a refused document changes nothing");
+    }
+
+    #[test]
+    fn menus_without_exit_are_refused() {
+        use crate::tenant::model::{DigitRoute, IvrMenu, Target};
+        let mut cfg = crate::server::demo_tenant().expect("demo");
+        let menu = |to: &str| IvrMenu {
+            name: String::new(),
+            prompts: vec![],
+            routes: vec![DigitRoute {
+                digits: "1".into(),
+                target: Target::Ivr { menu: to.into() },
+            }],
+            timeout_secs: 5,
+            max_retries: 1,
+            invalid_prompt: None,
+            on_exhausted: Target::Ivr { menu: to.into() },
+            schedule: vec![],
+        };
+        cfg.ivrs.insert("a".into(), menu("b"));
+        cfg.ivrs.insert("b".into(), menu("a"));
+        let err = crate::tenant::validate::validate(&cfg).expect_err("loop");
+        assert!(
+            err.to_string().contains("ivrs.a: menu loop without exit"),
+            "{err}"
+        );
+    }
+}

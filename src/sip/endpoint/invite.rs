@@ -3,10 +3,11 @@
 //! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
 
 use super::register::AuthResult;
-use super::{route_set, Endpoint, Now, Peer, TimerRef, TxKey};
+use super::{Endpoint, Now, Peer, TimerRef, TxKey};
 use crate::call::{plan_for, CallPlan};
 use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
+use crate::sip::dialog::Dialog;
 use crate::sip::headers::uri_user;
 use crate::sip::message::SipRequest;
 use crate::sip::response::{new_branch, random_token, ResponseBuilder};
@@ -14,7 +15,6 @@ use crate::sip::transaction::ServerInviteState;
 use crate::tenant::model::Target;
 use bytes::Bytes;
 use rsip::Method;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// Where a call stands.
@@ -41,16 +41,7 @@ struct PendingAck {
 pub(super) struct Call {
     span: tracing::Span,
     tenant: String,
-    call_id: String,
-    local_tag: String,
-    /// The caller's From value (our To in requests we send).
-    remote_party: String,
-    /// The caller's To value without tag (our From in requests we send).
-    local_party: String,
-    remote_target: String,
-    route_set: Vec<String>,
-    remote_cseq: u32,
-    local_cseq: u32,
+    dialog: Dialog,
     peer: Peer,
     state: CallState,
     invite_key: TxKey,
@@ -127,11 +118,7 @@ impl Endpoint {
             tracing::info!(tenant = %tenant.id(), %caller, %dialed, code, "call refused");
             return self.respond(now, &key, &req, ResponseBuilder::new(code).reason(reason));
         }
-        let active = self
-            .calls
-            .values()
-            .filter(|c| c.tenant == tenant.id())
-            .count();
+        let active = self.tenant_calls.get(tenant.id()).copied().unwrap_or(0);
         if active >= tenant.config.limits.max_concurrent_calls as usize {
             tracing::warn!(tenant = %tenant.id(), active, "tenant call limit reached");
             let b = ResponseBuilder::new(503).reason("Service Unavailable (tenant call limit)");
@@ -179,9 +166,10 @@ impl Endpoint {
         let span = tracing::info_span!("call", call_id = %req.call_id, tenant = %tenant.id());
         span.in_scope(|| tracing::info!(%caller, %dialed, target = ?target, source = %peer.addr, "call started"));
         let local_tag = random_token();
-        let mut local_party = req.header("To").unwrap_or_default().to_string();
-        local_party.push_str(";tag=");
-        local_party.push_str(&local_tag);
+        let Ok(dialog) = Dialog::new_uas(&req, &local_tag, rand::random::<u16>() as u32) else {
+            let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
+            return self.respond(now, &key, &req, b);
+        };
         let contact_user = match &target {
             Target::User { extension } => extension.clone(),
             _ => dialed.clone(),
@@ -189,18 +177,7 @@ impl Endpoint {
         let call = Call {
             span,
             tenant: tenant.id().to_string(),
-            call_id: req.call_id.clone(),
-            local_tag: local_tag.clone(),
-            remote_party: req.header("From").unwrap_or_default().to_string(),
-            local_party,
-            remote_target: req
-                .header("Contact")
-                .and_then(|c| crate::sip::headers::NameAddr::parse(c).ok())
-                .map(|n| n.uri)
-                .unwrap_or_else(|| req.from.uri.clone()),
-            route_set: route_set(&req),
-            remote_cseq: req.cseq,
-            local_cseq: rand::random::<u16>() as u32,
+            dialog,
             peer,
             state: CallState::Ringing,
             invite_key: key.clone(),
@@ -215,8 +192,9 @@ impl Endpoint {
             contact_user,
         };
         self.dialogs
-            .insert((call.call_id.clone(), local_tag.clone()), id);
+            .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
         self.invite_calls.insert(key.clone(), id);
+        *self.tenant_calls.entry(call.tenant.clone()).or_default() += 1;
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
 
@@ -232,10 +210,12 @@ impl Endpoint {
     /// A response in the dialog of call `id` (To tag and Contact set).
     fn dialog_response(&self, id: u64, code: u16) -> ResponseBuilder {
         let call = &self.calls[&id];
-        ResponseBuilder::new(code).to_tag(&call.local_tag).header(
-            "Contact",
-            self.contact_for(&call.contact_user, call.peer.transport),
-        )
+        ResponseBuilder::new(code)
+            .to_tag(&call.dialog.local_tag)
+            .header(
+                "Contact",
+                self.contact_for(&call.contact_user, call.peer.transport),
+            )
     }
 
     /// The SDP we send: an answer to `offer`, or an offer of our own.
@@ -459,36 +439,27 @@ impl Endpoint {
         let Some(id) = id else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
-        let (pending, remote_cseq) = {
-            let c = &self.calls[&id];
-            (
-                c.pending_ack.is_some() || c.state == CallState::Ringing,
-                c.remote_cseq,
-            )
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
         };
-        if pending {
+        if call.pending_ack.is_some() || call.state == CallState::Ringing {
             // RFC 3261 §14.2: an offer while ours is unanswered.
-            return self.respond(
-                now,
-                &key,
-                &req,
-                ResponseBuilder::new(491).header("Retry-After", "1"),
-            );
+            let b = ResponseBuilder::new(491).header("Retry-After", "1");
+            return self.respond(now, &key, &req, b);
         }
-        if req.cseq <= remote_cseq {
-            return self.respond(
-                now,
-                &key,
-                &req,
-                ResponseBuilder::new(500).reason("Out of order CSeq"),
-            );
+        if call.dialog.accept_remote_cseq(req.cseq).is_err() {
+            let b = ResponseBuilder::new(500).reason("Out of order CSeq");
+            return self.respond(now, &key, &req, b);
         }
+        call.dialog.refresh_target(req.header("Contact"));
         let mut offer = None;
         if !req.body().is_empty() {
             match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)))
             {
                 Ok((o, neg)) => {
-                    let call = self.calls.get_mut(&id).expect("checked above");
+                    let Some(call) = self.calls.get_mut(&id) else {
+                        return;
+                    };
                     call.span.in_scope(|| {
                         tracing::info!(
                             hold = neg.is_hold(),
@@ -504,16 +475,6 @@ impl Endpoint {
                         .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
                     return self.respond(now, &key, &req, b);
                 }
-            }
-        }
-        {
-            let call = self.calls.get_mut(&id).expect("checked above");
-            call.remote_cseq = req.cseq;
-            if let Some(c) = req
-                .header("Contact")
-                .and_then(|c| crate::sip::headers::NameAddr::parse(c).ok())
-            {
-                call.remote_target = c.uri; // target refresh
             }
         }
         let sdp = self.local_sdp(id, offer.as_ref());
@@ -556,26 +517,11 @@ impl Endpoint {
             let call = &self.calls[&id];
             self.via_for(call.peer.transport, branch)
         };
-        let server = self.cfg.server_name.clone();
+        let extra = format!("User-Agent: {}\r\n", self.cfg.server_name);
         let Some(call) = self.calls.get_mut(&id) else {
             return Bytes::new();
         };
-        call.local_cseq += 1;
-        let mut s = String::with_capacity(400);
-        let _ = write!(
-            s,
-            "BYE {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n",
-            call.remote_target
-        );
-        for r in &call.route_set {
-            let _ = write!(s, "Route: {r}\r\n");
-        }
-        let _ = write!(
-            s,
-            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nUser-Agent: {server}\r\nContent-Length: 0\r\n\r\n",
-            call.local_party, call.remote_party, call.call_id, call.local_cseq
-        );
-        Bytes::from(s)
+        Bytes::from(call.dialog.request("BYE", &via, &extra, None))
     }
 
     /// Forgets a call and frees its media port.
@@ -584,9 +530,12 @@ impl Endpoint {
             return;
         };
         self.dialogs
-            .remove(&(call.call_id.clone(), call.local_tag.clone()));
+            .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
         self.invite_calls.remove(&call.invite_key);
         self.stats.calls_ended += 1;
+        if let Some(n) = self.tenant_calls.get_mut(&call.tenant) {
+            *n = n.saturating_sub(1);
+        }
         let secs = call.started.elapsed().as_secs_f64();
         call.span.in_scope(|| {
             tracing::info!(

@@ -234,6 +234,8 @@ pub struct Endpoint {
     dialogs: HashMap<(String, String), u64>,
     /// INVITE transaction → call, for CANCEL.
     invite_calls: HashMap<TxKey, u64>,
+    /// Live calls per tenant, for `limits.max_concurrent_calls`.
+    tenant_calls: HashMap<String, usize>,
     next_call: u64,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Transmit>,
@@ -264,6 +266,7 @@ impl Endpoint {
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             invite_calls: HashMap::new(),
+            tenant_calls: HashMap::new(),
             next_call: 1,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -625,11 +628,6 @@ impl Endpoint {
         };
         format!("<sip:{user}{}{port}{tp}>", self.cfg.public_host)
     }
-}
-
-/// Splits a Record-Route set into entries in order.
-fn route_set(req: &SipRequest) -> Vec<String> {
-    req.header_values("Record-Route")
 }
 
 #[cfg(test)]

@@ -609,3 +609,25 @@ fn torture_corpus() {
     assert!(seen >= 40, "torture corpus not found ({seen} files)");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn tenant_call_limit_answers_503() {
+    let mut h = Harness::new();
+    let mut cfg: TenantConfig = h.store.get("demo").expect("get").expect("demo");
+    cfg.limits.max_concurrent_calls = 1;
+    h.store.put(cfg).expect("put");
+    let peer = udp_peer(PHONE);
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKl1", "l1", "", SDP));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+    let tag = to_tag(&out[2]);
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKl2", "l2", "", SDP))),
+        vec![100, 503]
+    );
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKla", "l1", &tag, ""));
+    h.send(peer, &in_dialog("BYE", 2, "z9hG4bKlb", "l1", &tag, ""));
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKl3", "l3", "", SDP))),
+        vec![100, 180, 200]
+    );
+}
