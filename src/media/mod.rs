@@ -11,6 +11,7 @@
 //!   one shared 20 ms tick per core, and the command/event API the call layer uses.
 
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod jitter;
 pub mod leg;
@@ -21,4 +22,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod wav;
 
+pub use engine::{LegId, MediaConfig, MediaEngine, MediaError, MediaEvent};
 pub use ports::{PortError, RtpPortLease, RtpPortPool};
