@@ -11,8 +11,10 @@
 //! reaches a running server, which holds the database lock). The result is left next to it
 //! as `NAME.done` or `NAME.error`.
 
+use crate::call::{CallAction, CallRunner};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::RtpPortPool;
+use crate::media::{MediaConfig, MediaEngine, MediaError};
 use crate::settings::Settings;
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Now, TransportKind};
 use crate::sip::registrar::{Registrar, RegistrarConfig};
@@ -59,6 +61,9 @@ pub enum ServerError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The media engine could not start.
+    #[error(transparent)]
+    Media(#[from] MediaError),
     /// The demo tenant document is broken (a build problem).
     #[error("demo tenant: {0}")]
     Demo(String),
@@ -215,6 +220,15 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     };
     tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");
     let mut endpoint = Endpoint::new(cfg, store.clone(), ports, registrar);
+    let (engine, mut media_events) = MediaEngine::start(MediaConfig {
+        workers: settings.media.workers as usize,
+        prompts_dir: PathBuf::from(&settings.media.prompts_dir),
+    })?;
+    let mut runner = CallRunner::new(
+        engine.clone(),
+        Duration::from_secs(settings.media.rtp_timeout_secs),
+        settings.inband_dtmf()?,
+    );
 
     let inbox = settings.data_dir.join("inbox");
     spawn_inbox_watcher(inbox, store.clone());
@@ -251,11 +265,21 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             _ = &mut sleep => {
                 endpoint.handle_timeout(now());
             }
+            ev = media_events.recv() => {
+                if let Some(ev) = ev {
+                    if let Some(CallAction::Hangup { call, reason }) = runner.on_media_event(ev) {
+                        endpoint.hangup_call(now(), call, reason);
+                    }
+                }
+            }
             _ = &mut shutdown, if drain_deadline.is_none() => {
                 tracing::info!(live_calls = endpoint.live_calls(), timeout_s = drain_timeout.as_secs(), "draining: refusing new calls");
                 endpoint.begin_drain();
                 drain_deadline = Some(Instant::now() + drain_timeout);
             }
+        }
+        while let Some(ev) = endpoint.poll_event() {
+            runner.on_call_event(ev);
         }
         flush(&mut endpoint, udp_socket.as_deref(), &tcp);
         if let Some(d) = drain_deadline {
@@ -267,6 +291,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     );
                 }
                 endpoint.hangup_all(now());
+                while let Some(ev) = endpoint.poll_event() {
+                    runner.on_call_event(ev);
+                }
                 flush(&mut endpoint, udp_socket.as_deref(), &tcp);
                 final_deadline = Some(Instant::now() + Duration::from_secs(2));
             }
@@ -277,6 +304,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
         }
     }
+    engine.shutdown();
     db.flush()?;
     tracing::info!("stopped");
     Ok(())

@@ -122,6 +122,14 @@ pub struct MediaSettings {
     pub rtp_ports: String,
     /// Address RTP sockets bind to; empty: all interfaces.
     pub bind_address: String,
+    /// Media worker threads; 0: one per core.
+    pub workers: u32,
+    /// Hang a call up after this many seconds without RTP from the caller (not while on hold).
+    pub rtp_timeout_secs: u64,
+    /// In-band DTMF detection: `auto` (when the phone negotiated no telephone-event), `always`, `off`.
+    pub inband_dtmf: String,
+    /// Folder of prompt WAV files (`system/beep` is `prompts_dir/system/beep.wav`).
+    pub prompts_dir: String,
 }
 
 /// `[api]`
@@ -201,6 +209,10 @@ impl Default for MediaSettings {
         MediaSettings {
             rtp_ports: "20000-29999".into(),
             bind_address: String::new(),
+            workers: 0,
+            rtp_timeout_secs: 30,
+            inband_dtmf: "auto".into(),
+            prompts_dir: "prompts".into(),
         }
     }
 }
@@ -274,6 +286,10 @@ impl Settings {
         self.algorithms()?;
         self.nonce_secret()?;
         self.api_listen()?;
+        self.inband_dtmf()?;
+        if self.media.rtp_timeout_secs == 0 {
+            return Err(invalid("media.rtp_timeout_secs", "must be at least 1"));
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             return Err(invalid("log.format", "must be pretty or json"));
         }
@@ -401,6 +417,17 @@ impl Settings {
             .try_into()
             .map_err(|_| invalid("sip.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
         Ok(Some(arr))
+    }
+
+    /// Parsed `media.inband_dtmf`.
+    pub fn inband_dtmf(&self) -> Result<crate::media::leg::InbandDtmf, SettingsError> {
+        use crate::media::leg::InbandDtmf;
+        match self.media.inband_dtmf.as_str() {
+            "auto" => Ok(InbandDtmf::Auto),
+            "always" => Ok(InbandDtmf::Always),
+            "off" => Ok(InbandDtmf::Off),
+            _ => Err(invalid("media.inband_dtmf", "must be auto, always or off")),
+        }
     }
 
     /// Parsed `api.listen`.

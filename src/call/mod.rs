@@ -6,6 +6,10 @@
 //! record, dial, bridge, transfer, hangup) that apps are written against grow here, so the SIP
 //! endpoint only ever asks this module what to do, never an app directly.
 
+pub mod runner;
+
+pub use runner::{CallAction, CallRunner};
+
 use crate::tenant::model::Target;
 
 /// How the server leg of an incoming call proceeds.

@@ -249,7 +249,7 @@ mod tests {
                 *seed ^= *seed << 13;
                 *seed ^= *seed >> 7;
                 *seed ^= *seed << 17;
-                ((*seed % 2001) as f32 / 1000.0 - 1.0) as f32 * amp
+                ((*seed % 2001) as f32 / 1000.0 - 1.0) * amp
             })
             .map(|v| v as i16)
             .collect()

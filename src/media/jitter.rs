@@ -156,7 +156,7 @@ mod tests {
     fn ten_ms_packets_fill_whole_frames() {
         let mut jb = JitterBuffer::new(1);
         for i in 0..4u32 {
-            jb.insert(i * 80, &vec![7; 80]);
+            jb.insert(i * 80, &[7; 80]);
         }
         let mut out = [0i16; 160];
         jb.pop_frame(&mut out);

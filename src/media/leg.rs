@@ -502,9 +502,9 @@ impl Leg {
         let rec = self.recording.as_mut()?;
         if rec.opts.stereo {
             let other = partner.copied().unwrap_or([0; FRAME]);
-            for i in 0..FRAME {
-                rec.pending.push(self.frame_in[i]);
-                rec.pending.push(other[i]);
+            for (mine, theirs) in self.frame_in.iter().zip(other.iter()) {
+                rec.pending.push(*mine);
+                rec.pending.push(*theirs);
             }
         } else {
             rec.pending.extend_from_slice(&self.frame_in);

@@ -85,6 +85,7 @@ impl Server {
                 "SWITCHYARD_MEDIA_RTP_PORTS",
                 format!("{}-{}", ports.rtp_first, ports.rtp_first + 19),
             )
+            .env("SWITCHYARD_MEDIA_PROMPTS_DIR", repo().join("prompts"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(logf);
@@ -230,4 +231,209 @@ pub fn udp_exchange(sock: &UdpSocket, to: u16, msg: &str, wait: Duration) -> Vec
         }
     }
     out
+}
+
+/// A tcpdump capture of UDP packets sent from a port range on the loopback interface.
+pub struct Capture {
+    child: Child,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// One captured UDP datagram.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// Capture time, µs.
+    pub at_us: u64,
+    /// UDP source port.
+    pub src_port: u16,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// UDP payload.
+    pub payload: Vec<u8>,
+}
+
+impl Capture {
+    /// Starts capturing UDP from ports `first..=last` (the server's RTP range).
+    pub fn start(first: u16, last: u16) -> Capture {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("cap.pcap");
+        let child = Command::new("tcpdump")
+            .args(["-i", "lo", "-U", "-n", "-w"])
+            .arg(&path)
+            .arg(format!("udp and src portrange {first}-{last}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tcpdump");
+        // tcpdump needs a moment to open the interface.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Capture {
+            child,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Stops and parses the capture.
+    pub fn finish(mut self) -> Vec<Datagram> {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        parse_pcap(&std::fs::read(&self.path).expect("pcap"))
+    }
+}
+
+/// Reads a classic pcap file (Ethernet, Linux cooked or null link types; IPv4/UDP only).
+pub fn parse_pcap(b: &[u8]) -> Vec<Datagram> {
+    let mut out = Vec::new();
+    if b.len() < 24 {
+        return out;
+    }
+    let le = b[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let nanos = b[0..4] == [0x4d, 0x3c, 0xb2, 0xa1] || b[0..4] == [0xa1, 0xb2, 0x3c, 0x4d];
+    let rd32 = |o: usize| {
+        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let link = rd32(20);
+    let skip = match link {
+        1 => 14,
+        113 => 16,
+        276 => 20,
+        0 => 4,
+        _ => 14,
+    };
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let (sec, frac, len) = (
+            rd32(off) as u64,
+            rd32(off + 4) as u64,
+            rd32(off + 8) as usize,
+        );
+        let data = &b[off + 16..(off + 16 + len).min(b.len())];
+        off += 16 + len;
+        let at_us = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
+        let Some(ip) = data.get(skip..) else { continue };
+        if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        let Some(udp) = ip.get(ihl..) else { continue };
+        if udp.len() < 8 {
+            continue;
+        }
+        out.push(Datagram {
+            at_us,
+            src_port: u16::from_be_bytes([udp[0], udp[1]]),
+            dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+            payload: udp[8..].to_vec(),
+        });
+    }
+    out
+}
+
+/// µ-law to linear (G.711).
+pub fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let sign = u & 0x80;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = u & 0x0f;
+    let v = (((i32::from(mantissa) << 3) + 0x84) << exponent) - 0x84;
+    (if sign != 0 { -v } else { v }) as i16
+}
+
+/// Linear to µ-law (G.711).
+pub fn linear_to_ulaw(pcm: i16) -> u8 {
+    let mut v = i32::from(pcm);
+    let sign = if v < 0 {
+        v = -v;
+        0x80
+    } else {
+        0
+    };
+    v = v.min(32635) + 0x84;
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && v & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (v >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
+/// Writes an 8 kHz µ-law WAV (what SIPp's rtp_stream plays).
+pub fn write_ulaw_wav(path: &Path, samples: &[i16]) {
+    let data: Vec<u8> = samples.iter().map(|&s| linear_to_ulaw(s)).collect();
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + 14 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&18u32.to_le_bytes());
+    b.extend_from_slice(&7u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&8u16.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(b"fact");
+    b.extend_from_slice(&4u32.to_le_bytes());
+    b.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&data);
+    std::fs::write(path, b).expect("write wav");
+}
+
+/// Frequency of a pure tone by zero crossings.
+pub fn tone_frequency(s: &[i16]) -> f32 {
+    let crossings = s.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f32 * 8000.0 / (2.0 * s.len() as f32)
+}
+
+/// Runs SIPp with a working directory holding `audio.wav` (for rtp_stream scenarios).
+pub fn sipp_with_audio(
+    server: &Server,
+    ports: &Ports,
+    scenario: &str,
+    audio: Option<&[i16]>,
+    args: &[&str],
+) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    if let Some(a) = audio {
+        write_ulaw_wav(&dir.path().join("audio.wav"), a);
+    }
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(repo().join("integration/sipp").join(scenario))
+        .arg(format!("127.0.0.1:{}", server.sip_port))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &ports.sipp.to_string(),
+            "-mp",
+            &ports.sipp_media.to_string(),
+        ])
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error", "-m", "1"])
+        .args(args)
+        .output()
+        .expect("run sipp");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
 }

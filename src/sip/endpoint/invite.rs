@@ -3,7 +3,7 @@
 //! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
 
 use super::register::AuthResult;
-use super::{Endpoint, Now, Peer, TimerRef, TxKey};
+use super::{CallEvent, Endpoint, Now, Peer, TimerRef, TxKey};
 use crate::call::{plan_for, CallPlan};
 use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
@@ -47,7 +47,14 @@ pub(super) struct Call {
     invite_key: TxKey,
     invite: SipRequest,
     pending_ack: Option<PendingAck>,
-    media: RtpPortLease,
+    /// The RTP port pair until media starts (then the media engine holds it).
+    media: Option<RtpPortLease>,
+    /// Our RTP port (announced in every SDP of the call).
+    rtp_port: u16,
+    /// True once `CallEvent::MediaStart` was emitted.
+    media_started: bool,
+    /// Where the call was routed.
+    target: Target,
     audio: Option<NegotiatedAudio>,
     session_id: u64,
     session_version: u64,
@@ -183,7 +190,10 @@ impl Endpoint {
             invite_key: key.clone(),
             invite: req,
             pending_ack: None,
-            media,
+            rtp_port: media.port(),
+            media: Some(media),
+            media_started: false,
+            target: target.clone(),
             audio: audio.as_ref().map(|(_, n)| n.clone()),
             session_id: rand::random::<u32>() as u64,
             session_version: 1,
@@ -226,7 +236,7 @@ impl Endpoint {
         };
         let local = LocalMedia {
             address: public_ip,
-            port: call.media.port(),
+            port: call.rtp_port,
             session_id: call.session_id,
             session_version: call.session_version,
         };
@@ -253,6 +263,29 @@ impl Endpoint {
         if let Some(call) = self.calls.get_mut(&id) {
             call.state = CallState::Answered;
         }
+        self.start_media(id);
+    }
+
+    /// Hands the RTP port and the negotiated audio to the call layer once both sides of the
+    /// offer/answer are known (at the 200, or at the ACK for a late offer).
+    fn start_media(&mut self, id: u64) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.media_started || call.state == CallState::Ringing {
+            return;
+        }
+        let (Some(audio), Some(lease)) = (call.audio.clone(), call.media.take()) else {
+            return;
+        };
+        call.media_started = true;
+        self.events.push_back(CallEvent::MediaStart {
+            call: id,
+            lease,
+            audio,
+            target: call.target.clone(),
+            tenant: call.tenant.clone(),
+        });
     }
 
     /// Sends a 2xx to an INVITE through its transaction and arms the UAS retransmission.
@@ -346,7 +379,10 @@ impl Endpoint {
             if call.late_offer && !req.body().is_empty() {
                 call.late_offer = false;
                 match SessionDescription::parse(req.body()).and_then(|a| negotiate(&a)) {
-                    Ok(neg) => call.audio = Some(neg),
+                    Ok(neg) => {
+                        call.audio = Some(neg);
+                        self.start_media(id);
+                    }
                     Err(e) => {
                         call.span.in_scope(
                             || tracing::info!(error = %e, "unusable SDP answer in ACK: hanging up"),
@@ -488,7 +524,16 @@ impl Endpoint {
         self.send_2xx(now, id, &key, cseq, bytes);
         if let Some(call) = self.calls.get_mut(&id) {
             call.late_offer = offer.is_none();
+            if let (true, Some(audio)) = (call.media_started, &call.audio) {
+                if offer.is_some() {
+                    self.events.push_back(CallEvent::MediaUpdate {
+                        call: id,
+                        audio: audio.clone(),
+                    });
+                }
+            }
         }
+        self.start_media(id);
     }
 
     /// Ends a call from our side: BYE once it is answered, a final error while ringing.
@@ -536,6 +581,9 @@ impl Endpoint {
         if let Some(n) = self.tenant_calls.get_mut(&call.tenant) {
             *n = n.saturating_sub(1);
         }
+        if call.media_started {
+            self.events.push_back(CallEvent::Ended { call: id });
+        }
         let secs = call.started.elapsed().as_secs_f64();
         call.span.in_scope(|| {
             tracing::info!(
@@ -545,6 +593,11 @@ impl Endpoint {
             )
         });
         drop(call); // releases the RTP port lease
+    }
+
+    /// Hangs up one call from our side (media timeout, admin request).
+    pub fn hangup_call(&mut self, now: Now, id: u64, why: &'static str) {
+        self.hangup(now, id, why);
     }
 
     /// Hangs up every call (drain timeout reached).

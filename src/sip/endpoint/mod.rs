@@ -139,6 +139,36 @@ impl Default for EndpointConfig {
     }
 }
 
+/// What the endpoint tells the call layer about calls.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// A call is answered and its audio negotiated: start media on this port pair.
+    MediaStart {
+        /// Call id (the endpoint's).
+        call: u64,
+        /// The RTP/RTCP port pair, bound; dropping it frees the ports.
+        lease: crate::media::RtpPortLease,
+        /// Negotiated audio.
+        audio: crate::sdp::NegotiatedAudio,
+        /// Where the call was routed.
+        target: crate::tenant::model::Target,
+        /// Tenant id.
+        tenant: String,
+    },
+    /// A re-INVITE changed the audio (hold, resume, new address or codec).
+    MediaUpdate {
+        /// Call id.
+        call: u64,
+        /// New negotiation.
+        audio: crate::sdp::NegotiatedAudio,
+    },
+    /// The call is over: stop its media.
+    Ended {
+        /// Call id.
+        call: u64,
+    },
+}
+
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EndpointStats {
@@ -239,6 +269,7 @@ pub struct Endpoint {
     next_call: u64,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Transmit>,
+    events: VecDeque<CallEvent>,
     draining: bool,
     stats: EndpointStats,
 }
@@ -270,6 +301,7 @@ impl Endpoint {
             next_call: 1,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
+            events: VecDeque::new(),
             draining: false,
             stats: EndpointStats::default(),
         }
@@ -297,6 +329,11 @@ impl Endpoint {
     /// Next queued message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// Next event for the call layer.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed.

@@ -75,6 +75,8 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<String> {
+        // No media engine here: media events are dropped, which frees their ports.
+        while self.ep.poll_event().is_some() {}
         let mut out = Vec::new();
         while let Some(t) = self.ep.poll_transmit() {
             out.push(String::from_utf8_lossy(&t.payload).into_owned());

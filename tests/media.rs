@@ -1,0 +1,315 @@
+//! Media against a real peer: SIPp streams audio and digits into calls, tcpdump captures what
+//! the server sends back, and the tests check it as audio (frequency, exact prompt samples,
+//! timing on the 20 ms grid, continuous numbering).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+struct Rtp {
+    at_us: u64,
+    seq: u16,
+    ts: u32,
+    pt: u8,
+    payload: Vec<u8>,
+}
+
+/// The server's RTP (even source ports in its range), in capture order.
+fn server_rtp(caps: &[Datagram], first: u16) -> Vec<Rtp> {
+    caps.iter()
+        .filter(|d| d.src_port >= first && d.src_port < first + 20 && d.src_port % 2 == 0)
+        .filter(|d| {
+            d.payload.len() >= 12 && d.payload[0] >> 6 == 2 && !(200..=204).contains(&d.payload[1])
+        })
+        .map(|d| Rtp {
+            at_us: d.at_us,
+            seq: u16::from_be_bytes([d.payload[2], d.payload[3]]),
+            ts: u32::from_be_bytes([d.payload[4], d.payload[5], d.payload[6], d.payload[7]]),
+            pt: d.payload[1] & 0x7f,
+            payload: d.payload[12..].to_vec(),
+        })
+        .collect()
+}
+
+fn decode(pkts: &[Rtp]) -> Vec<i16> {
+    pkts.iter()
+        .filter(|p| p.pt == 0)
+        .flat_map(|p| p.payload.iter().map(|&b| ulaw_to_linear(b)))
+        .collect()
+}
+
+fn sine(freq: f32, secs: f32, amp: f32) -> Vec<i16> {
+    (0..(8000.0 * secs) as usize)
+        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * amp) as i16)
+        .collect()
+}
+
+/// Checks the stream is one continuous RTP stream on the 20 ms grid; returns the largest gap.
+fn assert_continuous(pkts: &[Rtp]) -> u64 {
+    assert!(pkts.len() > 20, "too few packets: {}", pkts.len());
+    let mut max_gap = 0;
+    for w in pkts.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "sequence jump");
+        assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamp jump");
+        max_gap = max_gap.max(w[1].at_us.saturating_sub(w[0].at_us));
+    }
+    assert!(max_gap < 40_000, "gap of {max_gap} µs between packets");
+    max_gap
+}
+
+#[test]
+fn echo_test_returns_the_callers_tone() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&sine(1000.0, 3.0, 8000.0)),
+        &["-s", "+15550600", "-d", "4000"],
+    );
+    assert!(ok, "sipp failed:\n{out}\n{}", server.log_text());
+    let pkts = server_rtp(&cap.finish(), p.rtp_first);
+    assert_continuous(&pkts);
+    let audio = decode(&pkts);
+    let start = audio
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("the tone came back");
+    let end = audio
+        .iter()
+        .rposition(|s| s.unsigned_abs() > 2000)
+        .expect("end");
+    let secs = (end - start) as f32 / 8000.0;
+    assert!((secs - 3.0).abs() < 0.05, "echoed tone lasts {secs} s");
+    let f = tone_frequency(&audio[start + 800..end - 800]);
+    assert!((f - 1000.0).abs() < 10.0, "echo at {f} Hz");
+}
+
+#[test]
+fn looping_prompt_is_played_sample_exact_on_the_grid() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&vec![0i16; 8000]),
+        &["-s", "+15550601", "-d", "3000"],
+    );
+    assert!(ok, "sipp failed:\n{out}\n{}", server.log_text());
+    let pkts = server_rtp(&cap.finish(), p.rtp_first);
+    assert_continuous(&pkts);
+    // The server's first payloads are exactly the prompt's first samples, µ-law encoded.
+    let wav = std::fs::read(repo().join("prompts/system/demo-long.wav")).expect("prompt");
+    let prompt: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let expected: Vec<u8> = prompt
+        .iter()
+        .take(160 * 100)
+        .map(|&s| linear_to_ulaw(s))
+        .collect();
+    let sent: Vec<u8> = pkts
+        .iter()
+        .filter(|p| p.pt == 0)
+        .take(100)
+        .flat_map(|p| p.payload.clone())
+        .collect();
+    assert_eq!(sent.len(), expected.len());
+    let same = sent
+        .iter()
+        .zip(expected.iter())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(
+        same == sent.len(),
+        "{same} of {} samples match the prompt",
+        sent.len()
+    );
+}
+
+#[test]
+fn prompt_duration_and_loop_period_are_exact() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    // A number that loops the test pattern: 300 ms of 1 kHz, 200 ms of silence.
+    let mut demo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
+    )
+    .expect("json");
+    demo["numbers"]
+        .as_array_mut()
+        .expect("numbers")
+        .push(serde_json::json!({"number": "+15550999", "target": {"type": "prompt_loop", "prompt": "system/test-pattern"}}));
+    let file = server.data_path().join("pattern.json");
+    std::fs::write(&file, demo.to_string()).expect("write");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["tenant", "import"])
+        .arg(&file)
+        .env("SWITCHYARD_DATA_DIR", server.data_path())
+        .status()
+        .expect("import");
+    assert!(st.success());
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&vec![0i16; 8000]),
+        &["-s", "+15550999", "-d", "3200"],
+    );
+    assert!(ok, "sipp failed:\n{out}");
+    let pkts = server_rtp(&cap.finish(), p.rtp_first);
+    assert_continuous(&pkts);
+    let audio = decode(&pkts);
+    // Burst boundaries by sample: a burst is a run of samples with tone energy.
+    let loud: Vec<bool> = audio
+        .chunks(40)
+        .map(|c| c.iter().any(|s| s.unsigned_abs() > 3000))
+        .collect();
+    let mut bursts = Vec::new();
+    let mut start = None;
+    for (i, &l) in loud.iter().enumerate() {
+        match (l, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                bursts.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    assert!(bursts.len() >= 4, "bursts: {bursts:?}");
+    for (s, e) in &bursts {
+        let ms = (e - s) * 5;
+        assert!((ms as i64 - 300).abs() <= 40, "tone lasted {ms} ms");
+    }
+    for w in bursts.windows(2) {
+        let period = (w[1].0 - w[0].0) * 5;
+        assert!((period as i64 - 500).abs() <= 40, "period {period} ms");
+    }
+}
+
+fn digits_in_log(log: &str) -> Vec<(char, String)> {
+    log.lines()
+        .filter(|l| l.contains("digit received"))
+        .filter_map(|l| {
+            let d = l.split("digit=").nth(1)?.chars().next()?;
+            let src = l
+                .split("source=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some((d, src))
+        })
+        .collect()
+}
+
+#[test]
+fn rfc4733_digits_from_sipp_are_detected_once_each() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_dtmf.xml",
+        None,
+        &["-s", "+15550100", "-d", "2500"],
+    );
+    assert!(ok, "sipp failed:\n{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let got: Vec<char> = digits_in_log(&server.log_text())
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(got, vec!['1', '2', '3', '#']);
+}
+
+#[test]
+fn inband_digits_are_detected_and_speech_gives_none() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    // One second of a speech-like harmonic sound (no digits may come of it), then 4, 7, #.
+    let mut audio: Vec<i16> = (0..8000)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            let f0 = 120.0 + 25.0 * (t * 4.0).sin();
+            (1..15)
+                .map(|h| (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() * 2500.0 / h as f32)
+                .sum::<f32>() as i16
+        })
+        .collect();
+    for d in ['4', '7', '#'] {
+        let (r, c) = match d {
+            '4' => (770.0, 1209.0),
+            '7' => (852.0, 1209.0),
+            _ => (941.0, 1477.0),
+        };
+        audio.extend((0..800).map(|i| {
+            let t = i as f32 / 8000.0;
+            ((2.0 * std::f32::consts::PI * r * t).sin() * 5000.0
+                + (2.0 * std::f32::consts::PI * c * t).sin() * 5000.0) as i16
+        }));
+        audio.extend(vec![0i16; 1600]);
+    }
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_inband.xml",
+        Some(&audio),
+        &["-s", "+15550100", "-d", "3500"],
+    );
+    assert!(ok, "sipp failed:\n{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let got = digits_in_log(&server.log_text());
+    assert_eq!(
+        got.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+        vec!['4', '7', '#'],
+        "{got:?}"
+    );
+    assert!(got.iter().all(|(_, s)| s == "Inband"));
+}
+
+#[test]
+fn silent_caller_is_hung_up_on_rtp_timeout_and_ports_are_freed() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_MEDIA_RTP_TIMEOUT_SECS", "2")]);
+    // SIPp sends no RTP and would hang up after 6 s; the server's BYE comes first, so SIPp
+    // sees an unexpected BYE and reports a failed call.
+    let (ok, _) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&[]),
+        &["-s", "+15550100", "-d", "6000", "-timeout", "15s"],
+    );
+    assert!(!ok, "SIPp should have been hung up on");
+    let log = server.log_text();
+    assert!(log.contains("no RTP from the caller"), "{log}");
+    assert!(log.contains("media closed"));
+}
