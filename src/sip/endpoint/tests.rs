@@ -10,6 +10,7 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(42000);
 
 struct Harness {
     ep: Endpoint,
+    media: HashMap<u64, crate::media::RtpPortLease>,
     ports: RtpPortPool,
     store: Arc<TenantStore>,
     now: Now,
@@ -45,6 +46,7 @@ impl Harness {
         let ep = Endpoint::new(cfg, store.clone(), ports.clone(), registrar);
         Harness {
             ep,
+            media: HashMap::new(),
             ports,
             store,
             now: Now {
@@ -75,8 +77,18 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<String> {
-        // No media engine here: media events are dropped, which frees their ports.
-        while self.ep.poll_event().is_some() {}
+        // Stand in for the media engine: hold each call's port pair until the call ends.
+        while let Some(ev) = self.ep.poll_event() {
+            match ev {
+                CallEvent::MediaStart { call, lease, .. } => {
+                    self.media.insert(call, lease);
+                }
+                CallEvent::Ended { call } => {
+                    self.media.remove(&call);
+                }
+                CallEvent::MediaUpdate { .. } => {}
+            }
+        }
         let mut out = Vec::new();
         while let Some(t) = self.ep.poll_transmit() {
             out.push(String::from_utf8_lossy(&t.payload).into_owned());
