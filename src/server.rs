@@ -228,6 +228,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         engine.clone(),
         Duration::from_secs(settings.media.rtp_timeout_secs),
         settings.inband_dtmf()?,
+        settings.data_dir.join("voicemail"),
     );
 
     let inbox = settings.data_dir.join("inbox");

@@ -313,3 +313,57 @@ fn silent_caller_is_hung_up_on_rtp_timeout_and_ports_are_freed() {
     assert!(log.contains("no RTP from the caller"), "{log}");
     assert!(log.contains("media closed"));
 }
+
+#[test]
+fn voicemail_deposit_records_the_callers_tone() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    // Quiet through the greeting and beep (~5 s), then 2 s of 800 Hz, then quiet until SIPp
+    // hangs up at 9 s.
+    let mut audio = vec![0i16; 8000 * 11 / 2];
+    audio.extend(sine(800.0, 2.0, 8000.0));
+    audio.extend(vec![0i16; 8000]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550300", "-d", "9000"],
+    );
+    assert!(ok, "sipp failed:\n{out}\n{}", server.log_text());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let dir = server.data_path().join("voicemail/demo/100");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("mailbox folder")
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1, "one message");
+    let b = std::fs::read(files[0].path()).expect("read");
+    assert_eq!(&b[..4], b"RIFF");
+    let samples: Vec<i16> = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    // The tone is the first run of loud 10 ms windows (SIPp ends its stream with one junk
+    // sample, which a last-loud-sample measure would mistake for tone).
+    let loud: Vec<bool> = samples
+        .chunks(80)
+        .map(|c| c.iter().any(|s| s.unsigned_abs() > 2000))
+        .collect();
+    let first = loud.iter().position(|&l| l).expect("tone recorded");
+    let run = loud[first..].iter().take_while(|&&l| l).count();
+    let (start, end) = (first * 80, (first + run) * 80);
+    let secs = (end - start) as f32 / 8000.0;
+    assert!((secs - 2.0).abs() < 0.05, "recorded tone lasts {secs} s");
+    let f = tone_frequency(&samples[start + 400..end - 400]);
+    assert!((f - 800.0).abs() < 10.0, "recorded {f} Hz");
+    // The greeting is not in the message: it starts after the beep.
+    assert!(
+        start < 8000 * 2,
+        "tone starts {} s into the message",
+        start / 8000
+    );
+}

@@ -29,7 +29,10 @@ fn read_wav_8k(path: &std::path::Path) -> Vec<i16> {
         let len = u32::from_le_bytes([b[off + 4], b[off + 5], b[off + 6], b[off + 7]]) as usize;
         if &b[off..off + 4] == b"data" {
             let end = (off + 8 + len).min(b.len());
-            return b[off + 8..end].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+            return b[off + 8..end]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
         }
         off += 8 + len + (len & 1);
     }
@@ -65,7 +68,14 @@ fn pjsua2_hears_itself_on_the_echo_test() {
     let rec = dir.path().join("heard.wav");
     let out = Command::new("python3")
         .arg(repo().join("integration/pjsua/echo_call.py"))
-        .args(["--server", &format!("127.0.0.1:{}", server.sip_port), "--to", "+15550600", "--seconds", "3"])
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", server.sip_port),
+            "--to",
+            "+15550600",
+            "--seconds",
+            "3",
+        ])
         .arg("--play")
         .arg(&play)
         .arg("--record")
@@ -73,10 +83,18 @@ fn pjsua2_hears_itself_on_the_echo_test() {
         .output()
         .expect("run pjsua");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}\n{}", String::from_utf8_lossy(&out.stderr), server.log_text());
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
     assert!(stdout.starts_with("OK"), "{stdout}");
     let heard = read_wav_8k(&rec);
-    let start = heard.iter().position(|s| s.unsigned_abs() > 2000).expect("echo heard");
+    let start = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("echo heard");
     let window = &heard[start + 800..(start + 800 + 8000).min(heard.len())];
     assert!(window.len() > 4000, "echo too short");
     let f = tone_frequency(window);

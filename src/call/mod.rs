@@ -1,8 +1,9 @@
 //! Call control: what happens to a call once SIP has authenticated and routed it.
 //!
-//! Today this decides, for a resolved [`Target`], how the UAS leg behaves: answer and hold the
-//! media (feature extensions until the media engine and apps drive them), ring without answer
-//! (the ring test), or refuse with a SIP status. The call-control verbs (answer, play, gather,
+//! Today this decides, for a resolved [`Target`], how the UAS leg behaves — answer, ring
+//! without answer (the ring test), or refuse with a SIP status — and [`runner`] gives answered
+//! calls their media: echo test, looping prompt, voicemail deposit (greeting, beep, record until
+//! `#`, 5 s of silence or 120 s), silence for the rest until the IVR and mailbox apps land. The call-control verbs (answer, play, gather,
 //! record, dial, bridge, transfer, hangup) that apps are written against grow here, so the SIP
 //! endpoint only ever asks this module what to do, never an app directly.
 

@@ -3,11 +3,12 @@
 //! into call actions (an RTP timeout hangs the call up).
 
 use crate::media::engine::params_from_sdp;
-use crate::media::leg::{InbandDtmf, LegEvent};
+use crate::media::leg::{InbandDtmf, LegEvent, RecordOptions};
 use crate::media::{LegId, MediaEngine, MediaEvent};
 use crate::sip::endpoint::CallEvent;
 use crate::tenant::model::Target;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Something the SIP side must do because of media.
@@ -22,24 +23,45 @@ pub enum CallAction {
     },
 }
 
+/// Where a voicemail deposit stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Deposit {
+    /// Greeting and beep playing.
+    Greeting { path: PathBuf },
+    /// Recording the caller.
+    Recording,
+    /// Goodbye playing; hang up when it ends.
+    Goodbye,
+}
+
 /// Media side of every live call.
 pub struct CallRunner {
     engine: MediaEngine,
     legs: HashMap<u64, LegId>,
     calls: HashMap<LegId, u64>,
+    deposits: HashMap<LegId, Deposit>,
     rtp_timeout: Duration,
     inband: InbandDtmf,
+    voicemail_dir: PathBuf,
 }
 
 impl CallRunner {
     /// A runner driving `engine`.
-    pub fn new(engine: MediaEngine, rtp_timeout: Duration, inband: InbandDtmf) -> CallRunner {
+    /// Voicemail messages are written under `voicemail_dir/TENANT/MAILBOX/`.
+    pub fn new(
+        engine: MediaEngine,
+        rtp_timeout: Duration,
+        inband: InbandDtmf,
+        voicemail_dir: PathBuf,
+    ) -> CallRunner {
         CallRunner {
             engine,
             legs: HashMap::new(),
             calls: HashMap::new(),
+            deposits: HashMap::new(),
             rtp_timeout,
             inband,
+            voicemail_dir,
         }
     }
 
@@ -73,7 +95,18 @@ impl CallRunner {
                     Target::PromptLoop { prompt } => {
                         self.engine.play(leg, &[prompt.as_str()], true, false)
                     }
-                    // IVR, voicemail and the rest are driven by the call apps; until they run, the
+                    Target::Voicemail { mailbox } => {
+                        let path = self
+                            .voicemail_dir
+                            .join(&tenant)
+                            .join(mailbox)
+                            .join(format!("{}-{call}.wav", unix_secs()));
+                        self.deposits.insert(leg, Deposit::Greeting { path });
+                        // A key press skips the greeting (barge-in); recording starts after it.
+                        self.engine
+                            .play(leg, &["system/leave-message", "system/beep"], false, true)
+                    }
+                    // The IVR and mailbox menus are driven by the call apps; until they run, the
                     // caller hears silence (the call is held open).
                     _ => Ok(()),
                 };
@@ -96,6 +129,47 @@ impl CallRunner {
         }
     }
 
+    /// Advances a voicemail deposit after playback or recording ends.
+    fn deposit_step(&mut self, leg: LegId, call: u64, recorded: Option<()>) -> Option<CallAction> {
+        match (self.deposits.get(&leg).cloned(), recorded) {
+            (Some(Deposit::Greeting { path }), None) => {
+                let opts = RecordOptions {
+                    stop_digits: "#".into(),
+                    max_length: Duration::from_secs(120),
+                    max_silence: Some(Duration::from_secs(5)),
+                    stereo: false,
+                };
+                self.deposits.insert(leg, Deposit::Recording);
+                if let Err(e) = self.engine.record(leg, path, opts) {
+                    tracing::error!(call, error = %e, "cannot record voicemail");
+                }
+                None
+            }
+            (Some(Deposit::Recording), Some(())) => {
+                self.deposits.insert(leg, Deposit::Goodbye);
+                if self
+                    .engine
+                    .play(leg, &["system/goodbye"], false, false)
+                    .is_err()
+                {
+                    return Some(CallAction::Hangup {
+                        call,
+                        reason: "voicemail done",
+                    });
+                }
+                None
+            }
+            (Some(Deposit::Goodbye), None) => {
+                self.deposits.remove(&leg);
+                Some(CallAction::Hangup {
+                    call,
+                    reason: "voicemail done",
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Applies a media event; returns what the SIP side must do.
     pub fn on_media_event(&mut self, ev: MediaEvent) -> Option<CallAction> {
         match ev {
@@ -110,10 +184,19 @@ impl CallRunner {
                         tracing::info!(call, %digit, ?source, "digit received");
                         None
                     }
-                    _ => None,
+                    LegEvent::PlaybackDone { .. } => self.deposit_step(leg, call, None),
+                    LegEvent::RecordingDone {
+                        path,
+                        duration_ms,
+                        reason,
+                    } => {
+                        tracing::info!(call, path = %path.display(), duration_ms, ?reason, "voicemail recorded");
+                        self.deposit_step(leg, call, Some(()))
+                    }
                 }
             }
             MediaEvent::Closed { leg, quality } => {
+                self.deposits.remove(&leg);
                 if let Some(call) = self.calls.remove(&leg) {
                     tracing::info!(
                         call,
@@ -131,4 +214,11 @@ impl CallRunner {
             MediaEvent::RelayDigitByInfo { .. } => None,
         }
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
