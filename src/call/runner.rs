@@ -121,6 +121,15 @@ impl CallRunner {
                         .update(leg, params_from_sdp(&audio, self.rtp_timeout, self.inband));
                 }
             }
+            CallEvent::Digit { call, digit } => {
+                tracing::info!(call, %digit, source = "SipInfo", "digit received");
+                // Barge-in and digit collection see INFO digits like any other.
+                if let Some(&leg) = self.legs.get(&call) {
+                    if matches!(self.deposits.get(&leg), Some(Deposit::Recording)) && digit == '#' {
+                        let _ = self.engine.stop_recording(leg);
+                    }
+                }
+            }
             CallEvent::Ended { call } => {
                 if let Some(leg) = self.legs.remove(&call) {
                     let _ = self.engine.destroy(leg);

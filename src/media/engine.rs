@@ -405,7 +405,11 @@ impl Worker {
         let mut next_tick = Instant::now() + TICK;
         let mut buf = vec![0u8; 2048];
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            // epoll's timeout has millisecond resolution (mio rounds up), which alone would
+            // start ticks up to 1 ms late: poll until just before the grid point, then sleep
+            // the remainder with nanosecond resolution.
+            let remaining = next_tick.saturating_duration_since(Instant::now());
+            let timeout = remaining.saturating_sub(Duration::from_millis(1));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media worker poll failed");
@@ -421,6 +425,10 @@ impl Worker {
                     }
                     Token(t) => self.readable(t, &mut buf),
                 }
+            }
+            let before = next_tick.saturating_duration_since(Instant::now());
+            if !before.is_zero() && before <= Duration::from_millis(1) {
+                std::thread::sleep(before);
             }
             let now = Instant::now();
             if now >= next_tick {

@@ -114,3 +114,45 @@ pub fn spawn_writer() -> mpsc::Sender<WriterMsg> {
     }
     tx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A recording that is never closed (the call dropped, the process died) is still a valid
+    /// WAV holding everything handed over so far.
+    #[test]
+    fn header_is_valid_before_the_recording_is_closed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("deep/dir/rec.wav");
+        let tx = spawn_writer();
+        tx.send(WriterMsg::Open {
+            id: 9,
+            path: path.clone(),
+            channels: 2,
+        })
+        .expect("open");
+        let samples: Vec<i16> = (0..16000).map(|i| (i % 100) as i16).collect();
+        tx.send(WriterMsg::Append {
+            id: 9,
+            samples: samples.clone(),
+        })
+        .expect("append");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(b) = std::fs::read(&path) {
+                if b.len() == 44 + 32000 {
+                    let d = crate::media::wav::decode(&b).expect("valid wav");
+                    assert_eq!(d.rate, 8000);
+                    assert_eq!(d.samples.len(), 8000, "two channels mixed to one");
+                    assert_eq!(u32::from_le_bytes([b[40], b[41], b[42], b[43]]), 32000);
+                    assert_eq!(u16::from_le_bytes([b[22], b[23]]), 2);
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "file never complete");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

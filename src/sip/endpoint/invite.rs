@@ -456,14 +456,32 @@ impl Endpoint {
         self.end_call(id, "caller hung up");
     }
 
-    /// INFO and other in-dialog requests we accept without acting on yet.
-    pub(super) fn handle_in_dialog_ok(&mut self, now: Now, key: TxKey, req: SipRequest) {
-        let known = req.to.tag().is_some_and(|t| {
-            self.dialogs
-                .contains_key(&(req.call_id.clone(), t.to_string()))
-        });
-        let code = if known { 200 } else { 481 };
-        self.respond(now, &key, &req, ResponseBuilder::new(code));
+    /// INFO in a dialog: DTMF as `application/dtmf-relay` or `application/dtmf` joins the
+    /// call's digit stream; other bodies are acknowledged (phones send INFO for many things,
+    /// and refusing them does not help the call).
+    pub(super) fn handle_info(&mut self, now: Now, key: TxKey, req: SipRequest) {
+        let id = req
+            .to
+            .tag()
+            .and_then(|t| self.dialogs.get(&(req.call_id.clone(), t.to_string())))
+            .copied();
+        let Some(id) = id else {
+            return self.respond(now, &key, &req, ResponseBuilder::new(481));
+        };
+        let content_type = req
+            .header("Content-Type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let body = String::from_utf8_lossy(req.body());
+        match info_digit(&content_type, &body) {
+            Ok(Some(digit)) => self.events.push_back(CallEvent::Digit { call: id, digit }),
+            Ok(None) => {}
+            Err(()) => {
+                let b = ResponseBuilder::new(400).reason("Bad Request (unreadable DTMF in INFO)");
+                return self.respond(now, &key, &req, b);
+            }
+        }
+        self.respond(now, &key, &req, ResponseBuilder::new(200));
     }
 
     fn handle_reinvite(&mut self, now: Now, key: TxKey, req: SipRequest) {
@@ -606,6 +624,72 @@ impl Endpoint {
         for id in ids {
             self.hangup(now, id, "server shutting down");
         }
+    }
+}
+
+/// The digit carried by an INFO body: `Ok(None)` for bodies that are not DTMF,
+/// `Err` for DTMF bodies that cannot be read.
+fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let raw = match ct {
+        // Signal=5\r\nDuration=160 (the de-facto format from Cisco, Asterisk, FreeSWITCH).
+        "application/dtmf-relay" => body
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("signal")
+                    .then(|| v.trim().to_string())
+            })
+            .ok_or(())?,
+        // Just the digit.
+        "application/dtmf" => body.trim().to_string(),
+        _ => return Ok(None),
+    };
+    let mut chars = raw.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if crate::media::dtmf::digit_code(c).is_some() => {
+            Ok(Some(c.to_ascii_uppercase()))
+        }
+        // Some phones send the event number ("10" for *, "11" for #).
+        _ => raw
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| crate::media::dtmf::DIGITS.get(n).map(|&b| b as char))
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+#[cfg(test)]
+mod info_tests {
+    use super::info_digit;
+
+    #[test]
+    fn info_dtmf_bodies() {
+        assert_eq!(
+            info_digit("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
+            Ok(Some('5'))
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", "Signal= #\r\nDuration=100"),
+            Ok(Some('#'))
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", "Signal=11\r\n"),
+            Ok(Some('#'))
+        );
+        assert_eq!(info_digit("application/dtmf", "7"), Ok(Some('7')));
+        assert_eq!(info_digit("application/dtmf;charset=x", "a"), Ok(Some('A')));
+        assert_eq!(
+            info_digit("application/media_control+xml", "<x/>"),
+            Ok(None)
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", "Duration=100"),
+            Err(())
+        );
+        assert_eq!(info_digit("application/dtmf", "77"), Err(()));
     }
 }
 

@@ -162,6 +162,13 @@ pub enum CallEvent {
         /// New negotiation.
         audio: crate::sdp::NegotiatedAudio,
     },
+    /// A digit arrived by SIP INFO.
+    Digit {
+        /// Call id.
+        call: u64,
+        /// The digit.
+        digit: char,
+    },
     /// The call is over: stop its media.
     Ended {
         /// Call id.
@@ -446,7 +453,7 @@ impl Endpoint {
             Method::Register => self.handle_register(now, key, peer, req),
             Method::Invite => self.handle_invite(now, key, peer, req),
             Method::Bye => self.handle_bye(now, key, req),
-            Method::Info => self.handle_in_dialog_ok(now, key, req),
+            Method::Info => self.handle_info(now, key, req),
             _ => {
                 let b = ResponseBuilder::new(405).header("Allow", ALLOW);
                 self.respond(now, &key, &req, b)

@@ -11,6 +11,7 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(42000);
 struct Harness {
     ep: Endpoint,
     media: HashMap<u64, crate::media::RtpPortLease>,
+    digits: Vec<char>,
     ports: RtpPortPool,
     store: Arc<TenantStore>,
     now: Now,
@@ -47,6 +48,7 @@ impl Harness {
         Harness {
             ep,
             media: HashMap::new(),
+            digits: Vec::new(),
             ports,
             store,
             now: Now {
@@ -87,6 +89,7 @@ impl Harness {
                     self.media.remove(&call);
                 }
                 CallEvent::MediaUpdate { .. } => {}
+                CallEvent::Digit { digit, .. } => self.digits.push(digit),
             }
         }
         let mut out = Vec::new();
@@ -644,4 +647,38 @@ fn tenant_call_limit_answers_503() {
         codes(&h.send(peer, &invite("+15550100", "z9hG4bKl3", "l3", "", SDP))),
         vec![100, 180, 200]
     );
+}
+
+#[test]
+fn sip_info_digits_join_the_call() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKf1", "f1", "", SDP));
+    let tag = to_tag(&out[2]);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKfa", "f1", &tag, ""));
+    let info = |cseq: u32, ct: &str, body: &str| {
+        in_dialog("INFO", cseq, &format!("z9hG4bKfi{cseq}"), "f1", &tag, body).replace(
+            "Content-Type: application/sdp",
+            &format!("Content-Type: {ct}"),
+        )
+    };
+    assert_eq!(
+        codes(&h.send(
+            peer,
+            &info(2, "application/dtmf-relay", "Signal=4\r\nDuration=160\r\n")
+        )),
+        vec![200]
+    );
+    assert_eq!(
+        codes(&h.send(peer, &info(3, "application/dtmf", "#"))),
+        vec![200]
+    );
+    assert_eq!(
+        codes(&h.send(peer, &info(4, "application/dtmf-relay", "Duration=160"))),
+        vec![400]
+    );
+    assert_eq!(h.digits, vec!['4', '#']);
+    // INFO outside a dialog.
+    let stray = info(5, "application/dtmf", "1").replace(&tag, "nope");
+    assert_eq!(codes(&h.send(peer, &stray)), vec![481]);
 }
