@@ -661,6 +661,24 @@ fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
     }
 }
 
+/// Our own offer (late-offer INVITE): PCMU, PCMA and telephone-event.
+fn our_offer(local: &LocalMedia) -> String {
+    let ip_kind = if local.address.is_ipv4() {
+        "IP4"
+    } else {
+        "IP6"
+    };
+    format!(
+        "v=0\r\no=switchyard {sid} {ver} IN {ip_kind} {ip}\r\ns=switchyard\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        sid = local.session_id,
+        ver = local.session_version,
+        ip = local.address,
+        port = local.port
+    )
+}
+
 #[cfg(test)]
 mod info_tests {
     use super::info_digit;
@@ -691,22 +709,4 @@ mod info_tests {
         );
         assert_eq!(info_digit("application/dtmf", "77"), Err(()));
     }
-}
-
-/// Our own offer (late-offer INVITE): PCMU, PCMA and telephone-event.
-fn our_offer(local: &LocalMedia) -> String {
-    let ip_kind = if local.address.is_ipv4() {
-        "IP4"
-    } else {
-        "IP6"
-    };
-    format!(
-        "v=0\r\no=switchyard {sid} {ver} IN {ip_kind} {ip}\r\ns=switchyard\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\n\
-m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
-        sid = local.session_id,
-        ver = local.session_version,
-        ip = local.address,
-        port = local.port
-    )
 }
