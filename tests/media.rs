@@ -148,23 +148,10 @@ fn prompt_duration_and_loop_period_are_exact() {
     let p = ports();
     let server = Server::start(&p, &[]);
     // A number that loops the test pattern: 300 ms of 1 kHz, 200 ms of silence.
-    let mut demo: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
-    )
-    .expect("json");
-    demo["numbers"]
-        .as_array_mut()
-        .expect("numbers")
-        .push(serde_json::json!({"number": "+15550999", "target": {"type": "prompt_loop", "prompt": "system/test-pattern"}}));
-    let file = server.data_path().join("pattern.json");
-    std::fs::write(&file, demo.to_string()).expect("write");
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["tenant", "import"])
-        .arg(&file)
-        .env("SWITCHYARD_DATA_DIR", server.data_path())
-        .status()
-        .expect("import");
-    assert!(st.success());
+    let number = serde_json::json!({"number": "+15550999", "target": {"type": "prompt_loop", "prompt": "system/test-pattern"}});
+    assert!(import_demo_with_numbers(&server, &[number])
+        .status
+        .success());
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
     let (ok, out) = sipp_with_audio(
         &server,

@@ -248,55 +248,32 @@ fn tenant_import_reaches_a_running_server() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    let mut demo: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
-    )
-    .expect("json");
-    demo["numbers"]
-        .as_array_mut()
-        .expect("numbers")
-        .push(serde_json::json!({"number": "+15550777", "target": {"type": "echo"}}));
-    let file = server.data_path().join("new.json");
-    std::fs::write(&file, demo.to_string()).expect("write");
-    let (ok, _) = sipp(
-        &server,
-        &p,
-        "invite_trunk.xml",
-        &["-m", "1", "-s", "+15550777", "-d", "100"],
-    );
+    let call = ["-m", "1", "-s", "+15550777", "-d", "100"];
+    let (ok, _) = sipp(&server, &p, "invite_trunk.xml", &call);
     assert!(!ok, "the number must not exist before the import");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["tenant", "import"])
-        .arg(&file)
-        .env("SWITCHYARD_DATA_DIR", server.data_path())
-        .output()
-        .expect("import");
+    let out = import_demo_with_numbers(
+        &server,
+        &[serde_json::json!({"number": "+15550777", "target": {"type": "echo"}})],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("running server"));
-    let (ok, out) = sipp(
-        &server,
-        &p,
-        "invite_trunk.xml",
-        &["-m", "1", "-s", "+15550777", "-d", "100"],
-    );
+    let (ok, out) = sipp(&server, &p, "invite_trunk.xml", &call);
     assert!(
         ok,
         "call to the new number failed:\n{out}\n{}",
         server.log_text()
     );
     // An invalid document is refused with the path at fault.
+    let mut demo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
+    )
+    .expect("json");
     demo["ivrs"]["main"]["routes"][0]["target"]["extension"] = serde_json::json!("107");
-    std::fs::write(&file, demo.to_string()).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["tenant", "import"])
-        .arg(&file)
-        .env("SWITCHYARD_DATA_DIR", server.data_path())
-        .output()
-        .expect("import");
+    let out = import_tenant(&server, &demo);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -169,9 +169,43 @@ pub fn rand_u32() -> u32 {
     t ^ (std::process::id() << 7)
 }
 
-/// Runs a SIPp scenario from integration/sipp against the server; returns (success, output).
+/// Runs a SIPp scenario from integration/sipp against the server; returns (success, output
+/// including SIPp's error log and statistics).
 pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
+    run_sipp(
+        server,
+        ports,
+        scenario,
+        None,
+        &["-trace_err", "-trace_stat", "-fd", "1"],
+        args,
+    )
+}
+
+/// Runs one SIPp call with `audio` written to `audio.wav` in its working directory (the file
+/// the media scenarios stream with rtp_stream).
+pub fn sipp_with_audio(
+    server: &Server,
+    ports: &Ports,
+    scenario: &str,
+    audio: Option<&[i16]>,
+    args: &[&str],
+) -> (bool, String) {
+    run_sipp(server, ports, scenario, audio, &["-m", "1"], args)
+}
+
+fn run_sipp(
+    server: &Server,
+    ports: &Ports,
+    scenario: &str,
+    audio: Option<&[i16]>,
+    fixed: &[&str],
+    args: &[&str],
+) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tmp");
+    if let Some(a) = audio {
+        write_ulaw_wav(&dir.path().join("audio.wav"), a);
+    }
     let out = Command::new("sipp")
         .current_dir(dir.path())
         .arg("-sf")
@@ -185,16 +219,8 @@ pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (b
             "-mp",
             &ports.sipp_media.to_string(),
         ])
-        .args([
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            "-trace_err",
-            "-trace_stat",
-            "-fd",
-            "1",
-        ])
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
+        .args(fixed)
         .args(args)
         .output()
         .expect("run sipp");
@@ -204,16 +230,44 @@ pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (b
     if let Ok(entries) = std::fs::read_dir(dir.path()) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with("_errors.log") {
-                text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-            if name.ends_with(".csv") {
-                text.push_str("\n--- stats ---\n");
+            if name.ends_with("_errors.log") || name.ends_with(".csv") {
+                text.push_str(&format!("\n--- {name} ---\n"));
                 text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
             }
         }
     }
     (out.status.success(), text)
+}
+
+/// Adds `numbers` (JSON objects) to the demo tenant through `switchyard tenant import`, which
+/// hands the document to the running server.
+pub fn import_demo_with_numbers(
+    server: &Server,
+    numbers: &[serde_json::Value],
+) -> std::process::Output {
+    let mut demo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
+    )
+    .expect("json");
+    demo["numbers"]
+        .as_array_mut()
+        .expect("numbers")
+        .extend(numbers.iter().cloned());
+    import_tenant(server, &demo)
+}
+
+/// Runs `switchyard tenant import` with `doc` against the server's data directory.
+pub fn import_tenant(server: &Server, doc: &serde_json::Value) -> std::process::Output {
+    let file = server
+        .data_path()
+        .join(format!("import-{}.json", rand_u32()));
+    std::fs::write(&file, doc.to_string()).expect("write");
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["tenant", "import"])
+        .arg(&file)
+        .env("SWITCHYARD_DATA_DIR", server.data_path())
+        .output()
+        .expect("import")
 }
 
 /// Sends one UDP message and collects whatever arrives within `wait`.
@@ -344,7 +398,8 @@ pub fn parse_pcap(b: &[u8]) -> Vec<Datagram> {
     out
 }
 
-/// µ-law to linear (G.711).
+/// µ-law to linear (G.711). The tests keep their own codec on purpose: checking the server's
+/// output with the server's own tables would prove nothing.
 pub fn ulaw_to_linear(u: u8) -> i16 {
     let u = !u;
     let sign = u & 0x80;
@@ -402,38 +457,4 @@ pub fn write_ulaw_wav(path: &Path, samples: &[i16]) {
 pub fn tone_frequency(s: &[i16]) -> f32 {
     let crossings = s.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
     crossings as f32 * 8000.0 / (2.0 * s.len() as f32)
-}
-
-/// Runs SIPp with a working directory holding `audio.wav` (for rtp_stream scenarios).
-pub fn sipp_with_audio(
-    server: &Server,
-    ports: &Ports,
-    scenario: &str,
-    audio: Option<&[i16]>,
-    args: &[&str],
-) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tmp");
-    if let Some(a) = audio {
-        write_ulaw_wav(&dir.path().join("audio.wav"), a);
-    }
-    let out = Command::new("sipp")
-        .current_dir(dir.path())
-        .arg("-sf")
-        .arg(repo().join("integration/sipp").join(scenario))
-        .arg(format!("127.0.0.1:{}", server.sip_port))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &ports.sipp.to_string(),
-            "-mp",
-            &ports.sipp_media.to_string(),
-        ])
-        .args(["-nostdin", "-timeout", "60s", "-timeout_error", "-m", "1"])
-        .args(args)
-        .output()
-        .expect("run sipp");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }

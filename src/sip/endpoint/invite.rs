@@ -441,13 +441,16 @@ impl Endpoint {
         self.end_call(id, "cancelled by caller");
     }
 
+    /// The call whose dialog an in-dialog request belongs to (Call-ID and our To tag).
+    fn dialog_of(&self, req: &SipRequest) -> Option<u64> {
+        let tag = req.to.tag()?;
+        self.dialogs
+            .get(&(req.call_id.clone(), tag.to_string()))
+            .copied()
+    }
+
     pub(super) fn handle_bye(&mut self, now: Now, key: TxKey, req: SipRequest) {
-        let id = req
-            .to
-            .tag()
-            .and_then(|t| self.dialogs.get(&(req.call_id.clone(), t.to_string())))
-            .copied();
-        let Some(id) = id else {
+        let Some(id) = self.dialog_of(&req) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
         self.respond(now, &key, &req, ResponseBuilder::new(200));
@@ -460,12 +463,7 @@ impl Endpoint {
     /// call's digit stream; other bodies are acknowledged (phones send INFO for many things,
     /// and refusing them does not help the call).
     pub(super) fn handle_info(&mut self, now: Now, key: TxKey, req: SipRequest) {
-        let id = req
-            .to
-            .tag()
-            .and_then(|t| self.dialogs.get(&(req.call_id.clone(), t.to_string())))
-            .copied();
-        let Some(id) = id else {
+        let Some(id) = self.dialog_of(&req) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
         let content_type = req
@@ -485,12 +483,7 @@ impl Endpoint {
     }
 
     fn handle_reinvite(&mut self, now: Now, key: TxKey, req: SipRequest) {
-        let id = req
-            .to
-            .tag()
-            .and_then(|t| self.dialogs.get(&(req.call_id.clone(), t.to_string())))
-            .copied();
-        let Some(id) = id else {
+        let Some(id) = self.dialog_of(&req) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
         let Some(call) = self.calls.get_mut(&id) else {
