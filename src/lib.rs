@@ -31,6 +31,7 @@
 //!   naming the problem) when they can be answered, and are dropped and logged otherwise.
 //! - Secrets (digest HA1, PINs, trunk passwords) never reach a log line.
 
+pub mod api;
 pub mod call;
 pub mod localdb;
 pub mod media;

@@ -11,6 +11,7 @@
 //! reaches a running server, which holds the database lock). The result is left next to it
 //! as `NAME.done` or `NAME.error`.
 
+use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::call::{CallAction, CallRunner};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::RtpPortPool;
@@ -23,6 +24,7 @@ use crate::sip::transport::{spawn_tcp_listener, spawn_udp_receiver, Inbound, Tcp
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
@@ -231,6 +233,30 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.data_dir.join("voicemail"),
     );
 
+    // Admin API.
+    let live = Arc::new(LiveStats::default());
+    live.sip_ready.store(true, Ordering::Relaxed);
+    let keys = ApiKeys::open(&db, &settings.api.admin_key)?;
+    let api_addr = settings.api_listen()?;
+    let api_listener = TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            transport: "http (api.listen)",
+            addr: api_addr,
+            source,
+        })?;
+    tracing::info!(addr = %api_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), admin_key = !settings.api.admin_key.is_empty(), "admin API listening");
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_state = ApiState::new(store.clone(), keys, live.clone());
+    tokio::spawn(async move {
+        let stop = async {
+            let _ = api_stopped.await;
+        };
+        if let Err(e) = crate::api::serve(api_listener, api_state, stop).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+
     let inbox = settings.data_dir.join("inbox");
     spawn_inbox_watcher(inbox, store.clone());
 
@@ -283,6 +309,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             runner.on_call_event(ev);
         }
         flush(&mut endpoint, udp_socket.as_deref(), &tcp);
+        publish(&live, &endpoint, &engine);
         if let Some(d) = drain_deadline {
             if final_deadline.is_none() && (endpoint.live_calls() == 0 || Instant::now() >= d) {
                 if endpoint.live_calls() > 0 {
@@ -305,10 +332,37 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
         }
     }
+    let _ = api_stop.send(());
     engine.shutdown();
     db.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Copies the endpoint's and the media engine's figures where `/metrics` reads them.
+fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
+    let st = endpoint.stats();
+    live.calls_active
+        .store(endpoint.live_calls() as u64, Ordering::Relaxed);
+    live.calls_started
+        .store(st.calls_started, Ordering::Relaxed);
+    live.calls_ended.store(st.calls_ended, Ordering::Relaxed);
+    live.registrations
+        .store(endpoint.registrations() as u64, Ordering::Relaxed);
+    live.sip_malformed.store(st.malformed, Ordering::Relaxed);
+    live.sip_auth_failures
+        .store(st.auth_failures, Ordering::Relaxed);
+    let (mut legs, mut pin, mut pout, mut late) = (0, 0, 0, 0);
+    for w in engine.worker_stats() {
+        legs += w.legs.load(Ordering::Relaxed) as u64;
+        pin += w.packets_in.load(Ordering::Relaxed);
+        pout += w.packets_out.load(Ordering::Relaxed);
+        late += w.late_ticks.load(Ordering::Relaxed);
+    }
+    live.media_legs.store(legs, Ordering::Relaxed);
+    live.rtp_packets_in.store(pin, Ordering::Relaxed);
+    live.rtp_packets_out.store(pout, Ordering::Relaxed);
+    live.rtp_late_ticks.store(late, Ordering::Relaxed);
 }
 
 fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inbound) {

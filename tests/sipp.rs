@@ -175,6 +175,7 @@ fn sigterm_drains_then_exits_zero() {
     let sipp_handle = {
         let p2 = Ports {
             sip: p.sip,
+            api: p.api,
             sipp: p.sipp,
             sipp_media: p.sipp_media,
             rtp_first: p.rtp_first,

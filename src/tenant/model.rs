@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One tenant: its users, numbers, menus, mailboxes and trunks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Stable identifier (`[a-z0-9-]`), used in URLs and storage keys.
@@ -114,7 +114,7 @@ pub fn verify_pin(pin: &str, stored: &str) -> bool {
 }
 
 /// A DID and where calls to it go.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Number {
     /// E.164 with `+`, e.g. `+15550100`.
@@ -124,7 +124,7 @@ pub struct Number {
 }
 
 /// A phone user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Extension dialed to reach the user, e.g. `100`.
@@ -162,7 +162,7 @@ fn default_ring_timeout() -> u32 {
 }
 
 /// Call forwarding rules.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forwarding {
     /// Forward every call.
@@ -177,7 +177,7 @@ pub struct Forwarding {
 }
 
 /// When calls are recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingPolicy {
     /// Every call.
@@ -190,7 +190,7 @@ pub enum RecordingPolicy {
 }
 
 /// Where a call goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     /// Ring a user's registered phones.
@@ -235,7 +235,7 @@ pub enum Target {
 }
 
 /// A dialable feature extension.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Extension {
     /// What is dialed, e.g. `500` or `*97`.
@@ -248,7 +248,7 @@ pub struct Extension {
 }
 
 /// One IVR menu.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IvrMenu {
     /// Label.
@@ -288,7 +288,7 @@ fn default_exhausted() -> Target {
 }
 
 /// A digit (or digit string) and its destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DigitRoute {
     /// Digits, e.g. `1` or `42`.
@@ -298,7 +298,7 @@ pub struct DigitRoute {
 }
 
 /// A time-of-day / day-of-week branch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeBranch {
     /// Days, `mon` … `sun`; all days when empty.
@@ -313,7 +313,7 @@ pub struct TimeBranch {
 }
 
 /// A voicemail box.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mailbox {
     /// Mailbox number, e.g. `100`.
@@ -340,7 +340,7 @@ fn default_max_message() -> u32 {
 }
 
 /// A SIP trunk.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trunk {
     /// Identifier.
@@ -385,7 +385,7 @@ impl std::fmt::Debug for Trunk {
 }
 
 /// An outbound route.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundRoute {
     /// Label.
@@ -404,7 +404,7 @@ pub struct OutboundRoute {
 }
 
 /// Tenant limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Concurrent calls the tenant may have.
@@ -432,7 +432,7 @@ impl Default for Limits {
 }
 
 /// Tenant-wide settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     /// Default recording policy.
@@ -444,7 +444,7 @@ pub struct TenantSettings {
 }
 
 /// Retention in days; 0 keeps forever.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     /// Call logs.

@@ -14,6 +14,7 @@ static NEXT: AtomicU16 = AtomicU16::new(0);
 /// A block of ports for one test: SIP server, SIPp, SIPp media, RTP range.
 pub struct Ports {
     pub sip: u16,
+    pub api: u16,
     pub sipp: u16,
     pub sipp_media: u16,
     pub rtp_first: u16,
@@ -26,6 +27,7 @@ pub fn ports() -> Ports {
     let rtp = 40000 + ((std::process::id() as u16 % 40) * 400) + block * 20;
     Ports {
         sip: base,
+        api: base + 10,
         sipp: base + 1,
         sipp_media: base + 4,
         rtp_first: rtp,
@@ -53,9 +55,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The admin key every test server is started with.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
 pub struct Server {
     pub child: Child,
     pub sip_port: u16,
+    pub api_port: u16,
     pub data_dir: tempfile::TempDir,
     pub log: PathBuf,
 }
@@ -86,6 +92,8 @@ impl Server {
                 format!("{}-{}", ports.rtp_first, ports.rtp_first + 19),
             )
             .env("SWITCHYARD_MEDIA_PROMPTS_DIR", repo().join("prompts"))
+            .env("SWITCHYARD_API_LISTEN", format!("127.0.0.1:{}", ports.api))
+            .env("SWITCHYARD_API_ADMIN_KEY", ADMIN_KEY)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(logf);
@@ -96,6 +104,7 @@ impl Server {
         let s = Server {
             child,
             sip_port: ports.sip,
+            api_port: ports.api,
             data_dir,
             log,
         };

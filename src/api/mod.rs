@@ -1,0 +1,352 @@
+//! The admin HTTP API (axum): JSON in and out, RFC 9457 problem documents for every error,
+//! Bearer keys (the admin key from settings; tenant keys created here, stored hashed), ETags
+//! with `If-Match` on configuration documents, an OpenAPI 3.1 document generated from these
+//! handlers at `/openapi.json` with an interactive page at `/docs`, health and Prometheus
+//! metrics.
+//!
+//! Tenant isolation is enforced in one place, [`authorize`]: a tenant key asking for another
+//! tenant's resources gets the same 404 as for a tenant that does not exist.
+//!
+//! Configuration changes go through [`TenantStore::put`] — the same validation and snapshot
+//! swap as `tenant import` — so they reach new calls at once and never calls in progress.
+
+pub mod error;
+pub mod keys;
+mod tenants;
+
+use crate::sip::digest::AuthFailureLimiter;
+use crate::tenant::TenantStore;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+pub use error::Problem;
+pub use keys::{ApiKeys, Principal};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use utoipa::OpenApi;
+
+/// Figures the SIP and media side publish for `/metrics` and `/health/ready`.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// SIP listeners are bound and the endpoint runs.
+    pub sip_ready: AtomicBool,
+    /// Calls in progress.
+    pub calls_active: AtomicU64,
+    /// Calls started since start-up.
+    pub calls_started: AtomicU64,
+    /// Calls ended since start-up.
+    pub calls_ended: AtomicU64,
+    /// Registered contacts.
+    pub registrations: AtomicU64,
+    /// Malformed SIP messages.
+    pub sip_malformed: AtomicU64,
+    /// Failed digest authentications.
+    pub sip_auth_failures: AtomicU64,
+    /// Media legs.
+    pub media_legs: AtomicU64,
+    /// RTP packets received.
+    pub rtp_packets_in: AtomicU64,
+    /// RTP packets sent.
+    pub rtp_packets_out: AtomicU64,
+    /// Media ticks that started over 2 ms late.
+    pub rtp_late_ticks: AtomicU64,
+}
+
+/// Everything handlers share.
+pub struct ApiState {
+    /// Tenant documents and the snapshot.
+    pub store: Arc<TenantStore>,
+    /// Keys.
+    pub keys: ApiKeys,
+    /// SIP/media figures.
+    pub live: Arc<LiveStats>,
+    limiter: Mutex<AuthFailureLimiter>,
+    responses: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl ApiState {
+    /// Shared state for the router.
+    pub fn new(store: Arc<TenantStore>, keys: ApiKeys, live: Arc<LiveStats>) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            store,
+            keys,
+            live,
+            limiter: Mutex::new(AuthFailureLimiter::new(
+                20,
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+            )),
+            responses: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchyard admin API", description = "Tenants, keys, health and metrics of a Switchyard node."),
+    paths(
+        health_live,
+        health_ready,
+        tenants::list_tenants,
+        tenants::create_tenant,
+        tenants::get_tenant,
+        tenants::put_tenant,
+        tenants::delete_tenant,
+        tenants::list_keys,
+        tenants::create_key,
+        tenants::revoke_key,
+    ),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router with every route.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/health/live", get(health_live))
+        .route("/health/ready", get(health_ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json.ui", ApiDoc::openapi()),
+        )
+        .merge(tenants::routes())
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
+        .with_state(state)
+}
+
+async fn count_responses(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if let Ok(mut m) = st.responses.lock() {
+        *m.entry(resp.status().as_u16()).or_default() += 1;
+    }
+    resp
+}
+
+/// Checks the Bearer key; `Err` is the response to send (401, or 429 once an address has
+/// failed too often).
+pub fn authenticate(
+    st: &ApiState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<Principal, Problem> {
+    let now = Instant::now();
+    if st
+        .limiter
+        .lock()
+        .map(|l| l.is_blocked(peer, now))
+        .unwrap_or(false)
+    {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-failures",
+            "too many failed authentications from this address; try later",
+        ));
+    }
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match key.and_then(|k| st.keys.authenticate(k)) {
+        Some(p) => Ok(p),
+        None => {
+            if key.is_some() {
+                if let Ok(mut l) = st.limiter.lock() {
+                    if l.record_failure(peer, now) {
+                        tracing::warn!(source = %peer, "admin API: too many failed authentications");
+                    }
+                }
+            }
+            Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or unknown API key (Authorization: Bearer KEY)",
+            ))
+        }
+    }
+}
+
+/// Tenant isolation: the principal may act on `tenant` (write when `write`). Another tenant's
+/// resources look exactly like missing ones.
+pub fn authorize(p: &Principal, tenant: &str, write: bool) -> Result<(), Problem> {
+    if !p.can_read(tenant) {
+        return Err(Problem::not_found("tenant"));
+    }
+    if write && !p.can_write(tenant) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "read-only-key",
+            "this key is read-only",
+        ));
+    }
+    Ok(())
+}
+
+/// Health answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// Why not ready, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health/live", security(()), responses((status = 200, body = Health)))]
+async fn health_live() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        reason: None,
+    })
+}
+
+/// Readiness: SIP listeners are bound and the local store is usable.
+#[utoipa::path(get, path = "/health/ready", security(()), responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn health_ready(State(st): State<Arc<ApiState>>) -> Response {
+    let (ok, reason) = if !st.live.sip_ready.load(Ordering::Relaxed) {
+        (false, Some("SIP listeners not ready".to_string()))
+    } else {
+        (true, None)
+    };
+    let body = Json(Health {
+        status: if ok { "ok" } else { "unavailable" }.into(),
+        reason,
+    });
+    if ok {
+        body.into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// Prometheus text format.
+async fn metrics(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let l = &st.live;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut s = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        s.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "switchyard_calls_active",
+        "gauge",
+        "Calls in progress.",
+        g(&l.calls_active),
+    );
+    metric(
+        "switchyard_calls_started_total",
+        "counter",
+        "Calls accepted since start-up.",
+        g(&l.calls_started),
+    );
+    metric(
+        "switchyard_calls_ended_total",
+        "counter",
+        "Calls ended since start-up.",
+        g(&l.calls_ended),
+    );
+    metric(
+        "switchyard_registrations",
+        "gauge",
+        "Registered contacts.",
+        g(&l.registrations),
+    );
+    metric(
+        "switchyard_sip_malformed_total",
+        "counter",
+        "Malformed SIP messages received.",
+        g(&l.sip_malformed),
+    );
+    metric(
+        "switchyard_sip_auth_failures_total",
+        "counter",
+        "Failed digest authentications.",
+        g(&l.sip_auth_failures),
+    );
+    metric(
+        "switchyard_media_legs",
+        "gauge",
+        "Media legs running.",
+        g(&l.media_legs),
+    );
+    metric(
+        "switchyard_rtp_packets_received_total",
+        "counter",
+        "RTP packets received.",
+        g(&l.rtp_packets_in),
+    );
+    metric(
+        "switchyard_rtp_packets_sent_total",
+        "counter",
+        "RTP packets sent.",
+        g(&l.rtp_packets_out),
+    );
+    metric(
+        "switchyard_rtp_late_ticks_total",
+        "counter",
+        "Media ticks that started more than 2 ms late.",
+        g(&l.rtp_late_ticks),
+    );
+    metric(
+        "switchyard_config_revision",
+        "gauge",
+        "Tenant configuration revision.",
+        st.store.revision(),
+    );
+    s.push_str("# HELP switchyard_api_responses_total Admin API responses by status.\n# TYPE switchyard_api_responses_total counter\n");
+    if let Ok(m) = st.responses.lock() {
+        for (code, n) in m.iter() {
+            s.push_str(&format!(
+                "switchyard_api_responses_total{{status=\"{code}\"}} {n}\n"
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

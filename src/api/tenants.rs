@@ -1,0 +1,343 @@
+//! `/v1/tenants`: tenant documents (ETag/If-Match) and tenant keys.
+
+use super::error::Problem;
+use super::keys::KeyInfo;
+use super::{authenticate, authorize, ApiState, Principal};
+use crate::tenant::TenantConfig;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(get_tenant).put(put_tenant).delete(delete_tenant),
+        )
+        .route("/v1/tenants/{tenant}/keys", get(list_keys).post(create_key))
+        .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
+}
+
+/// A tenant in a list.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TenantSummary {
+    /// Tenant id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// SIP domains.
+    pub domains: Vec<String>,
+}
+
+/// Request to create a tenant key.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Label for the key.
+    pub name: String,
+    /// A read-only key can read but not change the tenant.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A created key: `key` is shown this once and never again.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    /// What is stored about the key.
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    /// The key to use as `Authorization: Bearer KEY`.
+    pub key: String,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The document as the API shows it: trunk passwords are write-only.
+fn public(mut cfg: TenantConfig) -> TenantConfig {
+    for t in &mut cfg.trunks {
+        t.password = None;
+    }
+    cfg
+}
+
+/// Strong ETag of a stored document.
+fn etag(cfg: &TenantConfig) -> String {
+    let bytes = serde_json::to_vec(cfg).unwrap_or_default();
+    format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..20])
+}
+
+fn with_etag(status: StatusCode, cfg: TenantConfig) -> Response {
+    let tag = etag(&cfg);
+    (status, [(header::ETAG, tag)], Json(public(cfg))).into_response()
+}
+
+fn body_problem(e: axum::extract::rejection::JsonRejection) -> Problem {
+    // serde names the field and position ("unknown field `lisen` at line 3 column 9").
+    Problem::new(StatusCode::BAD_REQUEST, "invalid-body", e.body_text())
+}
+
+fn principal(st: &ApiState, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, Problem> {
+    authenticate(st, headers, peer.ip())
+}
+
+fn admin_only(p: &Principal) -> Result<(), Problem> {
+    match p {
+        Principal::Admin => Ok(()),
+        // Tenant keys never learn other tenants exist.
+        Principal::Tenant { .. } => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "admin-only",
+            "this needs the admin key",
+        )),
+    }
+}
+
+/// List tenants (admin: all; a tenant key: its own).
+#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantSummary]), (status = 401, body = Problem)))]
+pub(super) async fn list_tenants(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TenantSummary>>, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    let snap = st.store.snapshot();
+    let mut out: Vec<TenantSummary> = snap
+        .tenants()
+        .filter(|t| p.can_read(t.id()))
+        .map(|t| TenantSummary {
+            id: t.config.id.clone(),
+            name: t.config.name.clone(),
+            domains: t.config.domains.clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(out))
+}
+
+/// Create a tenant (admin). Clear-text `password`/`pin` fields are hashed before storage.
+#[utoipa::path(post, path = "/v1/tenants", request_body = TenantConfig,
+    responses((status = 201, body = TenantConfig, headers(("ETag" = String))), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub(super) async fn create_tenant(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<TenantConfig>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    admin_only(&p)?;
+    let Json(cfg) = body.map_err(body_problem)?;
+    if st.store.get(&cfg.id)?.is_some() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!(
+                "tenant {} exists; PUT /v1/tenants/{} to change it",
+                cfg.id, cfg.id
+            ),
+        ));
+    }
+    let id = cfg.id.clone();
+    st.store.put(cfg)?;
+    let stored = st
+        .store
+        .get(&id)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    Ok(with_etag(StatusCode::CREATED, stored))
+}
+
+/// A tenant's document, with its ETag.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", params(("tenant" = String, Path)),
+    responses((status = 200, body = TenantConfig, headers(("ETag" = String))), (status = 404, body = Problem)))]
+pub(super) async fn get_tenant(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    authorize(&p, &tenant, false)?;
+    let cfg = st
+        .store
+        .get(&tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    Ok(with_etag(StatusCode::OK, cfg))
+}
+
+/// Replace a tenant's document. `If-Match` with the current ETag is required, so two admins
+/// cannot overwrite each other (412 on a stale write, 428 without `If-Match`). Trunk passwords
+/// left out keep their stored value.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = TenantConfig,
+    responses((status = 200, body = TenantConfig, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_tenant(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Result<Json<TenantConfig>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    authorize(&p, &tenant, true)?;
+    let current = st
+        .store
+        .get(&tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let Some(if_match) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "if-match-required",
+            "send If-Match with the ETag from GET",
+        ));
+    };
+    if if_match.trim() != "*" && if_match.trim() != etag(&current) {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale",
+            "the tenant changed since you read it; GET it again",
+        ));
+    }
+    let Json(mut cfg) = body.map_err(body_problem)?;
+    if cfg.id != tenant {
+        let mut prob = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "id-mismatch",
+            "the document's id differs from the URL",
+        );
+        prob.errors.push(super::error::FieldError {
+            path: "id".into(),
+            message: format!("must be {tenant}"),
+        });
+        return Err(prob);
+    }
+    for t in &mut cfg.trunks {
+        if t.password.is_none() {
+            t.password = current
+                .trunks
+                .iter()
+                .find(|c| c.id == t.id)
+                .and_then(|c| c.password.clone());
+        }
+    }
+    // Users given without a new password keep their hashes.
+    for u in &mut cfg.users {
+        if u.password.is_none() && u.ha1_md5.is_none() && u.ha1_sha256.is_none() {
+            if let Some(c) = current.users.iter().find(|c| c.username == u.username) {
+                u.ha1_md5 = c.ha1_md5.clone();
+                u.ha1_sha256 = c.ha1_sha256.clone();
+            }
+        }
+    }
+    st.store.put(cfg)?;
+    let stored = st
+        .store
+        .get(&tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    Ok(with_etag(StatusCode::OK, stored))
+}
+
+/// Delete a tenant (admin) and its keys.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", params(("tenant" = String, Path)), responses((status = 204), (status = 404, body = Problem)))]
+pub(super) async fn delete_tenant(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    authorize(&p, &tenant, false)?;
+    admin_only(&p)?;
+    st.store.delete(&tenant)?;
+    st.keys
+        .revoke_all(&tenant)
+        .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A tenant's keys (admin).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", params(("tenant" = String, Path)), responses((status = 200, body = [KeyInfo]), (status = 404, body = Problem)))]
+pub(super) async fn list_keys(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Vec<KeyInfo>>, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    authorize(&p, &tenant, false)?;
+    admin_only(&p)?;
+    if st.store.get(&tenant)?.is_none() {
+        return Err(Problem::not_found("tenant"));
+    }
+    Ok(Json(st.keys.list(&tenant)))
+}
+
+/// Create a tenant key (admin). The key is in this response only.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", params(("tenant" = String, Path)), request_body = NewKey,
+    responses((status = 201, body = CreatedKey), (status = 404, body = Problem)))]
+pub(super) async fn create_key(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedKey>), Problem> {
+    let p = principal(&st, &headers, peer)?;
+    authorize(&p, &tenant, true)?;
+    admin_only(&p)?;
+    if st.store.get(&tenant)?.is_none() {
+        return Err(Problem::not_found("tenant"));
+    }
+    let Json(req) = body.map_err(body_problem)?;
+    if req.name.trim().is_empty() || req.name.len() > 100 {
+        let mut prob = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-key",
+            "name must be 1-100 characters",
+        );
+        prob.errors.push(super::error::FieldError {
+            path: "name".into(),
+            message: "must be 1-100 characters".into(),
+        });
+        return Err(prob);
+    }
+    let (info, key) = st
+        .keys
+        .create(&tenant, req.name.trim(), req.read_only, unix_now())
+        .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+    tracing::info!(tenant = %tenant, key_id = %info.id, read_only = info.read_only, "tenant API key created");
+    Ok((StatusCode::CREATED, Json(CreatedKey { info, key })))
+}
+
+/// Revoke a tenant key (admin).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{key_id}", params(("tenant" = String, Path), ("key_id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(super) async fn revoke_key(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    let p = principal(&st, &headers, peer)?;
+    authorize(&p, &tenant, true)?;
+    admin_only(&p)?;
+    let removed = st
+        .keys
+        .revoke(&tenant, &key_id)
+        .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+    if removed {
+        tracing::info!(tenant = %tenant, key_id = %key_id, "tenant API key revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("key"))
+    }
+}

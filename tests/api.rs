@@ -1,0 +1,368 @@
+//! The admin API of the running binary over HTTP: auth and tenant isolation, validation
+//! problems naming the field, ETag conflicts, keys, health, metrics, OpenAPI, and a change
+//! through the API reaching the next SIP call.
+
+mod common;
+
+use common::*;
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: Client,
+}
+
+impl Api {
+    fn new(server: &Server) -> Api {
+        Api {
+            base: format!("http://127.0.0.1:{}", server.api_port),
+            http: Client::new(),
+        }
+    }
+
+    fn get(&self, path: &str, key: Option<&str>) -> Response {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send().expect("GET")
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Response {
+        let url = format!("{}{path}", self.base);
+        let mut r = match method {
+            "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.get(url),
+        }
+        .bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        if let Some(m) = if_match {
+            r = r.header("If-Match", m);
+        }
+        r.send().expect("request")
+    }
+}
+
+fn problem(r: Response, status: StatusCode) -> Value {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    r.json().expect("problem json")
+}
+
+fn demo() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
+    )
+    .expect("json")
+}
+
+#[test]
+fn health_metrics_and_openapi() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    assert_eq!(api.get("/health/live", None).status(), StatusCode::OK);
+    let ready: Value = api.get("/health/ready", None).json().expect("json");
+    assert_eq!(ready["status"], "ok");
+    let m = api.get("/metrics", None).text().expect("text");
+    for name in [
+        "switchyard_calls_active",
+        "switchyard_registrations",
+        "switchyard_rtp_packets_sent_total",
+        "switchyard_config_revision 1",
+    ] {
+        assert!(m.contains(name), "{name} missing:\n{m}");
+    }
+    let doc: Value = api.get("/openapi.json", None).json().expect("openapi");
+    assert!(doc["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.1")));
+    for path in [
+        "/v1/tenants",
+        "/v1/tenants/{tenant}",
+        "/v1/tenants/{tenant}/keys",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} not documented");
+    }
+    assert_eq!(api.get("/docs/", None).status(), StatusCode::OK);
+    assert_eq!(
+        problem(api.get("/nope", None), StatusCode::NOT_FOUND)["status"],
+        404
+    );
+}
+
+#[test]
+fn keys_and_tenant_isolation() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    assert_eq!(
+        problem(api.get("/v1/tenants", None), StatusCode::UNAUTHORIZED)["status"],
+        401
+    );
+    problem(
+        api.get("/v1/tenants", Some("wrong")),
+        StatusCode::UNAUTHORIZED,
+    );
+    let list: Value = api
+        .get("/v1/tenants", Some(ADMIN_KEY))
+        .json()
+        .expect("json");
+    assert_eq!(list[0]["id"], "demo");
+
+    // A second tenant with its own keys.
+    let mut acme = demo();
+    acme["id"] = json!("acme");
+    acme["name"] = json!("Acme");
+    acme["domains"] = json!(["acme.example"]);
+    acme["numbers"] = json!([]);
+    let r = api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().contains_key("etag"));
+    problem(
+        api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None),
+        StatusCode::CONFLICT,
+    );
+    let rw: Value = api
+        .send(
+            "POST",
+            "/v1/tenants/acme/keys",
+            ADMIN_KEY,
+            Some(&json!({"name": "ops"})),
+            None,
+        )
+        .json()
+        .expect("key");
+    let ro: Value = api
+        .send(
+            "POST",
+            "/v1/tenants/acme/keys",
+            ADMIN_KEY,
+            Some(&json!({"name": "viewer", "read_only": true})),
+            None,
+        )
+        .json()
+        .expect("key");
+    let (rw_key, ro_key) = (
+        rw["key"].as_str().expect("key"),
+        ro["key"].as_str().expect("key"),
+    );
+
+    // Another tenant's resources look like missing ones; the tenant sees only itself.
+    problem(
+        api.get("/v1/tenants/demo", Some(rw_key)),
+        StatusCode::NOT_FOUND,
+    );
+    problem(
+        api.send("PUT", "/v1/tenants/demo", rw_key, Some(&demo()), Some("*")),
+        StatusCode::NOT_FOUND,
+    );
+    problem(
+        api.send("DELETE", "/v1/tenants/demo", rw_key, None, None),
+        StatusCode::NOT_FOUND,
+    );
+    problem(
+        api.get("/v1/tenants/demo/keys", Some(rw_key)),
+        StatusCode::NOT_FOUND,
+    );
+    let mine: Value = api.get("/v1/tenants", Some(rw_key)).json().expect("json");
+    assert_eq!(mine.as_array().map(Vec::len), Some(1));
+    assert_eq!(mine[0]["id"], "acme");
+    let r = api.get("/v1/tenants/acme", Some(ro_key));
+    assert_eq!(r.status(), StatusCode::OK);
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let doc: Value = r.json().expect("doc");
+    assert!(doc["users"][0].get("password").is_none());
+    // Read-only keys cannot write; the read-write key can.
+    problem(
+        api.send("PUT", "/v1/tenants/acme", ro_key, Some(&doc), Some(&tag)),
+        StatusCode::FORBIDDEN,
+    );
+    let mut renamed = doc.clone();
+    renamed["name"] = json!("Acme Inc");
+    assert_eq!(
+        api.send(
+            "PUT",
+            "/v1/tenants/acme",
+            rw_key,
+            Some(&renamed),
+            Some(&tag)
+        )
+        .status(),
+        StatusCode::OK
+    );
+    // Key management is the admin's; revoked keys stop working at once.
+    problem(
+        api.send(
+            "POST",
+            "/v1/tenants/acme/keys",
+            rw_key,
+            Some(&json!({"name": "x"})),
+            None,
+        ),
+        StatusCode::FORBIDDEN,
+    );
+    let keys: Value = api
+        .get("/v1/tenants/acme/keys", Some(ADMIN_KEY))
+        .json()
+        .expect("keys");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert!(
+        keys[0].get("key").is_none(),
+        "stored keys are never shown again"
+    );
+    let id = ro["id"].as_str().expect("id");
+    assert_eq!(
+        api.send(
+            "DELETE",
+            &format!("/v1/tenants/acme/keys/{id}"),
+            ADMIN_KEY,
+            None,
+            None
+        )
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        api.get("/v1/tenants/acme", Some(ro_key)),
+        StatusCode::UNAUTHORIZED,
+    );
+    assert_eq!(
+        api.send("DELETE", "/v1/tenants/acme", ADMIN_KEY, None, None)
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        api.get("/v1/tenants/acme", Some(rw_key)),
+        StatusCode::UNAUTHORIZED,
+    );
+}
+
+#[test]
+fn etags_and_validation_problems() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    let r = api.get("/v1/tenants/demo", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let doc: Value = r.json().expect("doc");
+    problem(
+        api.send("PUT", "/v1/tenants/demo", ADMIN_KEY, Some(&doc), None),
+        StatusCode::PRECONDITION_REQUIRED,
+    );
+    let mut a = doc.clone();
+    a["name"] = json!("First admin");
+    let r = api.send("PUT", "/v1/tenants/demo", ADMIN_KEY, Some(&a), Some(&tag));
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_ne!(r.headers()["etag"].to_str().expect("etag"), tag);
+    // The second admin still holds the old ETag.
+    let mut b = doc.clone();
+    b["name"] = json!("Second admin");
+    problem(
+        api.send("PUT", "/v1/tenants/demo", ADMIN_KEY, Some(&b), Some(&tag)),
+        StatusCode::PRECONDITION_FAILED,
+    );
+    // Validation: every problem named by path.
+    let fresh = api.get("/v1/tenants/demo", Some(ADMIN_KEY));
+    let tag = fresh.headers()["etag"].to_str().expect("etag").to_string();
+    let mut bad: Value = fresh.json().expect("doc");
+    bad["ivrs"]["main"]["routes"][0]["target"]["extension"] = json!("107");
+    bad["numbers"][0]["number"] = json!("5550100");
+    let pr = problem(
+        api.send("PUT", "/v1/tenants/demo", ADMIN_KEY, Some(&bad), Some(&tag)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    let paths: Vec<&str> = pr["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"ivrs.main.routes.0"), "{pr}");
+    assert!(paths.contains(&"numbers.0.number"), "{pr}");
+    // A body that is not a tenant document: 400 naming the field.
+    let mut typo = doc.clone();
+    typo["domainz"] = json!([]);
+    let pr = problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo",
+            ADMIN_KEY,
+            Some(&typo),
+            Some(&tag),
+        ),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(
+        pr["detail"].as_str().is_some_and(|d| d.contains("domainz")),
+        "{pr}"
+    );
+}
+
+#[test]
+fn failed_api_authentication_is_rate_limited() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    let mut last = StatusCode::OK;
+    for _ in 0..25 {
+        last = api.get("/v1/tenants", Some("guess")).status();
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // Even the right key is refused from that address for now.
+    assert_eq!(
+        api.get("/v1/tenants", Some(ADMIN_KEY)).status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// A number added through the API is reachable by the very next call.
+#[test]
+fn change_through_the_api_reaches_the_next_call() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    let call = ["-m", "1", "-s", "+15550888", "-d", "100"];
+    assert!(
+        !sipp(&server, &p, "invite_trunk.xml", &call).0,
+        "number must not exist yet"
+    );
+    let r = api.get("/v1/tenants/demo", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut doc: Value = r.json().expect("doc");
+    doc["numbers"]
+        .as_array_mut()
+        .expect("numbers")
+        .push(json!({"number": "+15550888", "target": {"type": "echo"}}));
+    assert_eq!(
+        api.send("PUT", "/v1/tenants/demo", ADMIN_KEY, Some(&doc), Some(&tag))
+            .status(),
+        StatusCode::OK
+    );
+    let (ok, out) = sipp(&server, &p, "invite_trunk.xml", &call);
+    assert!(ok, "{out}");
+    // Passwords given only as hashes survive a GET/PUT round trip: user 100 still registers.
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "register.xml",
+        &["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"],
+    );
+    assert!(ok, "{out}");
+}
