@@ -11,6 +11,7 @@
 //! reaches a running server, which holds the database lock). The result is left next to it
 //! as `NAME.done` or `NAME.error`.
 
+use crate::api::live::Control;
 use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::call::{CallAction, CallRunner};
 use crate::localdb::{LocalDb, LocalDbError};
@@ -247,7 +248,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         })?;
     tracing::info!(addr = %api_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), admin_key = !settings.api.admin_key.is_empty(), "admin API listening");
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api_state = ApiState::new(store.clone(), keys, live.clone());
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(64);
+    let api_state = ApiState::new(store.clone(), keys, live.clone(), Some(control_tx));
     tokio::spawn(async move {
         let stop = async {
             let _ = api_stopped.await;
@@ -291,6 +293,23 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
             _ = &mut sleep => {
                 endpoint.handle_timeout(now());
+            }
+            Some(ctrl) = control_rx.recv() => {
+                match ctrl {
+                    Control::Calls { tenant, reply } => {
+                        let _ = reply.send(endpoint.calls_of(&tenant, now()));
+                    }
+                    Control::Hangup { tenant, id, reply } => {
+                        let ours = endpoint.call_tenant(id) == Some(tenant.as_str());
+                        if ours {
+                            endpoint.hangup_call(now(), id, "hung up through the admin API");
+                        }
+                        let _ = reply.send(ours);
+                    }
+                    Control::Registrations { tenant, extension, reply } => {
+                        let _ = reply.send(endpoint.registrations_of(&tenant, &extension, unix_now()));
+                    }
+                }
             }
             ev = media_events.recv() => {
                 if let Some(ev) = ev {

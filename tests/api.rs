@@ -366,3 +366,141 @@ fn change_through_the_api_reaches_the_next_call() {
     );
     assert!(ok, "{out}");
 }
+
+#[test]
+fn live_calls_and_registrations() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    // Registrations of user 100.
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "register_only.xml",
+        &["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"],
+    );
+    assert!(ok, "{out}");
+    let regs: Value = api
+        .get("/v1/tenants/demo/users/100/registrations", Some(ADMIN_KEY))
+        .json()
+        .expect("json");
+    assert_eq!(regs.as_array().map(Vec::len), Some(1), "{regs}");
+    assert!(regs[0]["uri"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("sip:100@")));
+    problem(
+        api.get("/v1/tenants/demo/users/999/registrations", Some(ADMIN_KEY)),
+        StatusCode::NOT_FOUND,
+    );
+
+    // A live call, listed and hung up from the API: SIPp gets our BYE in the middle of its pause.
+    let sip_port = server.sip_port;
+    let (sp, mp) = (p.sipp, p.sipp_media);
+    let caller = std::thread::spawn(move || {
+        std::process::Command::new("sipp")
+            .arg("-sf")
+            .arg(repo().join("integration/sipp/invite_trunk.xml"))
+            .arg(format!("127.0.0.1:{sip_port}"))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &(sp + 2).to_string(),
+                "-mp",
+                &(mp + 2).to_string(),
+            ])
+            .args([
+                "-nostdin",
+                "-m",
+                "1",
+                "-s",
+                "+15550600",
+                "-d",
+                "20000",
+                "-timeout",
+                "30s",
+            ])
+            .output()
+            .expect("sipp")
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let call = loop {
+        let calls: Value = api
+            .get("/v1/tenants/demo/calls", Some(ADMIN_KEY))
+            .json()
+            .expect("json");
+        if let Some(c) = calls
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|c| c["state"] == "up")
+        {
+            break c.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "call never listed: {calls}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(call["codec"], "PCMU");
+    assert!(call["target"].as_str().is_some_and(|t| t.contains("Echo")));
+    // Another tenant's key sees nothing of it.
+    let mut acme = demo();
+    acme["id"] = json!("acme");
+    acme["domains"] = json!(["acme.example"]);
+    acme["numbers"] = json!([]);
+    assert_eq!(
+        api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None)
+            .status(),
+        StatusCode::CREATED
+    );
+    let k: Value = api
+        .send(
+            "POST",
+            "/v1/tenants/acme/keys",
+            ADMIN_KEY,
+            Some(&json!({"name": "x"})),
+            None,
+        )
+        .json()
+        .expect("key");
+    let acme_key = k["key"].as_str().expect("key");
+    problem(
+        api.get("/v1/tenants/demo/calls", Some(acme_key)),
+        StatusCode::NOT_FOUND,
+    );
+    let id = call["id"].as_u64().expect("id");
+    problem(
+        api.send(
+            "DELETE",
+            &format!("/v1/tenants/acme/calls/{id}"),
+            acme_key,
+            None,
+            None,
+        ),
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(
+        api.send(
+            "DELETE",
+            &format!("/v1/tenants/demo/calls/{id}"),
+            ADMIN_KEY,
+            None,
+            None
+        )
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    let out = caller.join().expect("join");
+    // SIPp was in its pause when our BYE came: it reports that as an unexpected message.
+    assert!(!out.status.success());
+    let calls: Value = api
+        .get("/v1/tenants/demo/calls", Some(ADMIN_KEY))
+        .json()
+        .expect("json");
+    assert_eq!(calls.as_array().map(Vec::len), Some(0), "{calls}");
+    assert!(server.log_text().contains("hung up through the admin API"));
+}

@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod live;
 mod tenants;
 
 use crate::sip::digest::AuthFailureLimiter;
@@ -66,17 +67,25 @@ pub struct ApiState {
     pub keys: ApiKeys,
     /// SIP/media figures.
     pub live: Arc<LiveStats>,
+    /// Requests to the SIP endpoint task (None when it does not run, e.g. in unit tests).
+    pub control: Option<tokio::sync::mpsc::Sender<live::Control>>,
     limiter: Mutex<AuthFailureLimiter>,
     responses: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl ApiState {
     /// Shared state for the router.
-    pub fn new(store: Arc<TenantStore>, keys: ApiKeys, live: Arc<LiveStats>) -> Arc<ApiState> {
+    pub fn new(
+        store: Arc<TenantStore>,
+        keys: ApiKeys,
+        live: Arc<LiveStats>,
+        control: Option<tokio::sync::mpsc::Sender<live::Control>>,
+    ) -> Arc<ApiState> {
         Arc::new(ApiState {
             store,
             keys,
             live,
+            control,
             limiter: Mutex::new(AuthFailureLimiter::new(
                 20,
                 Duration::from_secs(60),
@@ -102,8 +111,11 @@ impl ApiState {
         tenants::list_keys,
         tenants::create_key,
         tenants::revoke_key,
+        live::list_calls,
+        live::hangup,
+        live::registrations,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -133,6 +145,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json.ui", ApiDoc::openapi()),
         )
         .merge(tenants::routes())
+        .merge(live::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// One registered contact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Binding {
     /// Contact URI as registered.
     pub uri: String,
     /// Unix second when it expires.
     pub expires_at: u64,
     /// Source address the REGISTER came from (where to reach a phone behind NAT).
+    #[schema(value_type = String)]
     pub source: SocketAddr,
     /// Transport the REGISTER used (`UDP`, `TCP`).
     pub transport: String,

@@ -3,7 +3,7 @@
 //! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
 
 use super::register::AuthResult;
-use super::{CallEvent, Endpoint, Now, Peer, TimerRef, TxKey};
+use super::{CallEvent, CallInfo, Endpoint, Now, Peer, TimerRef, TxKey};
 use crate::call::{plan_for, CallPlan};
 use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
@@ -609,6 +609,39 @@ impl Endpoint {
     /// Hangs up one call from our side (media timeout, admin request).
     pub fn hangup_call(&mut self, now: Now, id: u64, why: &'static str) {
         self.hangup(now, id, why);
+    }
+
+    /// A tenant's calls in progress.
+    pub fn calls_of(&self, tenant: &str, now: Now) -> Vec<CallInfo> {
+        let mut out: Vec<CallInfo> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.tenant == tenant)
+            .map(|(&id, c)| CallInfo {
+                id,
+                call_id: c.dialog.call_id.clone(),
+                from: c.dialog.remote_party.clone(),
+                to: c.dialog.local_party.clone(),
+                state: match c.state {
+                    CallState::Ringing => "ringing",
+                    CallState::Answered => "answered",
+                    CallState::Confirmed => "up",
+                }
+                .to_string(),
+                duration_secs: now.instant.saturating_duration_since(c.started).as_secs(),
+                codec: c.audio.as_ref().map(|a| a.codec.name().to_string()),
+                target: format!("{:?}", c.target),
+                on_hold: c.audio.as_ref().is_some_and(|a| a.is_hold()),
+                source: c.peer.addr.to_string(),
+            })
+            .collect();
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
+    /// The tenant of a live call.
+    pub fn call_tenant(&self, id: u64) -> Option<&str> {
+        self.calls.get(&id).map(|c| c.tenant.as_str())
     }
 
     /// Hangs up every call (drain timeout reached).

@@ -176,6 +176,31 @@ pub enum CallEvent {
     },
 }
 
+/// A call in progress, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CallInfo {
+    /// Id to hang the call up with.
+    pub id: u64,
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// Caller (From).
+    pub from: String,
+    /// Called party (To).
+    pub to: String,
+    /// `ringing`, `answered` (200 sent, no ACK yet) or `up`.
+    pub state: String,
+    /// Seconds since the INVITE.
+    pub duration_secs: u64,
+    /// Negotiated codec.
+    pub codec: Option<String>,
+    /// Where the call was routed.
+    pub target: String,
+    /// The caller put the call on hold.
+    pub on_hold: bool,
+    /// Caller's source address.
+    pub source: String,
+}
+
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EndpointStats {
@@ -331,6 +356,16 @@ impl Endpoint {
     /// Registered contacts across all users.
     pub fn registrations(&self) -> usize {
         self.registrar.count()
+    }
+
+    /// A user's registered contacts.
+    pub fn registrations_of(
+        &self,
+        tenant: &str,
+        extension: &str,
+        unix_now: u64,
+    ) -> Vec<super::registrar::Binding> {
+        self.registrar.lookup(tenant, extension, unix_now)
     }
 
     /// Next queued message to send.
