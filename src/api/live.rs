@@ -98,16 +98,18 @@ pub(super) async fn list_calls(
 }
 
 /// Hang up a call (BYE, or a final response while it rings).
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/calls/{id}", params(("tenant" = String, Path), ("id" = u64, Path)),
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/calls/{id}", params(("tenant" = String, Path), ("id" = String, Path, description = "Call id from the list")),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn hangup(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path((tenant, id)): Path<(String, u64)>,
+    Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     let p = authenticate(&st, &headers, peer.ip())?;
     authorize(&p, &tenant, true)?;
+    // Not a call id at all: no such call (rather than a parse error in plain text).
+    let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
     let t = tenant.clone();
     if ask(&st, |reply| Control::Hangup {
         tenant: t,

@@ -13,6 +13,7 @@
 pub mod error;
 pub mod keys;
 pub mod live;
+pub mod openapi;
 mod tenants;
 
 use crate::sip::digest::AuthFailureLimiter;
@@ -134,19 +135,31 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI document as served at `/openapi.json`.
+pub fn document() -> serde_json::Value {
+    openapi::finish(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
+}
+
 /// The router with every route.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/health/live", get(health_live))
         .route("/health/ready", get(health_ready))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(
-            utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json.ui", ApiDoc::openapi()),
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .external_url_unchecked("/openapi.json", document()),
         )
         .merge(tenants::routes())
         .merge(live::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_responses,
@@ -180,7 +193,8 @@ pub fn authenticate(
             StatusCode::TOO_MANY_REQUESTS,
             "too-many-failures",
             "too many failed authentications from this address; try later",
-        ));
+        )
+        .retry_after(300));
     }
     let key = headers
         .get(header::AUTHORIZATION)

@@ -41,6 +41,7 @@ pub struct TenantSummary {
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// Label for the key.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// A read-only key can read but not change the tenant.
     #[serde(default)]
@@ -64,10 +65,16 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The document as the API shows it: trunk passwords are write-only.
+/// The document as the API shows it. Secrets are write-only: trunk passwords, and users' HA1
+/// hashes (for SIP digest an HA1 is as good as the password). A PUT that leaves them out keeps
+/// the stored ones.
 fn public(mut cfg: TenantConfig) -> TenantConfig {
     for t in &mut cfg.trunks {
         t.password = None;
+    }
+    for u in &mut cfg.users {
+        u.ha1_md5 = None;
+        u.ha1_sha256 = None;
     }
     cfg
 }
@@ -283,7 +290,7 @@ pub(super) async fn list_keys(
 
 /// Create a tenant key (admin). The key is in this response only.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/keys", params(("tenant" = String, Path)), request_body = NewKey,
-    responses((status = 201, body = CreatedKey), (status = 404, body = Problem)))]
+    responses((status = 201, body = CreatedKey), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn create_key(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -298,7 +305,7 @@ pub(super) async fn create_key(
         return Err(Problem::not_found("tenant"));
     }
     let Json(req) = body.map_err(body_problem)?;
-    if req.name.trim().is_empty() || req.name.len() > 100 {
+    if req.name.trim().is_empty() || req.name.chars().count() > 100 {
         let mut prob = Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-key",

@@ -15,8 +15,10 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Stable identifier (`[a-z0-9-]`), used in URLs and storage keys.
+    #[schema(pattern = "^[a-z0-9-]{1,63}$")]
     pub id: String,
     /// Human name.
+    #[schema(min_length = 1, pattern = "\\S")]
     pub name: String,
     /// SIP domains this tenant answers for (Request-URI / To host).
     #[serde(default)]
