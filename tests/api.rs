@@ -504,3 +504,206 @@ fn live_calls_and_registrations() {
     assert_eq!(calls.as_array().map(Vec::len), Some(0), "{calls}");
     assert!(server.log_text().contains("hung up through the admin API"));
 }
+
+#[test]
+fn users_with_password_set_and_reset() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    let register = |user: &str, pw: &str| {
+        sipp(
+            &server,
+            &p,
+            "register_only.xml",
+            &["-m", "1", "-s", user, "-au", user, "-ap", pw],
+        )
+        .0
+    };
+    let users: Value = api
+        .get("/v1/tenants/demo/users", Some(ADMIN_KEY))
+        .json()
+        .expect("json");
+    assert_eq!(users.as_array().map(Vec::len), Some(3));
+    assert!(users[0].get("ha1_md5").is_none(), "hashes are write-only");
+
+    // Create 103 with a password: it registers at once.
+    let new = json!({"extension": "103", "username": "103", "display_name": "Dave", "password": "first-secret"});
+    let r = api.send(
+        "POST",
+        "/v1/tenants/demo/users",
+        ADMIN_KEY,
+        Some(&new),
+        None,
+    );
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(register("103", "first-secret"));
+    problem(
+        api.send(
+            "POST",
+            "/v1/tenants/demo/users",
+            ADMIN_KEY,
+            Some(&new),
+            None,
+        ),
+        StatusCode::CONFLICT,
+    );
+    let bad = json!({"extension": "1a", "username": "x1", "password": "whatever1"});
+    let pr = problem(
+        api.send(
+            "POST",
+            "/v1/tenants/demo/users",
+            ADMIN_KEY,
+            Some(&bad),
+            None,
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(pr["errors"][0]["path"], "extension", "{pr}");
+
+    // Change the display name with the user's own ETag; the password stays.
+    let r = api.get("/v1/tenants/demo/users/103", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut u: Value = r.json().expect("user");
+    u["display_name"] = json!("Dave D.");
+    problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/users/103",
+            ADMIN_KEY,
+            Some(&u),
+            None,
+        ),
+        StatusCode::PRECONDITION_REQUIRED,
+    );
+    assert_eq!(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/users/103",
+            ADMIN_KEY,
+            Some(&u),
+            Some(&tag)
+        )
+        .status(),
+        StatusCode::OK
+    );
+    problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/users/103",
+            ADMIN_KEY,
+            Some(&u),
+            Some(&tag),
+        ),
+        StatusCode::PRECONDITION_FAILED,
+    );
+    assert!(register("103", "first-secret"));
+
+    // Reset the password: the old one is refused on the wire, the new one works.
+    let short = json!({"password": "short"});
+    problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/users/103/password",
+            ADMIN_KEY,
+            Some(&short),
+            None,
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    let pw = json!({"password": "second-secret"});
+    assert_eq!(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/users/103/password",
+            ADMIN_KEY,
+            Some(&pw),
+            None
+        )
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(!register("103", "first-secret"));
+    assert!(register("103", "second-secret"));
+
+    // A user the IVR routes to cannot be deleted; the reference is named.
+    let pr = problem(
+        api.send(
+            "DELETE",
+            "/v1/tenants/demo/users/101",
+            ADMIN_KEY,
+            None,
+            None,
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert!(
+        pr["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .any(|e| e["path"] == "ivrs.main.routes.1"),
+        "{pr}"
+    );
+    assert_eq!(
+        api.send(
+            "DELETE",
+            "/v1/tenants/demo/users/103",
+            ADMIN_KEY,
+            None,
+            None
+        )
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        api.get("/v1/tenants/demo/users/103", Some(ADMIN_KEY)),
+        StatusCode::NOT_FOUND,
+    );
+
+    // Tenant isolation on users.
+    let mut acme = demo();
+    acme["id"] = json!("acme");
+    acme["domains"] = json!(["acme.example"]);
+    acme["numbers"] = json!([]);
+    assert_eq!(
+        api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None)
+            .status(),
+        StatusCode::CREATED
+    );
+    let k: Value = api
+        .send(
+            "POST",
+            "/v1/tenants/acme/keys",
+            ADMIN_KEY,
+            Some(&json!({"name": "x"})),
+            None,
+        )
+        .json()
+        .expect("key");
+    let acme_key = k["key"].as_str().expect("key");
+    problem(
+        api.get("/v1/tenants/demo/users", Some(acme_key)),
+        StatusCode::NOT_FOUND,
+    );
+    problem(
+        api.get("/v1/tenants/demo/users/100", Some(acme_key)),
+        StatusCode::NOT_FOUND,
+    );
+    problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/users/100/password",
+            acme_key,
+            Some(&pw),
+            None,
+        ),
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(
+        api.get("/v1/tenants/acme/users", Some(acme_key)).status(),
+        StatusCode::OK
+    );
+}

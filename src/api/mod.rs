@@ -15,6 +15,7 @@ pub mod keys;
 pub mod live;
 pub mod openapi;
 mod tenants;
+mod users;
 
 use crate::sip::digest::AuthFailureLimiter;
 use crate::tenant::TenantStore;
@@ -115,8 +116,14 @@ impl ApiState {
         live::list_calls,
         live::hangup,
         live::registrations,
+        users::list_users,
+        users::get_user,
+        users::create_user,
+        users::put_user,
+        users::delete_user,
+        users::set_password,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -152,6 +159,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .merge(tenants::routes())
         .merge(live::routes())
+        .merge(users::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

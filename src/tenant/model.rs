@@ -130,11 +130,13 @@ pub struct Number {
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Extension dialed to reach the user, e.g. `100`.
+    #[schema(pattern = "^[0-9*#]{1,32}$")]
     pub extension: String,
     /// Display name for caller ID.
     #[serde(default)]
     pub display_name: String,
     /// SIP username phones authenticate with.
+    #[schema(pattern = "^[^\\s\":]+$")]
     pub username: String,
     /// HA1 for MD5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
