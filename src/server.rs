@@ -266,6 +266,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let drain_timeout = Duration::from_secs(settings.shutdown.drain_timeout_secs);
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
+    let mut last_publish = Instant::now();
     let mut final_deadline: Option<Instant> = None;
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -276,6 +277,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             .into_iter()
             .chain(drain_deadline)
             .chain(final_deadline)
+            // Metrics stay at most a second old even when nothing happens.
+            .chain(Some(last_publish + Duration::from_secs(1)))
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
@@ -328,7 +331,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             runner.on_call_event(ev);
         }
         flush(&mut endpoint, udp_socket.as_deref(), &tcp);
-        publish(&live, &endpoint, &engine);
+        // Metrics are scraped every few seconds: no need to copy them on every message.
+        if last_publish.elapsed() >= Duration::from_millis(250) {
+            publish(&live, &endpoint, &engine);
+            last_publish = Instant::now();
+        }
         if let Some(d) = drain_deadline {
             if final_deadline.is_none() && (endpoint.live_calls() == 0 || Instant::now() >= d) {
                 if endpoint.live_calls() > 0 {
