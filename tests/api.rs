@@ -62,6 +62,32 @@ fn problem(r: Response, status: StatusCode) -> Value {
     r.json().expect("problem json")
 }
 
+/// Creates tenant `acme` (the demo document under another id and domain, without numbers)
+/// and returns a read-write key for it.
+fn acme_with_key(api: &Api) -> String {
+    let mut acme = demo();
+    acme["id"] = json!("acme");
+    acme["name"] = json!("Acme");
+    acme["domains"] = json!(["acme.example"]);
+    acme["numbers"] = json!([]);
+    assert_eq!(
+        api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None)
+            .status(),
+        StatusCode::CREATED
+    );
+    let k: Value = api
+        .send(
+            "POST",
+            "/v1/tenants/acme/keys",
+            ADMIN_KEY,
+            Some(&json!({"name": "ops"})),
+            None,
+        )
+        .json()
+        .expect("key");
+    k["key"].as_str().expect("key").to_string()
+}
+
 fn demo() -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
@@ -448,26 +474,7 @@ fn live_calls_and_registrations() {
     assert_eq!(call["codec"], "PCMU");
     assert!(call["target"].as_str().is_some_and(|t| t.contains("Echo")));
     // Another tenant's key sees nothing of it.
-    let mut acme = demo();
-    acme["id"] = json!("acme");
-    acme["domains"] = json!(["acme.example"]);
-    acme["numbers"] = json!([]);
-    assert_eq!(
-        api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None)
-            .status(),
-        StatusCode::CREATED
-    );
-    let k: Value = api
-        .send(
-            "POST",
-            "/v1/tenants/acme/keys",
-            ADMIN_KEY,
-            Some(&json!({"name": "x"})),
-            None,
-        )
-        .json()
-        .expect("key");
-    let acme_key = k["key"].as_str().expect("key");
+    let acme_key = &acme_with_key(&api);
     problem(
         api.get("/v1/tenants/demo/calls", Some(acme_key)),
         StatusCode::NOT_FOUND,
@@ -664,26 +671,7 @@ fn users_with_password_set_and_reset() {
     );
 
     // Tenant isolation on users.
-    let mut acme = demo();
-    acme["id"] = json!("acme");
-    acme["domains"] = json!(["acme.example"]);
-    acme["numbers"] = json!([]);
-    assert_eq!(
-        api.send("POST", "/v1/tenants", ADMIN_KEY, Some(&acme), None)
-            .status(),
-        StatusCode::CREATED
-    );
-    let k: Value = api
-        .send(
-            "POST",
-            "/v1/tenants/acme/keys",
-            ADMIN_KEY,
-            Some(&json!({"name": "x"})),
-            None,
-        )
-        .json()
-        .expect("key");
-    let acme_key = k["key"].as_str().expect("key");
+    let acme_key = &acme_with_key(&api);
     problem(
         api.get("/v1/tenants/demo/users", Some(acme_key)),
         StatusCode::NOT_FOUND,

@@ -228,6 +228,39 @@ pub fn authenticate(
     }
 }
 
+/// Strong ETag of a configuration object (its stored JSON).
+pub fn etag_of<T: serde::Serialize>(v: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..20])
+}
+
+/// Optimistic concurrency for writes: `If-Match` must be present (428) and name the current
+/// ETag or `*` (412 otherwise), so two admins cannot overwrite each other silently.
+pub fn check_if_match(headers: &HeaderMap, current: &str, what: &str) -> Result<(), Problem> {
+    let Some(if_match) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "if-match-required",
+            "send If-Match with the ETag from GET",
+        ));
+    };
+    let tag = if_match.trim();
+    if tag != "*" && tag != current {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "stale",
+            format!("the {what} changed since you read it; GET it again"),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON body that could not be read: 400 naming the field and position, as serde reports it.
+pub fn body_problem(e: axum::extract::rejection::JsonRejection) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid-body", e.body_text())
+}
+
 /// Tenant isolation: the principal may act on `tenant` (write when `write`). Another tenant's
 /// resources look exactly like missing ones.
 pub fn authorize(p: &Principal, tenant: &str, write: bool) -> Result<(), Problem> {

@@ -2,7 +2,7 @@
 
 use super::error::Problem;
 use super::keys::KeyInfo;
-use super::{authenticate, authorize, ApiState, Principal};
+use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState, Principal};
 use crate::tenant::TenantConfig;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -79,20 +78,9 @@ fn public(mut cfg: TenantConfig) -> TenantConfig {
     cfg
 }
 
-/// Strong ETag of a stored document.
-fn etag(cfg: &TenantConfig) -> String {
-    let bytes = serde_json::to_vec(cfg).unwrap_or_default();
-    format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..20])
-}
-
 fn with_etag(status: StatusCode, cfg: TenantConfig) -> Response {
-    let tag = etag(&cfg);
+    let tag = etag_of(&cfg);
     (status, [(header::ETAG, tag)], Json(public(cfg))).into_response()
-}
-
-fn body_problem(e: axum::extract::rejection::JsonRejection) -> Problem {
-    // serde names the field and position ("unknown field `lisen` at line 3 column 9").
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-body", e.body_text())
 }
 
 fn principal(st: &ApiState, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, Problem> {
@@ -200,20 +188,7 @@ pub(super) async fn put_tenant(
         .store
         .get(&tenant)?
         .ok_or_else(|| Problem::not_found("tenant"))?;
-    let Some(if_match) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
-        return Err(Problem::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "if-match-required",
-            "send If-Match with the ETag from GET",
-        ));
-    };
-    if if_match.trim() != "*" && if_match.trim() != etag(&current) {
-        return Err(Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            "stale",
-            "the tenant changed since you read it; GET it again",
-        ));
-    }
+    check_if_match(&headers, &etag_of(&current), "tenant")?;
     let Json(mut cfg) = body.map_err(body_problem)?;
     if cfg.id != tenant {
         let mut prob = Problem::new(

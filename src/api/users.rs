@@ -3,7 +3,7 @@
 //! validation and snapshot swap as everything else.
 
 use super::error::{FieldError, Problem};
-use super::{authenticate, authorize, ApiState};
+use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState};
 use crate::tenant::model::User;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -48,18 +47,9 @@ fn public(mut u: User) -> User {
     u
 }
 
-fn etag(u: &User) -> String {
-    let bytes = serde_json::to_vec(u).unwrap_or_default();
-    format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..20])
-}
-
 fn with_etag(status: StatusCode, u: User) -> Response {
-    let tag = etag(&u);
+    let tag = etag_of(&u);
     (status, [(header::ETAG, tag)], Json(public(u))).into_response()
-}
-
-fn body_problem(e: axum::extract::rejection::JsonRejection) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-body", e.body_text())
 }
 
 /// Problems on a one-user change are reported at the user's own path (`users.N.…` in the
@@ -179,20 +169,7 @@ pub(super) async fn put_user(
         .iter()
         .position(|u| u.extension == extension)
         .ok_or_else(|| Problem::not_found("user"))?;
-    let Some(if_match) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
-        return Err(Problem::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "if-match-required",
-            "send If-Match with the ETag from GET",
-        ));
-    };
-    if if_match.trim() != "*" && if_match.trim() != etag(&cfg.users[index]) {
-        return Err(Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            "stale",
-            "the user changed since you read it; GET it again",
-        ));
-    }
+    check_if_match(&headers, &etag_of(&cfg.users[index]), "user")?;
     let Json(mut user) = body.map_err(body_problem)?;
     if user.extension != extension {
         let mut p = Problem::new(
