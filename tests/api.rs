@@ -695,3 +695,126 @@ fn users_with_password_set_and_reset() {
         StatusCode::OK
     );
 }
+
+#[test]
+fn tenant_sections_with_their_own_etags() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    // IVR graph: validated as a whole.
+    let r = api.get("/v1/tenants/demo/ivrs", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut ivrs: Value = r.json().expect("ivrs");
+    assert!(ivrs["main"]["routes"].is_array());
+    let trap = json!({
+        "a": {"routes": [{"digits": "1", "target": {"type": "ivr", "menu": "b"}}], "on_exhausted": {"type": "ivr", "menu": "b"}},
+        "b": {"routes": [{"digits": "1", "target": {"type": "ivr", "menu": "a"}}], "on_exhausted": {"type": "ivr", "menu": "a"}}
+    });
+    let mut looped = ivrs.clone();
+    looped
+        .as_object_mut()
+        .expect("map")
+        .extend(trap.as_object().expect("map").clone());
+    let pr = problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/ivrs",
+            ADMIN_KEY,
+            Some(&looped),
+            Some(&tag),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert!(
+        pr["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .any(|e| e["path"] == "ivrs.a"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("without exit"))),
+        "{pr}"
+    );
+    ivrs["main"]["timeout_secs"] = json!(8);
+    let r = api.send(
+        "PUT",
+        "/v1/tenants/demo/ivrs",
+        ADMIN_KEY,
+        Some(&ivrs),
+        Some(&tag),
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/ivrs",
+            ADMIN_KEY,
+            Some(&ivrs),
+            Some(&tag),
+        ),
+        StatusCode::PRECONDITION_FAILED,
+    );
+    let doc: Value = api
+        .get("/v1/tenants/demo", Some(ADMIN_KEY))
+        .json()
+        .expect("doc");
+    assert_eq!(doc["ivrs"]["main"]["timeout_secs"], 8);
+
+    // Trunks: the password is write-only and kept when left out.
+    let r = api.get("/v1/tenants/demo/trunks", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut trunks: Value = r.json().expect("trunks");
+    trunks.as_array_mut().expect("list").push(json!({"id": "carrier", "address": "203.0.113.5:5060", "username": "acct", "password": "s3cret-pw", "allowed_prefixes": ["+1"]}));
+    let r = api.send(
+        "PUT",
+        "/v1/tenants/demo/trunks",
+        ADMIN_KEY,
+        Some(&trunks),
+        Some(&tag),
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().expect("text");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    let all = api
+        .get("/v1/tenants/demo", Some(ADMIN_KEY))
+        .text()
+        .expect("doc");
+    assert!(!all.contains("s3cret-pw"));
+
+    // Mailboxes: PIN hashes never come back.
+    let r = api.get("/v1/tenants/demo/mailboxes", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut boxes: Value = r.json().expect("boxes");
+    assert!(boxes[0].get("pin_hash").is_none());
+    boxes[0]["pin"] = json!("9876");
+    let r = api.send(
+        "PUT",
+        "/v1/tenants/demo/mailboxes",
+        ADMIN_KEY,
+        Some(&boxes),
+        Some(&tag),
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    let back: Value = r.json().expect("boxes");
+    assert!(back[0].get("pin").is_none() && back[0].get("pin_hash").is_none());
+
+    // Numbers, and isolation.
+    let r = api.get("/v1/tenants/demo/numbers", Some(ADMIN_KEY));
+    assert_eq!(r.status(), StatusCode::OK);
+    let acme_key = acme_with_key(&api);
+    problem(
+        api.get("/v1/tenants/demo/numbers", Some(&acme_key)),
+        StatusCode::NOT_FOUND,
+    );
+    problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/ivrs",
+            &acme_key,
+            Some(&ivrs),
+            Some("*"),
+        ),
+        StatusCode::NOT_FOUND,
+    );
+}

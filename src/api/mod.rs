@@ -14,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod live;
 pub mod openapi;
+mod sections;
 mod tenants;
 mod users;
 
@@ -122,6 +123,14 @@ impl ApiState {
         users::put_user,
         users::delete_user,
         users::set_password,
+        sections::get_ivrs,
+        sections::put_ivrs,
+        sections::get_numbers,
+        sections::put_numbers,
+        sections::get_trunks,
+        sections::put_trunks,
+        sections::get_mailboxes,
+        sections::put_mailboxes,
     ),
     components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword)),
     modifiers(&BearerAuth),
@@ -160,6 +169,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(tenants::routes())
         .merge(live::routes())
         .merge(users::routes())
+        .merge(sections::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -1,0 +1,266 @@
+//! Sections of a tenant edited as one document each, with their own ETag: the IVR menu graph
+//! (validated as a whole: references, loops without exit), the numbers (DIDs), the trunks and
+//! the mailboxes. Secrets in them are write-only: trunk passwords and mailbox PIN hashes are
+//! never returned and are kept when a PUT leaves them out.
+
+use super::error::Problem;
+use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState};
+use crate::tenant::model::{IvrMenu, Mailbox, Number, Trunk};
+use crate::tenant::TenantConfig;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/ivrs", get(get_ivrs).put(put_ivrs))
+        .route(
+            "/v1/tenants/{tenant}/numbers",
+            get(get_numbers).put(put_numbers),
+        )
+        .route(
+            "/v1/tenants/{tenant}/trunks",
+            get(get_trunks).put(put_trunks),
+        )
+        .route(
+            "/v1/tenants/{tenant}/mailboxes",
+            get(get_mailboxes).put(put_mailboxes),
+        )
+}
+
+/// One editable section of the tenant document.
+trait Section: Serialize + DeserializeOwned + Clone {
+    /// Name in messages.
+    const NAME: &'static str;
+    /// The section in a document.
+    fn take(cfg: &TenantConfig) -> Self;
+    /// Puts a new value in, keeping write-only secrets the new value leaves out.
+    fn apply(self, cfg: &mut TenantConfig);
+    /// The section as the API shows it.
+    fn public(self) -> Self {
+        self
+    }
+}
+
+impl Section for BTreeMap<String, IvrMenu> {
+    const NAME: &'static str = "IVR menus";
+    fn take(cfg: &TenantConfig) -> Self {
+        cfg.ivrs.clone()
+    }
+    fn apply(self, cfg: &mut TenantConfig) {
+        cfg.ivrs = self;
+    }
+}
+
+impl Section for Vec<Number> {
+    const NAME: &'static str = "numbers";
+    fn take(cfg: &TenantConfig) -> Self {
+        cfg.numbers.clone()
+    }
+    fn apply(self, cfg: &mut TenantConfig) {
+        cfg.numbers = self;
+    }
+}
+
+impl Section for Vec<Trunk> {
+    const NAME: &'static str = "trunks";
+    fn take(cfg: &TenantConfig) -> Self {
+        cfg.trunks.clone()
+    }
+    fn apply(mut self, cfg: &mut TenantConfig) {
+        for t in &mut self {
+            if t.password.is_none() {
+                t.password = cfg
+                    .trunks
+                    .iter()
+                    .find(|c| c.id == t.id)
+                    .and_then(|c| c.password.clone());
+            }
+        }
+        cfg.trunks = self;
+    }
+    fn public(mut self) -> Self {
+        for t in &mut self {
+            t.password = None;
+        }
+        self
+    }
+}
+
+impl Section for Vec<Mailbox> {
+    const NAME: &'static str = "mailboxes";
+    fn take(cfg: &TenantConfig) -> Self {
+        cfg.mailboxes.clone()
+    }
+    fn apply(mut self, cfg: &mut TenantConfig) {
+        for m in &mut self {
+            if m.pin.is_none() && m.pin_hash.is_none() {
+                m.pin_hash = cfg
+                    .mailboxes
+                    .iter()
+                    .find(|c| c.id == m.id)
+                    .and_then(|c| c.pin_hash.clone());
+            }
+        }
+        cfg.mailboxes = self;
+    }
+    fn public(mut self) -> Self {
+        for m in &mut self {
+            m.pin_hash = None;
+        }
+        self
+    }
+}
+
+fn respond<S: Section>(value: S) -> Response {
+    let tag = etag_of(&value);
+    (StatusCode::OK, [(header::ETAG, tag)], Json(value.public())).into_response()
+}
+
+async fn get_section<S: Section>(
+    st: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    tenant: &str,
+) -> Result<Response, Problem> {
+    let p = authenticate(st, headers, peer.ip())?;
+    authorize(&p, tenant, false)?;
+    let cfg = st
+        .store
+        .get(tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    Ok(respond(S::take(&cfg)))
+}
+
+async fn put_section<S: Section>(
+    st: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    tenant: &str,
+    body: Result<Json<S>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = authenticate(st, headers, peer.ip())?;
+    authorize(&p, tenant, true)?;
+    let mut cfg = st
+        .store
+        .get(tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    check_if_match(headers, &etag_of(&S::take(&cfg)), S::NAME)?;
+    let Json(value) = body.map_err(body_problem)?;
+    value.apply(&mut cfg);
+    st.store.put(cfg)?;
+    tracing::info!(tenant = %tenant, section = S::NAME, "tenant section replaced through the admin API");
+    let stored = st
+        .store
+        .get(tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    Ok(respond(S::take(&stored)))
+}
+
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The IVR menu graph (menus by id), with its ETag.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/ivrs", params(("tenant" = String, Path)),
+    responses((status = 200, body = BTreeMap<String, IvrMenu>, headers(("ETag" = String)))))]
+pub(super) async fn get_ivrs(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<BTreeMap<String, IvrMenu>>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the IVR menu graph, validated as one document (`If-Match` required). It reaches new
+/// calls at once; a call already in a menu keeps the graph it started with.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/ivrs", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = BTreeMap<String, IvrMenu>,
+    responses((status = 200, body = BTreeMap<String, IvrMenu>, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_ivrs(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<BTreeMap<String, IvrMenu>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// The tenant's numbers (DIDs) and where they go.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/numbers", params(("tenant" = String, Path)), responses((status = 200, body = [Number], headers(("ETag" = String)))))]
+pub(super) async fn get_numbers(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<Vec<Number>>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the numbers (`If-Match` required).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/numbers", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = [Number],
+    responses((status = 200, body = [Number], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_numbers(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<Vec<Number>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// The tenant's trunks (passwords are write-only).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/trunks", params(("tenant" = String, Path)), responses((status = 200, body = [Trunk], headers(("ETag" = String)))))]
+pub(super) async fn get_trunks(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<Vec<Trunk>>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the trunks (`If-Match` required); a trunk without `password` keeps its stored one.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/trunks", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = [Trunk],
+    responses((status = 200, body = [Trunk], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_trunks(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<Vec<Trunk>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// The tenant's mailboxes (PIN hashes are write-only).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes", params(("tenant" = String, Path)), responses((status = 200, body = [Mailbox], headers(("ETag" = String)))))]
+pub(super) async fn get_mailboxes(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<Vec<Mailbox>>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the mailboxes (`If-Match` required); give `pin` to set a PIN (stored hashed), leave
+/// it out to keep the current one.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/mailboxes", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = [Mailbox],
+    responses((status = 200, body = [Mailbox], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_mailboxes(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<Vec<Mailbox>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
