@@ -249,7 +249,13 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     tracing::info!(addr = %api_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), admin_key = !settings.api.admin_key.is_empty(), "admin API listening");
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(64);
-    let api_state = ApiState::new(store.clone(), keys, live.clone(), Some(control_tx));
+    let api_state = ApiState::new(
+        store.clone(),
+        keys,
+        live.clone(),
+        Some(control_tx),
+        settings.api.auth_max_failures,
+    );
     tokio::spawn(async move {
         let stop = async {
             let _ = api_stopped.await;

@@ -140,6 +140,8 @@ pub struct ApiSettings {
     pub listen: String,
     /// Admin key (Bearer token) that manages tenants; empty disables admin access.
     pub admin_key: String,
+    /// Failed authentications per address within a minute before it gets 429 for 5 minutes.
+    pub auth_max_failures: u32,
 }
 
 /// `[tenant]`
@@ -222,6 +224,7 @@ impl Default for ApiSettings {
         ApiSettings {
             listen: "127.0.0.1:8080".into(),
             admin_key: String::new(),
+            auth_max_failures: 20,
         }
     }
 }

@@ -799,6 +799,64 @@ fn tenant_sections_with_their_own_etags() {
     let back: Value = r.json().expect("boxes");
     assert!(back[0].get("pin").is_none() && back[0].get("pin_hash").is_none());
 
+    // Limits, outbound routes, settings, extensions: validated with the tenant, paths named.
+    let r = api.get("/v1/tenants/demo/limits", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let pr = problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/limits",
+            ADMIN_KEY,
+            Some(&json!({"max_concurrent_calls": 0})),
+            Some(&tag),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(
+        pr["errors"][0]["path"], "limits.max_concurrent_calls",
+        "{pr}"
+    );
+    let r = api.get("/v1/tenants/demo/outbound-routes", Some(ADMIN_KEY));
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let route = json!([{"prefix": "+1", "trunk": "nope"}]);
+    let pr = problem(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/outbound-routes",
+            ADMIN_KEY,
+            Some(&route),
+            Some(&tag),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(pr["errors"][0]["path"], "outbound_routes.0.trunk", "{pr}");
+    let route = json!([{"name": "US", "prefix": "+1", "trunk": "carrier"}]);
+    assert_eq!(
+        api.send(
+            "PUT",
+            "/v1/tenants/demo/outbound-routes",
+            ADMIN_KEY,
+            Some(&route),
+            Some(&tag)
+        )
+        .status(),
+        StatusCode::OK
+    );
+    let settings: Value = api
+        .get("/v1/tenants/demo/settings", Some(ADMIN_KEY))
+        .json()
+        .expect("settings");
+    assert_eq!(settings["recording"], "never");
+    let exts: Value = api
+        .get("/v1/tenants/demo/extensions", Some(ADMIN_KEY))
+        .json()
+        .expect("extensions");
+    assert!(exts
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|e| e["extension"] == "600"));
+
     // Numbers, and isolation.
     let r = api.get("/v1/tenants/demo/numbers", Some(ADMIN_KEY));
     assert_eq!(r.status(), StatusCode::OK);

@@ -83,6 +83,7 @@ impl ApiState {
         keys: ApiKeys,
         live: Arc<LiveStats>,
         control: Option<tokio::sync::mpsc::Sender<live::Control>>,
+        auth_max_failures: u32,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             store,
@@ -90,7 +91,7 @@ impl ApiState {
             live,
             control,
             limiter: Mutex::new(AuthFailureLimiter::new(
-                20,
+                auth_max_failures,
                 Duration::from_secs(60),
                 Duration::from_secs(300),
             )),
@@ -131,6 +132,14 @@ impl ApiState {
         sections::put_trunks,
         sections::get_mailboxes,
         sections::put_mailboxes,
+        sections::get_extensions,
+        sections::put_extensions,
+        sections::get_outbound_routes,
+        sections::put_outbound_routes,
+        sections::get_settings,
+        sections::put_settings,
+        sections::get_limits,
+        sections::put_limits,
     ),
     components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword)),
     modifiers(&BearerAuth),

@@ -5,7 +5,9 @@
 
 use super::error::Problem;
 use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState};
-use crate::tenant::model::{IvrMenu, Mailbox, Number, Trunk};
+use crate::tenant::model::{
+    Extension, IvrMenu, Limits, Mailbox, Number, OutboundRoute, TenantSettings, Trunk,
+};
 use crate::tenant::TenantConfig;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,6 +34,22 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route(
             "/v1/tenants/{tenant}/mailboxes",
             get(get_mailboxes).put(put_mailboxes),
+        )
+        .route(
+            "/v1/tenants/{tenant}/extensions",
+            get(get_extensions).put(put_extensions),
+        )
+        .route(
+            "/v1/tenants/{tenant}/outbound-routes",
+            get(get_outbound_routes).put(put_outbound_routes),
+        )
+        .route(
+            "/v1/tenants/{tenant}/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route(
+            "/v1/tenants/{tenant}/limits",
+            get(get_limits).put(put_limits),
         )
 }
 
@@ -118,6 +136,26 @@ impl Section for Vec<Mailbox> {
         self
     }
 }
+
+/// Plain sections: the value is the section, nothing secret in it.
+macro_rules! plain_section {
+    ($t:ty, $name:literal, $field:ident) => {
+        impl Section for $t {
+            const NAME: &'static str = $name;
+            fn take(cfg: &TenantConfig) -> Self {
+                cfg.$field.clone()
+            }
+            fn apply(self, cfg: &mut TenantConfig) {
+                cfg.$field = self;
+            }
+        }
+    };
+}
+
+plain_section!(Vec<Extension>, "extensions", extensions);
+plain_section!(Vec<OutboundRoute>, "outbound routes", outbound_routes);
+plain_section!(TenantSettings, "settings", settings);
+plain_section!(Limits, "limits", limits);
 
 fn respond<S: Section>(value: S) -> Response {
     let tag = etag_of(&value);
@@ -261,6 +299,102 @@ pub(super) async fn put_mailboxes(
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Vec<Mailbox>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// Feature extensions (what 500, 600, `*97` … do).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/extensions", params(("tenant" = String, Path)), responses((status = 200, body = [Extension], headers(("ETag" = String)))))]
+pub(super) async fn get_extensions(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<Vec<Extension>>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the feature extensions (`If-Match` required).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/extensions", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = [Extension],
+    responses((status = 200, body = [Extension], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_extensions(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<Vec<Extension>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// Outbound routes: which dialed prefixes may leave through which trunk (toll-fraud control).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/outbound-routes", params(("tenant" = String, Path)), responses((status = 200, body = [OutboundRoute], headers(("ETag" = String)))))]
+pub(super) async fn get_outbound_routes(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<Vec<OutboundRoute>>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the outbound routes (`If-Match` required).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/outbound-routes", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = [OutboundRoute],
+    responses((status = 200, body = [OutboundRoute], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_outbound_routes(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<Vec<OutboundRoute>>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// Tenant settings (recording policy, retention).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/settings", params(("tenant" = String, Path)), responses((status = 200, body = TenantSettings, headers(("ETag" = String)))))]
+pub(super) async fn get_settings(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<TenantSettings>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the tenant settings (`If-Match` required).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/settings", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = TenantSettings,
+    responses((status = 200, body = TenantSettings, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_settings(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<TenantSettings>,
+) -> Result<Response, Problem> {
+    put_section(&st, &headers, peer, &tenant, body).await
+}
+
+/// Tenant limits (concurrent calls, longest call).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/limits", params(("tenant" = String, Path)), responses((status = 200, body = Limits, headers(("ETag" = String)))))]
+pub(super) async fn get_limits(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, Problem> {
+    get_section::<Limits>(&st, &headers, peer, &tenant).await
+}
+
+/// Replace the tenant limits (`If-Match` required).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/limits", params(("tenant" = String, Path), ("If-Match" = String, Header)), request_body = Limits,
+    responses((status = 200, body = Limits, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub(super) async fn put_limits(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Body<Limits>,
 ) -> Result<Response, Problem> {
     put_section(&st, &headers, peer, &tenant, body).await
 }

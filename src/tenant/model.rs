@@ -152,6 +152,7 @@ pub struct User {
     pub mailbox: Option<String>,
     /// Seconds to ring before no-answer handling.
     #[serde(default = "default_ring_timeout")]
+    #[schema(minimum = 1, maximum = 600)]
     pub ring_timeout_secs: u32,
     /// Call forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,9 +267,11 @@ pub struct IvrMenu {
     pub routes: Vec<DigitRoute>,
     /// Seconds to wait for a digit after the prompts.
     #[serde(default = "default_ivr_timeout")]
+    #[schema(minimum = 1, maximum = 120)]
     pub timeout_secs: u32,
     /// How many times the menu is replayed after a timeout or invalid digit.
     #[serde(default = "default_retries")]
+    #[schema(minimum = 0, maximum = 10)]
     pub max_retries: u32,
     /// Prompt played on an invalid digit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,6 +339,7 @@ pub struct Mailbox {
     pub greeting: Option<String>,
     /// Longest message in seconds.
     #[serde(default = "default_max_message")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub max_message_secs: u32,
 }
 
@@ -401,6 +405,7 @@ pub struct OutboundRoute {
     pub trunk: String,
     /// Digits stripped from the front before dialing.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 32)]
     pub strip: u32,
     /// Digits put in front after stripping.
     #[serde(default)]
@@ -413,9 +418,11 @@ pub struct OutboundRoute {
 pub struct Limits {
     /// Concurrent calls the tenant may have.
     #[serde(default = "default_max_calls")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_concurrent_calls: u32,
     /// Longest call in seconds.
     #[serde(default = "default_max_call")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub max_call_secs: u32,
 }
 
@@ -453,12 +460,15 @@ pub struct TenantSettings {
 pub struct Retention {
     /// Call logs.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 36500)]
     pub call_logs_days: u32,
     /// Recordings.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 36500)]
     pub recordings_days: u32,
     /// Voicemail.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 36500)]
     pub voicemail_days: u32,
 }
 

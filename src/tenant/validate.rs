@@ -280,6 +280,9 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
                 cx.err(format!("{p}.owner"), format!("unknown user {o}"));
             }
         }
+        if !(1..=3600).contains(&m.max_message_secs) {
+            cx.err(format!("{p}.max_message_secs"), "must be 1-3600");
+        }
         if let Some(g) = &m.greeting {
             if !valid_prompt_name(g) {
                 cx.err(
@@ -339,6 +342,9 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
             ),
             _ => {}
         }
+        if r.strip > 32 {
+            cx.err(format!("{p}.strip"), "must be 0-32");
+        }
         if r.prefix.is_empty() || !r.prefix.chars().all(|c| c.is_ascii_digit() || c == '+') {
             cx.err(
                 format!("{p}.prefix"),
@@ -346,8 +352,24 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
             );
         }
     }
-    if cfg.limits.max_concurrent_calls == 0 {
-        cx.err("limits.max_concurrent_calls", "must be at least 1");
+    if !(1..=1_000_000).contains(&cfg.limits.max_concurrent_calls) {
+        cx.err("limits.max_concurrent_calls", "must be 1-1000000");
+    }
+    if !(1..=604_800).contains(&cfg.limits.max_call_secs) {
+        cx.err("limits.max_call_secs", "must be 1-604800 (a week)");
+    }
+    let r = &cfg.settings.retention;
+    for (name, v) in [
+        ("call_logs_days", r.call_logs_days),
+        ("recordings_days", r.recordings_days),
+        ("voicemail_days", r.voicemail_days),
+    ] {
+        if v > 36_500 {
+            cx.err(
+                format!("settings.retention.{name}"),
+                "must be 0-36500 (0 keeps forever)",
+            );
+        }
     }
     if cx.errors.is_empty() {
         Ok(())
