@@ -247,6 +247,13 @@ pub fn authenticate(
     }
 }
 
+/// A tenant's stored document, or the 404 every route gives for a missing tenant.
+pub fn load_tenant(st: &ApiState, tenant: &str) -> Result<crate::tenant::TenantConfig, Problem> {
+    st.store
+        .get(tenant)?
+        .ok_or_else(|| Problem::not_found("tenant"))
+}
+
 /// Strong ETag of a configuration object (its stored JSON).
 pub fn etag_of<T: serde::Serialize>(v: &T) -> String {
     use sha2::{Digest, Sha256};

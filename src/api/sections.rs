@@ -4,7 +4,9 @@
 //! never returned and are kept when a PUT leaves them out.
 
 use super::error::Problem;
-use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState};
+use super::{
+    authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
+};
 use crate::tenant::model::{
     Extension, IvrMenu, Limits, Mailbox, Number, OutboundRoute, TenantSettings, Trunk,
 };
@@ -170,10 +172,7 @@ async fn get_section<S: Section>(
 ) -> Result<Response, Problem> {
     let p = authenticate(st, headers, peer.ip())?;
     authorize(&p, tenant, false)?;
-    let cfg = st
-        .store
-        .get(tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let cfg = load_tenant(st, tenant)?;
     Ok(respond(S::take(&cfg)))
 }
 
@@ -186,19 +185,13 @@ async fn put_section<S: Section>(
 ) -> Result<Response, Problem> {
     let p = authenticate(st, headers, peer.ip())?;
     authorize(&p, tenant, true)?;
-    let mut cfg = st
-        .store
-        .get(tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let mut cfg = load_tenant(st, tenant)?;
     check_if_match(headers, &etag_of(&S::take(&cfg)), S::NAME)?;
     let Json(value) = body.map_err(body_problem)?;
     value.apply(&mut cfg);
     st.store.put(cfg)?;
     tracing::info!(tenant = %tenant, section = S::NAME, "tenant section replaced through the admin API");
-    let stored = st
-        .store
-        .get(tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let stored = load_tenant(st, tenant)?;
     Ok(respond(S::take(&stored)))
 }
 

@@ -2,7 +2,10 @@
 
 use super::error::Problem;
 use super::keys::KeyInfo;
-use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState, Principal};
+use super::{
+    authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
+    Principal,
+};
 use crate::tenant::TenantConfig;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -145,10 +148,7 @@ pub(super) async fn create_tenant(
     }
     let id = cfg.id.clone();
     st.store.put(cfg)?;
-    let stored = st
-        .store
-        .get(&id)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let stored = load_tenant(&st, &id)?;
     Ok(with_etag(StatusCode::CREATED, stored))
 }
 
@@ -163,10 +163,7 @@ pub(super) async fn get_tenant(
 ) -> Result<Response, Problem> {
     let p = principal(&st, &headers, peer)?;
     authorize(&p, &tenant, false)?;
-    let cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let cfg = load_tenant(&st, &tenant)?;
     Ok(with_etag(StatusCode::OK, cfg))
 }
 
@@ -184,10 +181,7 @@ pub(super) async fn put_tenant(
 ) -> Result<Response, Problem> {
     let p = principal(&st, &headers, peer)?;
     authorize(&p, &tenant, true)?;
-    let current = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let current = load_tenant(&st, &tenant)?;
     check_if_match(&headers, &etag_of(&current), "tenant")?;
     let Json(mut cfg) = body.map_err(body_problem)?;
     if cfg.id != tenant {
@@ -221,10 +215,7 @@ pub(super) async fn put_tenant(
         }
     }
     st.store.put(cfg)?;
-    let stored = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let stored = load_tenant(&st, &tenant)?;
     Ok(with_etag(StatusCode::OK, stored))
 }
 

@@ -3,7 +3,9 @@
 //! validation and snapshot swap as everything else.
 
 use super::error::{FieldError, Problem};
-use super::{authenticate, authorize, body_problem, check_if_match, etag_of, ApiState};
+use super::{
+    authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
+};
 use crate::tenant::model::User;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -65,6 +67,14 @@ fn store_problem(e: crate::tenant::TenantStoreError, index: usize) -> Problem {
     p
 }
 
+/// Where user `extension` sits in the document, or 404.
+fn user_index(cfg: &crate::tenant::TenantConfig, extension: &str) -> Result<usize, Problem> {
+    cfg.users
+        .iter()
+        .position(|u| u.extension == extension)
+        .ok_or_else(|| Problem::not_found("user"))
+}
+
 fn caller(
     st: &ApiState,
     headers: &HeaderMap,
@@ -85,10 +95,7 @@ pub(super) async fn list_users(
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<User>>, Problem> {
     caller(&st, &headers, peer, &tenant, false)?;
-    let cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let cfg = load_tenant(&st, &tenant)?;
     Ok(Json(cfg.users.into_iter().map(public).collect()))
 }
 
@@ -102,10 +109,7 @@ pub(super) async fn get_user(
     Path((tenant, extension)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     caller(&st, &headers, peer, &tenant, false)?;
-    let cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let cfg = load_tenant(&st, &tenant)?;
     let u = cfg
         .users
         .into_iter()
@@ -125,10 +129,7 @@ pub(super) async fn create_user(
     body: Result<Json<User>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     caller(&st, &headers, peer, &tenant, true)?;
-    let mut cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let mut cfg = load_tenant(&st, &tenant)?;
     let Json(user) = body.map_err(body_problem)?;
     if cfg.users.iter().any(|u| u.extension == user.extension) {
         return Err(Problem::new(
@@ -160,15 +161,8 @@ pub(super) async fn put_user(
     body: Result<Json<User>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     caller(&st, &headers, peer, &tenant, true)?;
-    let mut cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
-    let index = cfg
-        .users
-        .iter()
-        .position(|u| u.extension == extension)
-        .ok_or_else(|| Problem::not_found("user"))?;
+    let mut cfg = load_tenant(&st, &tenant)?;
+    let index = user_index(&cfg, &extension)?;
     check_if_match(&headers, &etag_of(&cfg.users[index]), "user")?;
     let Json(mut user) = body.map_err(body_problem)?;
     if user.extension != extension {
@@ -222,15 +216,8 @@ pub(super) async fn delete_user(
     Path((tenant, extension)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     caller(&st, &headers, peer, &tenant, true)?;
-    let mut cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
-    let index = cfg
-        .users
-        .iter()
-        .position(|u| u.extension == extension)
-        .ok_or_else(|| Problem::not_found("user"))?;
+    let mut cfg = load_tenant(&st, &tenant)?;
+    let index = user_index(&cfg, &extension)?;
     cfg.users.remove(index);
     // Mailboxes owned by the user keep existing but lose their owner.
     for m in &mut cfg.mailboxes {
@@ -267,10 +254,7 @@ pub(super) async fn set_password(
         });
         return Err(p);
     }
-    let mut cfg = st
-        .store
-        .get(&tenant)?
-        .ok_or_else(|| Problem::not_found("tenant"))?;
+    let mut cfg = load_tenant(&st, &tenant)?;
     let user = cfg
         .users
         .iter_mut()
