@@ -32,6 +32,7 @@
 //! - Secrets (digest HA1, PINs, trunk passwords) never reach a log line.
 
 pub mod api;
+pub mod apps;
 pub mod call;
 pub mod localdb;
 pub mod media;

@@ -13,7 +13,7 @@
 
 use crate::api::live::Control;
 use crate::api::{ApiKeys, ApiState, LiveStats};
-use crate::call::{CallAction, CallRunner};
+use crate::call::{CallAction, CallRunner, Services};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::RtpPortPool;
 use crate::media::{MediaConfig, MediaEngine, MediaError};
@@ -223,15 +223,24 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     };
     tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");
     let mut endpoint = Endpoint::new(cfg, store.clone(), ports, registrar);
+    let services = Arc::new(Services::new(settings.data_dir.join("voicemail")));
+    {
+        let services = services.clone();
+        endpoint.set_mailbox_counts(Arc::new(move |tenant: &str, mailbox: &str| {
+            let c = services.mail.counts(tenant, mailbox);
+            (c.new, c.saved)
+        }));
+    }
     let (engine, mut media_events) = MediaEngine::start(MediaConfig {
         workers: settings.media.workers as usize,
         prompts_dir: PathBuf::from(&settings.media.prompts_dir),
     })?;
     let mut runner = CallRunner::new(
         engine.clone(),
+        services.clone(),
+        crate::apps::for_target,
         Duration::from_secs(settings.media.rtp_timeout_secs),
         settings.inband_dtmf()?,
-        settings.data_dir.join("voicemail"),
     );
 
     // Admin API.
@@ -281,6 +290,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         let wake = endpoint
             .poll_timeout()
             .into_iter()
+            .chain(runner.poll_timeout())
             .chain(drain_deadline)
             .chain(final_deadline)
             // Metrics stay at most a second old even when nothing happens.
@@ -302,11 +312,17 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
             _ = &mut sleep => {
                 endpoint.handle_timeout(now());
+                runner.handle_timeout(Instant::now(), unix_now());
             }
             Some(ctrl) = control_rx.recv() => {
                 match ctrl {
                     Control::Calls { tenant, reply } => {
-                        let _ = reply.send(endpoint.calls_of(&tenant, now()));
+                        let mut calls = endpoint.calls_of(&tenant, now());
+                        for c in &mut calls {
+                            c.app = runner.app_of(c.id).map(str::to_string);
+                            c.path = runner.path_of(c.id);
+                        }
+                        let _ = reply.send(calls);
                     }
                     Control::Hangup { tenant, id, reply } => {
                         let ours = endpoint.call_tenant(id) == Some(tenant.as_str());
@@ -322,9 +338,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
             ev = media_events.recv() => {
                 if let Some(ev) = ev {
-                    if let Some(CallAction::Hangup { call, reason }) = runner.on_media_event(ev) {
-                        endpoint.hangup_call(now(), call, reason);
-                    }
+                    runner.on_media_event(ev, Instant::now(), unix_now());
                 }
             }
             _ = &mut shutdown, if drain_deadline.is_none() => {
@@ -333,9 +347,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 drain_deadline = Some(Instant::now() + drain_timeout);
             }
         }
-        while let Some(ev) = endpoint.poll_event() {
-            runner.on_call_event(ev);
-        }
+        pump(&mut endpoint, &mut runner);
         flush(&mut endpoint, udp_socket.as_deref(), &tcp);
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
@@ -351,9 +363,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     );
                 }
                 endpoint.hangup_all(now());
-                while let Some(ev) = endpoint.poll_event() {
-                    runner.on_call_event(ev);
-                }
+                pump(&mut endpoint, &mut runner);
                 flush(&mut endpoint, udp_socket.as_deref(), &tcp);
                 final_deadline = Some(Instant::now() + Duration::from_secs(2));
             }
@@ -369,6 +379,34 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     db.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Passes endpoint events to the call layer and its actions back, until both are quiet.
+fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
+    loop {
+        let mut busy = false;
+        while let Some(ev) = endpoint.poll_event() {
+            busy = true;
+            runner.on_call_event(ev, Instant::now(), unix_now());
+        }
+        while let Some(action) = runner.poll_action() {
+            busy = true;
+            match action {
+                CallAction::Ring { call } => endpoint.ring_call(now(), call),
+                CallAction::Answer { call } => endpoint.answer_call(now(), call),
+                CallAction::Reject { call, code, reason } => {
+                    endpoint.reject_call(now(), call, code, &reason)
+                }
+                CallAction::Hangup { call, reason } => endpoint.hangup_call(now(), call, &reason),
+                CallAction::MailboxChanged { tenant, mailbox } => {
+                    endpoint.mailbox_changed(now(), &tenant, &mailbox)
+                }
+            }
+        }
+        if !busy {
+            return;
+        }
+    }
 }
 
 /// Copies the endpoint's and the media engine's figures where `/metrics` reads them.

@@ -1,42 +1,55 @@
 //! Call control: what happens to a call once SIP has authenticated and routed it.
 //!
-//! Today this decides, for a resolved [`Target`], how the UAS leg behaves — answer, ring
-//! without answer (the ring test), or refuse with a SIP status — and [`runner`] gives answered
-//! calls their media: echo test, looping prompt, voicemail deposit (greeting, beep, record until
-//! `#`, 5 s of silence or 120 s), silence for the rest until the IVR and mailbox apps land. The call-control verbs (answer, play, gather,
-//! record, dial, bridge, transfer, hangup) that apps are written against grow here, so the SIP
-//! endpoint only ever asks this module what to do, never an app directly.
+//! - [`control`]: the call-control API — [`Verb`](control::Verb)s an app issues (ring, answer,
+//!   reject, play, gather, record, route, hang up) and the [`AppEvent`](control::AppEvent)s it
+//!   gets back. Apps (in [`crate::apps`]) are written against this and nothing else.
+//! - [`session`]: one call's control state machine, sans-IO: runs the app, collects digits
+//!   with their timeouts, queues media verbs until the audio is up, hands the call from app to
+//!   app, and emits [`Effect`](session::Effect)s.
+//! - [`runner`]: the edge — turns effects into SIP actions for the endpoint and commands for
+//!   the media engine, and media/SIP events back into session input.
+//!
+//! The SIP endpoint only ever reports calls to this module (`CallEvent`) and takes its actions
+//! ([`CallAction`]); it never calls an app, and apps never see SIP.
 
+pub mod control;
 pub mod runner;
+pub mod session;
 
 pub use runner::{CallAction, CallRunner};
 
-use crate::tenant::model::Target;
+use crate::apps::mailstore::MailStore;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
-/// How the server leg of an incoming call proceeds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallPlan {
-    /// Ring, then answer and keep the call up until the caller hangs up.
-    AnswerAndHold,
-    /// Ring until the caller gives up (CANCEL) — the ringback test extension.
-    RingOnly,
-    /// Refuse with this status and reason.
-    Reject(u16, &'static str),
+/// Services apps share: the voicemail message store, and the list of mailboxes whose counts
+/// changed (for message-waiting notifications).
+pub struct Services {
+    /// Voicemail messages and greetings.
+    pub mail: MailStore,
+    changed: Mutex<Vec<(String, String)>>,
 }
 
-/// The plan for a call to `target`.
-pub fn plan_for(target: &Target) -> CallPlan {
-    match target {
-        Target::Ivr { .. }
-        | Target::Echo
-        | Target::PromptLoop { .. }
-        | Target::Voicemail { .. }
-        | Target::VoicemailMain { .. } => CallPlan::AnswerAndHold,
-        Target::RingTest => CallPlan::RingOnly,
-        // Ringing users and dialing out through trunks need the B2BUA (call apps issue); until
-        // then the caller is told plainly that the destination cannot be reached.
-        Target::User { .. } => CallPlan::Reject(480, "Temporarily Unavailable"),
-        Target::External { .. } => CallPlan::Reject(403, "Forbidden (no outbound route)"),
-        Target::Hangup | Target::Repeat => CallPlan::Reject(603, "Decline"),
+impl Services {
+    /// Services with voicemail under `voicemail_dir`.
+    pub fn new(voicemail_dir: PathBuf) -> Services {
+        Services {
+            mail: MailStore::new(voicemail_dir),
+            changed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes that a mailbox's message counts changed.
+    pub fn mailbox_changed(&self, tenant: &str, mailbox: &str) {
+        let mut c = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (tenant.to_string(), mailbox.to_string());
+        if !c.contains(&entry) {
+            c.push(entry);
+        }
+    }
+
+    /// Mailboxes changed since the last call (tenant, mailbox).
+    pub fn take_changes(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

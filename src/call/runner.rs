@@ -1,121 +1,194 @@
-//! Connects calls to the media engine: starts a leg when the endpoint says a call's audio is
-//! negotiated, gives it its behaviour from the routing target, and turns media events back
-//! into call actions (an RTP timeout hangs the call up).
+//! The edge of call control: one [`CallSession`] per call, fed by endpoint events
+//! ([`CallEvent`]) and media events ([`MediaEvent`]); their effects become media engine
+//! commands (here) and SIP actions ([`CallAction`], applied by the server loop to the endpoint).
 
+use super::control::CallContext;
+use super::session::{AppFactory, CallSession, Effect};
+use super::Services;
 use crate::media::engine::params_from_sdp;
-use crate::media::leg::{InbandDtmf, LegEvent, RecordOptions};
+use crate::media::leg::{InbandDtmf, LegEvent};
 use crate::media::{LegId, MediaEngine, MediaEvent};
 use crate::sip::endpoint::CallEvent;
-use crate::tenant::model::Target;
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Something the SIP side must do because of media.
+/// Something the SIP side must do for a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallAction {
-    /// Hang the call up (BYE).
-    Hangup {
+    /// Send 180.
+    Ring {
         /// Call id (the endpoint's).
         call: u64,
+    },
+    /// Answer with 200 and SDP.
+    Answer {
+        /// Call id.
+        call: u64,
+    },
+    /// Refuse a ringing call.
+    Reject {
+        /// Call id.
+        call: u64,
+        /// SIP status.
+        code: u16,
+        /// Reason phrase.
+        reason: String,
+    },
+    /// Hang the call up (BYE).
+    Hangup {
+        /// Call id.
+        call: u64,
         /// Why, for the log.
-        reason: &'static str,
+        reason: String,
+    },
+    /// A mailbox's message counts changed: tell its owner's phones (message waiting).
+    MailboxChanged {
+        /// Tenant id.
+        tenant: String,
+        /// Mailbox id.
+        mailbox: String,
     },
 }
 
-/// Where a voicemail deposit stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Deposit {
-    /// Greeting and beep playing.
-    Greeting { path: PathBuf },
-    /// Recording the caller.
-    Recording,
-    /// Goodbye playing; hang up when it ends.
-    Goodbye,
+struct Entry {
+    session: CallSession,
+    leg: Option<LegId>,
+    /// The SIP side is gone; the entry stays until the media leg has closed (a recording in
+    /// progress still reports its end to the app).
+    ended: bool,
 }
 
-/// Media side of every live call.
+/// Every live call's session and media leg.
 pub struct CallRunner {
     engine: MediaEngine,
-    legs: HashMap<u64, LegId>,
-    calls: HashMap<LegId, u64>,
-    deposits: HashMap<LegId, Deposit>,
+    services: Arc<Services>,
+    factory: AppFactory,
+    calls: HashMap<u64, Entry>,
+    by_leg: HashMap<LegId, u64>,
     rtp_timeout: Duration,
     inband: InbandDtmf,
-    voicemail_dir: PathBuf,
+    actions: VecDeque<CallAction>,
 }
 
 impl CallRunner {
-    /// A runner driving `engine`.
-    /// Voicemail messages are written under `voicemail_dir/TENANT/MAILBOX/`.
+    /// A runner driving `engine`, with apps built by `factory`.
     pub fn new(
         engine: MediaEngine,
+        services: Arc<Services>,
+        factory: AppFactory,
         rtp_timeout: Duration,
         inband: InbandDtmf,
-        voicemail_dir: PathBuf,
     ) -> CallRunner {
         CallRunner {
             engine,
-            legs: HashMap::new(),
+            services,
+            factory,
             calls: HashMap::new(),
-            deposits: HashMap::new(),
+            by_leg: HashMap::new(),
             rtp_timeout,
             inband,
-            voicemail_dir,
+            actions: VecDeque::new(),
         }
     }
 
     /// Live media legs.
     pub fn legs(&self) -> usize {
-        self.legs.len()
+        self.by_leg.len()
+    }
+
+    /// Name of the app a call runs now.
+    pub fn app_of(&self, call: u64) -> Option<&'static str> {
+        self.calls.get(&call).map(|e| e.session.app_name())
+    }
+
+    /// The apps a call went through (`ivr:main:1 > voicemail:100`).
+    pub fn path_of(&self, call: u64) -> Option<String> {
+        self.calls.get(&call).map(|e| e.session.path())
+    }
+
+    /// Next SIP action.
+    pub fn poll_action(&mut self) -> Option<CallAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter_map(|e| e.session.poll_timeout())
+            .min()
+    }
+
+    /// Fires digit-collection timeouts due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
+        let due: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, e)| e.session.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some(e) = self.calls.get_mut(&id) {
+                e.session.handle_timeout(now, unix);
+            }
+            self.apply(id);
+        }
     }
 
     /// Applies an endpoint event.
-    pub fn on_call_event(&mut self, ev: CallEvent) {
+    pub fn on_call_event(&mut self, ev: CallEvent, now: Instant, unix: u64) {
         match ev {
-            CallEvent::MediaStart {
+            CallEvent::Incoming {
                 call,
-                lease,
-                audio,
-                target,
                 tenant,
+                caller,
+                dialed,
+                target,
             } => {
+                let cx = CallContext {
+                    call,
+                    tenant,
+                    caller,
+                    dialed,
+                    unix_now: unix,
+                    services: self.services.clone(),
+                };
+                let mut session = CallSession::new(cx, &target, self.factory);
+                session.start(now, unix);
+                self.calls.insert(
+                    call,
+                    Entry {
+                        session,
+                        leg: None,
+                        ended: false,
+                    },
+                );
+                self.apply(call);
+            }
+            CallEvent::MediaStart { call, lease, audio } => {
+                let Some(entry) = self.calls.get_mut(&call) else {
+                    return; // dropping the lease frees the port
+                };
                 let params = params_from_sdp(&audio, self.rtp_timeout, self.inband);
-                let leg = match self.engine.create_leg(lease, params) {
-                    Ok(l) => l,
+                match self.engine.create_leg(lease, params) {
+                    Ok(leg) => {
+                        entry.leg = Some(leg);
+                        self.by_leg.insert(leg, call);
+                        entry.session.on_media_ready(now, unix);
+                    }
                     Err(e) => {
                         tracing::error!(call, error = %e, "no media for call");
-                        return;
+                        self.actions.push_back(CallAction::Hangup {
+                            call,
+                            reason: "no media".into(),
+                        });
                     }
-                };
-                self.legs.insert(call, leg);
-                self.calls.insert(leg, call);
-                let started = match &target {
-                    Target::Echo => self.engine.echo(leg),
-                    Target::PromptLoop { prompt } => {
-                        self.engine.play(leg, &[prompt.as_str()], true, false)
-                    }
-                    Target::Voicemail { mailbox } => {
-                        let path = self
-                            .voicemail_dir
-                            .join(&tenant)
-                            .join(mailbox)
-                            .join(format!("{}-{call}.wav", unix_secs()));
-                        self.deposits.insert(leg, Deposit::Greeting { path });
-                        // A key press skips the greeting (barge-in); recording starts after it.
-                        self.engine
-                            .play(leg, &["system/leave-message", "system/beep"], false, true)
-                    }
-                    // The IVR and mailbox menus are driven by the call apps; until they run, the
-                    // caller hears silence (the call is held open).
-                    _ => Ok(()),
-                };
-                if let Err(e) = started {
-                    tracing::error!(call, %tenant, error = %e, "cannot start the call's media behaviour");
                 }
+                self.apply(call);
             }
             CallEvent::MediaUpdate { call, audio } => {
-                if let Some(&leg) = self.legs.get(&call) {
+                if let Some(leg) = self.calls.get(&call).and_then(|e| e.leg) {
                     let _ = self
                         .engine
                         .update(leg, params_from_sdp(&audio, self.rtp_timeout, self.inband));
@@ -123,111 +196,157 @@ impl CallRunner {
             }
             CallEvent::Digit { call, digit } => {
                 tracing::info!(call, %digit, source = "SipInfo", "digit received");
-                // Barge-in and digit collection see INFO digits like any other.
-                if let Some(&leg) = self.legs.get(&call) {
-                    if matches!(self.deposits.get(&leg), Some(Deposit::Recording)) && digit == '#' {
-                        let _ = self.engine.stop_recording(leg);
-                    }
+                if let Some(e) = self.calls.get_mut(&call) {
+                    e.session.on_digit(digit, false, now, unix);
                 }
+                self.apply(call);
             }
             CallEvent::Ended { call } => {
-                if let Some(leg) = self.legs.remove(&call) {
-                    let _ = self.engine.destroy(leg);
-                }
-            }
-        }
-    }
-
-    /// Advances a voicemail deposit after playback or recording ends.
-    fn deposit_step(&mut self, leg: LegId, call: u64, recorded: Option<()>) -> Option<CallAction> {
-        match (self.deposits.get(&leg).cloned(), recorded) {
-            (Some(Deposit::Greeting { path }), None) => {
-                let opts = RecordOptions {
-                    stop_digits: "#".into(),
-                    max_length: Duration::from_secs(120),
-                    max_silence: Some(Duration::from_secs(5)),
-                    stereo: false,
+                let Some(e) = self.calls.get_mut(&call) else {
+                    return;
                 };
-                self.deposits.insert(leg, Deposit::Recording);
-                if let Err(e) = self.engine.record(leg, path, opts) {
-                    tracing::error!(call, error = %e, "cannot record voicemail");
+                e.session.on_ended();
+                e.ended = true;
+                match e.leg {
+                    Some(leg) => {
+                        let _ = self.engine.destroy(leg);
+                    }
+                    None => {
+                        self.calls.remove(&call);
+                    }
                 }
-                None
             }
-            (Some(Deposit::Recording), Some(())) => {
-                self.deposits.insert(leg, Deposit::Goodbye);
-                if self
-                    .engine
-                    .play(leg, &["system/goodbye"], false, false)
-                    .is_err()
-                {
-                    return Some(CallAction::Hangup {
-                        call,
-                        reason: "voicemail done",
-                    });
-                }
-                None
-            }
-            (Some(Deposit::Goodbye), None) => {
-                self.deposits.remove(&leg);
-                Some(CallAction::Hangup {
-                    call,
-                    reason: "voicemail done",
-                })
-            }
-            _ => None,
         }
     }
 
-    /// Applies a media event; returns what the SIP side must do.
-    pub fn on_media_event(&mut self, ev: MediaEvent) -> Option<CallAction> {
+    /// Applies a media event.
+    pub fn on_media_event(&mut self, ev: MediaEvent, now: Instant, unix: u64) {
         match ev {
             MediaEvent::Leg { leg, event } => {
-                let call = *self.calls.get(&leg)?;
+                let Some(&call) = self.by_leg.get(&leg) else {
+                    return;
+                };
+                let Some(e) = self.calls.get_mut(&call) else {
+                    return;
+                };
                 match event {
-                    LegEvent::RtpTimeout => Some(CallAction::Hangup {
-                        call,
-                        reason: "no RTP from the caller (media timeout)",
-                    }),
+                    LegEvent::RtpTimeout => {
+                        if !e.ended {
+                            self.actions.push_back(CallAction::Hangup {
+                                call,
+                                reason: "no RTP from the caller (media timeout)".into(),
+                            });
+                        }
+                    }
                     LegEvent::Digit { digit, source } => {
                         tracing::info!(call, %digit, ?source, "digit received");
-                        None
+                        e.session.on_digit(digit, true, now, unix);
                     }
-                    LegEvent::PlaybackDone { .. } => self.deposit_step(leg, call, None),
+                    LegEvent::PlaybackDone { interrupted, tag } => {
+                        e.session.on_playback_done(tag, interrupted, now, unix);
+                    }
                     LegEvent::RecordingDone {
                         path,
                         duration_ms,
                         reason,
                     } => {
-                        tracing::info!(call, path = %path.display(), duration_ms, ?reason, "voicemail recorded");
-                        self.deposit_step(leg, call, Some(()))
+                        tracing::info!(call, path = %path.display(), duration_ms, ?reason, "recording finished");
+                        e.session
+                            .on_recorded(path, duration_ms, reason, now, unix);
                     }
                 }
+                self.apply(call);
             }
             MediaEvent::Closed { leg, quality } => {
-                self.deposits.remove(&leg);
-                if let Some(call) = self.calls.remove(&leg) {
-                    tracing::info!(
-                        call,
-                        sent = quality.packets_sent,
-                        received = quality.packets_received,
-                        lost = quality.packets_lost,
-                        jitter_ms = format!("{:.1}", quality.jitter_ms),
-                        mos = format!("{:.2}", quality.mos),
-                        "media closed"
-                    );
-                    self.legs.remove(&call);
+                let Some(call) = self.by_leg.remove(&leg) else {
+                    return;
+                };
+                tracing::info!(
+                    call,
+                    sent = quality.packets_sent,
+                    received = quality.packets_received,
+                    lost = quality.packets_lost,
+                    jitter_ms = format!("{:.1}", quality.jitter_ms),
+                    mos = format!("{:.2}", quality.mos),
+                    "media closed"
+                );
+                if self.calls.get(&call).is_some_and(|e| e.ended) {
+                    self.calls.remove(&call);
+                    self.collect_changes();
+                } else if let Some(e) = self.calls.get_mut(&call) {
+                    e.leg = None;
                 }
-                None
             }
-            MediaEvent::RelayDigitByInfo { .. } => None,
+            MediaEvent::RelayDigitByInfo { .. } => {}
         }
     }
-}
 
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    /// Carries out a session's effects.
+    fn apply(&mut self, call: u64) {
+        let Some(e) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let leg = e.leg;
+        let ended = e.ended;
+        while let Some(effect) = e.session.poll_effect() {
+            let media = match (&effect, leg) {
+                (Effect::Ring, _) if !ended => {
+                    self.actions.push_back(CallAction::Ring { call });
+                    Ok(())
+                }
+                (Effect::Answer, _) if !ended => {
+                    self.actions.push_back(CallAction::Answer { call });
+                    Ok(())
+                }
+                (Effect::Reject { code, reason }, _) if !ended => {
+                    self.actions.push_back(CallAction::Reject {
+                        call,
+                        code: *code,
+                        reason: reason.clone(),
+                    });
+                    Ok(())
+                }
+                (Effect::Hangup { reason }, _) if !ended => {
+                    self.actions.push_back(CallAction::Hangup {
+                        call,
+                        reason: reason.clone(),
+                    });
+                    Ok(())
+                }
+                (Effect::Play {
+                    audio,
+                    repeat,
+                    barge_in,
+                    tag,
+                }, Some(leg)) => self
+                    .engine
+                    .play_audio(leg, audio, *repeat, *barge_in, *tag),
+                (Effect::StopPlayback, Some(leg)) => self.engine.stop_playback(leg),
+                (Effect::Echo, Some(leg)) => self.engine.echo(leg),
+                (Effect::Record { path, opts }, Some(leg)) => {
+                    self.engine.record(leg, path.clone(), opts.clone())
+                }
+                (Effect::StopRecording, Some(leg)) => self.engine.stop_recording(leg),
+                _ => Ok(()),
+            };
+            if let Err(err) = media {
+                tracing::error!(call, error = %err, effect = ?effect, "media command failed");
+                if matches!(effect, Effect::Play { .. }) && !ended {
+                    // A prompt that cannot play would leave the caller in silence forever.
+                    self.actions.push_back(CallAction::Hangup {
+                        call,
+                        reason: "prompt unavailable".into(),
+                    });
+                }
+            }
+        }
+        self.collect_changes();
+    }
+
+    fn collect_changes(&mut self) {
+        for (tenant, mailbox) in self.services.take_changes() {
+            self.actions
+                .push_back(CallAction::MailboxChanged { tenant, mailbox });
+        }
+    }
 }

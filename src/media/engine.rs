@@ -36,6 +36,16 @@ const WAKER: Token = Token(usize::MAX);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegId(pub u64);
 
+/// Something to play: a prompt by name (`system/beep`, resolved in the prompt folder and
+/// cached) or a WAV file anywhere (a voicemail message, a mailbox greeting; read each time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audio {
+    /// A prompt by name.
+    Prompt(String),
+    /// A WAV file.
+    File(PathBuf),
+}
+
 impl LegId {
     fn worker(self) -> usize {
         (self.0 >> 48) as usize
@@ -280,15 +290,44 @@ impl MediaEngine {
         looped: bool,
         barge_in: bool,
     ) -> Result<(), MediaError> {
-        let items = prompts
+        self.play_tagged(id, prompts, looped, barge_in, 0)
+    }
+
+    /// [`play`](Self::play) with a tag that comes back in `LegEvent::PlaybackDone`.
+    pub fn play_tagged(
+        &self,
+        id: LegId,
+        prompts: &[&str],
+        looped: bool,
+        barge_in: bool,
+        tag: u64,
+    ) -> Result<(), MediaError> {
+        let items: Vec<Audio> = prompts.iter().map(|p| Audio::Prompt(p.to_string())).collect();
+        self.play_audio(id, &items, looped, barge_in, tag)
+    }
+
+    /// Plays system/tenant prompts and files (voicemail messages, greetings) in order, with a
+    /// tag that comes back in `LegEvent::PlaybackDone`.
+    pub fn play_audio(
+        &self,
+        id: LegId,
+        items: &[Audio],
+        looped: bool,
+        barge_in: bool,
+        tag: u64,
+    ) -> Result<(), MediaError> {
+        let items = items
             .iter()
-            .map(|p| self.inner.prompts.get(p))
+            .map(|a| match a {
+                Audio::Prompt(p) => self.inner.prompts.get(p),
+                Audio::File(f) => self.inner.prompts.load_file(f),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         self.send(
             id.worker(),
             Command::Source {
                 id,
-                source: Source::Play(Player::new(items, looped, barge_in)),
+                source: Source::Play(Player::new(items, looped, barge_in).with_tag(tag)),
             },
         )
     }

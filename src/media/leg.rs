@@ -94,6 +94,9 @@ pub enum LegEvent {
     PlaybackDone {
         /// True when barge-in cut it short.
         interrupted: bool,
+        /// The tag given to [`Player::with_tag`], so a caller that replaced one playback with
+        /// another can tell a late "done" of the old one from the new one's.
+        tag: u64,
     },
     /// A recording ended.
     RecordingDone {
@@ -116,6 +119,7 @@ pub struct Player {
     pos: usize,
     looped: bool,
     barge_in: bool,
+    tag: u64,
 }
 
 impl Player {
@@ -127,7 +131,14 @@ impl Player {
             pos: 0,
             looped,
             barge_in,
+            tag: 0,
         }
+    }
+
+    /// Sets the tag reported in [`LegEvent::PlaybackDone`].
+    pub fn with_tag(mut self, tag: u64) -> Player {
+        self.tag = tag;
+        self
     }
 
     /// Fills one frame; false once everything was played (the rest of the frame is silence).
@@ -169,7 +180,7 @@ pub enum Source {
 }
 
 /// Recording options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordOptions {
     /// Stop when one of these digits is pressed (the digit is not recorded as a digit event).
     pub stop_digits: String,
@@ -384,8 +395,12 @@ impl Leg {
     fn on_digit(&mut self, digit: char, source: DigitSource, events: &mut Vec<LegEvent>) {
         if let Source::Play(p) = &self.source {
             if p.barge_in {
+                let tag = p.tag;
                 self.source = Source::Silence;
-                events.push(LegEvent::PlaybackDone { interrupted: true });
+                events.push(LegEvent::PlaybackDone {
+                    interrupted: true,
+                    tag,
+                });
             }
         }
         if let Some(rec) = &self.recording {
@@ -424,8 +439,12 @@ impl Leg {
             Source::Echo => out.copy_from_slice(&self.frame_in),
             Source::Play(p) => {
                 if !p.next(out) {
+                    let tag = p.tag;
                     self.source = Source::Silence;
-                    events.push(LegEvent::PlaybackDone { interrupted: false });
+                    events.push(LegEvent::PlaybackDone {
+                        interrupted: false,
+                        tag,
+                    });
                 }
             }
         }
@@ -706,7 +725,10 @@ mod tests {
         assert_eq!(
             ev,
             vec![
-                LegEvent::PlaybackDone { interrupted: true },
+                LegEvent::PlaybackDone {
+                    interrupted: true,
+                    tag: 0
+                },
                 LegEvent::Digit {
                     digit: '1',
                     source: DigitSource::Rfc4733

@@ -22,5 +22,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod wav;
 
-pub use engine::{LegId, MediaConfig, MediaEngine, MediaError, MediaEvent};
+pub use engine::{Audio, LegId, MediaConfig, MediaEngine, MediaError, MediaEvent};
 pub use ports::{PortError, RtpPortLease, RtpPortPool};

@@ -84,6 +84,18 @@ impl PromptCache {
         Ok(audio)
     }
 
+    /// A WAV file outside the prompt folder (a voicemail message, a mailbox greeting), decoded
+    /// and resampled but not cached: each is played rarely and may change.
+    pub fn load_file(&self, path: &Path) -> Result<PromptAudio, PromptError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|_| PromptError::NotFound {
+            name: name.clone(),
+            path: name.clone(),
+        })?;
+        let decoded = wav::decode(&bytes).map_err(|error| PromptError::Invalid { name, error })?;
+        Ok(wav::to_8k(&decoded).into())
+    }
+
     /// Adds audio under a name (tests, uploads).
     pub fn insert(&self, name: &str, audio: Vec<i16>) {
         self.cache

@@ -109,6 +109,43 @@ impl Tenant {
         self.numbers.get(&n)
     }
 
+    /// The outbound route and trunk that may carry a call to `number`, and the string to dial.
+    ///
+    /// This is the toll-fraud gate: the longest route prefix that matches wins, its trunk must
+    /// exist, and when the trunk lists allowed prefixes the number as dialed out must start with
+    /// one of them. Anything else is `None`, and the caller is refused.
+    pub fn outbound_route_for(&self, number: &str) -> Option<OutboundPlan<'_>> {
+        let dialed: String = number
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '+')
+            .collect();
+        if dialed.is_empty() || dialed != number.trim() {
+            return None;
+        }
+        let route = self
+            .config
+            .outbound_routes
+            .iter()
+            .filter(|r| !r.prefix.is_empty() && dialed.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len())?;
+        let trunk = self.config.trunks.iter().find(|t| t.id == route.trunk)?;
+        let rest: String = dialed.chars().skip(route.strip as usize).collect();
+        let out = format!("{}{rest}", route.prepend);
+        if !trunk.allowed_prefixes.is_empty()
+            && !trunk
+                .allowed_prefixes
+                .iter()
+                .any(|p| out.starts_with(p.as_str()))
+        {
+            return None;
+        }
+        Some(OutboundPlan {
+            route,
+            trunk,
+            dial: out,
+        })
+    }
+
     /// The trunk whose allowed sources contain `ip`.
     pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&Trunk> {
         self.trusted
@@ -116,6 +153,17 @@ impl Tenant {
             .find(|(net, len, _)| ip_in(ip, *net, *len))
             .map(|(_, _, i)| &self.config.trunks[*i])
     }
+}
+
+/// An allowed outbound call: which route and trunk carry it and what is dialed.
+#[derive(Debug, Clone)]
+pub struct OutboundPlan<'a> {
+    /// The matching route.
+    pub route: &'a crate::tenant::model::OutboundRoute,
+    /// Its trunk.
+    pub trunk: &'a crate::tenant::model::Trunk,
+    /// Number sent to the trunk (after strip/prepend).
+    pub dial: String,
 }
 
 /// `+1 (555) 0100` → `+15550100`; a bare digit string gains a `+`.

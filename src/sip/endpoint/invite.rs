@@ -4,7 +4,7 @@
 
 use super::register::AuthResult;
 use super::{CallEvent, CallInfo, Endpoint, Now, Peer, TimerRef, TxKey};
-use crate::call::{plan_for, CallPlan};
+use crate::call::control::Caller;
 use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
 use crate::sip::dialog::Dialog;
@@ -97,9 +97,17 @@ impl Endpoint {
             .filter(|_| tenant.resolve_number(&dialed).is_some())
             .map(|t| t.id.clone());
         let caller = match trunk {
-            Some(t) => format!("trunk:{t}"),
+            Some(t) => Caller::Trunk {
+                trunk: t,
+                number: uri_user(&req.from.uri).unwrap_or_default(),
+            },
             None => match self.authenticate(now, peer, &req, &tenant, true) {
-                AuthResult::User(u) => format!("user:{u}"),
+                AuthResult::User(u) => Caller::User(
+                    tenant
+                        .user_by_username(&u)
+                        .map(|x| x.extension.clone())
+                        .unwrap_or(u),
+                ),
                 AuthResult::Challenge { stale } => {
                     let realm = tenant.realm().to_string();
                     return self.challenge(now, &key, &req, &realm, stale, true);
@@ -111,20 +119,20 @@ impl Endpoint {
                 }
             },
         };
-        let target = if caller.starts_with("trunk:") {
-            tenant.resolve_number(&dialed).cloned()
-        } else {
-            tenant.resolve_dialed(&dialed).cloned()
+        let target = match &caller {
+            Caller::Trunk { .. } => tenant.resolve_number(&dialed).cloned(),
+            // A user may dial anything that looks like a phone number: whether it may leave
+            // through a trunk is the outbound routes' decision (refused with 403 if none allows).
+            Caller::User(_) => tenant.resolve_dialed(&dialed).cloned().or_else(|| {
+                looks_external(&tenant, &dialed).then(|| Target::External {
+                    number: dialed.clone(),
+                })
+            }),
         };
         let Some(target) = target else {
-            tracing::info!(tenant = %tenant.id(), %caller, %dialed, "no such destination");
+            tracing::info!(tenant = %tenant.id(), caller = ?caller, %dialed, "no such destination");
             return self.respond(now, &key, &req, ResponseBuilder::new(404));
         };
-        let plan = plan_for(&target);
-        if let CallPlan::Reject(code, reason) = plan {
-            tracing::info!(tenant = %tenant.id(), %caller, %dialed, code, "call refused");
-            return self.respond(now, &key, &req, ResponseBuilder::new(code).reason(reason));
-        }
         let active = self.tenant_calls.get(tenant.id()).copied().unwrap_or(0);
         if active >= tenant.config.limits.max_concurrent_calls as usize {
             tracing::warn!(tenant = %tenant.id(), active, "tenant call limit reached");
@@ -171,7 +179,7 @@ impl Endpoint {
         let id = self.next_call;
         self.next_call += 1;
         let span = tracing::info_span!("call", call_id = %req.call_id, tenant = %tenant.id());
-        span.in_scope(|| tracing::info!(%caller, %dialed, target = ?target, source = %peer.addr, "call started"));
+        span.in_scope(|| tracing::info!(caller = ?caller, %dialed, target = ?target, source = %peer.addr, "call started"));
         let local_tag = random_token();
         let Ok(dialog) = Dialog::new_uas(&req, &local_tag, rand::random::<u16>() as u32) else {
             let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
@@ -208,13 +216,58 @@ impl Endpoint {
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
 
-        let ringing = self.dialog_response(id, 180);
-        let invite = self.calls[&id].invite.clone();
-        self.respond(now, &key, &invite, ringing);
-        if plan == CallPlan::AnswerAndHold {
-            let offer = audio.map(|(o, _)| o);
-            self.answer(now, id, offer.as_ref());
+        self.events.push_back(CallEvent::Incoming {
+            call: id,
+            tenant,
+            caller,
+            dialed,
+            target,
+        });
+    }
+
+    /// Sends 180 Ringing for a call still ringing.
+    pub fn ring_call(&mut self, now: Now, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if call.state != CallState::Ringing {
+            return;
         }
+        let (key, invite) = (call.invite_key.clone(), call.invite.clone());
+        let ringing = self.dialog_response(id, 180);
+        self.respond(now, &key, &invite, ringing);
+    }
+
+    /// Answers a ringing call (200 with our SDP); media starts once the offer/answer is done.
+    pub fn answer_call(&mut self, now: Now, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if call.state != CallState::Ringing {
+            return;
+        }
+        let offer = if call.invite.body().is_empty() {
+            None
+        } else {
+            SessionDescription::parse(call.invite.body()).ok()
+        };
+        self.answer(now, id, offer.as_ref());
+    }
+
+    /// Refuses a ringing call with a final error (an answered call is hung up instead).
+    pub fn reject_call(&mut self, now: Now, id: u64, code: u16, reason: &str) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if call.state != CallState::Ringing || !(300..700).contains(&code) {
+            return self.hangup(now, id, "rejected by the call app");
+        }
+        let (key, invite) = (call.invite_key.clone(), call.invite.clone());
+        call.span
+            .in_scope(|| tracing::info!(code, reason, "call refused"));
+        let b = self.dialog_response(id, code).reason(reason);
+        self.respond(now, &key, &invite, b);
+        self.end_call(id, "refused");
     }
 
     /// A response in the dialog of call `id` (To tag and Contact set).
@@ -283,8 +336,6 @@ impl Endpoint {
             call: id,
             lease,
             audio,
-            target: call.target.clone(),
-            tenant: call.tenant.clone(),
         });
     }
 
@@ -548,7 +599,7 @@ impl Endpoint {
     }
 
     /// Ends a call from our side: BYE once it is answered, a final error while ringing.
-    pub(super) fn hangup(&mut self, now: Now, id: u64, why: &'static str) {
+    pub(super) fn hangup(&mut self, now: Now, id: u64, why: &str) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -592,9 +643,7 @@ impl Endpoint {
         if let Some(n) = self.tenant_calls.get_mut(&call.tenant) {
             *n = n.saturating_sub(1);
         }
-        if call.media_started {
-            self.events.push_back(CallEvent::Ended { call: id });
-        }
+        self.events.push_back(CallEvent::Ended { call: id });
         let secs = call.started.elapsed().as_secs_f64();
         call.span.in_scope(|| {
             tracing::info!(
@@ -607,7 +656,7 @@ impl Endpoint {
     }
 
     /// Hangs up one call from our side (media timeout, admin request).
-    pub fn hangup_call(&mut self, now: Now, id: u64, why: &'static str) {
+    pub fn hangup_call(&mut self, now: Now, id: u64, why: &str) {
         self.hangup(now, id, why);
     }
 
@@ -633,6 +682,8 @@ impl Endpoint {
                 target: format!("{:?}", c.target),
                 on_hold: c.audio.as_ref().is_some_and(|a| a.is_hold()),
                 source: c.peer.addr.to_string(),
+                app: None,
+                path: None,
             })
             .collect();
         out.sort_by_key(|c| c.id);
@@ -644,6 +695,11 @@ impl Endpoint {
         self.calls.get(&id).map(|c| c.tenant.as_str())
     }
 
+    /// A mailbox's message counts changed (message waiting is sent by the MWI code).
+    pub fn mailbox_changed(&mut self, now: Now, tenant: &str, mailbox: &str) {
+        self.notify_message_waiting(now, tenant, mailbox);
+    }
+
     /// Hangs up every call (drain timeout reached).
     pub fn hangup_all(&mut self, now: Now) {
         let ids: Vec<u64> = self.calls.keys().copied().collect();
@@ -651,6 +707,25 @@ impl Endpoint {
             self.hangup(now, id, "server shutting down");
         }
     }
+}
+
+/// True for a dial string that is not a local extension but a phone number: one an outbound
+/// route prefix matches, or one that looks international or national (`+…`, `00…`, seven
+/// digits or more). Those go to the outbound route check (403 when no route allows them);
+/// a short unknown number is an unknown extension (404).
+fn looks_external(tenant: &crate::tenant::Tenant, s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    s.starts_with('+')
+        || s.starts_with("00")
+        || digits.len() >= 7
+        || tenant
+            .config
+            .outbound_routes
+            .iter()
+            .any(|r| !r.prefix.is_empty() && s.starts_with(&r.prefix))
 }
 
 /// The digit carried by an INFO body: `Ok(None)` for bodies that are not DTMF,

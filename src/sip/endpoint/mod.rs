@@ -10,11 +10,15 @@
 //! Responsibilities, by file:
 //! - `mod.rs`: transaction table, dispatch by method, stateless answers to bad input, timers.
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
+//! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
 //! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
 
 mod invite;
+mod mwi;
 mod register;
+
+pub use mwi::MailboxCounts;
 
 use super::digest::{challenge_values, AuthFailureLimiter, DigestAlgorithm, NonceIssuer};
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
@@ -142,6 +146,20 @@ impl Default for EndpointConfig {
 /// What the endpoint tells the call layer about calls.
 #[derive(Debug)]
 pub enum CallEvent {
+    /// A new call passed auth, routing and limits and is waiting (ringing state) for the call
+    /// layer to ring, answer or refuse it.
+    Incoming {
+        /// Call id (the endpoint's).
+        call: u64,
+        /// The tenant as it was when the call arrived (kept for the whole call).
+        tenant: Arc<crate::tenant::Tenant>,
+        /// Who is calling.
+        caller: crate::call::control::Caller,
+        /// What was dialed.
+        dialed: String,
+        /// Where the dialed string leads.
+        target: crate::tenant::model::Target,
+    },
     /// A call is answered and its audio negotiated: start media on this port pair.
     MediaStart {
         /// Call id (the endpoint's).
@@ -150,10 +168,6 @@ pub enum CallEvent {
         lease: crate::media::RtpPortLease,
         /// Negotiated audio.
         audio: crate::sdp::NegotiatedAudio,
-        /// Where the call was routed.
-        target: crate::tenant::model::Target,
-        /// Tenant id.
-        tenant: String,
     },
     /// A re-INVITE changed the audio (hold, resume, new address or codec).
     MediaUpdate {
@@ -199,6 +213,10 @@ pub struct CallInfo {
     pub on_hold: bool,
     /// Caller's source address.
     pub source: String,
+    /// The call app running now (`ivr`, `voicemail`, `echo`, …).
+    pub app: Option<String>,
+    /// The apps the call went through (`ivr:main:1 > voicemail:100`).
+    pub path: Option<String>,
 }
 
 /// Counters for metrics and tests.
@@ -280,7 +298,7 @@ enum TimerRef {
 }
 
 /// Methods we implement; others known to SIP get 405 with this list.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE";
 
 /// The SIP endpoint. See the module documentation.
 pub struct Endpoint {
@@ -304,6 +322,8 @@ pub struct Endpoint {
     events: VecDeque<CallEvent>,
     draining: bool,
     stats: EndpointStats,
+    subscriptions: HashMap<(String, String), mwi::Subscription>,
+    mailbox_counts: Option<MailboxCounts>,
 }
 
 impl Endpoint {
@@ -336,6 +356,8 @@ impl Endpoint {
             events: VecDeque::new(),
             draining: false,
             stats: EndpointStats::default(),
+            subscriptions: HashMap::new(),
+            mailbox_counts: None,
         }
     }
 
@@ -489,6 +511,7 @@ impl Endpoint {
             Method::Invite => self.handle_invite(now, key, peer, req),
             Method::Bye => self.handle_bye(now, key, req),
             Method::Info => self.handle_info(now, key, req),
+            Method::Subscribe => self.handle_subscribe(now, key, peer, req),
             _ => {
                 let b = ResponseBuilder::new(405).header("Allow", ALLOW);
                 self.respond(now, &key, &req, b)
@@ -659,6 +682,7 @@ impl Endpoint {
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::Housekeeping => {
                     self.registrar.expire(now.unix);
+                    self.expire_subscriptions(now);
                     self.schedule(
                         Some(now.instant + Duration::from_secs(10)),
                         TimerRef::Housekeeping,

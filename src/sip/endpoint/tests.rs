@@ -79,9 +79,26 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<String> {
-        // Stand in for the media engine: hold each call's port pair until the call ends.
+        // Stand in for the call layer and the media engine: ring the ring test, refuse users
+        // and external numbers the way the apps do without a B2BUA, answer the rest, and hold
+        // each call's port pair until the call ends.
         while let Some(ev) = self.ep.poll_event() {
             match ev {
+                CallEvent::Incoming { call, target, .. } => {
+                    use crate::tenant::model::Target;
+                    match target {
+                        Target::RingTest => self.ep.ring_call(self.now, call),
+                        Target::User { .. } => {
+                            self.ep
+                                .reject_call(self.now, call, 480, "Temporarily Unavailable")
+                        }
+                        Target::External { .. } => self.ep.reject_call(self.now, call, 403, "Forbidden"),
+                        _ => {
+                            self.ep.ring_call(self.now, call);
+                            self.ep.answer_call(self.now, call);
+                        }
+                    }
+                }
                 CallEvent::MediaStart { call, lease, .. } => {
                     self.media.insert(call, lease);
                 }
@@ -559,8 +576,9 @@ fn malformed_requests_get_400_with_a_warning_and_junk_is_dropped() {
     assert!(h.send(peer, "\u{1}\u{2}garbage\r\n\r\n").is_empty());
     let unknown = "FOO sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: f1\r\nCSeq: 1 FOO\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(codes(&h.send(peer, unknown)), vec![501]);
+    // SUBSCRIBE is known, but only to the message-summary event package.
     let sub = unknown.replace("FOO", "SUBSCRIBE");
-    assert_eq!(codes(&h.send(peer, &sub)), vec![405]);
+    assert_eq!(codes(&h.send(peer, &sub)), vec![489]);
     let req = unknown
         .replace("FOO", "OPTIONS")
         .replace("Content-Length", "Require: 100rel\r\nContent-Length");

@@ -1,0 +1,190 @@
+//! The small apps: echo test, looping prompt, ring test, hang-up, and the user and external
+//! destinations.
+
+use crate::call::control::{App, AppEvent, CallContext, Verb};
+use crate::media::Audio;
+use crate::tenant::model::Target;
+
+/// Echo test: answer and send the caller's audio back.
+pub struct EchoApp;
+
+impl App for EchoApp {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn on_event(&mut self, ev: AppEvent, _cx: &CallContext) -> Vec<Verb> {
+        match ev {
+            AppEvent::Start => vec![Verb::Ring, Verb::Answer, Verb::Echo],
+            _ => vec![],
+        }
+    }
+}
+
+/// Plays one prompt in a loop until the caller hangs up (load tests, music on hold).
+pub struct PromptLoopApp {
+    prompt: String,
+}
+
+impl PromptLoopApp {
+    /// Loops `prompt`.
+    pub fn new(prompt: &str) -> PromptLoopApp {
+        PromptLoopApp {
+            prompt: prompt.to_string(),
+        }
+    }
+}
+
+impl App for PromptLoopApp {
+    fn name(&self) -> &'static str {
+        "prompt_loop"
+    }
+    fn on_event(&mut self, ev: AppEvent, _cx: &CallContext) -> Vec<Verb> {
+        match ev {
+            AppEvent::Start => vec![
+                Verb::Ring,
+                Verb::Answer,
+                Verb::Play {
+                    audio: vec![Audio::Prompt(self.prompt.clone())],
+                    repeat: true,
+                    barge_in: false,
+                },
+            ],
+            _ => vec![],
+        }
+    }
+}
+
+/// Rings and never answers (ringback and CANCEL test extension).
+pub struct RingApp;
+
+impl App for RingApp {
+    fn name(&self) -> &'static str {
+        "ring_test"
+    }
+    fn on_event(&mut self, ev: AppEvent, _cx: &CallContext) -> Vec<Verb> {
+        match ev {
+            AppEvent::Start => vec![Verb::Ring],
+            _ => vec![],
+        }
+    }
+}
+
+/// Ends the call: a 603 before answer, a BYE after (an IVR route to "hang up").
+pub struct HangupApp;
+
+impl App for HangupApp {
+    fn name(&self) -> &'static str {
+        "hangup"
+    }
+    fn on_event(&mut self, ev: AppEvent, _cx: &CallContext) -> Vec<Verb> {
+        match ev {
+            AppEvent::Start => vec![Verb::Reject {
+                code: 603,
+                reason: "Decline".into(),
+            }],
+            _ => vec![],
+        }
+    }
+}
+
+/// A call to a user. Until the B2BUA rings the user's phones, the caller goes to the user's
+/// mailbox (the "unavailable" path), or gets 480 when the user has none.
+pub struct UserApp {
+    extension: String,
+}
+
+impl UserApp {
+    /// Calls user `extension`.
+    pub fn new(extension: &str) -> UserApp {
+        UserApp {
+            extension: extension.to_string(),
+        }
+    }
+}
+
+impl App for UserApp {
+    fn name(&self) -> &'static str {
+        "user"
+    }
+    fn on_event(&mut self, ev: AppEvent, cx: &CallContext) -> Vec<Verb> {
+        if ev != AppEvent::Start {
+            return vec![];
+        }
+        let user = cx.tenant.user_by_extension(&self.extension);
+        let target = user.and_then(|u| {
+            u.forwarding
+                .as_ref()
+                .and_then(|f| f.no_answer.clone())
+                .or_else(|| {
+                    u.mailbox.clone().map(|mailbox| Target::Voicemail { mailbox })
+                })
+        });
+        match target {
+            Some(t) => vec![Verb::Route(t)],
+            None => vec![Verb::Reject {
+                code: 480,
+                reason: "Temporarily Unavailable".into(),
+            }],
+        }
+    }
+    fn trail(&self) -> Option<String> {
+        Some(self.extension.clone())
+    }
+}
+
+/// A call to a number outside the tenant. Only a number an outbound route allows may leave
+/// (toll fraud is the attack that costs SIP operators money); anything else is refused with
+/// 403 and logged.
+pub struct ExternalApp {
+    number: String,
+}
+
+impl ExternalApp {
+    /// Dials `number`.
+    pub fn new(number: &str, _cx: &CallContext) -> ExternalApp {
+        ExternalApp {
+            number: number.to_string(),
+        }
+    }
+}
+
+impl App for ExternalApp {
+    fn name(&self) -> &'static str {
+        "external"
+    }
+    fn on_event(&mut self, ev: AppEvent, cx: &CallContext) -> Vec<Verb> {
+        if ev != AppEvent::Start {
+            return vec![];
+        }
+        match cx.tenant.outbound_route_for(&self.number) {
+            None => {
+                tracing::warn!(
+                    tenant = %cx.tenant.id(),
+                    caller = %cx.caller.number(),
+                    number = %self.number,
+                    "outbound call refused: no outbound route allows this number"
+                );
+                vec![Verb::Reject {
+                    code: 403,
+                    reason: "Forbidden (no outbound route)".into(),
+                }]
+            }
+            Some(plan) => {
+                tracing::info!(
+                    tenant = %cx.tenant.id(),
+                    number = %self.number,
+                    trunk = %plan.trunk.id,
+                    dial = %plan.dial,
+                    "outbound route allows the call, but dialing out is not available yet"
+                );
+                vec![Verb::Reject {
+                    code: 503,
+                    reason: "Service Unavailable (outbound dialing not available)".into(),
+                }]
+            }
+        }
+    }
+    fn trail(&self) -> Option<String> {
+        Some(self.number.clone())
+    }
+}

@@ -1,0 +1,254 @@
+//! Message waiting (RFC 3842): `SUBSCRIBE` to the `message-summary` event package, the NOTIFYs
+//! that follow in the subscription's dialog, and an unsolicited NOTIFY to every registered
+//! contact of the mailbox's users (what most desk phones expect without subscribing) whenever
+//! a mailbox's counts change.
+//!
+//! The counts come from the call layer through [`Endpoint::set_mailbox_counts`]; the endpoint
+//! keeps no message data of its own.
+
+use super::register::AuthResult;
+use super::{Endpoint, Now, Peer, TransportKind, TxKey};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::SipRequest;
+use crate::sip::response::{new_branch, random_token, ResponseBuilder};
+use crate::tenant::Tenant;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Looks up a mailbox's (new, saved) message counts: `(tenant, mailbox)`.
+pub type MailboxCounts = Arc<dyn Fn(&str, &str) -> (usize, usize) + Send + Sync>;
+
+/// Longest subscription we grant.
+const MAX_EXPIRES: u64 = 3600;
+
+/// One message-summary subscription.
+pub(super) struct Subscription {
+    tenant: String,
+    mailbox: String,
+    account: String,
+    dialog: Dialog,
+    peer: Peer,
+    expires_at: u64,
+}
+
+impl Endpoint {
+    /// Where message counts come from (without it, SUBSCRIBE to message-summary gets 489).
+    pub fn set_mailbox_counts(&mut self, f: MailboxCounts) {
+        self.mailbox_counts = Some(f);
+    }
+
+    /// Message-summary subscriptions alive.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    pub(super) fn handle_subscribe(&mut self, now: Now, key: TxKey, peer: Peer, req: SipRequest) {
+        let event = req
+            .header("Event")
+            .or_else(|| req.header("o"))
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if event != "message-summary" || self.mailbox_counts.is_none() {
+            let b = ResponseBuilder::new(489)
+                .reason("Bad Event")
+                .header("Allow-Events", "message-summary");
+            return self.respond(now, &key, &req, b);
+        }
+        let expires = req
+            .header("Expires")
+            .and_then(|e| e.trim().parse::<u64>().ok())
+            .unwrap_or(MAX_EXPIRES)
+            .min(MAX_EXPIRES);
+
+        // A refresh (or an unsubscribe) inside an existing subscription dialog.
+        if let Some(tag) = req.to.tag() {
+            let id = (req.call_id.clone(), tag.to_string());
+            let Some(sub) = self.subscriptions.get_mut(&id) else {
+                return self.respond(now, &key, &req, ResponseBuilder::new(481));
+            };
+            sub.expires_at = now.unix + expires;
+            let b = ResponseBuilder::new(200).header("Expires", expires.to_string());
+            self.respond(now, &key, &req, b);
+            return self.notify_subscription(now, &id, expires == 0);
+        }
+
+        let snap = self.tenants.snapshot();
+        let host = req.uri().host().to_string();
+        let Some(tenant) = snap.resolve(Some(&host), None).cloned() else {
+            let b = ResponseBuilder::new(404).reason("Unknown Domain");
+            return self.respond(now, &key, &req, b);
+        };
+        let username = match self.authenticate(now, peer, &req, &tenant, false) {
+            AuthResult::User(u) => u,
+            AuthResult::Challenge { stale } => {
+                let realm = tenant.realm().to_string();
+                return self.challenge(now, &key, &req, &realm, stale, false);
+            }
+            AuthResult::Blocked => {
+                let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
+                return self.respond(now, &key, &req, b);
+            }
+        };
+        // A user may watch only their own mailbox.
+        let Some(mailbox) = tenant
+            .user_by_username(&username)
+            .and_then(|u| u.mailbox.clone())
+        else {
+            return self.respond(now, &key, &req, ResponseBuilder::new(404));
+        };
+        let local_tag = random_token();
+        let Ok(dialog) = Dialog::new_uas(&req, &local_tag, 1) else {
+            let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
+            return self.respond(now, &key, &req, b);
+        };
+        let contact = self.contact_for(&mailbox, peer.transport);
+        let b = ResponseBuilder::new(200)
+            .to_tag(&local_tag)
+            .header("Expires", expires.to_string())
+            .header("Contact", contact);
+        self.respond(now, &key, &req, b);
+        let id = (req.call_id.clone(), local_tag);
+        tracing::info!(tenant = %tenant.id(), %mailbox, expires, "message-summary subscription");
+        self.subscriptions.insert(
+            id.clone(),
+            Subscription {
+                tenant: tenant.id().to_string(),
+                account: format!("sip:{mailbox}@{}", tenant_domain(&tenant)),
+                mailbox,
+                dialog,
+                peer,
+                expires_at: now.unix + expires,
+            },
+        );
+        // RFC 6665 §4.2.1: the first NOTIFY follows the 200 at once.
+        self.notify_subscription(now, &id, expires == 0);
+    }
+
+    /// Sends the current counts in a subscription's dialog; `terminate` ends it.
+    fn notify_subscription(&mut self, now: Now, id: &(String, String), terminate: bool) {
+        let Some(sub) = self.subscriptions.get(id) else {
+            return;
+        };
+        let body = self.summary_body(&sub.tenant, &sub.mailbox, &sub.account);
+        let remaining = sub.expires_at.saturating_sub(now.unix);
+        let state = if terminate || remaining == 0 {
+            "terminated;reason=timeout".to_string()
+        } else {
+            format!("active;expires={remaining}")
+        };
+        let branch = new_branch();
+        let via = self.via_for(sub.peer.transport, &branch);
+        let contact = self.contact_for(&sub.mailbox, sub.peer.transport);
+        let extra = format!(
+            "Event: message-summary\r\nSubscription-State: {state}\r\nContact: {contact}\r\nUser-Agent: {}\r\n",
+            self.cfg.server_name
+        );
+        let Some(sub) = self.subscriptions.get_mut(id) else {
+            return;
+        };
+        let peer = sub.peer;
+        let bytes = Bytes::from(sub.dialog.request(
+            "NOTIFY",
+            &via,
+            &extra,
+            Some(("application/simple-message-summary", body.as_bytes())),
+        ));
+        if terminate || remaining == 0 {
+            self.subscriptions.remove(id);
+        }
+        self.send_request(now, peer, branch, bytes);
+    }
+
+    /// `Messages-Waiting` body (RFC 3842 §5.2).
+    fn summary_body(&self, tenant: &str, mailbox: &str, account: &str) -> String {
+        let (new, saved) = self
+            .mailbox_counts
+            .as_ref()
+            .map(|f| f(tenant, mailbox))
+            .unwrap_or((0, 0));
+        format!(
+            "Messages-Waiting: {}\r\nMessage-Account: {account}\r\nVoice-Message: {new}/{saved} (0/0)\r\n",
+            if new > 0 { "yes" } else { "no" }
+        )
+    }
+
+    /// Counts of a mailbox changed: NOTIFY its subscriptions, and every registered contact of
+    /// the users whose mailbox it is (unsolicited, for phones that never subscribe).
+    pub(super) fn notify_message_waiting(&mut self, now: Now, tenant_id: &str, mailbox: &str) {
+        let subs: Vec<(String, String)> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.tenant == tenant_id && s.mailbox == mailbox)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &subs {
+            self.notify_subscription(now, id, false);
+        }
+        let snap = self.tenants.snapshot();
+        let Some(tenant) = snap.tenant(tenant_id).cloned() else {
+            return;
+        };
+        let domain = tenant_domain(&tenant);
+        let account = format!("sip:{mailbox}@{domain}");
+        let body = self.summary_body(tenant_id, mailbox, &account);
+        let owners: Vec<String> = tenant
+            .config
+            .users
+            .iter()
+            .filter(|u| u.mailbox.as_deref() == Some(mailbox))
+            .map(|u| u.extension.clone())
+            .collect();
+        for ext in owners {
+            for binding in self.registrar.lookup(tenant_id, &ext, now.unix) {
+                let transport = if binding.transport.eq_ignore_ascii_case("TCP") {
+                    TransportKind::Tcp
+                } else {
+                    TransportKind::Udp
+                };
+                if transport != TransportKind::Udp {
+                    // We cannot open a connection to the phone; its subscription (if any)
+                    // was notified above.
+                    continue;
+                }
+                let peer = Peer {
+                    transport,
+                    addr: binding.source,
+                    conn: None,
+                };
+                let branch = new_branch();
+                let via = self.via_for(transport, &branch);
+                let bytes = format!(
+                    "NOTIFY {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+From: <{account}>;tag={tag}\r\nTo: <sip:{ext}@{domain}>\r\nCall-ID: {cid}\r\nCSeq: 1 NOTIFY\r\n\
+Contact: {contact}\r\nEvent: message-summary\r\nSubscription-State: active\r\n\
+User-Agent: {ua}\r\nContent-Type: application/simple-message-summary\r\nContent-Length: {len}\r\n\r\n{body}",
+                    uri = binding.uri,
+                    tag = random_token(),
+                    cid = random_token(),
+                    contact = self.contact_for(mailbox, transport),
+                    ua = self.cfg.server_name,
+                    len = body.len(),
+                );
+                tracing::debug!(tenant = %tenant_id, %mailbox, %ext, to = %binding.source, "message-waiting NOTIFY");
+                self.send_request(now, peer, branch, Bytes::from(bytes));
+            }
+        }
+    }
+
+    /// Drops expired subscriptions (housekeeping).
+    pub(super) fn expire_subscriptions(&mut self, now: Now) {
+        self.subscriptions.retain(|_, s| s.expires_at > now.unix);
+    }
+}
+
+fn tenant_domain(t: &Tenant) -> String {
+    t.config
+        .domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| t.id().to_string())
+}
