@@ -180,6 +180,16 @@ pub enum Caller {
     },
 }
 
+impl std::fmt::Display for Caller {
+    /// `user:100` or `trunk:sandbox` (the form logs and call records use).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::User(ext) => write!(f, "user:{ext}"),
+            Caller::Trunk { trunk, .. } => write!(f, "trunk:{trunk}"),
+        }
+    }
+}
+
 impl Caller {
     /// The number to show (extension or external number).
     pub fn number(&self) -> &str {

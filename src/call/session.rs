@@ -207,15 +207,19 @@ impl CallSession {
         unix: u64,
     ) {
         self.recording = false;
-        self.deliver(
-            AppEvent::Recorded {
-                path,
-                duration_ms,
-                reason,
-            },
-            now,
-            unix,
-        );
+        let ev = AppEvent::Recorded {
+            path,
+            duration_ms,
+            reason,
+        };
+        if self.ended {
+            // The caller hung up while being recorded — the usual end of a voicemail. The app
+            // still learns of the recording (to keep the message); what it asks next is moot.
+            self.cx.unix_now = unix;
+            let _ = self.app.on_event(ev, &self.cx);
+            return;
+        }
+        self.deliver(ev, now, unix);
     }
 
     /// The call is gone (the caller hung up, or we did): nothing more will be delivered.
@@ -415,3 +419,143 @@ impl CallSession {
 
 /// Digit collection timeouts used by the system apps.
 pub const MENU_DIGIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::testing::context;
+    use crate::call::control::App;
+    use std::sync::{Arc, Mutex};
+
+    /// A fake app: answers Start with a scripted list of verbs and records what it was told.
+    struct Fake {
+        on_start: Vec<Verb>,
+        seen: Arc<Mutex<Vec<AppEvent>>>,
+    }
+
+    impl App for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn on_event(&mut self, ev: AppEvent, _cx: &CallContext) -> Vec<Verb> {
+            self.seen.lock().unwrap().push(ev.clone());
+            match ev {
+                AppEvent::Start => std::mem::take(&mut self.on_start),
+                _ => vec![],
+            }
+        }
+    }
+
+    thread_local! {
+        static SCRIPT: std::cell::RefCell<Option<(Vec<Verb>, Arc<Mutex<Vec<AppEvent>>>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    fn factory(_: &Target, _: &CallContext) -> Box<dyn App> {
+        let (on_start, seen) = SCRIPT.with(|s| s.borrow_mut().take()).expect("script");
+        Box::new(Fake { on_start, seen })
+    }
+
+    fn session(verbs: Vec<Verb>) -> (CallSession, Arc<Mutex<Vec<AppEvent>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        SCRIPT.with(|s| *s.borrow_mut() = Some((verbs, seen.clone())));
+        let cx = context(serde_json::json!({"id": "t1", "name": "T1", "domains": ["t1.example"]}));
+        (CallSession::new(cx, &Target::Echo, factory), seen)
+    }
+
+    fn effects(s: &mut CallSession) -> Vec<Effect> {
+        std::iter::from_fn(|| s.poll_effect()).collect()
+    }
+
+    fn spec() -> GatherSpec {
+        GatherSpec {
+            max_digits: 3,
+            terminators: "#".into(),
+            first_digit_timeout: Duration::from_secs(5),
+            inter_digit_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn media_verbs_wait_for_the_answer_and_the_timer_starts_after_the_prompt() {
+        let (mut s, seen) = session(vec![Verb::play(&["system/welcome"], true), Verb::Gather(spec())]);
+        let t0 = Instant::now();
+        s.start(t0, 0);
+        assert_eq!(effects(&mut s), vec![Effect::Answer], "play implies answer");
+        assert_eq!(s.poll_timeout(), None);
+        s.on_media_ready(t0, 0);
+        let e = effects(&mut s);
+        let Effect::Play { tag, .. } = e[0] else {
+            panic!("{e:?}")
+        };
+        assert_eq!(s.poll_timeout(), None, "no timer while the prompt plays");
+        // A stale "done" of another playback changes nothing.
+        s.on_playback_done(tag + 100, false, t0, 0);
+        assert_eq!(s.poll_timeout(), None);
+        let t1 = t0 + Duration::from_secs(7);
+        s.on_playback_done(tag, false, t1, 0);
+        assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(5)));
+        // Nothing pressed: the gather ends empty at the deadline.
+        s.handle_timeout(t1 + Duration::from_secs(5), 0);
+        assert_eq!(
+            seen.lock().unwrap().last(),
+            Some(&AppEvent::Gathered {
+                digits: String::new(),
+                end: GatherEnd::Timeout
+            })
+        );
+    }
+
+    #[test]
+    fn digits_during_a_barge_in_prompt_count_and_info_digits_stop_it() {
+        let (mut s, seen) = session(vec![
+            Verb::Answer,
+            Verb::play(&["system/welcome"], true),
+            Verb::Gather(spec()),
+        ]);
+        let t0 = Instant::now();
+        s.start(t0, 0);
+        s.on_media_ready(t0, 0);
+        effects(&mut s);
+        // A SIP INFO digit: the session stops the prompt itself.
+        s.on_digit('4', false, t0, 0);
+        assert_eq!(effects(&mut s), vec![Effect::StopPlayback]);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)), "inter-digit");
+        s.on_digit('2', true, t0 + Duration::from_secs(1), 0);
+        s.on_digit('#', true, t0 + Duration::from_secs(2), 0);
+        assert_eq!(
+            seen.lock().unwrap().last(),
+            Some(&AppEvent::Gathered {
+                digits: "42".into(),
+                end: GatherEnd::Terminator
+            })
+        );
+        assert_eq!(s.poll_timeout(), None);
+        // Outside a gather, a digit is just a digit.
+        s.on_digit('9', true, t0, 0);
+        assert_eq!(seen.lock().unwrap().last(), Some(&AppEvent::Digit('9')));
+    }
+
+    #[test]
+    fn max_digits_ends_collection_and_hangup_stops_everything() {
+        let (mut s, seen) = session(vec![Verb::Answer, Verb::Gather(spec())]);
+        let t0 = Instant::now();
+        s.start(t0, 0);
+        s.on_media_ready(t0, 0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        for d in ['1', '2', '3'] {
+            s.on_digit(d, true, t0, 0);
+        }
+        assert_eq!(
+            seen.lock().unwrap().last(),
+            Some(&AppEvent::Gathered {
+                digits: "123".into(),
+                end: GatherEnd::MaxDigits
+            })
+        );
+        s.on_ended();
+        let n = seen.lock().unwrap().len();
+        s.on_digit('5', true, t0, 0);
+        assert_eq!(seen.lock().unwrap().len(), n, "nothing delivered after the end");
+    }
+}

@@ -130,7 +130,7 @@ impl Endpoint {
             }),
         };
         let Some(target) = target else {
-            tracing::info!(tenant = %tenant.id(), caller = ?caller, %dialed, "no such destination");
+            tracing::info!(tenant = %tenant.id(), %caller, %dialed, "no such destination");
             return self.respond(now, &key, &req, ResponseBuilder::new(404));
         };
         let active = self.tenant_calls.get(tenant.id()).copied().unwrap_or(0);
@@ -179,7 +179,7 @@ impl Endpoint {
         let id = self.next_call;
         self.next_call += 1;
         let span = tracing::info_span!("call", call_id = %req.call_id, tenant = %tenant.id());
-        span.in_scope(|| tracing::info!(caller = ?caller, %dialed, target = ?target, source = %peer.addr, "call started"));
+        span.in_scope(|| tracing::info!(%caller, from = %caller.number(), %dialed, target = ?target, source = %peer.addr, "call started"));
         let local_tag = random_token();
         let Ok(dialog) = Dialog::new_uas(&req, &local_tag, rand::random::<u16>() as u32) else {
             let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
