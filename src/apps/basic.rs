@@ -116,7 +116,9 @@ impl App for UserApp {
                 .as_ref()
                 .and_then(|f| f.no_answer.clone())
                 .or_else(|| {
-                    u.mailbox.clone().map(|mailbox| Target::Voicemail { mailbox })
+                    u.mailbox
+                        .clone()
+                        .map(|mailbox| Target::Voicemail { mailbox })
                 })
         });
         match target {

@@ -93,7 +93,6 @@ impl IvrApp {
     }
 }
 
-
 impl App for IvrApp {
     fn name(&self) -> &'static str {
         "ivr"
@@ -294,7 +293,11 @@ mod tests {
         assert!(branch_matches(&b, "Europe/Paris", monday_0830_utc));
         assert!(!branch_matches(&b, "UTC", monday_0830_utc));
         // Sunday is not listed.
-        assert!(!branch_matches(&b, "Europe/Paris", monday_0830_utc - 86_400));
+        assert!(!branch_matches(
+            &b,
+            "Europe/Paris",
+            monday_0830_utc - 86_400
+        ));
         let night = TimeBranch {
             days: vec![],
             start: "18:00".into(),

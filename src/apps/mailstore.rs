@@ -132,7 +132,9 @@ impl MailStore {
             let bytes = std::fs::read(&path)?;
             match serde_json::from_slice::<Message>(&bytes) {
                 Ok(m) => out.push(m),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable voicemail metadata skipped"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable voicemail metadata skipped")
+                }
             }
         }
         out.sort_by(|a, b| (a.received_unix, &a.id).cmp(&(b.received_unix, &b.id)));
@@ -162,7 +164,11 @@ impl MailStore {
             return Err(MailStoreError::NotFound);
         }
         let p = self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.wav"));
-        if !self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.json")).exists() {
+        if !self
+            .mailbox_dir(tenant, mailbox)?
+            .join(format!("{id}.json"))
+            .exists()
+        {
             return Err(MailStoreError::NotFound);
         }
         Ok(p)
@@ -179,7 +185,9 @@ impl MailStore {
         if !safe(id) {
             return Err(MailStoreError::NotFound);
         }
-        let path = self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.json"));
+        let path = self
+            .mailbox_dir(tenant, mailbox)?
+            .join(format!("{id}.json"));
         let bytes = std::fs::read(&path).map_err(|_| MailStoreError::NotFound)?;
         let mut m: Message =
             serde_json::from_slice(&bytes).map_err(|e| MailStoreError::Metadata {
@@ -199,7 +207,8 @@ impl MailStore {
             return Err(MailStoreError::NotFound);
         }
         let dir = self.mailbox_dir(tenant, mailbox)?;
-        std::fs::remove_file(dir.join(format!("{id}.json"))).map_err(|_| MailStoreError::NotFound)?;
+        std::fs::remove_file(dir.join(format!("{id}.json")))
+            .map_err(|_| MailStoreError::NotFound)?;
         let _ = std::fs::remove_file(dir.join(format!("{id}.wav")));
         Ok(())
     }

@@ -251,8 +251,7 @@ impl CallRunner {
                         reason,
                     } => {
                         tracing::info!(call, path = %path.display(), duration_ms, ?reason, "recording finished");
-                        e.session
-                            .on_recorded(path, duration_ms, reason, now, unix);
+                        e.session.on_recorded(path, duration_ms, reason, now, unix);
                     }
                 }
                 self.apply(call);
@@ -313,14 +312,15 @@ impl CallRunner {
                     });
                     Ok(())
                 }
-                (Effect::Play {
-                    audio,
-                    repeat,
-                    barge_in,
-                    tag,
-                }, Some(leg)) => self
-                    .engine
-                    .play_audio(leg, audio, *repeat, *barge_in, *tag),
+                (
+                    Effect::Play {
+                        audio,
+                        repeat,
+                        barge_in,
+                        tag,
+                    },
+                    Some(leg),
+                ) => self.engine.play_audio(leg, audio, *repeat, *barge_in, *tag),
                 (Effect::StopPlayback, Some(leg)) => self.engine.stop_playback(leg),
                 (Effect::Echo, Some(leg)) => self.engine.echo(leg),
                 (Effect::Record { path, opts }, Some(leg)) => {

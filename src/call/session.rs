@@ -446,8 +446,10 @@ mod tests {
         }
     }
 
+    type Seen = Arc<Mutex<Vec<AppEvent>>>;
+
     thread_local! {
-        static SCRIPT: std::cell::RefCell<Option<(Vec<Verb>, Arc<Mutex<Vec<AppEvent>>>)>> =
+        static SCRIPT: std::cell::RefCell<Option<(Vec<Verb>, Seen)>> =
             const { std::cell::RefCell::new(None) };
     }
 
@@ -478,7 +480,10 @@ mod tests {
 
     #[test]
     fn media_verbs_wait_for_the_answer_and_the_timer_starts_after_the_prompt() {
-        let (mut s, seen) = session(vec![Verb::play(&["system/welcome"], true), Verb::Gather(spec())]);
+        let (mut s, seen) = session(vec![
+            Verb::play(&["system/welcome"], true),
+            Verb::Gather(spec()),
+        ]);
         let t0 = Instant::now();
         s.start(t0, 0);
         assert_eq!(effects(&mut s), vec![Effect::Answer], "play implies answer");
@@ -520,7 +525,11 @@ mod tests {
         // A SIP INFO digit: the session stops the prompt itself.
         s.on_digit('4', false, t0, 0);
         assert_eq!(effects(&mut s), vec![Effect::StopPlayback]);
-        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)), "inter-digit");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t0 + Duration::from_secs(2)),
+            "inter-digit"
+        );
         s.on_digit('2', true, t0 + Duration::from_secs(1), 0);
         s.on_digit('#', true, t0 + Duration::from_secs(2), 0);
         assert_eq!(
@@ -556,6 +565,10 @@ mod tests {
         s.on_ended();
         let n = seen.lock().unwrap().len();
         s.on_digit('5', true, t0, 0);
-        assert_eq!(seen.lock().unwrap().len(), n, "nothing delivered after the end");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            n,
+            "nothing delivered after the end"
+        );
     }
 }

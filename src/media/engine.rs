@@ -302,7 +302,10 @@ impl MediaEngine {
         barge_in: bool,
         tag: u64,
     ) -> Result<(), MediaError> {
-        let items: Vec<Audio> = prompts.iter().map(|p| Audio::Prompt(p.to_string())).collect();
+        let items: Vec<Audio> = prompts
+            .iter()
+            .map(|p| Audio::Prompt(p.to_string()))
+            .collect();
         self.play_audio(id, &items, looped, barge_in, tag)
     }
 

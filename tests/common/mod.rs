@@ -181,8 +181,13 @@ pub fn rand_u32() -> u32 {
 /// Runs a SIPp scenario from integration/sipp against the server; returns (success, output
 /// including SIPp's error log and statistics).
 pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
+    sipp_at(server.sip_port, ports, scenario, args)
+}
+
+/// [`sipp`] against a server known only by its SIP port (from another thread).
+pub fn sipp_at(sip_port: u16, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
     run_sipp(
-        server,
+        sip_port,
         ports,
         scenario,
         None,
@@ -200,11 +205,11 @@ pub fn sipp_with_audio(
     audio: Option<&[i16]>,
     args: &[&str],
 ) -> (bool, String) {
-    run_sipp(server, ports, scenario, audio, &["-m", "1"], args)
+    run_sipp(server.sip_port, ports, scenario, audio, &["-m", "1"], args)
 }
 
 fn run_sipp(
-    server: &Server,
+    sip_port: u16,
     ports: &Ports,
     scenario: &str,
     audio: Option<&[i16]>,
@@ -219,7 +224,7 @@ fn run_sipp(
         .current_dir(dir.path())
         .arg("-sf")
         .arg(repo().join("integration/sipp").join(scenario))
-        .arg(format!("127.0.0.1:{}", server.sip_port))
+        .arg(format!("127.0.0.1:{sip_port}"))
         .args([
             "-i",
             "127.0.0.1",

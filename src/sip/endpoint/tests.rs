@@ -92,7 +92,9 @@ impl Harness {
                             self.ep
                                 .reject_call(self.now, call, 480, "Temporarily Unavailable")
                         }
-                        Target::External { .. } => self.ep.reject_call(self.now, call, 403, "Forbidden"),
+                        Target::External { .. } => {
+                            self.ep.reject_call(self.now, call, 403, "Forbidden")
+                        }
                         _ => {
                             self.ep.ring_call(self.now, call);
                             self.ep.answer_call(self.now, call);

@@ -1,0 +1,228 @@
+//! Call apps end to end with SIPp: the IVR walked with RFC 4733 and SIP INFO digits, invalid
+//! input and timeouts, a menu changed through the admin API while a call is in it, and the
+//! toll-fraud gate (a destination no route allows gets 403 and no INVITE leaves).
+
+mod common;
+
+use common::*;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+/// Changes the demo tenant through the admin API (GET, edit, PUT with If-Match).
+fn edit_demo(server: &Server, edit: impl FnOnce(&mut Value)) {
+    let http = Client::new();
+    let url = format!("http://127.0.0.1:{}/v1/tenants/demo", server.api_port);
+    let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("GET");
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut doc: Value = r.json().expect("doc");
+    edit(&mut doc);
+    let r = http
+        .put(&url)
+        .bearer_auth(ADMIN_KEY)
+        .header("If-Match", tag)
+        .json(&doc)
+        .send()
+        .expect("PUT");
+    assert!(r.status().is_success(), "{:?}", r.text());
+}
+
+/// Adds the test menus and number +15550700 → menu `t-main` to the demo tenant through the
+/// admin API. Prompts are the 0.4 s beep so a test walks a menu in seconds.
+fn add_test_menus(server: &Server, main_1: Value) {
+    edit_demo(server, |doc| {
+        doc["ivrs"]["t-main"] = json!({
+            "prompts": ["system/beep"],
+            "routes": [
+                {"digits": "1", "target": main_1},
+                {"digits": "2", "target": {"type": "ivr", "menu": "t-sub"}},
+                {"digits": "9", "target": {"type": "hangup"}}
+            ],
+            "timeout_secs": 3, "max_retries": 1,
+            "invalid_prompt": "system/beep",
+            "on_exhausted": {"type": "hangup"}
+        });
+        doc["ivrs"]["t-sub"] = json!({
+            "prompts": ["system/beep"],
+            "routes": [{"digits": "5", "target": {"type": "echo"}}],
+            "timeout_secs": 3, "max_retries": 0
+        });
+        if !doc["numbers"]
+            .as_array()
+            .expect("numbers")
+            .iter()
+            .any(|n| n["number"] == "+15550700")
+        {
+            doc["numbers"]
+                .as_array_mut()
+                .expect("numbers")
+                .push(json!({"number": "+15550700", "target": {"type": "ivr", "menu": "t-main"}}));
+        }
+    });
+}
+
+/// A trunk call to the test menu that presses `digit` by SIP INFO after `after_ms`.
+fn info_digit_call(
+    sip_port: u16,
+    p: &Ports,
+    scenario: &str,
+    digit: &str,
+    after_ms: &str,
+) -> (bool, String) {
+    let args = [
+        "-m",
+        "1",
+        "-s",
+        "+15550700",
+        "-key",
+        "digit",
+        digit,
+        "-d",
+        after_ms,
+    ];
+    sipp_at(sip_port, p, scenario, &args)
+}
+
+fn live_calls(api_port: u16) -> Vec<Value> {
+    Client::new()
+        .get(format!("http://127.0.0.1:{api_port}/v1/tenants/demo/calls"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("GET calls")
+        .json::<Value>()
+        .expect("json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn ivr_rfc4733_digits_walk_two_menus_to_the_echo_test() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    add_test_menus(&server, json!({"type": "echo"}));
+    // While SIPp is in the call, the live call list shows where the call went.
+    let watcher = {
+        let api_port = server.api_port;
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(c) = live_calls(api_port)
+                    .into_iter()
+                    .find(|c| c["app"] == "echo")
+                {
+                    return Some(c);
+                }
+            }
+            None
+        })
+    };
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "ivr_dtmf.xml",
+        &["-m", "1", "-s", "+15550700", "-d", "2500"],
+    );
+    assert!(ok, "{out}\n{}", server.log_text());
+    let call = watcher.join().expect("watcher").expect("call reached echo");
+    assert_eq!(call["path"], "ivr:t-main:2 > ivr:t-sub:5 > echo", "{call}");
+}
+
+#[test]
+fn ivr_invalid_digit_then_timeout_uses_up_retries_and_hangs_up() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    add_test_menus(&server, json!({"type": "echo"}));
+    // 7 is no route: invalid prompt, the menu again, then 3 s of nothing uses up the one
+    // retry; the exhausted target hangs up (goodbye, then our BYE), which the scenario awaits.
+    let (ok, out) = info_digit_call(server.sip_port, &p, "ivr_info_bye.xml", "7", "600");
+    assert!(ok, "{out}\n{}", server.log_text());
+    let log = server.log_text();
+    assert!(log.contains("IVR: invalid choice"), "{log}");
+    assert!(log.contains("IVR: no input"), "{log}");
+    assert!(log.contains("IVR retries used up"), "{log}");
+}
+
+/// Issue 4: a menu changed through the API reaches the next call, while a call already in the
+/// menu keeps the menu it started with.
+#[test]
+fn ivr_change_through_the_api_reaches_new_calls_not_the_call_in_the_menu() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    // Before: 1 → echo test (the call stays up).
+    add_test_menus(&server, json!({"type": "echo"}));
+    let first = {
+        let sip_port = server.sip_port;
+        let p1 = ports();
+        std::thread::spawn(move || info_digit_call(sip_port, &p1, "ivr_info_stay.xml", "1", "2000"))
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    // After: 1 → hang up. The first call is in the menu now and keeps "1 → echo".
+    add_test_menus(&server, json!({"type": "hangup"}));
+    let (ok, out) = info_digit_call(server.sip_port, &p, "ivr_info_bye.xml", "1", "500");
+    assert!(ok, "the new call must follow the new menu:\n{out}");
+    let (ok, out) = first.join().expect("first call");
+    assert!(
+        ok,
+        "the call in progress must keep the old menu:\n{out}\n{}",
+        server.log_text()
+    );
+}
+
+/// Toll fraud: a user dialing a number no outbound route allows gets 403, and nothing reaches
+/// the provider.
+#[test]
+fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    // A provider that would receive any outbound INVITE.
+    let provider = UdpSocket::bind("127.0.0.1:0").expect("provider");
+    provider
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let addr = provider.local_addr().expect("addr");
+    edit_demo(&server, |doc| {
+        doc["trunks"].as_array_mut().expect("trunks").push(json!({
+            "id": "provider", "address": addr.to_string(),
+            "allowed_prefixes": ["+1"]
+        }));
+        doc["outbound_routes"] =
+            json!([{"name": "north america", "prefix": "+1", "trunk": "provider"}]);
+    });
+    for number in ["+442071234567", "00442071234567", "+8823451234567"] {
+        let (ok, out) = sipp(
+            &server,
+            &p,
+            "invite_auth_forbidden.xml",
+            &[
+                "-m", "1", "-s", number, "-key", "caller", "100", "-au", "100", "-ap", "demo100",
+            ],
+        );
+        assert!(ok, "{number} must get 403:\n{out}\n{}", server.log_text());
+    }
+    let mut buf = [0u8; 2048];
+    assert!(
+        provider.recv_from(&mut buf).is_err(),
+        "an INVITE reached the provider"
+    );
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("outbound call refused: no outbound route allows this number")
+            .count(),
+        3,
+        "{log}"
+    );
+}
