@@ -7,7 +7,9 @@
 //! ## Shape
 //!
 //! ```text
-//!  sockets ──► sip::transport ──► sip::endpoint (sans-IO) ──► call ──► (media, apps)
+//!  sockets ──► sip::transport ──► sip::endpoint (sans-IO) ──► call ──► apps
+//!                                                                │
+//!                                                                └──► media engine
 //!                    ▲                   │   │
 //!                    └──── transmits ────┘   └─► tenant::Snapshot (Arc, swapped on change)
 //! ```
@@ -15,8 +17,12 @@
 //! - [`sip`]: RFC 3261 message intake, transaction state machines, digest auth, registrar and
 //!   the [`sip::endpoint::Endpoint`] that takes bytes and time and returns bytes to send.
 //! - [`sdp`]: offer/answer for audio.
-//! - [`media`]: RTP ports (and, growing, the RTP engine).
-//! - [`call`]: what a routed call does; the call-control verbs apps use.
+//! - [`media`]: the RTP engine (G.711, RTP/RTCP, DTMF, jitter buffer, prompts, recording,
+//!   bridging) and RTP port allocation.
+//! - [`call`]: the call-control API (verbs and events), the sans-IO per-call session that runs
+//!   an app, and the runner that connects sessions to the endpoint and the media engine.
+//! - [`apps`]: IVR, voicemail (deposit and mailbox menu), echo, prompt loop, ring test, and the
+//!   user and external destinations — written against [`call::control`] only.
 //! - [`tenant`]: configuration model, validation, sled store and the immutable snapshot.
 //! - [`settings`]: the TOML file and `SWITCHYARD_*` environment overrides.
 //! - [`server`]: the runtime: sockets, the clock, signals and drain.
