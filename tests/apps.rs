@@ -226,3 +226,72 @@ fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
         "{log}"
     );
 }
+
+/// Message waiting: a subscribed phone is told "0 new" at once and "1 new" when a message is
+/// left in its mailbox; the message's audio holds the caller's tone.
+#[test]
+fn message_waiting_notify_follows_a_new_voicemail() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    // A short greeting keeps the test short: beep, "leave a message", beep (~5.4 s).
+    edit_demo(&server, |doc| {
+        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
+            if m["id"] == "100" {
+                m["greeting"] = json!("system/beep");
+            }
+        }
+    });
+    let subscriber = {
+        let sip_port = server.sip_port;
+        let p1 = ports();
+        std::thread::spawn(move || {
+            let args = ["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"];
+            sipp_at(sip_port, &p1, "subscribe_mwi.xml", &args)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(sine_wave(600.0, 2.0));
+    audio.extend(vec![0i16; 4000]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550300", "-d", "8500"],
+    );
+    assert!(ok, "deposit call failed:\n{out}");
+    let (ok, out) = subscriber.join().expect("subscriber");
+    assert!(
+        ok,
+        "MWI NOTIFYs wrong or missing:\n{out}\n{}",
+        server.log_text()
+    );
+    // The message holds the caller's 600 Hz tone.
+    let dir = server.data_path().join("voicemail/demo/100");
+    let wav = std::fs::read_dir(&dir)
+        .expect("mailbox")
+        .flatten()
+        .find(|f| f.path().extension().is_some_and(|e| e == "wav"))
+        .expect("message");
+    let b = std::fs::read(wav.path()).expect("read");
+    let samples: Vec<i16> = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let start = samples
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("tone in the message");
+    let f = tone_frequency(&samples[start + 400..start + 8000]);
+    assert!((f - 600.0).abs() < 10.0, "message tone {f} Hz");
+}
+
+fn sine_wave(freq: f32, secs: f32) -> Vec<i16> {
+    (0..(8000.0 * secs) as usize)
+        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * 8000.0) as i16)
+        .collect()
+}
