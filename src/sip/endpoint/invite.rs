@@ -2,7 +2,6 @@
 //! address), tenant and target resolution, SDP offer/answer, 180/200, 2xx retransmission until
 //! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
 
-use super::register::AuthResult;
 use super::{CallEvent, CallInfo, Endpoint, Now, Peer, TimerRef, TxKey};
 use crate::call::control::Caller;
 use crate::media::RtpPortLease;
@@ -101,23 +100,18 @@ impl Endpoint {
                 trunk: t,
                 number: uri_user(&req.from.uri).unwrap_or_default(),
             },
-            None => match self.authenticate(now, peer, &req, &tenant, true) {
-                AuthResult::User(u) => Caller::User(
+            None => {
+                let Some(u) = self.authenticate_or_answer(now, &key, peer, &req, &tenant, true)
+                else {
+                    return;
+                };
+                Caller::User(
                     tenant
                         .user_by_username(&u)
                         .map(|x| x.extension.clone())
                         .unwrap_or(u),
-                ),
-                AuthResult::Challenge { stale } => {
-                    let realm = tenant.realm().to_string();
-                    return self.challenge(now, &key, &req, &realm, stale, true);
-                }
-                AuthResult::Blocked => {
-                    let b =
-                        ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
-                    return self.respond(now, &key, &req, b);
-                }
-            },
+                )
+            }
         };
         let target = match &caller {
             Caller::Trunk { .. } => tenant.resolve_number(&dialed).cloned(),

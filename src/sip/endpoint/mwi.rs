@@ -6,7 +6,6 @@
 //! The counts come from the call layer through [`Endpoint::set_mailbox_counts`]; the endpoint
 //! keeps no message data of its own.
 
-use super::register::AuthResult;
 use super::{Endpoint, Now, Peer, TransportKind, TxKey};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::SipRequest;
@@ -82,16 +81,9 @@ impl Endpoint {
             let b = ResponseBuilder::new(404).reason("Unknown Domain");
             return self.respond(now, &key, &req, b);
         };
-        let username = match self.authenticate(now, peer, &req, &tenant, false) {
-            AuthResult::User(u) => u,
-            AuthResult::Challenge { stale } => {
-                let realm = tenant.realm().to_string();
-                return self.challenge(now, &key, &req, &realm, stale, false);
-            }
-            AuthResult::Blocked => {
-                let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
-                return self.respond(now, &key, &req, b);
-            }
+        let Some(username) = self.authenticate_or_answer(now, &key, peer, &req, &tenant, false)
+        else {
+            return;
         };
         // A user may watch only their own mailbox.
         let Some(mailbox) = tenant

@@ -83,6 +83,32 @@ impl Endpoint {
         }
     }
 
+    /// Authenticates `req`, or answers it: a challenge (401, or 407 when `proxy`), or 403 while
+    /// the source address is blocked. `Some(username)` when the caller proved its password.
+    pub(super) fn authenticate_or_answer(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        peer: Peer,
+        req: &SipRequest,
+        tenant: &Tenant,
+        proxy: bool,
+    ) -> Option<String> {
+        match self.authenticate(now, peer, req, tenant, proxy) {
+            AuthResult::User(u) => Some(u),
+            AuthResult::Challenge { stale } => {
+                let realm = tenant.realm().to_string();
+                self.challenge(now, key, req, &realm, stale, proxy);
+                None
+            }
+            AuthResult::Blocked => {
+                let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
+                self.respond(now, key, req, b);
+                None
+            }
+        }
+    }
+
     fn resolve_tenant_for(&self, req: &SipRequest) -> Option<Arc<Tenant>> {
         let snap = self.tenants.snapshot();
         let host = req.to.host();
@@ -94,16 +120,9 @@ impl Endpoint {
             let b = ResponseBuilder::new(404).reason("Unknown Domain");
             return self.respond(now, &key, &req, b);
         };
-        let username = match self.authenticate(now, peer, &req, &tenant, false) {
-            AuthResult::User(u) => u,
-            AuthResult::Challenge { stale } => {
-                let realm = tenant.realm().to_string();
-                return self.challenge(now, &key, &req, &realm, stale, false);
-            }
-            AuthResult::Blocked => {
-                let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
-                return self.respond(now, &key, &req, b);
-            }
+        let Some(username) = self.authenticate_or_answer(now, &key, peer, &req, &tenant, false)
+        else {
+            return;
         };
         let Some(user) = tenant.user_by_username(&username) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(403));
