@@ -396,10 +396,8 @@ impl App for MailboxMenuApp {
                     self.state = MenuState::Goodbye;
                     return vec![Verb::play(&["system/wrong-pin", "system/goodbye"], false)];
                 }
-                let mut v = vec![Verb::play(&["system/wrong-pin"], true)];
-                v.extend(self.ask_pin(mailbox, tries + 1));
-                // ask_pin's own prompt replaces the one above; keep both in one playback.
-                v.remove(1);
+                let mut v = self.ask_pin(mailbox, tries + 1);
+                // "Wrong PIN" and the new request in one playback.
                 v[0] = Verb::play(&["system/wrong-pin", "system/enter-pin"], true);
                 v
             }

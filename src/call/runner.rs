@@ -9,7 +9,8 @@ use crate::media::engine::params_from_sdp;
 use crate::media::leg::{InbandDtmf, LegEvent};
 use crate::media::{LegId, MediaEngine, MediaEvent};
 use crate::sip::endpoint::CallEvent;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,9 @@ pub struct CallRunner {
     rtp_timeout: Duration,
     inband: InbandDtmf,
     actions: VecDeque<CallAction>,
+    /// Digit-collection deadlines (call, when); entries whose session moved on are skipped
+    /// when they come due, so the server loop never scans every call.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl CallRunner {
@@ -89,6 +93,7 @@ impl CallRunner {
             rtp_timeout,
             inband,
             actions: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
         }
     }
 
@@ -112,27 +117,26 @@ impl CallRunner {
         self.actions.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is next needed.
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed (possibly early: a
+    /// deadline that no longer holds wakes the loop once for nothing).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.calls
-            .values()
-            .filter_map(|e| e.session.poll_timeout())
-            .min()
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Fires digit-collection timeouts due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
-        let due: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, e)| e.session.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
-            if let Some(e) = self.calls.get_mut(&id) {
-                e.session.handle_timeout(now, unix);
+        while let Some(&Reverse((at, call))) = self.deadlines.peek() {
+            if at > now {
+                break;
             }
-            self.apply(id);
+            self.deadlines.pop();
+            let Some(e) = self.calls.get_mut(&call) else {
+                continue;
+            };
+            if e.session.poll_timeout().is_some_and(|t| t <= now) {
+                e.session.handle_timeout(now, unix);
+                self.apply(call);
+            }
         }
     }
 
@@ -287,6 +291,9 @@ impl CallRunner {
         };
         let leg = e.leg;
         let ended = e.ended;
+        if let Some(at) = e.session.poll_timeout() {
+            self.deadlines.push(Reverse((at, call)));
+        }
         while let Some(effect) = e.session.poll_effect() {
             let media = match (&effect, leg) {
                 (Effect::Ring, _) if !ended => {
