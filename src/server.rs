@@ -398,6 +398,18 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
                     endpoint.reject_call(now(), call, code, &reason)
                 }
                 CallAction::Hangup { call, reason } => endpoint.hangup_call(now(), call, &reason),
+                CallAction::Dial {
+                    call,
+                    tenant,
+                    users,
+                    caller,
+                } => {
+                    let started: usize = users
+                        .iter()
+                        .map(|u| endpoint.dial_user(now(), call, &tenant, u, &caller))
+                        .sum();
+                    runner.dial_done(call, started, Instant::now(), unix_now());
+                }
                 CallAction::MailboxChanged { tenant, mailbox } => {
                     endpoint.mailbox_changed(now(), &tenant, &mailbox)
                 }

@@ -295,3 +295,85 @@ fn sine_wave(freq: f32, secs: f32) -> Vec<i16> {
         .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * 8000.0) as i16)
         .collect()
 }
+
+/// B2BUA: a call to a user rings the user's registered phone (SIPp answering and echoing its
+/// audio), and the caller's tone comes back through both directions of the bridge.
+#[test]
+fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    });
+    // The phone registers as 101 from the port it will answer on.
+    let phone = ports();
+    let (ok, out) = sipp(
+        &server,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register: {out}");
+    let callee = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || {
+            sipp_at(
+                sip_port,
+                &phone,
+                "uas_answer.xml",
+                &["-m", "1", "-rtp_echo"],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let mut audio = sine_wave(1000.0, 2.0);
+    audio.extend(vec![0i16; 8000]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550101", "-d", "3500"],
+    );
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let (ok, out) = callee.join().expect("callee");
+    assert!(
+        ok,
+        "the phone must be called, then hung up by the server:\n{out}"
+    );
+    // What the caller received: its own tone, after a trip through the phone's echo.
+    let heard: Vec<i16> = cap
+        .finish()
+        .iter()
+        .filter(|d| {
+            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
+        })
+        .flat_map(|d| {
+            d.payload[12..]
+                .iter()
+                .map(|&b| ulaw_to_linear(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let start = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .unwrap_or_else(|| {
+            panic!(
+                "no tone came back ({} samples)\n{}",
+                heard.len(),
+                server.log_text()
+            )
+        });
+    let f = tone_frequency(&heard[start + 400..start + 8000]);
+    assert!((f - 1000.0).abs() < 10.0, "caller heard {f} Hz");
+    let log = server.log_text();
+    assert!(log.contains("leg answered"), "{log}");
+}

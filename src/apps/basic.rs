@@ -1,9 +1,10 @@
 //! The small apps: echo test, looping prompt, ring test, hang-up, and the user and external
 //! destinations.
 
-use crate::call::control::{App, AppEvent, CallContext, Verb};
+use crate::call::control::{App, AppEvent, CallContext, DialOutcome, Verb};
 use crate::media::Audio;
 use crate::tenant::model::Target;
+use std::time::Duration;
 
 /// Echo test: answer and send the caller's audio back.
 pub struct EchoApp;
@@ -87,8 +88,10 @@ impl App for HangupApp {
     }
 }
 
-/// A call to a user. Until the B2BUA rings the user's phones, the caller goes to the user's
-/// mailbox (the "unavailable" path), or gets 480 when the user has none.
+/// A call to a user: `forwarding.always` if set; otherwise every registered phone of the user
+/// rings at once for the user's `ring_timeout_secs`, and the first to answer is bridged to the
+/// caller. No answer goes to `forwarding.no_answer` or the user's mailbox; busy to
+/// `forwarding.busy` or the mailbox; no registered phone to the mailbox (`480` without one).
 pub struct UserApp {
     extension: String,
 }
@@ -107,26 +110,45 @@ impl App for UserApp {
         "user"
     }
     fn on_event(&mut self, ev: AppEvent, cx: &CallContext) -> Vec<Verb> {
-        if ev != AppEvent::Start {
-            return vec![];
-        }
-        let user = cx.tenant.user_by_extension(&self.extension);
-        let target = user.and_then(|u| {
-            u.forwarding
-                .as_ref()
-                .and_then(|f| f.no_answer.clone())
-                .or_else(|| {
-                    u.mailbox
-                        .clone()
-                        .map(|mailbox| Target::Voicemail { mailbox })
-                })
-        });
-        match target {
-            Some(t) => vec![Verb::Route(t)],
-            None => vec![Verb::Reject {
-                code: 480,
-                reason: "Temporarily Unavailable".into(),
-            }],
+        let Some(user) = cx.tenant.user_by_extension(&self.extension) else {
+            return vec![Verb::Reject {
+                code: 404,
+                reason: "Not Found".into(),
+            }];
+        };
+        let forwarding = user.forwarding.clone().unwrap_or_default();
+        let mailbox = user
+            .mailbox
+            .clone()
+            .map(|mailbox| Target::Voicemail { mailbox });
+        let elsewhere =
+            |first: Option<Target>, code: u16, reason: &str| match first.or(mailbox.clone()) {
+                Some(t) => vec![Verb::Route(t)],
+                None => vec![Verb::Reject {
+                    code,
+                    reason: reason.to_string(),
+                }],
+            };
+        match ev {
+            AppEvent::Start => match forwarding.always {
+                Some(t) => vec![Verb::Route(t)],
+                None => vec![Verb::Dial {
+                    users: vec![self.extension.clone()],
+                    ring_timeout: Duration::from_secs(u64::from(user.ring_timeout_secs)),
+                }],
+            },
+            AppEvent::DialResult(DialOutcome::Answered) => vec![],
+            AppEvent::DialResult(DialOutcome::NoAnswer) => elsewhere(
+                forwarding.no_answer,
+                480,
+                "Temporarily Unavailable (no answer)",
+            ),
+            AppEvent::DialResult(DialOutcome::Busy) => elsewhere(forwarding.busy, 486, "Busy Here"),
+            AppEvent::DialResult(DialOutcome::Unavailable(_)) => {
+                elsewhere(None, 480, "Temporarily Unavailable")
+            }
+            AppEvent::PeerHungUp => vec![Verb::hangup("called party hung up")],
+            _ => vec![],
         }
     }
     fn trail(&self) -> Option<String> {

@@ -58,6 +58,15 @@ pub enum Verb {
     },
     /// Stop recording.
     StopRecording,
+    /// Ring users (every registered phone of each, all at once) and bridge the caller to the
+    /// first that answers; ends with [`AppEvent::DialResult`]. The caller hears 180 while they
+    /// ring and is answered when one answers.
+    Dial {
+        /// Extensions to ring in parallel.
+        users: Vec<String>,
+        /// Give up after this long.
+        ring_timeout: Duration,
+    },
     /// Hand the call to the app for `target` (a sub-menu, a mailbox, a user).
     Route(Target),
     /// End the call.
@@ -155,6 +164,10 @@ pub enum AppEvent {
     },
     /// A key press outside digit collection.
     Digit(char),
+    /// A [`Verb::Dial`] ended.
+    DialResult(DialOutcome),
+    /// The party the caller was bridged to hung up.
+    PeerHungUp,
     /// A recording ended.
     Recorded {
         /// File written.
@@ -164,6 +177,19 @@ pub enum AppEvent {
         /// Why it stopped.
         reason: RecordStop,
     },
+}
+
+/// How a [`Verb::Dial`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// Someone answered; the caller is bridged to them.
+    Answered,
+    /// Nobody answered within the ring timeout.
+    NoAnswer,
+    /// Every phone said busy (486, 600).
+    Busy,
+    /// No phone registered, or every one failed (the last SIP status).
+    Unavailable(u16),
 }
 
 /// Who is calling.

@@ -2,13 +2,14 @@
 //! ([`CallEvent`]) and media events ([`MediaEvent`]); their effects become media engine
 //! commands (here) and SIP actions ([`CallAction`], applied by the server loop to the endpoint).
 
-use super::control::CallContext;
+use super::control::{CallContext, Caller};
 use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
 use crate::media::engine::params_from_sdp;
 use crate::media::leg::{InbandDtmf, LegEvent};
 use crate::media::{LegId, MediaEngine, MediaEvent};
 use crate::sip::endpoint::CallEvent;
+use crate::sip::endpoint::CallerId;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,6 +44,17 @@ pub enum CallAction {
         /// Why, for the log.
         reason: String,
     },
+    /// Ring users' phones for `call` (the server reports back with [`CallRunner::dial_done`]).
+    Dial {
+        /// The call the legs belong to.
+        call: u64,
+        /// Tenant id.
+        tenant: String,
+        /// Extensions.
+        users: Vec<String>,
+        /// Caller ID to present.
+        caller: crate::sip::endpoint::CallerId,
+    },
     /// A mailbox's message counts changed: tell its owner's phones (message waiting).
     MailboxChanged {
         /// Tenant id.
@@ -50,6 +62,12 @@ pub enum CallAction {
         /// Mailbox id.
         mailbox: String,
     },
+}
+
+/// An outgoing leg of a call.
+struct Child {
+    parent: u64,
+    media: Option<LegId>,
 }
 
 struct Entry {
@@ -66,6 +84,7 @@ pub struct CallRunner {
     services: Arc<Services>,
     factory: AppFactory,
     calls: HashMap<u64, Entry>,
+    children: HashMap<u64, Child>,
     by_leg: HashMap<LegId, u64>,
     rtp_timeout: Duration,
     inband: InbandDtmf,
@@ -89,6 +108,7 @@ impl CallRunner {
             services,
             factory,
             calls: HashMap::new(),
+            children: HashMap::new(),
             by_leg: HashMap::new(),
             rtp_timeout,
             inband,
@@ -171,25 +191,92 @@ impl CallRunner {
                 self.apply(call);
             }
             CallEvent::MediaStart { call, lease, audio } => {
-                let Some(entry) = self.calls.get_mut(&call) else {
-                    return; // dropping the lease frees the port
-                };
                 let params = params_from_sdp(&audio, self.rtp_timeout, self.inband);
-                match self.engine.create_leg(lease, params) {
-                    Ok(leg) => {
-                        entry.leg = Some(leg);
-                        self.by_leg.insert(leg, call);
-                        entry.session.on_media_ready(now, unix);
-                    }
+                // Bridged legs must live on one media worker: the second is created beside
+                // the first.
+                let beside = match self.children.get(&call) {
+                    Some(c) => self.calls.get(&c.parent).and_then(|e| e.leg),
+                    None => self
+                        .calls
+                        .get(&call)
+                        .and_then(|e| e.session.peer())
+                        .and_then(|p| self.children.get(&p))
+                        .and_then(|c| c.media),
+                };
+                let created = match beside {
+                    Some(other) => self.engine.create_leg_beside(other, lease, params),
+                    None => self.engine.create_leg(lease, params),
+                };
+                let leg = match created {
+                    Ok(leg) => leg,
                     Err(e) => {
                         tracing::error!(call, error = %e, "no media for call");
                         self.actions.push_back(CallAction::Hangup {
                             call,
                             reason: "no media".into(),
                         });
+                        return;
                     }
+                };
+                self.by_leg.insert(leg, call);
+                if let Some(c) = self.children.get_mut(&call) {
+                    c.media = Some(leg);
+                    let parent = c.parent;
+                    self.try_bridge(parent);
+                    return;
                 }
+                let Some(entry) = self.calls.get_mut(&call) else {
+                    let _ = self.engine.destroy(leg);
+                    return;
+                };
+                entry.leg = Some(leg);
+                entry.session.on_media_ready(now, unix);
                 self.apply(call);
+                self.try_bridge(call);
+            }
+            CallEvent::LegStarted { leg, parent } => {
+                self.children.insert(
+                    leg,
+                    Child {
+                        parent,
+                        media: None,
+                    },
+                );
+                if let Some(e) = self.calls.get_mut(&parent) {
+                    e.session.on_dial_started(&[leg], now, unix);
+                }
+                self.apply(parent);
+            }
+            CallEvent::LegProgress { leg, .. } => {
+                let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
+                    return;
+                };
+                if let Some(e) = self.calls.get_mut(&parent) {
+                    e.session.on_leg_progress(leg);
+                }
+                self.apply(parent);
+            }
+            CallEvent::LegAnswered { leg } => {
+                let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
+                    return;
+                };
+                match self.calls.get_mut(&parent) {
+                    Some(e) => e.session.on_leg_answered(leg, now, unix),
+                    None => self.actions.push_back(CallAction::Hangup {
+                        call: leg,
+                        reason: "caller gone".into(),
+                    }),
+                }
+                self.apply(parent);
+            }
+            CallEvent::LegFailed { leg, code } => {
+                let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
+                    return;
+                };
+                if let Some(e) = self.calls.get_mut(&parent) {
+                    e.session.on_leg_gone(leg, Some(code), now, unix);
+                }
+                self.apply(parent);
             }
             CallEvent::MediaUpdate { call, audio } => {
                 if let Some(leg) = self.calls.get(&call).and_then(|e| e.leg) {
@@ -206,12 +293,25 @@ impl CallRunner {
                 self.apply(call);
             }
             CallEvent::Ended { call } => {
+                if let Some(child) = self.children.remove(&call) {
+                    if let Some(m) = child.media {
+                        let _ = self.engine.destroy(m);
+                    }
+                    if let Some(e) = self.calls.get_mut(&child.parent) {
+                        e.session.on_leg_gone(call, None, now, unix);
+                    }
+                    self.apply(child.parent);
+                    return;
+                }
                 let Some(e) = self.calls.get_mut(&call) else {
                     return;
                 };
                 e.session.on_ended();
                 e.ended = true;
-                match e.leg {
+                let leg = e.leg;
+                // The caller's other legs (ringing phones, the bridged party) end with it.
+                self.apply(call);
+                match leg {
                     Some(leg) => {
                         let _ = self.engine.destroy(leg);
                     }
@@ -223,6 +323,36 @@ impl CallRunner {
         }
     }
 
+    /// Bridges a call with the leg it answered to once both have media.
+    fn try_bridge(&mut self, call: u64) {
+        let Some(e) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(a), Some(peer)) = (e.leg, e.session.peer()) else {
+            return;
+        };
+        let Some(b) = self.children.get(&peer).and_then(|c| c.media) else {
+            return;
+        };
+        if let Err(err) = self.engine.bridge(a, b) {
+            tracing::error!(call, error = %err, "cannot bridge the call's legs");
+            self.actions.push_back(CallAction::Hangup {
+                call,
+                reason: "bridge failed".into(),
+            });
+        }
+    }
+
+    /// How many outgoing legs a [`CallAction::Dial`] started (0: nobody to ring).
+    pub fn dial_done(&mut self, call: u64, started: usize, now: Instant, unix: u64) {
+        if started == 0 {
+            if let Some(e) = self.calls.get_mut(&call) {
+                e.session.on_dial_started(&[], now, unix);
+            }
+            self.apply(call);
+        }
+    }
+
     /// Applies a media event.
     pub fn on_media_event(&mut self, ev: MediaEvent, now: Instant, unix: u64) {
         match ev {
@@ -230,6 +360,16 @@ impl CallRunner {
                 let Some(&call) = self.by_leg.get(&leg) else {
                     return;
                 };
+                if self.children.contains_key(&call) {
+                    // The called party's leg: only its silence matters to us.
+                    if event == LegEvent::RtpTimeout {
+                        self.actions.push_back(CallAction::Hangup {
+                            call,
+                            reason: "no RTP from the called party (media timeout)".into(),
+                        });
+                    }
+                    return;
+                }
                 let Some(e) = self.calls.get_mut(&call) else {
                     return;
                 };
@@ -294,6 +434,7 @@ impl CallRunner {
         if let Some(at) = e.session.poll_timeout() {
             self.deadlines.push(Reverse((at, call)));
         }
+        let mut bridge = false;
         while let Some(effect) = e.session.poll_effect() {
             let media = match (&effect, leg) {
                 (Effect::Ring, _) if !ended => {
@@ -334,6 +475,41 @@ impl CallRunner {
                     self.engine.record(leg, path.clone(), opts.clone())
                 }
                 (Effect::StopRecording, Some(leg)) => self.engine.stop_recording(leg),
+                (Effect::HangupLeg { leg }, _) => {
+                    self.actions.push_back(CallAction::Hangup {
+                        call: *leg,
+                        reason: "caller's call ended or another phone answered".into(),
+                    });
+                    Ok(())
+                }
+                (Effect::Dial { users }, _) if !ended => {
+                    let cx = e.session.context();
+                    let caller = match &cx.caller {
+                        Caller::User(ext) => CallerId {
+                            user: ext.clone(),
+                            display: cx
+                                .tenant
+                                .user_by_extension(ext)
+                                .map(|u| u.display_name.clone())
+                                .filter(|d| !d.is_empty()),
+                        },
+                        Caller::Trunk { number, .. } => CallerId {
+                            user: number.clone(),
+                            display: None,
+                        },
+                    };
+                    self.actions.push_back(CallAction::Dial {
+                        call,
+                        tenant: cx.tenant.id().to_string(),
+                        users: users.clone(),
+                        caller,
+                    });
+                    Ok(())
+                }
+                (Effect::Bridge { .. }, _) => {
+                    bridge = true;
+                    Ok(())
+                }
                 _ => Ok(()),
             };
             if let Err(err) = media {
@@ -346,6 +522,9 @@ impl CallRunner {
                     });
                 }
             }
+        }
+        if bridge {
+            self.try_bridge(call);
         }
         self.collect_changes();
     }

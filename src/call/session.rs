@@ -4,11 +4,11 @@
 //! [`CallSession::handle_timeout`]. The runner turns effects into SIP actions and media engine
 //! commands.
 
-use super::control::{App, AppEvent, CallContext, GatherEnd, GatherSpec, Verb};
+use super::control::{App, AppEvent, CallContext, DialOutcome, GatherEnd, GatherSpec, Verb};
 use crate::media::leg::{RecordOptions, RecordStop};
 use crate::media::Audio;
 use crate::tenant::model::Target;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,28 @@ pub enum Effect {
     },
     /// Stop recording.
     StopRecording,
+    /// Start outgoing legs to these users' phones.
+    Dial {
+        /// Extensions.
+        users: Vec<String>,
+    },
+    /// End an outgoing leg (CANCEL or BYE).
+    HangupLeg {
+        /// Leg id.
+        leg: u64,
+    },
+    /// Connect the caller's audio with this answered leg.
+    Bridge {
+        /// Leg id.
+        leg: u64,
+    },
+}
+
+/// A dial in progress.
+struct Dialing {
+    legs: BTreeSet<u64>,
+    codes: Vec<u16>,
+    deadline: Instant,
 }
 
 struct Gathering {
@@ -82,6 +104,10 @@ pub struct CallSession {
     next_tag: u64,
     gather: Option<Gathering>,
     recording: bool,
+    dialing: Option<Dialing>,
+    /// The leg the caller is bridged to.
+    peer: Option<u64>,
+    rung: bool,
     effects: VecDeque<Effect>,
     ended: bool,
     /// Apps the call went through, with their trails, for the call record.
@@ -110,6 +136,9 @@ impl CallSession {
             next_tag: 1,
             gather: None,
             recording: false,
+            dialing: None,
+            peer: None,
+            rung: false,
             effects: VecDeque::new(),
             ended: false,
             routes: 0,
@@ -227,15 +256,118 @@ impl CallSession {
         self.ended = true;
         self.gather = None;
         self.waiting.clear();
+        // The other legs go with the caller.
+        if let Some(d) = self.dialing.take() {
+            for leg in d.legs {
+                self.effects.push_back(Effect::HangupLeg { leg });
+            }
+        }
+        if let Some(leg) = self.peer.take() {
+            self.effects.push_back(Effect::HangupLeg { leg });
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.gather.as_ref().and_then(|g| g.deadline)
+        let g = self.gather.as_ref().and_then(|g| g.deadline);
+        let d = self.dialing.as_ref().map(|d| d.deadline);
+        g.into_iter().chain(d).min()
     }
 
-    /// Fires a digit-collection timeout due at `now`.
+    /// The leg the caller is bridged to.
+    pub fn peer(&self) -> Option<u64> {
+        self.peer
+    }
+
+    /// Legs being dialed.
+    pub fn dialing_legs(&self) -> Vec<u64> {
+        self.dialing
+            .as_ref()
+            .map(|d| d.legs.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many legs a [`Effect::Dial`] started (0: nobody to ring).
+    pub fn on_dial_started(&mut self, legs: &[u64], now: Instant, unix: u64) {
+        let Some(d) = self.dialing.as_mut() else {
+            return;
+        };
+        d.legs.extend(legs);
+        if d.legs.is_empty() {
+            self.finish_dial(DialOutcome::Unavailable(480), now, unix);
+        }
+    }
+
+    /// An outgoing leg rings.
+    pub fn on_leg_progress(&mut self, leg: u64) {
+        let dialing = self.dialing.as_ref().is_some_and(|d| d.legs.contains(&leg));
+        if dialing && !self.rung && !self.answered {
+            self.rung = true;
+            self.effects.push_back(Effect::Ring);
+        }
+    }
+
+    /// An outgoing leg answered: it wins, the others are cancelled, the caller is answered and
+    /// bridged to it.
+    pub fn on_leg_answered(&mut self, leg: u64, now: Instant, unix: u64) {
+        let ours = self.dialing.as_ref().is_some_and(|d| d.legs.contains(&leg));
+        if !ours || self.ended {
+            self.effects.push_back(Effect::HangupLeg { leg });
+            return;
+        }
+        if let Some(d) = self.dialing.take() {
+            for other in d.legs.into_iter().filter(|&l| l != leg) {
+                self.effects.push_back(Effect::HangupLeg { leg: other });
+            }
+        }
+        self.peer = Some(leg);
+        self.playing = None;
+        self.gather = None;
+        if !self.answered {
+            self.answered = true;
+            self.effects.push_back(Effect::Answer);
+        }
+        self.effects.push_back(Effect::Bridge { leg });
+        self.deliver(AppEvent::DialResult(DialOutcome::Answered), now, unix);
+    }
+
+    /// An outgoing leg failed or ended.
+    pub fn on_leg_gone(&mut self, leg: u64, code: Option<u16>, now: Instant, unix: u64) {
+        if self.peer == Some(leg) {
+            self.peer = None;
+            return self.deliver(AppEvent::PeerHungUp, now, unix);
+        }
+        let Some(d) = self.dialing.as_mut() else {
+            return;
+        };
+        if !d.legs.remove(&leg) {
+            return;
+        }
+        d.codes.extend(code);
+        if d.legs.is_empty() {
+            let outcome = if d.codes.iter().any(|c| matches!(c, 486 | 600)) {
+                DialOutcome::Busy
+            } else {
+                DialOutcome::Unavailable(d.codes.last().copied().unwrap_or(480))
+            };
+            self.finish_dial(outcome, now, unix);
+        }
+    }
+
+    fn finish_dial(&mut self, outcome: DialOutcome, now: Instant, unix: u64) {
+        if let Some(d) = self.dialing.take() {
+            for leg in d.legs {
+                self.effects.push_back(Effect::HangupLeg { leg });
+            }
+        }
+        self.deliver(AppEvent::DialResult(outcome), now, unix);
+    }
+
+    /// Fires a digit-collection or ring timeout due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
+        if self.dialing.as_ref().is_some_and(|d| d.deadline <= now) {
+            self.finish_dial(DialOutcome::NoAnswer, now, unix);
+        }
         if self
             .gather
             .as_ref()
@@ -334,6 +466,9 @@ impl CallSession {
                 Verb::Hangup { reason } => {
                     self.ended = true;
                     self.effects.push_back(Effect::Hangup { reason });
+                    if let Some(leg) = self.peer.take() {
+                        self.effects.push_back(Effect::HangupLeg { leg });
+                    }
                 }
                 Verb::Play {
                     audio,
@@ -386,6 +521,17 @@ impl CallSession {
                     });
                 }
                 Verb::StopRecording => self.effects.push_back(Effect::StopRecording),
+                Verb::Dial {
+                    users,
+                    ring_timeout,
+                } => {
+                    self.dialing = Some(Dialing {
+                        legs: BTreeSet::new(),
+                        codes: Vec::new(),
+                        deadline: now + ring_timeout,
+                    });
+                    self.effects.push_back(Effect::Dial { users });
+                }
                 Verb::Route(target) => {
                     self.routes += 1;
                     if self.routes > MAX_ROUTES {

@@ -167,7 +167,7 @@ fn default_ring_timeout() -> u32 {
 }
 
 /// Call forwarding rules.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forwarding {
     /// Forward every call.

@@ -499,6 +499,9 @@ impl Endpoint {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
         self.respond(now, &key, &req, ResponseBuilder::new(200));
+        if self.out_calls.contains_key(&id) {
+            return self.end_leg(id, "callee hung up");
+        }
         // A BYE before the 2xx was ACKed still ends the INVITE transaction cleanly: the ACK
         // (if it ever comes) finds no dialog and is dropped.
         self.end_call(id, "caller hung up");
@@ -531,6 +534,9 @@ impl Endpoint {
         let Some(id) = self.dialog_of(&req) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
+        if self.out_calls.contains_key(&id) {
+            return self.leg_reinvite(now, key, id, req);
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -651,6 +657,9 @@ impl Endpoint {
 
     /// Hangs up one call from our side (media timeout, admin request).
     pub fn hangup_call(&mut self, now: Now, id: u64, why: &str) {
+        if self.out_calls.contains_key(&id) {
+            return self.hangup_leg(now, id, why);
+        }
         self.hangup(now, id, why);
     }
 
@@ -696,9 +705,14 @@ impl Endpoint {
 
     /// Hangs up every call (drain timeout reached).
     pub fn hangup_all(&mut self, now: Now) {
-        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        let ids: Vec<u64> = self
+            .calls
+            .keys()
+            .chain(self.out_calls.keys())
+            .copied()
+            .collect();
         for id in ids {
-            self.hangup(now, id, "server shutting down");
+            self.hangup_call(now, id, "server shutting down");
         }
     }
 }
@@ -756,8 +770,8 @@ fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
     }
 }
 
-/// Our own offer (late-offer INVITE): PCMU, PCMA and telephone-event.
-fn our_offer(local: &LocalMedia) -> String {
+/// Our own offer (late-offer INVITE, outgoing legs): PCMU, PCMA and telephone-event.
+pub(super) fn our_offer(local: &LocalMedia) -> String {
     let ip_kind = if local.address.is_ipv4() {
         "IP4"
     } else {

@@ -16,17 +16,19 @@
 
 mod invite;
 mod mwi;
+mod outbound;
 mod register;
 
 pub use mwi::MailboxCounts;
+pub use outbound::CallerId;
 
 use super::digest::{challenge_values, AuthFailureLimiter, DigestAlgorithm, NonceIssuer};
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
 use super::registrar::Registrar;
 use super::response::ResponseBuilder;
 use super::transaction::{
-    ClientNonInviteTransaction, ServerInviteTransaction, ServerNonInviteTransaction, TimerConfig,
-    TxEvent,
+    ClientInviteTransaction, ClientNonInviteTransaction, ServerInviteTransaction,
+    ServerNonInviteTransaction, TimerConfig, TxEvent,
 };
 use crate::media::RtpPortPool;
 use crate::tenant::TenantStore;
@@ -169,6 +171,32 @@ pub enum CallEvent {
         /// Negotiated audio.
         audio: crate::sdp::NegotiatedAudio,
     },
+    /// An outgoing leg for call `parent` was started (INVITE sent).
+    LegStarted {
+        /// The leg's id (used like a call id in later events).
+        leg: u64,
+        /// The call it belongs to.
+        parent: u64,
+    },
+    /// An outgoing leg got a provisional response (ringing).
+    LegProgress {
+        /// Leg id.
+        leg: u64,
+        /// 180, 183, …
+        code: u16,
+    },
+    /// An outgoing leg was answered (its `MediaStart` follows).
+    LegAnswered {
+        /// Leg id.
+        leg: u64,
+    },
+    /// An outgoing leg failed: a final error, or 408 when nothing answered the INVITE.
+    LegFailed {
+        /// Leg id.
+        leg: u64,
+        /// SIP status.
+        code: u16,
+    },
     /// A re-INVITE changed the audio (hold, resume, new address or codec).
     MediaUpdate {
         /// Call id.
@@ -293,6 +321,7 @@ struct ClientTxEntry {
 enum TimerRef {
     Server(TxKey),
     Client(String),
+    ClientInvite(String),
     Call(u64),
     Housekeeping,
 }
@@ -324,6 +353,10 @@ pub struct Endpoint {
     stats: EndpointStats,
     subscriptions: HashMap<(String, String), mwi::Subscription>,
     mailbox_counts: Option<MailboxCounts>,
+    /// Outgoing legs by id (ids shared with `calls`).
+    out_calls: HashMap<u64, outbound::OutCall>,
+    /// Our INVITE transactions by branch, with their leg.
+    client_invites: HashMap<String, (ClientInviteTransaction, u64)>,
 }
 
 impl Endpoint {
@@ -358,6 +391,8 @@ impl Endpoint {
             stats: EndpointStats::default(),
             subscriptions: HashMap::new(),
             mailbox_counts: None,
+            out_calls: HashMap::new(),
+            client_invites: HashMap::new(),
         }
     }
 
@@ -372,7 +407,7 @@ impl Endpoint {
 
     /// Calls in progress.
     pub fn live_calls(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.out_calls.len()
     }
 
     /// Registered contacts across all users.
@@ -594,6 +629,9 @@ impl Endpoint {
     }
 
     fn handle_response(&mut self, now: Now, resp: SipResponse) {
+        if resp.cseq_method == Method::Invite {
+            return self.handle_invite_response(now, resp);
+        }
         let Some(branch) = resp.via.branch.clone() else {
             return;
         };
@@ -677,6 +715,32 @@ impl Endpoint {
                     }
                     if had_events && self.client_txs.contains_key(&branch) {
                         self.schedule(next, TimerRef::Client(branch));
+                    }
+                }
+                TimerRef::ClientInvite(branch) => {
+                    let Some((tx, leg)) = self.client_invites.get_mut(&branch) else {
+                        continue;
+                    };
+                    let leg = *leg;
+                    let events = tx.handle_timeout(now.instant);
+                    let next = tx.poll_timeout();
+                    let had_events = !events.is_empty();
+                    let peer = self.out_calls.get(&leg).map(|c| c.peer);
+                    for ev in events {
+                        match ev {
+                            TxEvent::Transmit(b) => {
+                                if let Some(p) = peer {
+                                    self.send(p, b);
+                                }
+                            }
+                            TxEvent::TimedOut => self.leg_timed_out(leg),
+                            TxEvent::Terminated => {
+                                self.client_invites.remove(&branch);
+                            }
+                        }
+                    }
+                    if had_events && self.client_invites.contains_key(&branch) {
+                        self.schedule(next, TimerRef::ClientInvite(branch));
                     }
                 }
                 TimerRef::Call(id) => self.call_timeout(now, id),

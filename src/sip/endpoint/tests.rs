@@ -107,7 +107,11 @@ impl Harness {
                 CallEvent::Ended { call } => {
                     self.media.remove(&call);
                 }
-                CallEvent::MediaUpdate { .. } => {}
+                CallEvent::MediaUpdate { .. }
+                | CallEvent::LegStarted { .. }
+                | CallEvent::LegProgress { .. }
+                | CallEvent::LegAnswered { .. }
+                | CallEvent::LegFailed { .. } => {}
                 CallEvent::Digit { digit, .. } => self.digits.push(digit),
             }
         }

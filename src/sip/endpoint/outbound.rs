@@ -1,0 +1,471 @@
+//! Outgoing calls: the B2BUA's second legs. [`Endpoint::dial_user`] sends an INVITE (with our
+//! SDP offer) to every registered contact of a user at once; each is its own leg with its own
+//! client INVITE transaction and, once answered, its own dialog. The call layer hears of them
+//! as `CallEvent::LegStarted/LegProgress/LegAnswered/LegFailed`, then `MediaStart` and `Ended`
+//! with the leg's id, and ends them with [`Endpoint::hangup_call`] (CANCEL while ringing, BYE
+//! once answered).
+
+use super::{CallEvent, Endpoint, Now, Peer, TimerRef, TransportKind};
+use crate::media::RtpPortLease;
+use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{SipRequest, SipResponse};
+use crate::sip::response::{new_branch, random_token, ResponseBuilder};
+use crate::sip::transaction::{ClientInviteTransaction, TxEvent};
+use bytes::Bytes;
+use std::time::Instant;
+
+/// Where an outgoing leg stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutState {
+    /// INVITE sent, nothing but 100 yet.
+    Calling,
+    /// A provisional response (ringing) arrived.
+    Early,
+    /// 2xx received and ACKed.
+    Confirmed,
+}
+
+/// One outgoing leg.
+pub(super) struct OutCall {
+    span: tracing::Span,
+    pub(super) peer: Peer,
+    request_uri: String,
+    local_party: String,
+    remote_party: String,
+    call_id: String,
+    local_tag: String,
+    cseq: u32,
+    via: String,
+    pub(super) state: OutState,
+    cancelled: bool,
+    dialog: Option<Dialog>,
+    ack: Option<Bytes>,
+    media: Option<RtpPortLease>,
+    rtp_port: u16,
+    session_id: u64,
+    session_version: u64,
+    pub(super) started: Instant,
+}
+
+/// Who an outgoing call says it is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerId {
+    /// User part (extension or number).
+    pub user: String,
+    /// Display name.
+    pub display: Option<String>,
+}
+
+impl Endpoint {
+    /// Calls every registered contact of `extension` in `tenant` at once, for the call
+    /// `parent`. Returns how many legs were started (0: the user has no registered phone).
+    pub fn dial_user(
+        &mut self,
+        now: Now,
+        parent: u64,
+        tenant: &str,
+        extension: &str,
+        caller: &CallerId,
+    ) -> usize {
+        let snap = self.tenants.snapshot();
+        let Some(t) = snap.tenant(tenant).cloned() else {
+            return 0;
+        };
+        let domain = t
+            .config
+            .domains
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.cfg.public_host.clone());
+        let mut started = 0;
+        for b in self.registrar.lookup(tenant, extension, now.unix) {
+            if !b.transport.eq_ignore_ascii_case("UDP") {
+                // We cannot open connections yet; a TCP phone is reached only if it also
+                // registered over UDP.
+                continue;
+            }
+            let peer = Peer {
+                transport: TransportKind::Udp,
+                addr: b.source,
+                conn: None,
+            };
+            let to = format!("<sip:{extension}@{domain}>");
+            if self
+                .start_leg(now, parent, peer, &b.uri, &to, caller, &domain)
+                .is_some()
+            {
+                started += 1;
+            }
+        }
+        started
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_leg(
+        &mut self,
+        now: Now,
+        parent: u64,
+        peer: Peer,
+        request_uri: &str,
+        to: &str,
+        caller: &CallerId,
+        domain: &str,
+    ) -> Option<u64> {
+        let media = match self.ports.allocate() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "no RTP port for an outgoing leg");
+                return None;
+            }
+        };
+        let id = self.next_call;
+        self.next_call += 1;
+        let branch = new_branch();
+        let via = self.via_for(peer.transport, &branch);
+        let local_tag = random_token();
+        let call_id = format!("{}@{}", random_token(), self.cfg.public_host);
+        let display = caller
+            .display
+            .as_deref()
+            .map(|d| format!("\"{}\" ", d.replace(['"', '\\', '\r', '\n'], "")))
+            .unwrap_or_default();
+        let local_party = format!("{display}<sip:{}@{domain}>", caller.user);
+        let session_id = rand::random::<u32>() as u64;
+        let sdp = super::invite::our_offer(&LocalMedia {
+            address: self.cfg.public_ip,
+            port: media.port(),
+            session_id,
+            session_version: 1,
+        });
+        let contact = self.contact_for(&caller.user, peer.transport);
+        let bytes = format!(
+            "INVITE {request_uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+From: {local_party};tag={local_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+Contact: {contact}\r\nAllow: {allow}\r\nUser-Agent: {ua}\r\n\
+Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            allow = super::ALLOW,
+            ua = self.cfg.server_name,
+            len = sdp.len(),
+        );
+        let bytes = Bytes::from(bytes);
+        let tx = ClientInviteTransaction::new(
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+            now.instant,
+        );
+        let next = tx.poll_timeout();
+        self.client_invites.insert(branch.clone(), (tx, id));
+        self.schedule(next, TimerRef::ClientInvite(branch));
+        let span = tracing::info_span!("leg", call_id = %call_id, parent);
+        span.in_scope(|| tracing::info!(to = %request_uri, peer = %peer.addr, "dialing"));
+        self.out_calls.insert(
+            id,
+            OutCall {
+                span,
+                peer,
+                request_uri: request_uri.to_string(),
+                local_party,
+                remote_party: to.to_string(),
+                call_id,
+                local_tag,
+                cseq: 1,
+                via,
+                state: OutState::Calling,
+                cancelled: false,
+                dialog: None,
+                ack: None,
+                rtp_port: media.port(),
+                media: Some(media),
+                session_id,
+                session_version: 2,
+                started: now.instant,
+            },
+        );
+        self.events
+            .push_back(CallEvent::LegStarted { leg: id, parent });
+        self.send(peer, bytes);
+        Some(id)
+    }
+
+    /// A response to one of our INVITEs.
+    pub(super) fn handle_invite_response(&mut self, now: Now, resp: SipResponse) {
+        let branch = resp.via.branch.clone().unwrap_or_default();
+        let Some((tx, id)) = self.client_invites.get_mut(&branch) else {
+            // A retransmitted 2xx (the transaction ended at the first): ACK it again.
+            if (200..300).contains(&resp.code) {
+                if let Some(c) = self
+                    .out_calls
+                    .values()
+                    .find(|c| c.call_id == resp.call_id && c.state == OutState::Confirmed)
+                {
+                    if let Some(ack) = c.ack.clone() {
+                        let peer = c.peer;
+                        self.send(peer, ack);
+                    }
+                }
+            }
+            return;
+        };
+        let id = *id;
+        let ack_for_error = {
+            let Some(c) = self.out_calls.get(&id) else {
+                return;
+            };
+            let to = resp
+                .header("To")
+                .map(str::to_string)
+                .unwrap_or_else(|| c.remote_party.clone());
+            Bytes::from(format!(
+                "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {to}\r\n\
+Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+                c.request_uri, c.via, c.local_party, c.local_tag, c.call_id, c.cseq
+            ))
+        };
+        let d = tx.on_response(resp.code, || ack_for_error, now.instant);
+        let next = tx.poll_timeout();
+        let peer = self.out_calls.get(&id).map(|c| c.peer);
+        for ev in d.events {
+            match ev {
+                TxEvent::Transmit(b) => {
+                    if let Some(p) = peer {
+                        self.send(p, b);
+                    }
+                }
+                TxEvent::Terminated => {
+                    self.client_invites.remove(&branch);
+                }
+                TxEvent::TimedOut => {}
+            }
+        }
+        if self.client_invites.contains_key(&branch) {
+            self.schedule(next, TimerRef::ClientInvite(branch));
+        }
+        if !d.pass_to_user {
+            return;
+        }
+        match resp.code {
+            100 => {}
+            101..=199 => {
+                if let Some(c) = self.out_calls.get_mut(&id) {
+                    let was_calling = c.state == OutState::Calling;
+                    c.state = OutState::Early;
+                    if c.cancelled {
+                        if !was_calling {
+                            return;
+                        }
+                        // CANCEL may only follow a provisional response (RFC 3261 §9.1).
+                        self.send_cancel(now, id);
+                        return;
+                    }
+                    self.events.push_back(CallEvent::LegProgress {
+                        leg: id,
+                        code: resp.code,
+                    });
+                }
+            }
+            200..=299 => self.leg_answered(now, id, &resp),
+            code => {
+                if let Some(c) = self.out_calls.get(&id) {
+                    c.span.in_scope(|| tracing::info!(code, "leg refused"));
+                    if !c.cancelled {
+                        self.events
+                            .push_back(CallEvent::LegFailed { leg: id, code });
+                    }
+                }
+                self.end_leg(id, "refused");
+            }
+        }
+    }
+
+    fn leg_answered(&mut self, now: Now, id: u64, resp: &SipResponse) {
+        let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
+            return;
+        };
+        let branch = new_branch();
+        let via = self.via_for(transport, &branch);
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return;
+        };
+        if c.state == OutState::Confirmed {
+            return; // a second 2xx (forked by a proxy): the first one won
+        }
+        let Ok(mut dialog) =
+            Dialog::new_uac(&c.local_party, &c.remote_party, &c.local_tag, c.cseq, resp)
+        else {
+            c.span
+                .in_scope(|| tracing::warn!("2xx without To tag: ignored"));
+            return;
+        };
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return;
+        };
+        let ack = Bytes::from(dialog.request("ACK", &via, "", None));
+        c.ack = Some(ack.clone());
+        c.state = OutState::Confirmed;
+        let peer = c.peer;
+        let cancelled = c.cancelled;
+        let call_id = c.call_id.clone();
+        let local_tag = c.local_tag.clone();
+        c.dialog = Some(dialog);
+        self.send(peer, ack);
+        self.dialogs.insert((call_id, local_tag), id);
+        if cancelled {
+            // Answered while we were cancelling it (another phone won): hang it up at once.
+            return self.hangup_leg(now, id, "answered after cancel");
+        }
+        let audio = SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a));
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return;
+        };
+        match (audio, c.media.take()) {
+            (Ok(audio), Some(lease)) => {
+                c.span.in_scope(|| tracing::info!("leg answered"));
+                self.events.push_back(CallEvent::LegAnswered { leg: id });
+                self.events.push_back(CallEvent::MediaStart {
+                    call: id,
+                    lease,
+                    audio,
+                });
+            }
+            (Err(e), _) => {
+                c.span
+                    .in_scope(|| tracing::warn!(error = %e, "unusable SDP answer: hanging up"));
+                self.events
+                    .push_back(CallEvent::LegFailed { leg: id, code: 488 });
+                self.hangup_leg(now, id, "bad SDP answer");
+            }
+            (Ok(_), None) => {}
+        }
+    }
+
+    fn send_cancel(&mut self, now: Now, id: u64) {
+        let Some(c) = self.out_calls.get(&id) else {
+            return;
+        };
+        let branch = c
+            .via
+            .split(";branch=")
+            .nth(1)
+            .and_then(|b| b.split(';').next())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = Bytes::from(format!(
+            "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {}\r\n\
+Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            c.request_uri, c.via, c.local_party, c.local_tag, c.remote_party, c.call_id, c.cseq
+        ));
+        let peer = c.peer;
+        // Keyed apart from the INVITE's transaction, which shares the branch.
+        self.send_request(now, peer, format!("{branch}-cancel"), bytes);
+    }
+
+    /// Ends an outgoing leg from our side: CANCEL while it rings, BYE once answered.
+    pub(super) fn hangup_leg(&mut self, now: Now, id: u64, why: &str) {
+        let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
+            return;
+        };
+        let branch = new_branch();
+        let via = self.via_for(transport, &branch);
+        let extra = format!("User-Agent: {}\r\n", self.cfg.server_name);
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return;
+        };
+        match c.state {
+            OutState::Calling => {
+                // Sent once a provisional response arrives (or the INVITE times out).
+                c.cancelled = true;
+            }
+            OutState::Early => {
+                if !c.cancelled {
+                    c.cancelled = true;
+                    self.send_cancel(now, id);
+                }
+            }
+            OutState::Confirmed => {
+                let peer = c.peer;
+                let Some(dialog) = c.dialog.as_mut() else {
+                    return;
+                };
+                let bytes = Bytes::from(dialog.request("BYE", &via, &extra, None));
+                self.send_request(now, peer, branch, bytes);
+                self.end_leg(id, why);
+            }
+        }
+    }
+
+    /// Forgets a leg and frees its port.
+    pub(super) fn end_leg(&mut self, id: u64, why: &str) {
+        let Some(c) = self.out_calls.remove(&id) else {
+            return;
+        };
+        self.dialogs
+            .remove(&(c.call_id.clone(), c.local_tag.clone()));
+        self.client_invites.retain(|_, (_, leg)| *leg != id);
+        self.events.push_back(CallEvent::Ended { call: id });
+        let secs = c.started.elapsed().as_secs_f64();
+        c.span.in_scope(|| {
+            tracing::info!(reason = why, duration_s = format!("{secs:.1}"), "leg ended")
+        });
+    }
+
+    /// The INVITE of leg `id` timed out (Timer B): nobody answered the request at all.
+    pub(super) fn leg_timed_out(&mut self, id: u64) {
+        let cancelled = self.out_calls.get(&id).is_some_and(|c| c.cancelled);
+        if !cancelled {
+            self.events
+                .push_back(CallEvent::LegFailed { leg: id, code: 408 });
+        }
+        self.end_leg(id, "no response");
+    }
+
+    /// A re-INVITE inside an outgoing leg's dialog (the callee holds or resumes): answered
+    /// with our media, and the call layer hears of the new direction.
+    pub(super) fn leg_reinvite(&mut self, now: Now, key: super::TxKey, id: u64, req: SipRequest) {
+        let public_ip = self.cfg.public_ip;
+        let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
+            return;
+        };
+        let contact = self.contact_for("", transport);
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return;
+        };
+        let parsed =
+            SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)));
+        let (offer, audio): (SessionDescription, NegotiatedAudio) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                let b = ResponseBuilder::new(488)
+                    .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                return self.respond(now, &key, &req, b);
+            }
+        };
+        if let Some(d) = c.dialog.as_mut() {
+            if d.accept_remote_cseq(req.cseq).is_err() {
+                let b = ResponseBuilder::new(500).reason("Out of order CSeq");
+                return self.respond(now, &key, &req, b);
+            }
+        }
+        let local = LocalMedia {
+            address: public_ip,
+            port: c.rtp_port,
+            session_id: c.session_id,
+            session_version: c.session_version,
+        };
+        c.session_version += 1;
+        let sdp = build_answer(&offer, &audio, &local);
+        let b = ResponseBuilder::new(200)
+            .to_tag(&c.local_tag)
+            .header("Contact", contact)
+            .body("application/sdp", sdp);
+        self.events
+            .push_back(CallEvent::MediaUpdate { call: id, audio });
+        self.respond(now, &key, &req, b);
+    }
+
+    /// Outgoing legs alive.
+    pub fn outgoing_legs(&self) -> usize {
+        self.out_calls.len()
+    }
+}
