@@ -377,3 +377,79 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     let log = server.log_text();
     assert!(log.contains("leg answered"), "{log}");
 }
+
+/// No answer: the phone rings for the user's ring timeout, is cancelled, and the caller goes
+/// to the user's mailbox, where the message records the caller's tone.
+#[test]
+fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+        for u in doc["users"].as_array_mut().expect("users") {
+            if u["extension"] == "101" {
+                u["ring_timeout_secs"] = json!(2);
+            }
+        }
+        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
+            if m["id"] == "101" {
+                m["greeting"] = json!("system/beep");
+            }
+        }
+    });
+    let phone = ports();
+    let (ok, out) = sipp(
+        &server,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register: {out}");
+    let callee = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || sipp_at(sip_port, &phone, "uas_no_answer.xml", &["-m", "1"]))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Answered by voicemail after ~2 s; greeting ~5.4 s; then the tone.
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(sine_wave(700.0, 2.0));
+    audio.extend(vec![0i16; 4000]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550101", "-d", "8500"],
+    );
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let (ok, out) = callee.join().expect("callee");
+    assert!(
+        ok,
+        "the phone must be rung and cancelled:\n{out}\n{}",
+        server.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = server.data_path().join("voicemail/demo/101");
+    let wav = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("mailbox 101: {e}\n{}", server.log_text()))
+        .flatten()
+        .find(|f| f.path().extension().is_some_and(|e| e == "wav"))
+        .expect("message");
+    let b = std::fs::read(wav.path()).expect("read");
+    let samples: Vec<i16> = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let start = samples
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("tone in the message");
+    let f = tone_frequency(&samples[start + 400..start + 8000]);
+    assert!((f - 700.0).abs() < 10.0, "message tone {f} Hz");
+}
