@@ -13,6 +13,7 @@
 
 use crate::api::live::Control;
 use crate::api::{ApiKeys, ApiState, LiveStats};
+use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, Services};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::RtpPortPool;
@@ -401,12 +402,19 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
                 CallAction::Dial {
                     call,
                     tenant,
-                    users,
+                    targets,
                     caller,
                 } => {
-                    let started: usize = users
+                    let started: usize = targets
                         .iter()
-                        .map(|u| endpoint.dial_user(now(), call, &tenant, u, &caller))
+                        .map(|t| match t {
+                            DialTarget::User(u) => {
+                                endpoint.dial_user(now(), call, &tenant, u, &caller)
+                            }
+                            DialTarget::Number(n) => {
+                                endpoint.dial_number(now(), call, &tenant, n, &caller)
+                            }
+                        })
                         .sum();
                     runner.dial_done(call, started, Instant::now(), unix_now());
                 }

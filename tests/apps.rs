@@ -453,3 +453,75 @@ fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
     let f = tone_frequency(&samples[start + 400..start + 8000]);
     assert!((f - 700.0).abs() < 10.0, "message tone {f} Hz");
 }
+
+/// Outbound through a trunk: a user dials a number a route allows; the provider (SIPp)
+/// challenges, gets a correct digest answer from the trunk's credentials, sees the number and
+/// the trunk's caller ID, answers (PCMA: the bridge transcodes), and the caller's tone comes
+/// back through its echo.
+#[test]
+fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let provider = ports();
+    edit_demo(&server, |doc| {
+        doc["trunks"].as_array_mut().expect("trunks").push(json!({
+            "id": "carrier", "address": format!("127.0.0.1:{}", provider.sipp),
+            "username": "acct", "password": "s3cret",
+            "allowed_prefixes": ["+1"], "caller_id": "+15550100"
+        }));
+        doc["outbound_routes"] = json!([{"name": "nanp", "prefix": "+1", "trunk": "carrier"}]);
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550555", "target": {"type": "external", "number": "+15551234567"}}));
+    });
+    let carrier = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || {
+            let args = ["-m", "1", "-rtp_echo"];
+            sipp_at(sip_port, &provider, "provider_auth.xml", &args)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let mut audio = sine_wave(1000.0, 2.0);
+    audio.extend(vec![0i16; 8000]);
+    // The demo trunk's caller reaches the external number through a DID forwarding to it.
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550555", "-d", "3500"],
+    );
+    let (provider_ok, provider_out) = carrier.join().expect("carrier");
+    assert!(
+        provider_ok,
+        "provider: {provider_out}\n{}",
+        server.log_text()
+    );
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let heard: Vec<i16> = cap
+        .finish()
+        .iter()
+        .filter(|d| {
+            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
+        })
+        .flat_map(|d| {
+            d.payload[12..]
+                .iter()
+                .map(|&b| ulaw_to_linear(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let start = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("tone back through the trunk");
+    let f = tone_frequency(&heard[start + 400..start + 8000]);
+    assert!((f - 1000.0).abs() < 10.0, "caller heard {f} Hz");
+    assert!(server.log_text().contains("provider challenged"));
+}

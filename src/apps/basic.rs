@@ -1,7 +1,7 @@
 //! The small apps: echo test, looping prompt, ring test, hang-up, and the user and external
 //! destinations.
 
-use crate::call::control::{App, AppEvent, CallContext, DialOutcome, Verb};
+use crate::call::control::{App, AppEvent, CallContext, DialOutcome, DialTarget, Verb};
 use crate::media::Audio;
 use crate::tenant::model::Target;
 use std::time::Duration;
@@ -133,7 +133,7 @@ impl App for UserApp {
             AppEvent::Start => match forwarding.always {
                 Some(t) => vec![Verb::Route(t)],
                 None => vec![Verb::Dial {
-                    users: vec![self.extension.clone()],
+                    targets: vec![DialTarget::User(self.extension.clone())],
                     ring_timeout: Duration::from_secs(u64::from(user.ring_timeout_secs)),
                 }],
             },
@@ -177,35 +177,53 @@ impl App for ExternalApp {
         "external"
     }
     fn on_event(&mut self, ev: AppEvent, cx: &CallContext) -> Vec<Verb> {
-        if ev != AppEvent::Start {
-            return vec![];
-        }
-        match cx.tenant.outbound_route_for(&self.number) {
-            None => {
-                tracing::warn!(
-                    tenant = %cx.tenant.id(),
-                    caller = %cx.caller.number(),
-                    number = %self.number,
-                    "outbound call refused: no outbound route allows this number"
-                );
-                vec![Verb::Reject {
-                    code: 403,
-                    reason: "Forbidden (no outbound route)".into(),
-                }]
-            }
-            Some(plan) => {
-                tracing::info!(
-                    tenant = %cx.tenant.id(),
-                    number = %self.number,
-                    trunk = %plan.trunk.id,
-                    dial = %plan.dial,
-                    "outbound route allows the call, but dialing out is not available yet"
-                );
-                vec![Verb::Reject {
-                    code: 503,
-                    reason: "Service Unavailable (outbound dialing not available)".into(),
-                }]
-            }
+        match ev {
+            AppEvent::Start => match cx.tenant.outbound_route_for(&self.number) {
+                None => {
+                    tracing::warn!(
+                        tenant = %cx.tenant.id(),
+                        caller = %cx.caller.number(),
+                        number = %self.number,
+                        "outbound call refused: no outbound route allows this number"
+                    );
+                    vec![Verb::Reject {
+                        code: 403,
+                        reason: "Forbidden (no outbound route)".into(),
+                    }]
+                }
+                Some(plan) => {
+                    tracing::info!(
+                        tenant = %cx.tenant.id(),
+                        number = %self.number,
+                        trunk = %plan.trunk.id,
+                        dial = %plan.dial,
+                        "outbound call allowed"
+                    );
+                    vec![Verb::Dial {
+                        targets: vec![DialTarget::Number(self.number.clone())],
+                        ring_timeout: Duration::from_secs(120),
+                    }]
+                }
+            },
+            AppEvent::DialResult(DialOutcome::Answered) => vec![],
+            AppEvent::DialResult(DialOutcome::Busy) => vec![Verb::Reject {
+                code: 486,
+                reason: "Busy Here".into(),
+            }],
+            AppEvent::DialResult(DialOutcome::NoAnswer) => vec![Verb::Reject {
+                code: 480,
+                reason: "Temporarily Unavailable (no answer)".into(),
+            }],
+            AppEvent::DialResult(DialOutcome::Unavailable(code)) => vec![Verb::Reject {
+                code: if (400..700).contains(&code) {
+                    code
+                } else {
+                    502
+                },
+                reason: "Outbound call failed".into(),
+            }],
+            AppEvent::PeerHungUp => vec![Verb::hangup("called party hung up")],
+            _ => vec![],
         }
     }
     fn trail(&self) -> Option<String> {

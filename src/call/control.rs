@@ -62,8 +62,8 @@ pub enum Verb {
     /// first that answers; ends with [`AppEvent::DialResult`]. The caller hears 180 while they
     /// ring and is answered when one answers.
     Dial {
-        /// Extensions to ring in parallel.
-        users: Vec<String>,
+        /// Who to ring, all in parallel.
+        targets: Vec<DialTarget>,
         /// Give up after this long.
         ring_timeout: Duration,
     },
@@ -177,6 +177,15 @@ pub enum AppEvent {
         /// Why it stopped.
         reason: RecordStop,
     },
+}
+
+/// One destination of a [`Verb::Dial`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialTarget {
+    /// Every registered phone of this extension.
+    User(String),
+    /// An external number, through the outbound route that allows it.
+    Number(String),
 }
 
 /// How a [`Verb::Dial`] ended.

@@ -50,8 +50,8 @@ pub enum CallAction {
         call: u64,
         /// Tenant id.
         tenant: String,
-        /// Extensions.
-        users: Vec<String>,
+        /// Users and numbers to ring.
+        targets: Vec<super::control::DialTarget>,
         /// Caller ID to present.
         caller: crate::sip::endpoint::CallerId,
     },
@@ -482,7 +482,7 @@ impl CallRunner {
                     });
                     Ok(())
                 }
-                (Effect::Dial { users }, _) if !ended => {
+                (Effect::Dial { targets }, _) if !ended => {
                     let cx = e.session.context();
                     let caller = match &cx.caller {
                         Caller::User(ext) => CallerId {
@@ -501,7 +501,7 @@ impl CallRunner {
                     self.actions.push_back(CallAction::Dial {
                         call,
                         tenant: cx.tenant.id().to_string(),
-                        users: users.clone(),
+                        targets: targets.clone(),
                         caller,
                     });
                     Ok(())

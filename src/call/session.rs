@@ -4,7 +4,9 @@
 //! [`CallSession::handle_timeout`]. The runner turns effects into SIP actions and media engine
 //! commands.
 
-use super::control::{App, AppEvent, CallContext, DialOutcome, GatherEnd, GatherSpec, Verb};
+use super::control::{
+    App, AppEvent, CallContext, DialOutcome, DialTarget, GatherEnd, GatherSpec, Verb,
+};
 use crate::media::leg::{RecordOptions, RecordStop};
 use crate::media::Audio;
 use crate::tenant::model::Target;
@@ -58,10 +60,10 @@ pub enum Effect {
     },
     /// Stop recording.
     StopRecording,
-    /// Start outgoing legs to these users' phones.
+    /// Start outgoing legs to these destinations.
     Dial {
-        /// Extensions.
-        users: Vec<String>,
+        /// Users and numbers.
+        targets: Vec<DialTarget>,
     },
     /// End an outgoing leg (CANCEL or BYE).
     HangupLeg {
@@ -522,7 +524,7 @@ impl CallSession {
                 }
                 Verb::StopRecording => self.effects.push_back(Effect::StopRecording),
                 Verb::Dial {
-                    users,
+                    targets,
                     ring_timeout,
                 } => {
                     self.dialing = Some(Dialing {
@@ -530,7 +532,7 @@ impl CallSession {
                         codes: Vec::new(),
                         deadline: now + ring_timeout,
                     });
-                    self.effects.push_back(Effect::Dial { users });
+                    self.effects.push_back(Effect::Dial { targets });
                 }
                 Verb::Route(target) => {
                     self.routes += 1;

@@ -163,6 +163,75 @@ impl DigestCredentials {
     }
 }
 
+/// The `Authorization` (or `Proxy-Authorization`) value answering a server's `challenge` (a
+/// `WWW-Authenticate`/`Proxy-Authenticate` value) for `method` on `uri` — what we send when a
+/// provider challenges our INVITE. `None` for a challenge we cannot answer (not Digest, an
+/// algorithm other than MD5/SHA-256, no nonce).
+pub fn authorization_for(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    username: &str,
+    password: &str,
+) -> Option<String> {
+    let (scheme, rest) = challenge.trim().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    let (mut realm, mut nonce, mut opaque, mut qop, mut algorithm) =
+        (String::new(), String::new(), None, None, "MD5".to_string());
+    for part in split_comma_list(rest) {
+        let Some((k, v)) = part.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(v)
+            .to_string();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "realm" => realm = v,
+            "nonce" => nonce = v,
+            "opaque" => opaque = Some(v),
+            "qop" => qop = Some(v),
+            "algorithm" => algorithm = v,
+            _ => {}
+        }
+    }
+    let alg = DigestAlgorithm::from_token(&algorithm)?;
+    if nonce.is_empty() {
+        return None;
+    }
+    let auth_qop = qop
+        .as_deref()
+        .is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth")));
+    let ha1 = ha1(alg, username, &realm, password);
+    let creds = DigestCredentials {
+        username: username.to_string(),
+        realm: realm.clone(),
+        nonce: nonce.clone(),
+        uri: uri.to_string(),
+        algorithm: algorithm.clone(),
+        cnonce: auth_qop.then(|| format!("{:016x}", rand::random::<u64>())),
+        nc: auth_qop.then(|| "00000001".to_string()),
+        qop: auth_qop.then(|| "auth".to_string()),
+        ..Default::default()
+    };
+    let response = creds.expected_response(alg, method, &ha1);
+    let mut out = format!(
+        "Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+response=\"{response}\", algorithm={algorithm}"
+    );
+    if let (Some(cnonce), Some(nc)) = (&creds.cnonce, &creds.nc) {
+        out.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
+    }
+    if let Some(o) = opaque {
+        out.push_str(&format!(", opaque=\"{o}\""));
+    }
+    Some(out)
+}
+
 /// Constant-time comparison of two ASCII strings.
 fn ct_eq(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
@@ -441,6 +510,21 @@ impl AuthFailureLimiter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn our_authorization_answers_a_challenge() {
+        for alg in [DigestAlgorithm::Md5, DigestAlgorithm::Sha256] {
+            let ch = &challenge_values("carrier.example", "abc123", &[alg], false)[0];
+            let v = authorization_for(ch, "INVITE", "sip:+4420@carrier.example", "acct", "s3cret")
+                .expect("answerable");
+            let c = DigestCredentials::parse(&v).expect("parses");
+            assert_eq!(c.qop.as_deref(), Some("auth"));
+            let ha1 = ha1(alg, "acct", "carrier.example", "s3cret");
+            assert_eq!(c.response, c.expected_response(alg, "INVITE", &ha1));
+        }
+        assert!(authorization_for("Basic realm=x", "INVITE", "sip:a", "u", "p").is_none());
+    }
+
     use super::*;
 
     /// RFC 2617 §3.5 example, the classic reference value for MD5 with qop=auth.

@@ -112,8 +112,7 @@ impl Tenant {
     /// The outbound route and trunk that may carry a call to `number`, and the string to dial.
     ///
     /// This is the toll-fraud gate: the longest route prefix that matches wins, its trunk must
-    /// exist, and when the trunk lists allowed prefixes the number as dialed out must start with
-    /// one of them. Anything else is `None`, and the caller is refused.
+    /// exist, and the number as dialed out must start with one of the trunk's allowed prefixes. Anything else is `None`, and the caller is refused.
     pub fn outbound_route_for(&self, number: &str) -> Option<OutboundPlan<'_>> {
         let dialed: String = number
             .chars()
@@ -131,11 +130,11 @@ impl Tenant {
         let trunk = self.config.trunks.iter().find(|t| t.id == route.trunk)?;
         let rest: String = dialed.chars().skip(route.strip as usize).collect();
         let out = format!("{}{rest}", route.prepend);
-        if !trunk.allowed_prefixes.is_empty()
-            && !trunk
-                .allowed_prefixes
-                .iter()
-                .any(|p| out.starts_with(p.as_str()))
+        // A trunk without allowed prefixes dials nothing (model: "empty means none").
+        if !trunk
+            .allowed_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && out.starts_with(p.as_str()))
         {
             return None;
         }

@@ -9,6 +9,7 @@ use super::{CallEvent, Endpoint, Now, Peer, TimerRef, TransportKind};
 use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
 use crate::sip::dialog::Dialog;
+use crate::sip::digest::authorization_for;
 use crate::sip::message::{SipRequest, SipResponse};
 use crate::sip::response::{new_branch, random_token, ResponseBuilder};
 use crate::sip::transaction::{ClientInviteTransaction, TxEvent};
@@ -46,6 +47,37 @@ pub(super) struct OutCall {
     session_id: u64,
     session_version: u64,
     pub(super) started: Instant,
+    contact: String,
+    sdp: String,
+    /// Digest credentials towards a provider (trunk legs).
+    credentials: Option<(String, String)>,
+    /// True once we answered a challenge (a second one is a failure).
+    auth_sent: bool,
+}
+
+impl OutCall {
+    /// Our INVITE (again, for a challenge: with a new branch, CSeq and the credentials).
+    fn invite_bytes(&self, authorization: Option<(&str, &str)>, allow: &str, ua: &str) -> Bytes {
+        let auth = authorization
+            .map(|(h, v)| format!("{h}: {v}\r\n"))
+            .unwrap_or_default();
+        Bytes::from(format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+From: {from};tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} INVITE\r\n\
+Contact: {contact}\r\n{auth}Allow: {allow}\r\nUser-Agent: {ua}\r\n\
+Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            ruri = self.request_uri,
+            via = self.via,
+            from = self.local_party,
+            tag = self.local_tag,
+            to = self.remote_party,
+            cid = self.call_id,
+            cseq = self.cseq,
+            contact = self.contact,
+            len = self.sdp.len(),
+            sdp = self.sdp,
+        ))
+    }
 }
 
 /// Who an outgoing call says it is from.
@@ -92,7 +124,7 @@ impl Endpoint {
             };
             let to = format!("<sip:{extension}@{domain}>");
             if self
-                .start_leg(now, parent, peer, &b.uri, &to, caller, &domain)
+                .start_leg(now, parent, peer, &b.uri, &to, caller, &domain, None)
                 .is_some()
             {
                 started += 1;
@@ -111,6 +143,7 @@ impl Endpoint {
         to: &str,
         caller: &CallerId,
         domain: &str,
+        credentials: Option<(String, String)>,
     ) -> Option<u64> {
         let media = match self.ports.allocate() {
             Ok(l) => l,
@@ -139,18 +172,44 @@ impl Endpoint {
             session_version: 1,
         });
         let contact = self.contact_for(&caller.user, peer.transport);
-        let bytes = format!(
-            "INVITE {request_uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
-From: {local_party};tag={local_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-Contact: {contact}\r\nAllow: {allow}\r\nUser-Agent: {ua}\r\n\
-Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-            allow = super::ALLOW,
-            ua = self.cfg.server_name,
-            len = sdp.len(),
-        );
-        let bytes = Bytes::from(bytes);
+        let span = tracing::info_span!("leg", call_id = %call_id, parent);
+        span.in_scope(|| tracing::info!(to = %request_uri, peer = %peer.addr, "dialing"));
+        let leg = OutCall {
+            span,
+            peer,
+            request_uri: request_uri.to_string(),
+            local_party,
+            remote_party: to.to_string(),
+            call_id,
+            local_tag,
+            cseq: 1,
+            via,
+            state: OutState::Calling,
+            cancelled: false,
+            dialog: None,
+            ack: None,
+            rtp_port: media.port(),
+            media: Some(media),
+            session_id,
+            session_version: 2,
+            started: now.instant,
+            contact,
+            sdp,
+            credentials,
+            auth_sent: false,
+        };
+        let bytes = leg.invite_bytes(None, super::ALLOW, &self.cfg.server_name);
+        self.out_calls.insert(id, leg);
+        self.start_invite_tx(now, id, branch, peer, bytes.clone());
+        self.events
+            .push_back(CallEvent::LegStarted { leg: id, parent });
+        self.send(peer, bytes);
+        Some(id)
+    }
+
+    fn start_invite_tx(&mut self, now: Now, id: u64, branch: String, peer: Peer, bytes: Bytes) {
         let tx = ClientInviteTransaction::new(
-            bytes.clone(),
+            bytes,
             peer.transport.is_reliable(),
             self.cfg.timers,
             now.instant,
@@ -158,35 +217,110 @@ Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
         let next = tx.poll_timeout();
         self.client_invites.insert(branch.clone(), (tx, id));
         self.schedule(next, TimerRef::ClientInvite(branch));
-        let span = tracing::info_span!("leg", call_id = %call_id, parent);
-        span.in_scope(|| tracing::info!(to = %request_uri, peer = %peer.addr, "dialing"));
-        self.out_calls.insert(
-            id,
-            OutCall {
-                span,
-                peer,
-                request_uri: request_uri.to_string(),
-                local_party,
-                remote_party: to.to_string(),
-                call_id,
-                local_tag,
-                cseq: 1,
-                via,
-                state: OutState::Calling,
-                cancelled: false,
-                dialog: None,
-                ack: None,
-                rtp_port: media.port(),
-                media: Some(media),
-                session_id,
-                session_version: 2,
-                started: now.instant,
-            },
+    }
+
+    /// Calls an external `number` through the tenant's outbound route that allows it (the
+    /// toll-fraud gate is checked again here), with the trunk's digest credentials and caller
+    /// ID. Returns 1 when the INVITE left, 0 otherwise.
+    pub fn dial_number(
+        &mut self,
+        now: Now,
+        parent: u64,
+        tenant: &str,
+        number: &str,
+        caller: &CallerId,
+    ) -> usize {
+        let snap = self.tenants.snapshot();
+        let Some(t) = snap.tenant(tenant).cloned() else {
+            return 0;
+        };
+        let Some(plan) = t.outbound_route_for(number) else {
+            tracing::warn!(%tenant, %number, "outbound call refused: no outbound route allows this number");
+            return 0;
+        };
+        let Some(address) = plan.trunk.address.clone() else {
+            return 0;
+        };
+        let Some(addr) = parse_host_port(&address) else {
+            tracing::error!(trunk = %plan.trunk.id, %address, "trunk address must be IP[:port] (names are not resolved yet)");
+            return 0;
+        };
+        let peer = Peer {
+            transport: TransportKind::Udp,
+            addr,
+            conn: None,
+        };
+        let ruri = format!("sip:{}@{address}", plan.dial);
+        let to = format!("<{ruri}>");
+        let shown = CallerId {
+            user: plan
+                .trunk
+                .caller_id
+                .clone()
+                .unwrap_or_else(|| caller.user.clone()),
+            display: caller.display.clone(),
+        };
+        let credentials = plan.trunk.username.clone().zip(plan.trunk.password.clone());
+        let host = address
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&address)
+            .to_string();
+        usize::from(
+            self.start_leg(now, parent, peer, &ruri, &to, &shown, &host, credentials)
+                .is_some(),
+        )
+    }
+
+    /// Answers a provider's 401/407 once with the trunk's credentials: a new INVITE (new
+    /// branch, next CSeq) in the same call.
+    fn retry_with_auth(&mut self, now: Now, id: u64, resp: &SipResponse) -> bool {
+        let Some(c) = self.out_calls.get(&id) else {
+            return false;
+        };
+        let Some((user, pass)) = c.credentials.clone() else {
+            return false;
+        };
+        if c.auth_sent {
+            return false;
+        }
+        let (challenge_header, answer_header) = if resp.code == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        // Whole header values: a challenge's commas separate its parameters, not entries.
+        let Some(value) = resp
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(challenge_header))
+            .find_map(|(_, ch)| authorization_for(ch, "INVITE", &c.request_uri, &user, &pass))
+        else {
+            return false;
+        };
+        let branch = new_branch();
+        let via = self.via_for(c.peer.transport, &branch);
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return false;
+        };
+        c.auth_sent = true;
+        c.cseq += 1;
+        c.via = via;
+        let bytes = c.invite_bytes(
+            Some((answer_header, &value)),
+            super::ALLOW,
+            &self.cfg.server_name,
         );
-        self.events
-            .push_back(CallEvent::LegStarted { leg: id, parent });
+        let peer = c.peer;
+        c.span.in_scope(|| {
+            tracing::info!(
+                code = resp.code,
+                "provider challenged: answering with the trunk's credentials"
+            )
+        });
+        self.start_invite_tx(now, id, branch, peer, bytes.clone());
         self.send(peer, bytes);
-        Some(id)
+        true
     }
 
     /// A response to one of our INVITEs.
@@ -266,6 +400,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                 }
             }
             200..=299 => self.leg_answered(now, id, &resp),
+            401 | 407 if self.retry_with_auth(now, id, &resp) => {}
             code => {
                 if let Some(c) = self.out_calls.get(&id) {
                     c.span.in_scope(|| tracing::info!(code, "leg refused"));
@@ -468,4 +603,14 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
     pub fn outgoing_legs(&self) -> usize {
         self.out_calls.len()
     }
+}
+
+/// `192.0.2.1:5070` or `192.0.2.1` (port 5060); `[2001:db8::1]:5060` for IPv6.
+fn parse_host_port(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse().ok().or_else(|| {
+        s.trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 5060))
+    })
 }
