@@ -332,6 +332,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                         }
                         let _ = reply.send(ours);
                     }
+                    Control::Transfer { tenant, id, destination, reply } => {
+                        let ours = endpoint.call_tenant(id) == Some(tenant.as_str());
+                        let result = ours.then(|| runner.transfer(id, &destination, Instant::now(), unix_now()));
+                        let _ = reply.send(result);
+                    }
                     Control::Registrations { tenant, extension, reply } => {
                         let _ = reply.send(endpoint.registrations_of(&tenant, &extension, unix_now()));
                     }

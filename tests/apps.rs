@@ -525,3 +525,71 @@ fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
     assert!((f - 1000.0).abs() < 10.0, "caller heard {f} Hz");
     assert!(server.log_text().contains("provider challenged"));
 }
+
+/// Blind transfer: the called phone answers, then REFERs the caller to the echo test (600);
+/// it gets 202 and NOTIFY sipfrag progress and is hung up, and the caller's call goes on in
+/// the echo test (seen in the live call list).
+#[test]
+fn called_phone_transfers_the_caller_with_refer() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    });
+    let phone = ports();
+    let (ok, out) = sipp(
+        &server,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register: {out}");
+    let transferor = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || {
+            sipp_at(
+                sip_port,
+                &phone,
+                "uas_transfer.xml",
+                &["-m", "1", "-s", "600"],
+            )
+        })
+    };
+    let watcher = {
+        let api_port = server.api_port;
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Some(c) = live_calls(api_port)
+                    .into_iter()
+                    .find(|c| c["app"] == "echo")
+                {
+                    return Some(c);
+                }
+            }
+            None
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&vec![0i16; 8000]),
+        &["-s", "+15550101", "-d", "4000"],
+    );
+    let (t_ok, t_out) = transferor.join().expect("transferor");
+    assert!(t_ok, "transferor: {t_out}\n{}", server.log_text());
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let call = watcher
+        .join()
+        .expect("watcher")
+        .expect("caller reached the echo test");
+    assert_eq!(call["path"], "user:101 > echo", "{call}");
+}

@@ -39,6 +39,7 @@ import os
 import struct
 import sys
 import time
+import traceback
 
 try:
     import pjsua2 as pj
@@ -296,78 +297,25 @@ class Outcome:
         self.callee = None          # the callee's Call, once the INVITE arrived
         self.callee_answered = False
         self.hangup_at = None
+        self.caller_info = None
+        self.callee_info = None
+        self.pj_error = None
+        self.crash = None
 
 
 def run(opts, out):
     ep = pj.Endpoint()
     ep.libCreate()
     try:
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.userAgent = "switchyard-pjsua-two-users"
-        file_level = opts.log_file_level if opts.log_file else 0
-        cfg.logConfig.level = max(opts.log_level, file_level)
-        cfg.logConfig.consoleLevel = opts.log_level
-        if opts.log_file:
-            cfg.logConfig.filename = opts.log_file
-        cfg.medConfig.noVad = True
-        cfg.medConfig.ecTailLen = 0
-        cfg.medConfig.clockRate = 8000
-        cfg.medConfig.sndClockRate = 8000
-        cfg.medConfig.channelCount = 1
-        ep.libInit(cfg)
-
-        tids = []
-        for _ in range(2):
-            tcfg = pj.TransportConfig()
-            tcfg.port = 0
-            tcfg.boundAddress = "127.0.0.1"
-            tids.append(ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg))
-        ep.libStart()
-        ep.audDevManager().setNullDev()
-        configure_codecs(ep)
-
-        caller_acc = make_account(opts, "caller", opts.caller, opts.caller_password, tids[0])
-        callee_acc = make_account(opts, "callee", opts.callee, opts.callee_password, tids[1])
-
-        def on_incoming(acc, call_id):
-            c = Call(acc, "callee", opts.callee_wav, opts.callee_rec, call_id)
-            if out.callee is not None:
-                log("callee: second incoming call: 486")
-                op = pj.CallOpParam()
-                op.statusCode = 486
-                c.hangup(op)
-                return c
-            out.callee = c
-            c.rang_at = time.monotonic()
-            ci = c.getInfo()
-            log("callee: incoming call from %s" % ci.remoteUri)
-            op = pj.CallOpParam()
-            op.statusCode = 180
-            c.answer(op)
-            return c
-
-        callee_acc.on_incoming = on_incoming
-
+        # Errors are caught here, inside the library's lifetime: leaving the except
+        # block frees the traceback and with it the Call objects its frames hold, while
+        # pjsua still exists (a Call destroyed after libDestroy() aborts the process).
         try:
-            if wait_registered(ep, caller_acc, callee_acc, out):
-                drive(ep, caller_acc, opts, out)
-        finally:
-            stop_all_media([out.caller] + caller_acc.incoming + callee_acc.incoming)
-            # Let any final BYE/CANCEL exchange settle.
-            end = time.monotonic() + 0.2
-            while time.monotonic() < end:
-                ep.libHandleEvents(20)
-            out.caller_info = call_summary(out.caller)
-            out.callee_info = call_summary(out.callee)
-            out.caller = None
-            out.callee = None
-            caller_acc.incoming = []
-            callee_acc.incoming = []
-            caller_acc.shutdown()
-            callee_acc.shutdown()
-            del caller_acc, callee_acc
+            session(ep, opts, out)
+        except pj.Error as e:
+            out.pj_error = e.info()
+        except Exception:
+            out.crash = traceback.format_exc()
     finally:
         try:
             ep.libDestroy()
@@ -376,9 +324,86 @@ def run(opts, out):
         del ep
 
 
+def session(ep, opts, out):
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.userAgent = "switchyard-pjsua-two-users"
+    file_level = opts.log_file_level if opts.log_file else 0
+    cfg.logConfig.level = max(opts.log_level, file_level)
+    cfg.logConfig.consoleLevel = opts.log_level
+    if opts.log_file:
+        cfg.logConfig.filename = opts.log_file
+    cfg.medConfig.noVad = True
+    cfg.medConfig.ecTailLen = 0
+    cfg.medConfig.clockRate = 8000
+    cfg.medConfig.sndClockRate = 8000
+    cfg.medConfig.channelCount = 1
+    ep.libInit(cfg)
+
+    tids = []
+    for _ in range(2):
+        tcfg = pj.TransportConfig()
+        tcfg.port = 0
+        tcfg.boundAddress = "127.0.0.1"
+        tids.append(ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg))
+    ep.libStart()
+    ep.audDevManager().setNullDev()
+    configure_codecs(ep)
+
+    caller_acc = make_account(opts, "caller", opts.caller, opts.caller_password, tids[0])
+    callee_acc = make_account(opts, "callee", opts.callee, opts.callee_password, tids[1])
+
+    def on_incoming(acc, call_id):
+        try:
+            return take_call(acc, call_id)
+        except pj.Error as e:
+            if out.failure is None:
+                out.failure = "callee could not take the incoming call: %s" % e.info()
+            return None
+
+    def take_call(acc, call_id):
+        c = Call(acc, "callee", opts.callee_wav, opts.callee_rec, call_id)
+        if out.callee is not None:
+            log("callee: second incoming call: 486")
+            op = pj.CallOpParam()
+            op.statusCode = 486
+            c.hangup(op)
+            return c
+        out.callee = c
+        c.rang_at = time.monotonic()
+        ci = c.getInfo()
+        log("callee: incoming call from %s" % ci.remoteUri)
+        op = pj.CallOpParam()
+        op.statusCode = 180
+        c.answer(op)
+        return c
+
+    callee_acc.on_incoming = on_incoming
+
+    try:
+        if wait_registered(ep, caller_acc, callee_acc, out):
+            drive(ep, caller_acc, opts, out)
+    finally:
+        stop_all_media([out.caller] + caller_acc.incoming + callee_acc.incoming)
+        # Let any final BYE/CANCEL exchange settle.
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            ep.libHandleEvents(20)
+        out.caller_info = call_summary(out.caller)
+        out.callee_info = call_summary(out.callee)
+        out.caller = None
+        out.callee = None
+        caller_acc.incoming = []
+        callee_acc.incoming = []
+        caller_acc.shutdown()
+        callee_acc.shutdown()
+        del caller_acc, callee_acc
+
+
 def stop_all_media(calls):
-    # A helper, not a loop in run(): a loop variable there would keep the last Call
-    # alive past libDestroy(), and its destructor would then assert inside pjsua.
+    # A helper, not an inline loop: a loop variable in session() would keep the last
+    # Call alive past libDestroy(), and its destructor would then assert inside pjsua.
     for c in calls:
         if c is not None:
             c.stop_media()
@@ -649,14 +674,13 @@ def main(argv=None):
     os.dup2(2, 1)
 
     out = Outcome()
-    out.caller_info = None
-    out.callee_info = None
     rc = 0
-    pj_error = None
     try:
         run(opts, out)
     except pj.Error as e:
-        pj_error = e.info()
+        out.pj_error = e.info()
+    pj_error = out.pj_error
+    if pj_error is not None:
         log("PJSUA2 error: %s" % pj_error)
 
     caller_info = out.caller_info or {}
@@ -674,7 +698,11 @@ def main(argv=None):
         "no_answer": opts.no_answer,
     }
 
-    if pj_error is not None:
+    if out.crash is not None:
+        sys.stderr.write(out.crash)
+        summary["error"] = "script error: %s" % out.crash.strip().splitlines()[-1]
+        rc = 1
+    elif pj_error is not None:
         summary["error"] = "pjsua2: %s" % pj_error
         rc = 4
     elif out.failure is not None:

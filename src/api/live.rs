@@ -8,7 +8,7 @@ use crate::sip::endpoint::CallInfo;
 use crate::sip::registrar::Binding;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +33,18 @@ pub enum Control {
         /// Answer.
         reply: oneshot::Sender<bool>,
     },
+    /// Blind-transfer one of a tenant's calls; answers None when there is no such call, Some(false)
+    /// when the destination reaches nothing.
+    Transfer {
+        /// Tenant id.
+        tenant: String,
+        /// Call id.
+        id: u64,
+        /// Dial string (extension, tenant number, allowed external number).
+        destination: String,
+        /// Answer.
+        reply: oneshot::Sender<Option<bool>>,
+    },
     /// A user's registered contacts.
     Registrations {
         /// Tenant id.
@@ -48,6 +60,7 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/v1/tenants/{tenant}/calls", get(list_calls))
         .route("/v1/tenants/{tenant}/calls/{id}", delete(hangup))
+        .route("/v1/tenants/{tenant}/calls/{id}/transfer", post(transfer))
         .route(
             "/v1/tenants/{tenant}/users/{extension}/registrations",
             get(registrations),
@@ -122,6 +135,79 @@ pub(super) async fn hangup(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found("call"))
+    }
+}
+
+/// Where a call is transferred to.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// What to dial: an extension (`102`, `500`), one of the tenant's numbers, or an external
+    /// number an outbound route allows.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[0-9A-Za-z*#+]+$")]
+    pub destination: String,
+}
+
+/// Blind-transfer a call: the caller leaves whoever it talks to (or what it hears) and goes
+/// to `destination`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/calls/{id}/transfer", params(("tenant" = String, Path), ("id" = String, Path, description = "Call id from the list")),
+    request_body = TransferRequest,
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub(super) async fn transfer(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+    body: Result<Json<TransferRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, Problem> {
+    let p = authenticate(&st, &headers, peer.ip())?;
+    authorize(&p, &tenant, true)?;
+    let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
+    let Json(req) = body.map_err(super::body_problem)?;
+    let valid = !req.destination.is_empty()
+        && req.destination.len() <= 32
+        && req
+            .destination
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '#' | '+'));
+    if !valid {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-destination",
+            "destination must be 1-32 of 0-9, A-Z, a-z, *, #, +",
+        );
+        p.errors.push(super::error::FieldError {
+            path: "destination".into(),
+            message: "must be 1-32 of 0-9, A-Z, a-z, *, #, +".into(),
+        });
+        return Err(p);
+    }
+    let (t, destination) = (tenant.clone(), req.destination.clone());
+    match ask(&st, |reply| Control::Transfer {
+        tenant: t,
+        id,
+        destination,
+        reply,
+    })
+    .await?
+    {
+        None => Err(Problem::not_found("call")),
+        Some(false) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unreachable-destination",
+                format!("{} reaches nothing in this tenant", req.destination),
+            );
+            p.errors.push(super::error::FieldError {
+                path: "destination".into(),
+                message: "reaches no extension, number or allowed route".into(),
+            });
+            Err(p)
+        }
+        Some(true) => {
+            tracing::info!(%tenant, call = id, destination = %req.destination, "call transferred through the admin API");
+            Ok(StatusCode::NO_CONTENT)
+        }
     }
 }
 

@@ -117,6 +117,7 @@ impl ApiState {
         tenants::revoke_key,
         live::list_calls,
         live::hangup,
+        live::transfer,
         live::registrations,
         users::list_users,
         users::get_user,
@@ -141,7 +142,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -269,6 +269,14 @@ impl CallRunner {
                 }
                 self.apply(parent);
             }
+            CallEvent::Transfer { call: leg, target } => {
+                let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
+                    return;
+                };
+                if !self.transfer(parent, &target, now, unix) {
+                    tracing::info!(call = parent, %target, "transfer target reaches nothing: the call goes on");
+                }
+            }
             CallEvent::LegFailed { leg, code } => {
                 let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
                     return;
@@ -341,6 +349,17 @@ impl CallRunner {
                 reason: "bridge failed".into(),
             });
         }
+    }
+
+    /// Blind-transfers call `call` to what `dialed` reaches (REFER from the called party, or
+    /// the admin API). False when there is no such call or `dialed` reaches nothing.
+    pub fn transfer(&mut self, call: u64, dialed: &str, now: Instant, unix: u64) -> bool {
+        let ok = self
+            .calls
+            .get_mut(&call)
+            .is_some_and(|e| !e.ended && e.session.transfer(dialed, now, unix));
+        self.apply(call);
+        ok
     }
 
     /// How many outgoing legs a [`CallAction::Dial`] started (0: nobody to ring).

@@ -300,6 +300,35 @@ impl CallSession {
         }
     }
 
+    /// Blind transfer: the caller leaves whoever it is bridged to (or ringing) and goes to what
+    /// `dialed` reaches in the tenant (an extension, a tenant number, or an external number an
+    /// outbound route allows). False when `dialed` reaches nothing.
+    pub fn transfer(&mut self, dialed: &str, now: Instant, unix: u64) -> bool {
+        let tenant = &self.cx.tenant;
+        let target = tenant.resolve_dialed(dialed).cloned().or_else(|| {
+            tenant.outbound_route_for(dialed).map(|_| Target::External {
+                number: dialed.to_string(),
+            })
+        });
+        let Some(target) = target else {
+            return false;
+        };
+        if self.ended {
+            return false;
+        }
+        if let Some(d) = self.dialing.take() {
+            for leg in d.legs {
+                self.effects.push_back(Effect::HangupLeg { leg });
+            }
+        }
+        if let Some(leg) = self.peer.take() {
+            self.effects.push_back(Effect::HangupLeg { leg });
+        }
+        tracing::info!(call = self.cx.call, %dialed, ?target, "call transferred");
+        self.run(vec![Verb::Route(target)], now, unix);
+        true
+    }
+
     /// An outgoing leg rings.
     pub fn on_leg_progress(&mut self, leg: u64) {
         let dialing = self.dialing.as_ref().is_some_and(|d| d.legs.contains(&leg));

@@ -487,7 +487,7 @@ impl Endpoint {
     }
 
     /// The call whose dialog an in-dialog request belongs to (Call-ID and our To tag).
-    fn dialog_of(&self, req: &SipRequest) -> Option<u64> {
+    pub(super) fn dialog_of(&self, req: &SipRequest) -> Option<u64> {
         let tag = req.to.tag()?;
         self.dialogs
             .get(&(req.call_id.clone(), tag.to_string()))

@@ -10,6 +10,8 @@
 //! Responsibilities, by file:
 //! - `mod.rs`: transaction table, dispatch by method, stateless answers to bad input, timers.
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
+//! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
+//! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
 //! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
@@ -17,6 +19,7 @@
 mod invite;
 mod mwi;
 mod outbound;
+mod refer;
 mod register;
 
 pub use mwi::MailboxCounts;
@@ -197,6 +200,13 @@ pub enum CallEvent {
         /// SIP status.
         code: u16,
     },
+    /// The called party asked (REFER) to transfer the caller to `target` (a dial string).
+    Transfer {
+        /// The leg that sent the REFER.
+        call: u64,
+        /// Refer-To user part.
+        target: String,
+    },
     /// A re-INVITE changed the audio (hold, resume, new address or codec).
     MediaUpdate {
         /// Call id.
@@ -327,7 +337,7 @@ enum TimerRef {
 }
 
 /// Methods we implement; others known to SIP get 405 with this list.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE, REFER";
 
 /// The SIP endpoint. See the module documentation.
 pub struct Endpoint {
@@ -547,6 +557,7 @@ impl Endpoint {
             Method::Bye => self.handle_bye(now, key, req),
             Method::Info => self.handle_info(now, key, req),
             Method::Subscribe => self.handle_subscribe(now, key, peer, req),
+            Method::Refer => self.handle_refer(now, key, req),
             _ => {
                 let b = ResponseBuilder::new(405).header("Allow", ALLOW);
                 self.respond(now, &key, &req, b)

@@ -599,6 +599,21 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         self.respond(now, &key, &req, b);
     }
 
+    /// An in-dialog request on an answered outgoing leg (and where to send it).
+    pub(super) fn leg_request(
+        &mut self,
+        id: u64,
+        method: &str,
+        via: &str,
+        extra: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Option<(Peer, Vec<u8>)> {
+        let c = self.out_calls.get_mut(&id)?;
+        let peer = c.peer;
+        let d = c.dialog.as_mut()?;
+        Some((peer, d.request(method, via, extra, body)))
+    }
+
     /// Outgoing legs alive.
     pub fn outgoing_legs(&self) -> usize {
         self.out_calls.len()

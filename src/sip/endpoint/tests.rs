@@ -111,7 +111,8 @@ impl Harness {
                 | CallEvent::LegStarted { .. }
                 | CallEvent::LegProgress { .. }
                 | CallEvent::LegAnswered { .. }
-                | CallEvent::LegFailed { .. } => {}
+                | CallEvent::LegFailed { .. }
+                | CallEvent::Transfer { .. } => {}
                 CallEvent::Digit { digit, .. } => self.digits.push(digit),
             }
         }
