@@ -13,6 +13,7 @@
 
 use crate::api::live::Control;
 use crate::api::{ApiKeys, ApiState, LiveStats};
+use crate::call::cdr::CdrSpool;
 use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, Services};
 use crate::localdb::{LocalDb, LocalDbError};
@@ -242,6 +243,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         crate::apps::for_target,
         Duration::from_secs(settings.media.rtp_timeout_secs),
         settings.inband_dtmf()?,
+    )
+    .with_cdr(
+        CdrSpool::start(settings.data_dir.join("spool").join("cdr")).map_err(|source| {
+            ServerError::Io {
+                what: "call record spool (data_dir/spool/cdr)".into(),
+                source,
+            }
+        })?,
     );
 
     // Admin API.

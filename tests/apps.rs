@@ -84,6 +84,24 @@ fn info_digit_call(
     sipp_at(sip_port, p, scenario, &args)
 }
 
+/// Call records in the server's spool (written a moment after each call ends).
+fn call_records(server: &Server) -> Vec<Value> {
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = server.data_path().join("spool/cdr");
+    let mut out: Vec<Value> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+                .map(|f| {
+                    serde_json::from_slice(&std::fs::read(f.path()).expect("read")).expect("json")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by_key(|r: &Value| r["start_unix"].as_u64());
+    out
+}
+
 fn live_calls(api_port: u16) -> Vec<Value> {
     Client::new()
         .get(format!("http://127.0.0.1:{api_port}/v1/tenants/demo/calls"))
@@ -225,6 +243,16 @@ fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
         3,
         "{log}"
     );
+    // Each refusal is in the call log.
+    let recs = call_records(&server);
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    for r in &recs {
+        assert_eq!(r["disposition"], "rejected", "{r}");
+        assert_eq!(r["direction"], "outbound", "{r}");
+        assert_eq!(r["sip_code"], 403, "{r}");
+        assert_eq!(r["hangup_cause"], "app_refused", "{r}");
+        assert_eq!(r["from_user"], "100", "{r}");
+    }
 }
 
 /// Message waiting: a subscribed phone is told "0 new" at once and "1 new" when a message is
@@ -376,6 +404,29 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     assert!((f - 1000.0).abs() < 10.0, "caller heard {f} Hz");
     let log = server.log_text();
     assert!(log.contains("leg answered"), "{log}");
+    // The call record: answered, with the phone's leg and both legs' RTP figures.
+    let recs = call_records(&server);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!(r["disposition"], "answered", "{r}");
+    assert_eq!(r["direction"], "inbound", "{r}");
+    assert_eq!(r["ended_by"], "caller", "{r}");
+    assert_eq!(r["hangup_cause"], "caller_hangup", "{r}");
+    assert_eq!(r["path"], "user:101", "{r}");
+    assert!(r["billed_secs"].as_u64().expect("billed") >= 2, "{r}");
+    assert!(
+        r["quality"]["packets_received"].as_u64().expect("rx") > 100,
+        "{r}"
+    );
+    assert_eq!(r["legs"].as_array().expect("legs").len(), 1, "{r}");
+    assert!(r["legs"][0]["answer_unix"].is_u64(), "{r}");
+    assert!(
+        r["legs"][0]["quality"]["packets_received"]
+            .as_u64()
+            .expect("leg rx")
+            > 100,
+        "{r}"
+    );
 }
 
 /// No answer: the phone rings for the user's ring timeout, is cancelled, and the caller goes
@@ -452,6 +503,20 @@ fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
         .expect("tone in the message");
     let f = tone_frequency(&samples[start + 400..start + 8000]);
     assert!((f - 700.0).abs() < 10.0, "message tone {f} Hz");
+    // The call record: the phone's leg cancelled by us (487), the message referenced.
+    let recs = call_records(&server);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!(r["path"], "user:101 > voicemail:101", "{r}");
+    assert!(
+        r["voicemail"]
+            .as_str()
+            .expect("voicemail")
+            .starts_with("101/"),
+        "{r}"
+    );
+    assert_eq!(r["legs"][0]["sip_code"], 487, "{r}");
+    assert_eq!(r["legs"][0]["ended_by"], "callee", "{r}");
 }
 
 /// Outbound through a trunk: a user dials a number a route allows; the provider (SIPp)

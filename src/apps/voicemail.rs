@@ -181,6 +181,8 @@ impl App for DepositApp {
                     Ok(()) => {
                         tracing::info!(mailbox = %self.mailbox, id = %msg.id, duration_ms, ?reason, "voicemail left");
                         cx.services.mailbox_changed(cx.tenant.id(), &self.mailbox);
+                        cx.services
+                            .voicemail_left(cx.call, format!("{}/{}", self.mailbox, msg.id));
                     }
                     Err(e) => {
                         tracing::error!(mailbox = %self.mailbox, error = %e, "voicemail: cannot store the message");

@@ -12,6 +12,7 @@
 //! The SIP endpoint only ever reports calls to this module (`CallEvent`) and takes its actions
 //! ([`CallAction`]); it never calls an app, and apps never see SIP.
 
+pub mod cdr;
 pub mod control;
 pub mod runner;
 pub mod session;
@@ -28,6 +29,8 @@ pub struct Services {
     /// Voicemail messages and greetings.
     pub mail: MailStore,
     changed: Mutex<Vec<(String, String)>>,
+    /// Voicemail left per call (`MAILBOX/MESSAGE`), for the call record.
+    left: Mutex<Vec<(u64, String)>>,
 }
 
 impl Services {
@@ -36,6 +39,7 @@ impl Services {
         Services {
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
+            left: Mutex::new(Vec::new()),
         }
     }
 
@@ -46,6 +50,21 @@ impl Services {
         if !c.contains(&entry) {
             c.push(entry);
         }
+    }
+
+    /// Notes the voicemail message a call left (for its call record).
+    pub fn voicemail_left(&self, call: u64, message: String) {
+        self.left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((call, message));
+    }
+
+    /// The voicemail message call `call` left, if any.
+    pub fn take_voicemail(&self, call: u64) -> Option<String> {
+        let mut l = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        let i = l.iter().position(|(c, _)| *c == call)?;
+        Some(l.swap_remove(i).1)
     }
 
     /// Mailboxes changed since the last call (tenant, mailbox).

@@ -2,6 +2,7 @@
 //! ([`CallEvent`]) and media events ([`MediaEvent`]); their effects become media engine
 //! commands (here) and SIP actions ([`CallAction`], applied by the server loop to the endpoint).
 
+use super::cdr::{self, CallRecord, CdrSpool, Direction, LegRecord, Quality};
 use super::control::{CallContext, Caller};
 use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
@@ -10,6 +11,8 @@ use crate::media::leg::{InbandDtmf, LegEvent};
 use crate::media::{LegId, MediaEngine, MediaEvent};
 use crate::sip::endpoint::CallEvent;
 use crate::sip::endpoint::CallerId;
+use crate::sip::endpoint::EndedBy;
+use crate::tenant::model::Target;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -70,8 +73,25 @@ struct Child {
     media: Option<LegId>,
 }
 
+/// What the call record will say, gathered as the call happens.
+struct Draft {
+    id: String,
+    call_id: String,
+    direction: Direction,
+    from: String,
+    from_user: Option<String>,
+    to: String,
+    start_unix: u64,
+    answer_unix: Option<u64>,
+    end: Option<(u64, EndedBy, Option<u16>, String)>,
+    quality: Option<Quality>,
+    legs: Vec<LegRecord>,
+    media_closed: bool,
+}
+
 struct Entry {
     session: CallSession,
+    draft: Draft,
     leg: Option<LegId>,
     /// The SIP side is gone; the entry stays until the media leg has closed (a recording in
     /// progress still reports its end to the app).
@@ -89,6 +109,7 @@ pub struct CallRunner {
     rtp_timeout: Duration,
     inband: InbandDtmf,
     actions: VecDeque<CallAction>,
+    cdr: Option<CdrSpool>,
     /// Digit-collection deadlines (call, when); entries whose session moved on are skipped
     /// when they come due, so the server loop never scans every call.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -113,8 +134,15 @@ impl CallRunner {
             rtp_timeout,
             inband,
             actions: VecDeque::new(),
+            cdr: None,
             deadlines: BinaryHeap::new(),
         }
+    }
+
+    /// Writes a call record for every call into `spool`.
+    pub fn with_cdr(mut self, spool: CdrSpool) -> CallRunner {
+        self.cdr = Some(spool);
+        self
     }
 
     /// Live media legs.
@@ -168,8 +196,31 @@ impl CallRunner {
                 tenant,
                 caller,
                 dialed,
+                call_id,
                 target,
             } => {
+                let direction = match (&caller, &target) {
+                    (Caller::Trunk { .. }, _) => Direction::Inbound,
+                    (Caller::User(_), Target::External { .. }) => Direction::Outbound,
+                    _ => Direction::Internal,
+                };
+                let draft = Draft {
+                    id: format!("{unix}-{call}-{:04x}", rand::random::<u16>()),
+                    call_id,
+                    direction,
+                    from: caller.number().to_string(),
+                    from_user: match &caller {
+                        Caller::User(ext) => Some(ext.clone()),
+                        Caller::Trunk { .. } => None,
+                    },
+                    to: dialed.clone(),
+                    start_unix: unix,
+                    answer_unix: None,
+                    end: None,
+                    quality: None,
+                    legs: Vec::new(),
+                    media_closed: false,
+                };
                 let cx = CallContext {
                     call,
                     tenant,
@@ -184,6 +235,7 @@ impl CallRunner {
                     call,
                     Entry {
                         session,
+                        draft,
                         leg: None,
                         ended: false,
                     },
@@ -243,6 +295,15 @@ impl CallRunner {
                     },
                 );
                 if let Some(e) = self.calls.get_mut(&parent) {
+                    e.draft.legs.push(LegRecord {
+                        leg,
+                        start_unix: unix,
+                        answer_unix: None,
+                        end_unix: None,
+                        ended_by: None,
+                        sip_code: None,
+                        quality: None,
+                    });
                     e.session.on_dial_started(&[leg], now, unix);
                 }
                 self.apply(parent);
@@ -261,7 +322,12 @@ impl CallRunner {
                     return;
                 };
                 match self.calls.get_mut(&parent) {
-                    Some(e) => e.session.on_leg_answered(leg, now, unix),
+                    Some(e) => {
+                        if let Some(l) = e.draft.legs.iter_mut().find(|l| l.leg == leg) {
+                            l.answer_unix = Some(unix);
+                        }
+                        e.session.on_leg_answered(leg, now, unix)
+                    }
                     None => self.actions.push_back(CallAction::Hangup {
                         call: leg,
                         reason: "caller gone".into(),
@@ -300,15 +366,33 @@ impl CallRunner {
                 }
                 self.apply(call);
             }
-            CallEvent::Ended { call } => {
-                if let Some(child) = self.children.remove(&call) {
-                    if let Some(m) = child.media {
-                        let _ = self.engine.destroy(m);
+            CallEvent::Ended {
+                call,
+                by,
+                code,
+                reason,
+            } => {
+                if let Some(child) = self.children.get(&call) {
+                    let (parent, media) = (child.parent, child.media);
+                    match media {
+                        // Kept until its media closes, for its RTP figures.
+                        Some(m) => {
+                            let _ = self.engine.destroy(m);
+                        }
+                        None => {
+                            self.children.remove(&call);
+                        }
                     }
-                    if let Some(e) = self.calls.get_mut(&child.parent) {
+                    if let Some(e) = self.calls.get_mut(&parent) {
+                        if let Some(l) = e.draft.legs.iter_mut().find(|l| l.leg == call) {
+                            l.end_unix = Some(unix);
+                            l.ended_by = Some(by);
+                            l.sip_code = code;
+                        }
                         e.session.on_leg_gone(call, None, now, unix);
                     }
-                    self.apply(child.parent);
+                    self.apply(parent);
+                    self.maybe_finish(parent);
                     return;
                 }
                 let Some(e) = self.calls.get_mut(&call) else {
@@ -316,6 +400,7 @@ impl CallRunner {
                 };
                 e.session.on_ended();
                 e.ended = true;
+                e.draft.end = Some((unix, by, code, reason));
                 let leg = e.leg;
                 // The caller's other legs (ringing phones, the bridged party) end with it.
                 self.apply(call);
@@ -324,11 +409,63 @@ impl CallRunner {
                         let _ = self.engine.destroy(leg);
                     }
                     None => {
-                        self.calls.remove(&call);
+                        if let Some(e) = self.calls.get_mut(&call) {
+                            e.draft.media_closed = true;
+                        }
+                        self.maybe_finish(call);
                     }
                 }
             }
         }
+    }
+
+    /// Writes the call record and forgets the call once the caller's leg and every outgoing
+    /// leg are gone with their media.
+    fn maybe_finish(&mut self, call: u64) {
+        let done = self.calls.get(&call).is_some_and(|e| {
+            e.ended && e.draft.media_closed && !self.children.values().any(|c| c.parent == call)
+        });
+        if !done {
+            return;
+        }
+        let Some(e) = self.calls.remove(&call) else {
+            return;
+        };
+        self.collect_changes();
+        let Some(spool) = &self.cdr else {
+            return;
+        };
+        let d = e.draft;
+        let (end_unix, by, code, reason) =
+            d.end
+                .unwrap_or((d.start_unix, EndedBy::Server, None, String::new()));
+        let cx = e.session.context();
+        spool.write(CallRecord {
+            id: d.id,
+            tenant: cx.tenant.id().to_string(),
+            call_id: d.call_id,
+            direction: d.direction,
+            from: d.from,
+            from_user: d.from_user,
+            to: d.to,
+            start_unix: d.start_unix,
+            answer_unix: d.answer_unix,
+            end_unix,
+            duration_secs: end_unix.saturating_sub(d.start_unix),
+            billed_secs: d
+                .answer_unix
+                .map(|a| end_unix.saturating_sub(a))
+                .unwrap_or(0),
+            disposition: cdr::disposition(d.answer_unix.is_some(), by, code),
+            ended_by: by,
+            hangup_cause: cdr::hangup_cause(by, code, &reason).to_string(),
+            sip_code: code,
+            path: e.session.path(),
+            voicemail: self.services.take_voicemail(call),
+            recording: None,
+            quality: d.quality,
+            legs: d.legs,
+        });
     }
 
     /// Bridges a call with the leg it answered to once both have media.
@@ -432,12 +569,24 @@ impl CallRunner {
                     mos = format!("{:.2}", quality.mos),
                     "media closed"
                 );
-                if self.calls.get(&call).is_some_and(|e| e.ended) {
-                    self.calls.remove(&call);
-                    self.collect_changes();
-                } else if let Some(e) = self.calls.get_mut(&call) {
-                    e.leg = None;
+                if let Some(child) = self.children.remove(&call) {
+                    if let Some(e) = self.calls.get_mut(&child.parent) {
+                        if let Some(l) = e.draft.legs.iter_mut().find(|l| l.leg == call) {
+                            l.quality = Some(Quality::from(&quality));
+                        }
+                    }
+                    self.maybe_finish(child.parent);
+                    return;
                 }
+                if let Some(e) = self.calls.get_mut(&call) {
+                    e.draft.quality = Some(Quality::from(&quality));
+                    if e.ended {
+                        e.draft.media_closed = true;
+                    } else {
+                        e.leg = None;
+                    }
+                }
+                self.maybe_finish(call);
             }
             MediaEvent::RelayDigitByInfo { .. } => {}
         }
@@ -461,6 +610,7 @@ impl CallRunner {
                     Ok(())
                 }
                 (Effect::Answer, _) if !ended => {
+                    e.draft.answer_unix.get_or_insert_with(unix_now);
                     self.actions.push_back(CallAction::Answer { call });
                     Ok(())
                 }
@@ -554,4 +704,11 @@ impl CallRunner {
                 .push_back(CallAction::MailboxChanged { tenant, mailbox });
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -61,6 +61,8 @@ pub(super) struct Call {
     late_offer: bool,
     started: Instant,
     contact_user: String,
+    /// Final error status sent, when the call ended unanswered.
+    final_code: Option<u16>,
 }
 
 impl Endpoint {
@@ -202,6 +204,7 @@ impl Endpoint {
             late_offer: audio.is_none(),
             started: now.instant,
             contact_user,
+            final_code: None,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -210,11 +213,13 @@ impl Endpoint {
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
 
+        let call_id = self.calls[&id].dialog.call_id.clone();
         self.events.push_back(CallEvent::Incoming {
             call: id,
             tenant,
             caller,
             dialed,
+            call_id,
             target,
         });
     }
@@ -261,6 +266,9 @@ impl Endpoint {
             .in_scope(|| tracing::info!(code, reason, "call refused"));
         let b = self.dialog_response(id, code).reason(reason);
         self.respond(now, &key, &invite, b);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.final_code = Some(code);
+        }
         self.end_call(id, "refused");
     }
 
@@ -483,6 +491,9 @@ impl Endpoint {
         let b = self.dialog_response(id, 487);
         let invite = self.calls[&id].invite.clone();
         self.respond(now, &invite_key, &invite, b);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.final_code = Some(487);
+        }
         self.end_call(id, "cancelled by caller");
     }
 
@@ -610,6 +621,9 @@ impl Endpoint {
             let key = call.invite_key.clone();
             let invite = call.invite.clone();
             self.respond(now, &key, &invite, b);
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.final_code = Some(480);
+            }
             return self.end_call(id, why);
         }
         let branch = new_branch();
@@ -643,7 +657,17 @@ impl Endpoint {
         if let Some(n) = self.tenant_calls.get_mut(&call.tenant) {
             *n = n.saturating_sub(1);
         }
-        self.events.push_back(CallEvent::Ended { call: id });
+        let by = if matches!(why, "caller hung up" | "cancelled by caller") {
+            super::EndedBy::Caller
+        } else {
+            super::EndedBy::Server
+        };
+        self.events.push_back(CallEvent::Ended {
+            call: id,
+            by,
+            code: call.final_code,
+            reason: why.to_string(),
+        });
         let secs = call.started.elapsed().as_secs_f64();
         call.span.in_scope(|| {
             tracing::info!(

@@ -162,6 +162,8 @@ pub enum CallEvent {
         caller: crate::call::control::Caller,
         /// What was dialed.
         dialed: String,
+        /// SIP Call-ID of the caller's dialog.
+        call_id: String,
         /// Where the dialed string leads.
         target: crate::tenant::model::Target,
     },
@@ -221,11 +223,31 @@ pub enum CallEvent {
         /// The digit.
         digit: char,
     },
-    /// The call is over: stop its media.
+    /// The call (or leg) is over: stop its media.
     Ended {
         /// Call id.
         call: u64,
+        /// Who ended it.
+        by: EndedBy,
+        /// The final SIP status when it ended without being answered (487 cancelled, 403, …).
+        code: Option<u16>,
+        /// Why, as logged (`caller hung up`, `no RTP from the caller (media timeout)`, …).
+        reason: String,
     },
+}
+
+/// Who ended a call or leg.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// The calling party (BYE or CANCEL from the caller).
+    Caller,
+    /// The called party (BYE or a final error from the callee's phone or provider).
+    Callee,
+    /// Switchyard (an app hung up or refused, a timeout, the admin API, shutdown).
+    Server,
 }
 
 /// A call in progress, as the admin API lists it.
@@ -643,9 +665,13 @@ impl Endpoint {
         if resp.cseq_method == Method::Invite {
             return self.handle_invite_response(now, resp);
         }
-        let Some(branch) = resp.via.branch.clone() else {
+        let Some(mut branch) = resp.via.branch.clone() else {
             return;
         };
+        if resp.cseq_method == Method::Cancel {
+            // Our CANCELs share their INVITE's branch; their transactions are keyed apart.
+            branch.push_str("-cancel");
+        }
         let Some(entry) = self.client_txs.get_mut(&branch) else {
             tracing::debug!(%branch, code = resp.code, "response matches no transaction");
             return;

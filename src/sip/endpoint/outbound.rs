@@ -409,7 +409,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                             .push_back(CallEvent::LegFailed { leg: id, code });
                     }
                 }
-                self.end_leg(id, "refused");
+                self.end_leg_with(id, "refused", Some(code));
             }
         }
     }
@@ -532,13 +532,27 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
 
     /// Forgets a leg and frees its port.
     pub(super) fn end_leg(&mut self, id: u64, why: &str) {
+        self.end_leg_with(id, why, None);
+    }
+
+    fn end_leg_with(&mut self, id: u64, why: &str, code: Option<u16>) {
         let Some(c) = self.out_calls.remove(&id) else {
             return;
         };
         self.dialogs
             .remove(&(c.call_id.clone(), c.local_tag.clone()));
         self.client_invites.retain(|_, (_, leg)| *leg != id);
-        self.events.push_back(CallEvent::Ended { call: id });
+        let by = if matches!(why, "callee hung up" | "refused") {
+            super::EndedBy::Callee
+        } else {
+            super::EndedBy::Server
+        };
+        self.events.push_back(CallEvent::Ended {
+            call: id,
+            by,
+            code,
+            reason: why.to_string(),
+        });
         let secs = c.started.elapsed().as_secs_f64();
         c.span.in_scope(|| {
             tracing::info!(reason = why, duration_s = format!("{secs:.1}"), "leg ended")
@@ -552,7 +566,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             self.events
                 .push_back(CallEvent::LegFailed { leg: id, code: 408 });
         }
-        self.end_leg(id, "no response");
+        self.end_leg_with(id, "no response", Some(408));
     }
 
     /// A re-INVITE inside an outgoing leg's dialog (the callee holds or resumes): answered

@@ -104,7 +104,7 @@ impl Harness {
                 CallEvent::MediaStart { call, lease, .. } => {
                     self.media.insert(call, lease);
                 }
-                CallEvent::Ended { call } => {
+                CallEvent::Ended { call, .. } => {
                     self.media.remove(&call);
                 }
                 CallEvent::MediaUpdate { .. }
