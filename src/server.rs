@@ -346,6 +346,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                         let result = ours.then(|| runner.transfer(id, &destination, Instant::now(), unix_now()));
                         let _ = reply.send(result);
                     }
+                    Control::Recording { tenant, id, start, reply } => {
+                        let ours = endpoint.call_tenant(id) == Some(tenant.as_str());
+                        let result = if ours { runner.record_call(id, start, unix_now()) } else { None };
+                        let _ = reply.send(result);
+                    }
                     Control::Registrations { tenant, extension, reply } => {
                         let _ = reply.send(endpoint.registrations_of(&tenant, &extension, unix_now()));
                     }

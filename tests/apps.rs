@@ -606,6 +606,7 @@ fn called_phone_transfers_the_caller_with_refer() {
             .as_array_mut()
             .expect("numbers")
             .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+        doc["settings"]["recording"] = json!("always");
     });
     let phone = ports();
     let (ok, out) = sipp(
@@ -622,7 +623,7 @@ fn called_phone_transfers_the_caller_with_refer() {
                 sip_port,
                 &phone,
                 "uas_transfer.xml",
-                &["-m", "1", "-s", "600"],
+                &["-m", "1", "-s", "600", "-rtp_echo"],
             )
         })
     };
@@ -646,7 +647,7 @@ fn called_phone_transfers_the_caller_with_refer() {
         &server,
         &p,
         "media_stream.xml",
-        Some(&vec![0i16; 8000]),
+        Some(&sine_wave(1000.0, 4.0)),
         &["-s", "+15550101", "-d", "4000"],
     );
     let (t_ok, t_out) = transferor.join().expect("transferor");
@@ -657,4 +658,129 @@ fn called_phone_transfers_the_caller_with_refer() {
         .expect("watcher")
         .expect("caller reached the echo test");
     assert_eq!(call["path"], "user:101 > echo", "{call}");
+    // The recording (tenant policy "always") follows the caller across the transfer: the
+    // caller's channel holds its tone for the whole call, the other channel the phone's echo
+    // only while the phone was bridged (until the REFER, ~1 s).
+    let recs = call_records(&server);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let name = recs[0]["recording"]
+        .as_str()
+        .expect("recording in the call record");
+    let b = std::fs::read(server.data_path().join("recordings").join(name)).expect("recording");
+    assert_eq!(u16::from_le_bytes([b[22], b[23]]), 2, "stereo");
+    let samples: Vec<i16> = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let loud_secs = |ch: usize| {
+        samples
+            .chunks_exact(2)
+            .map(|f| f[ch])
+            .collect::<Vec<_>>()
+            .chunks(80)
+            .filter(|w| w.iter().any(|s| s.unsigned_abs() > 2000))
+            .count() as f32
+            / 100.0
+    };
+    let (caller, other) = (loud_secs(0), loud_secs(1));
+    assert!(caller > 3.0, "caller's channel holds {caller} s of tone");
+    assert!(
+        other > 0.3 && other < 2.0,
+        "other channel holds {other} s of echo"
+    );
+    let left: Vec<i16> = samples.chunks_exact(2).map(|f| f[0]).collect();
+    let start = left
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("tone");
+    let f = tone_frequency(&left[start + 400..start + 4400]);
+    assert!((f - 1000.0).abs() < 10.0, "recorded {f} Hz");
+}
+
+/// Live calls through the admin API: start and stop recording on demand, blind-transfer to
+/// another extension; wrong requests get the right problems.
+#[test]
+fn admin_api_records_and_transfers_a_live_call() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api_port = server.api_port;
+    let driver = std::thread::spawn(move || {
+        let http = Client::new();
+        let url = |s: &str| format!("http://127.0.0.1:{api_port}/v1/tenants/demo/calls{s}");
+        let mut id = None;
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(c) = live_calls(api_port)
+                .into_iter()
+                .find(|c| c["app"] == "echo")
+            {
+                id = c["id"].as_u64();
+                break;
+            }
+        }
+        let id = id.expect("the call is listed");
+        let send = |method: &str, path: &str, body: Option<Value>| {
+            let r = match method {
+                "POST" => http.post(url(path)),
+                _ => http.delete(url(path)),
+            }
+            .bearer_auth(ADMIN_KEY);
+            let r = match body {
+                Some(b) => r.json(&b),
+                None => r,
+            };
+            r.send().expect("request").status().as_u16()
+        };
+        let rec = format!("/{id}/recording");
+        let mut statuses = vec![send("POST", &rec, None), send("POST", &rec, None)];
+        // One second of the call is recorded.
+        std::thread::sleep(Duration::from_millis(1000));
+        statuses.extend([
+            send("DELETE", &rec, None),
+            send("DELETE", &rec, None),
+            send("POST", "/999999/recording", None),
+            send(
+                "POST",
+                &format!("/{id}/transfer"),
+                Some(json!({"destination": "nope!"})),
+            ),
+            send(
+                "POST",
+                &format!("/{id}/transfer"),
+                Some(json!({"destination": "777"})),
+            ),
+            send(
+                "POST",
+                &format!("/{id}/transfer"),
+                Some(json!({"destination": "601"})),
+            ),
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+        let after = live_calls(api_port);
+        (statuses, after)
+    });
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&sine_wave(1000.0, 3.0)),
+        &["-s", "+15550600", "-d", "3000"],
+    );
+    assert!(ok, "{out}\n{}", server.log_text());
+    let (statuses, after) = driver.join().expect("driver");
+    assert_eq!(statuses, vec![204, 409, 204, 409, 404, 422, 422, 204]);
+    assert_eq!(after[0]["app"], "prompt_loop", "{after:?}");
+    let recs = call_records(&server);
+    assert_eq!(recs[0]["path"], "echo > prompt_loop", "{:?}", recs[0]);
+    let name = recs[0]["recording"].as_str().expect("recording");
+    let b = std::fs::read(server.data_path().join("recordings").join(name)).expect("file");
+    // Stereo 8 kHz 16-bit: ~1 s is ~32 kB.
+    assert!(
+        b.len() > 44 + 24_000 && b.len() < 44 + 48_000,
+        "recording is {} bytes",
+        b.len()
+    );
 }

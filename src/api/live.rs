@@ -45,6 +45,18 @@ pub enum Control {
         /// Answer.
         reply: oneshot::Sender<Option<bool>>,
     },
+    /// Start (`start`) or stop recording a call; None: no such call, Some(false): it already
+    /// is (not) recording or cannot be recorded now.
+    Recording {
+        /// Tenant id.
+        tenant: String,
+        /// Call id.
+        id: u64,
+        /// Start or stop.
+        start: bool,
+        /// Answer.
+        reply: oneshot::Sender<Option<bool>>,
+    },
     /// A user's registered contacts.
     Registrations {
         /// Tenant id.
@@ -61,6 +73,10 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/tenants/{tenant}/calls", get(list_calls))
         .route("/v1/tenants/{tenant}/calls/{id}", delete(hangup))
         .route("/v1/tenants/{tenant}/calls/{id}/transfer", post(transfer))
+        .route(
+            "/v1/tenants/{tenant}/calls/{id}/recording",
+            post(start_recording).delete(stop_recording),
+        )
         .route(
             "/v1/tenants/{tenant}/users/{extension}/registrations",
             get(registrations),
@@ -136,6 +152,67 @@ pub(super) async fn hangup(
     } else {
         Err(Problem::not_found("call"))
     }
+}
+
+async fn recording(
+    st: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    tenant: String,
+    id: String,
+    start: bool,
+) -> Result<StatusCode, Problem> {
+    let p = authenticate(st, headers, peer.ip())?;
+    authorize(&p, &tenant, true)?;
+    let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
+    let t = tenant.clone();
+    match ask(st, |reply| Control::Recording {
+        tenant: t,
+        id,
+        start,
+        reply,
+    })
+    .await?
+    {
+        None => Err(Problem::not_found("call")),
+        Some(false) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "recording-state",
+            if start {
+                "the call is already recorded, or not answered yet"
+            } else {
+                "the call is not being recorded"
+            },
+        )),
+        Some(true) => {
+            tracing::info!(%tenant, call = id, start, "call recording changed through the admin API");
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+/// Start recording a call in progress (stereo WAV: the caller, and the party it talks to).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/calls/{id}/recording", params(("tenant" = String, Path), ("id" = String, Path, description = "Call id from the list")),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(super) async fn start_recording(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    recording(&st, &headers, peer, tenant, id, true).await
+}
+
+/// Stop recording a call in progress.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/calls/{id}/recording", params(("tenant" = String, Path), ("id" = String, Path, description = "Call id from the list")),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(super) async fn stop_recording(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    recording(&st, &headers, peer, tenant, id, false).await
 }
 
 /// Where a call is transferred to.

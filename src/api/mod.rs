@@ -118,6 +118,8 @@ impl ApiState {
         live::list_calls,
         live::hangup,
         live::transfer,
+        live::start_recording,
+        live::stop_recording,
         live::registrations,
         users::list_users,
         users::get_user,

@@ -31,12 +31,20 @@ pub struct Services {
     changed: Mutex<Vec<(String, String)>>,
     /// Voicemail left per call (`MAILBOX/MESSAGE`), for the call record.
     left: Mutex<Vec<(u64, String)>>,
+    /// Where call recordings go (`DIR/TENANT/ID.wav`).
+    pub recordings_dir: PathBuf,
 }
 
 impl Services {
-    /// Services with voicemail under `voicemail_dir`.
+    /// Services with voicemail under `voicemail_dir` and call recordings beside it in
+    /// `recordings/`.
     pub fn new(voicemail_dir: PathBuf) -> Services {
+        let recordings_dir = voicemail_dir
+            .parent()
+            .map(|p| p.join("recordings"))
+            .unwrap_or_else(|| PathBuf::from("recordings"));
         Services {
+            recordings_dir,
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),

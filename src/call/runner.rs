@@ -462,7 +462,11 @@ impl CallRunner {
             sip_code: code,
             path: e.session.path(),
             voicemail: self.services.take_voicemail(call),
-            recording: None,
+            recording: e
+                .session
+                .call_recording()
+                .and_then(|p| p.file_name())
+                .map(|f| format!("{}/{}", cx.tenant.id(), f.to_string_lossy())),
             quality: d.quality,
             legs: d.legs,
         });
@@ -497,6 +501,19 @@ impl CallRunner {
             .is_some_and(|e| !e.ended && e.session.transfer(dialed, now, unix));
         self.apply(call);
         ok
+    }
+
+    /// Starts (`start`) or stops the recording of call `call` (admin API, on-demand policy).
+    /// None when there is no such call; Some(false) when it already is (not) recording.
+    pub fn record_call(&mut self, call: u64, start: bool, unix: u64) -> Option<bool> {
+        let e = self.calls.get_mut(&call).filter(|e| !e.ended)?;
+        let done = if start {
+            e.session.start_call_recording(unix)
+        } else {
+            e.session.stop_call_recording()
+        };
+        self.apply(call);
+        Some(done)
     }
 
     /// How many outgoing legs a [`CallAction::Dial`] started (0: nobody to ring).

@@ -80,6 +80,8 @@ pub enum Effect {
 /// A dial in progress.
 struct Dialing {
     legs: BTreeSet<u64>,
+    /// Users rung (their recording policy counts once one answers).
+    users: Vec<String>,
     codes: Vec<u16>,
     deadline: Instant,
 }
@@ -110,6 +112,11 @@ pub struct CallSession {
     /// The leg the caller is bridged to.
     peer: Option<u64>,
     rung: bool,
+    /// The call recording (stereo: caller, other party) in progress or done.
+    call_recording: Option<PathBuf>,
+    call_recording_active: bool,
+    /// A call recording asked for before the caller's audio was up.
+    pending_record: Option<Effect>,
     effects: VecDeque<Effect>,
     ended: bool,
     /// Apps the call went through, with their trails, for the call record.
@@ -141,6 +148,9 @@ impl CallSession {
             dialing: None,
             peer: None,
             rung: false,
+            call_recording: None,
+            call_recording_active: false,
+            pending_record: None,
             effects: VecDeque::new(),
             ended: false,
             routes: 0,
@@ -182,6 +192,9 @@ impl CallSession {
             return;
         }
         self.media_ready = true;
+        if let Some(e) = self.pending_record.take() {
+            self.effects.push_back(e);
+        }
         let waiting: Vec<Verb> = self.waiting.drain(..).collect();
         self.run(waiting, now, unix);
         self.deliver(AppEvent::MediaReady, now, unix);
@@ -237,6 +250,18 @@ impl CallSession {
         now: Instant,
         unix: u64,
     ) {
+        if self.call_recording.as_ref() == Some(&path) {
+            if reason != RecordStop::Stopped {
+                self.call_recording_active = false;
+            }
+            tracing::info!(
+                call = self.cx.call,
+                duration_ms,
+                ?reason,
+                "call recording finished"
+            );
+            return;
+        }
         self.recording = false;
         let ev = AppEvent::Recorded {
             path,
@@ -300,6 +325,80 @@ impl CallSession {
         }
     }
 
+    /// The tenant's recording policy for a bridged call: `always` for any party (caller or a
+    /// user rung) records; the tenant's `always` records unless a party says `never`.
+    fn recording_policy_says_record(&self, called: &[String]) -> bool {
+        use crate::tenant::model::RecordingPolicy;
+        let t = &self.cx.tenant;
+        let mut parties: Vec<Option<RecordingPolicy>> = called
+            .iter()
+            .filter_map(|u| t.user_by_extension(u))
+            .map(|u| u.recording.clone())
+            .collect();
+        if let super::control::Caller::User(ext) = &self.cx.caller {
+            parties.push(t.user_by_extension(ext).and_then(|u| u.recording.clone()));
+        }
+        if parties.iter().any(|p| *p == Some(RecordingPolicy::Always)) {
+            return true;
+        }
+        t.config.settings.recording == RecordingPolicy::Always
+            && !parties.iter().any(|p| *p == Some(RecordingPolicy::Never))
+    }
+
+    /// Starts recording the call (stereo: the caller, and whoever it is bridged to — the same
+    /// file goes on across a transfer). False when it is already recording or not answered.
+    pub fn start_call_recording(&mut self, unix: u64) -> bool {
+        if self.call_recording_active || !self.answered || self.ended || self.recording {
+            return false;
+        }
+        let path = self
+            .cx
+            .services
+            .recordings_dir
+            .join(self.cx.tenant.id())
+            .join(format!("{unix}-{}-{}.wav", self.cx.call, self.next_tag));
+        self.next_tag += 1;
+        if let Some(dir) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::error!(call = self.cx.call, error = %e, "cannot create the recordings folder");
+                return false;
+            }
+        }
+        tracing::info!(call = self.cx.call, path = %path.display(), "call recording started");
+        self.call_recording = Some(path.clone());
+        self.call_recording_active = true;
+        let effect = Effect::Record {
+            path,
+            opts: RecordOptions {
+                stop_digits: String::new(),
+                max_length: Duration::from_secs(4 * 3600),
+                max_silence: None,
+                stereo: true,
+            },
+        };
+        if self.media_ready {
+            self.effects.push_back(effect);
+        } else {
+            self.pending_record = Some(effect);
+        }
+        true
+    }
+
+    /// Stops the call recording; false when none is running.
+    pub fn stop_call_recording(&mut self) -> bool {
+        if !self.call_recording_active {
+            return false;
+        }
+        self.call_recording_active = false;
+        self.effects.push_back(Effect::StopRecording);
+        true
+    }
+
+    /// The call's recording file, once one was started.
+    pub fn call_recording(&self) -> Option<&PathBuf> {
+        self.call_recording.as_ref()
+    }
+
     /// Blind transfer: the caller leaves whoever it is bridged to (or ringing) and goes to what
     /// `dialed` reaches in the tenant (an extension, a tenant number, or an external number an
     /// outbound route allows). False when `dialed` reaches nothing.
@@ -346,10 +445,12 @@ impl CallSession {
             self.effects.push_back(Effect::HangupLeg { leg });
             return;
         }
+        let mut users = Vec::new();
         if let Some(d) = self.dialing.take() {
             for other in d.legs.into_iter().filter(|&l| l != leg) {
                 self.effects.push_back(Effect::HangupLeg { leg: other });
             }
+            users = d.users;
         }
         self.peer = Some(leg);
         self.playing = None;
@@ -359,6 +460,9 @@ impl CallSession {
             self.effects.push_back(Effect::Answer);
         }
         self.effects.push_back(Effect::Bridge { leg });
+        if self.recording_policy_says_record(&users) {
+            self.start_call_recording(unix);
+        }
         self.deliver(AppEvent::DialResult(DialOutcome::Answered), now, unix);
     }
 
@@ -558,6 +662,13 @@ impl CallSession {
                 } => {
                     self.dialing = Some(Dialing {
                         legs: BTreeSet::new(),
+                        users: targets
+                            .iter()
+                            .filter_map(|t| match t {
+                                DialTarget::User(u) => Some(u.clone()),
+                                DialTarget::Number(_) => None,
+                            })
+                            .collect(),
                         codes: Vec::new(),
                         deadline: now + ring_timeout,
                     });
