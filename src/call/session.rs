@@ -333,16 +333,16 @@ impl CallSession {
         let mut parties: Vec<Option<RecordingPolicy>> = called
             .iter()
             .filter_map(|u| t.user_by_extension(u))
-            .map(|u| u.recording.clone())
+            .map(|u| u.recording)
             .collect();
         if let super::control::Caller::User(ext) = &self.cx.caller {
-            parties.push(t.user_by_extension(ext).and_then(|u| u.recording.clone()));
+            parties.push(t.user_by_extension(ext).and_then(|u| u.recording));
         }
-        if parties.iter().any(|p| *p == Some(RecordingPolicy::Always)) {
+        if parties.contains(&Some(RecordingPolicy::Always)) {
             return true;
         }
         t.config.settings.recording == RecordingPolicy::Always
-            && !parties.iter().any(|p| *p == Some(RecordingPolicy::Never))
+            && !parties.contains(&Some(RecordingPolicy::Never))
     }
 
     /// Starts recording the call (stereo: the caller, and whoever it is bridged to — the same
