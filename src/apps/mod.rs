@@ -6,9 +6,10 @@
 //! - [`voicemail`]: leaving a message (greeting, beep, record until `#`, silence or the
 //!   mailbox's maximum) and the mailbox menu on `*97`/`*98` (PIN, counts, play, delete, save,
 //!   record greeting).
-//! - [`basic`]: echo test, looping prompt, ring test, hang-up, and the user and external
-//!   destinations (outbound routes checked here: everything no route allows is refused with 403
-//!   and logged).
+//! - [`basic`]: echo test, looping prompt, ring test, hang-up, and the user (ring every phone,
+//!   no answer/busy to forwarding or voicemail) and external destinations (outbound routes
+//!   checked here: everything no route allows is refused with 403 and logged; allowed numbers
+//!   are dialed through the route's trunk).
 //! - [`mailstore`]: where voicemail messages and greetings live.
 //!
 //! [`for_target`] is the one place that maps a routing [`Target`] to its app.

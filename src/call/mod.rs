@@ -1,13 +1,17 @@
 //! Call control: what happens to a call once SIP has authenticated and routed it.
 //!
 //! - [`control`]: the call-control API — [`Verb`](control::Verb)s an app issues (ring, answer,
-//!   reject, play, gather, record, route, hang up) and the [`AppEvent`](control::AppEvent)s it
-//!   gets back. Apps (in [`crate::apps`]) are written against this and nothing else.
+//!   reject, play, gather, record, dial and bridge, route, hang up) and the
+//!   [`AppEvent`](control::AppEvent)s it gets back. Apps (in [`crate::apps`]) are written
+//!   against this and nothing else.
 //! - [`session`]: one call's control state machine, sans-IO: runs the app, collects digits
 //!   with their timeouts, queues media verbs until the audio is up, hands the call from app to
 //!   app, and emits [`Effect`](session::Effect)s.
 //! - [`runner`]: the edge — turns effects into SIP actions for the endpoint and commands for
-//!   the media engine, and media/SIP events back into session input.
+//!   the media engine, and media/SIP events back into session input; keeps each call's
+//!   outgoing legs (B2BUA: legs created beside the caller's on one media worker and bridged)
+//!   and builds its call record.
+//! - [`cdr`]: the call record and its durable spool.
 //!
 //! The SIP endpoint only ever reports calls to this module (`CallEvent`) and takes its actions
 //! ([`CallAction`]); it never calls an app, and apps never see SIP.
