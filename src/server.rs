@@ -371,6 +371,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         flush(&mut endpoint, udp_socket.as_deref(), &tcp);
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
+            endpoint.sync_trunk_registrations(now());
+            flush(&mut endpoint, udp_socket.as_deref(), &tcp);
             publish(&live, &endpoint, &engine);
             last_publish = Instant::now();
         }

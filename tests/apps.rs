@@ -784,3 +784,33 @@ fn admin_api_records_and_transfers_a_live_call() {
         b.len()
     );
 }
+
+/// A trunk with `register: true` registers to its provider, answering the digest challenge
+/// with the trunk's credentials.
+#[test]
+fn trunk_registers_to_its_provider_with_digest_auth() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let provider = ports();
+    let provider_port = provider.sipp;
+    let registrar = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || {
+            sipp_at(sip_port, &provider, "provider_register.xml", &["-m", "1"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    edit_demo(&server, |doc| {
+        doc["trunks"].as_array_mut().expect("trunks").push(json!({
+            "id": "carrier", "address": format!("127.0.0.1:{provider_port}"),
+            "username": "acct", "password": "s3cret", "register": true
+        }));
+    });
+    let (ok, out) = registrar.join().expect("registrar");
+    assert!(ok, "provider registrar: {out}\n{}", server.log_text());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.log_text().contains("registered to the provider"));
+}

@@ -12,6 +12,7 @@
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
 //! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
+//! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
 //! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
@@ -21,9 +22,11 @@ mod mwi;
 mod outbound;
 mod refer;
 mod register;
+mod trunk_reg;
 
 pub use mwi::MailboxCounts;
 pub use outbound::CallerId;
+pub use trunk_reg::TrunkRegState;
 
 use super::digest::{challenge_values, AuthFailureLimiter, DigestAlgorithm, NonceIssuer};
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
@@ -354,6 +357,7 @@ enum TimerRef {
     Server(TxKey),
     Client(String),
     ClientInvite(String),
+    TrunkReg(trunk_reg::TrunkKey),
     Call(u64),
     Housekeeping,
 }
@@ -389,6 +393,12 @@ pub struct Endpoint {
     out_calls: HashMap<u64, outbound::OutCall>,
     /// Our INVITE transactions by branch, with their leg.
     client_invites: HashMap<String, (ClientInviteTransaction, u64)>,
+    /// Registrations to providers.
+    trunk_regs: HashMap<trunk_reg::TrunkKey, trunk_reg::TrunkRegistration>,
+    /// Branches of our REGISTERs, to their trunk.
+    reg_branches: HashMap<String, trunk_reg::TrunkKey>,
+    /// The tenant snapshot the registrations were last matched to.
+    trunk_reg_snapshot: Option<Arc<crate::tenant::Snapshot>>,
 }
 
 impl Endpoint {
@@ -425,6 +435,9 @@ impl Endpoint {
             mailbox_counts: None,
             out_calls: HashMap::new(),
             client_invites: HashMap::new(),
+            trunk_regs: HashMap::new(),
+            reg_branches: HashMap::new(),
+            trunk_reg_snapshot: None,
         }
     }
 
@@ -684,6 +697,9 @@ impl Endpoint {
         } else {
             self.schedule(next, TimerRef::Client(branch.clone()));
         }
+        if d.pass_to_user && resp.code >= 200 && resp.cseq_method == Method::Register {
+            return self.trunk_register_result(now, &branch, Some(&resp));
+        }
         if d.pass_to_user && resp.code >= 300 {
             tracing::debug!(%branch, code = resp.code, method = %resp.cseq_method, "request refused by peer");
         }
@@ -743,7 +759,8 @@ impl Endpoint {
                         match ev {
                             TxEvent::Transmit(b) => self.send(peer, b),
                             TxEvent::TimedOut => {
-                                tracing::debug!(%branch, "client transaction timed out")
+                                tracing::debug!(%branch, "client transaction timed out");
+                                self.trunk_register_result(now, &branch, None);
                             }
                             TxEvent::Terminated => {
                                 self.client_txs.remove(&branch);
@@ -780,6 +797,7 @@ impl Endpoint {
                         self.schedule(next, TimerRef::ClientInvite(branch));
                     }
                 }
+                TimerRef::TrunkReg(key) => self.trunk_reg_timeout(now, key),
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::Housekeeping => {
                     self.registrar.expire(now.unix);

@@ -635,7 +635,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
 }
 
 /// `192.0.2.1:5070` or `192.0.2.1` (port 5060); `[2001:db8::1]:5060` for IPv6.
-fn parse_host_port(s: &str) -> Option<std::net::SocketAddr> {
+pub(super) fn parse_host_port(s: &str) -> Option<std::net::SocketAddr> {
     s.parse().ok().or_else(|| {
         s.trim_matches(|c| c == '[' || c == ']')
             .parse::<std::net::IpAddr>()
