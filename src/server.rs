@@ -273,6 +273,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         keys,
         live.clone(),
         Some(control_tx),
+        services.clone(),
         settings.api.auth_max_failures,
     );
     tokio::spawn(async move {
@@ -372,6 +373,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
             endpoint.sync_trunk_registrations(now());
+            // Mailboxes changed through the admin API: message-waiting NOTIFYs.
+            runner.collect_changes();
+            pump(&mut endpoint, &mut runner);
             flush(&mut endpoint, udp_socket.as_deref(), &tcp);
             publish(&live, &endpoint, &engine);
             last_publish = Instant::now();

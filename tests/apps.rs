@@ -814,3 +814,129 @@ fn trunk_registers_to_its_provider_with_digest_auth() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(server.log_text().contains("registered to the provider"));
 }
+
+/// Voicemail end to end: a caller leaves a message (its tone), the admin API lists it and
+/// serves its audio, user 100 hears it through *97 (PIN and digits by SIP INFO), after which it
+/// is saved; the API deletes it.
+#[test]
+fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
+            if m["id"] == "100" {
+                m["greeting"] = json!("system/beep");
+            }
+        }
+    });
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(sine_wave(600.0, 2.0));
+    audio.extend(vec![0i16; 4000]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550300", "-d", "8500"],
+    );
+    assert!(ok, "deposit: {out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let http = Client::new();
+    let base = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/mailboxes/100/messages",
+        server.api_port
+    );
+    let list: Value = http
+        .get(&base)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("list")
+        .json()
+        .expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let msg = &list[0];
+    assert_eq!(msg["folder"], "new");
+    assert_eq!(msg["caller"], "+15557654321");
+    let id = msg["id"].as_str().expect("id").to_string();
+    let wav = http
+        .get(format!("{base}/{id}/audio"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("audio");
+    assert_eq!(wav.headers()["content-type"], "audio/wav");
+    let b = wav.bytes().expect("bytes");
+    let samples: Vec<i16> = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let start = samples
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("tone");
+    let f = tone_frequency(&samples[start + 400..start + 8000]);
+    assert!((f - 600.0).abs() < 10.0, "downloaded message holds {f} Hz");
+
+    // User 100 listens through *97: what the server sends holds the message's tone.
+    let listener = ports();
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let (ok, out) = sipp(
+        &server,
+        &listener,
+        "mailbox_listen.xml",
+        &[
+            "-m", "1", "-s", "*97", "-key", "caller", "100", "-au", "100", "-ap", "demo100", "-d",
+            "18000",
+        ],
+    );
+    assert!(ok, "*97: {out}\n{}", server.log_text());
+    let heard: Vec<i16> = cap
+        .finish()
+        .iter()
+        .filter(|d| d.dst_port == listener.sipp_media && d.payload.len() == 172)
+        .flat_map(|d| {
+            let law = d.payload[1] & 0x7f;
+            d.payload[12..]
+                .iter()
+                .map(move |&b| if law == 0 { ulaw_to_linear(b) } else { 0 })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Find one second whose frequency is the message's tone.
+    let found = heard.chunks(8000).any(|w| {
+        w.len() == 8000 && w.iter().all(|s| s.unsigned_abs() < 9000) && {
+            let loud = w.iter().filter(|s| s.unsigned_abs() > 2000).count();
+            loud > 4000 && (tone_frequency(w) - 600.0).abs() < 10.0
+        }
+    });
+    assert!(
+        found,
+        "the message's tone was not played ({} samples heard)\n{}",
+        heard.len(),
+        server.log_text()
+    );
+    let after: Value = http
+        .get(format!("{base}/{id}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(after["folder"], "saved", "a heard message is saved");
+    let st = http
+        .delete(format!("{base}/{id}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("delete")
+        .status();
+    assert_eq!(st.as_u16(), 204);
+    let st = http
+        .get(format!("{base}/{id}/audio"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("gone")
+        .status();
+    assert_eq!(st.as_u16(), 404);
+}

@@ -17,6 +17,7 @@ pub mod openapi;
 mod sections;
 mod tenants;
 mod users;
+mod voicemail;
 
 use crate::sip::digest::AuthFailureLimiter;
 use crate::tenant::TenantStore;
@@ -72,6 +73,8 @@ pub struct ApiState {
     pub live: Arc<LiveStats>,
     /// Requests to the SIP endpoint task (None when it does not run, e.g. in unit tests).
     pub control: Option<tokio::sync::mpsc::Sender<live::Control>>,
+    /// Voicemail store and message-waiting notices shared with the call apps.
+    pub services: Arc<crate::call::Services>,
     limiter: Mutex<AuthFailureLimiter>,
     responses: Mutex<BTreeMap<u16, u64>>,
 }
@@ -83,6 +86,7 @@ impl ApiState {
         keys: ApiKeys,
         live: Arc<LiveStats>,
         control: Option<tokio::sync::mpsc::Sender<live::Control>>,
+        services: Arc<crate::call::Services>,
         auth_max_failures: u32,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
@@ -90,6 +94,7 @@ impl ApiState {
             keys,
             live,
             control,
+            services,
             limiter: Mutex::new(AuthFailureLimiter::new(
                 auth_max_failures,
                 Duration::from_secs(60),
@@ -118,6 +123,11 @@ impl ApiState {
         live::list_calls,
         live::hangup,
         live::transfer,
+        voicemail::list_messages,
+        voicemail::get_message,
+        voicemail::update_message,
+        voicemail::delete_message,
+        voicemail::message_audio,
         live::start_recording,
         live::stop_recording,
         live::registrations,
@@ -144,7 +154,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -180,6 +190,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .merge(tenants::routes())
         .merge(live::routes())
+        .merge(voicemail::routes())
         .merge(users::routes())
         .merge(sections::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })

@@ -715,7 +715,8 @@ impl CallRunner {
         self.collect_changes();
     }
 
-    fn collect_changes(&mut self) {
+    /// Turns mailbox changes (from calls or the admin API) into message-waiting actions.
+    pub fn collect_changes(&mut self) {
         for (tenant, mailbox) in self.services.take_changes() {
             self.actions
                 .push_back(CallAction::MailboxChanged { tenant, mailbox });

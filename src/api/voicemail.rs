@@ -1,0 +1,192 @@
+//! Voicemail messages of a tenant's mailboxes: list (new/saved, caller, time, duration),
+//! download the audio, move to new/saved, delete. Every change NOTIFYs the mailbox's phones
+//! (message waiting) within a second.
+
+use super::error::Problem;
+use super::{authenticate, authorize, body_problem, ApiState};
+use crate::apps::mailstore::{Folder, MailStoreError, Message};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages",
+            get(list_messages),
+        )
+        .route(
+            "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}",
+            get(get_message).put(update_message).delete(delete_message),
+        )
+        .route(
+            "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}/audio",
+            get(message_audio),
+        )
+}
+
+/// A change to a message.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageUpdate {
+    /// Move the message to `new` or `saved`.
+    pub folder: Folder,
+}
+
+/// Checks the key and that the mailbox exists in the tenant (another tenant's: 404).
+fn mailbox_access(
+    st: &ApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    tenant: &str,
+    mailbox: &str,
+    write: bool,
+) -> Result<(), Problem> {
+    let p = authenticate(st, headers, peer.ip())?;
+    authorize(&p, tenant, write)?;
+    let known = st
+        .store
+        .snapshot()
+        .tenant(tenant)
+        .is_some_and(|t| t.config.mailboxes.iter().any(|m| m.id == mailbox));
+    if known {
+        Ok(())
+    } else {
+        Err(Problem::not_found("mailbox"))
+    }
+}
+
+fn store_problem(e: MailStoreError) -> Problem {
+    match e {
+        MailStoreError::NotFound => Problem::not_found("message"),
+        other => {
+            tracing::error!(error = %other, "voicemail store");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "voicemail-store",
+                "the voicemail store is unavailable",
+            )
+        }
+    }
+}
+
+/// A mailbox's messages, oldest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages", params(("tenant" = String, Path), ("mailbox" = String, Path)),
+    responses((status = 200, body = [Message]), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn list_messages(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, mailbox)): Path<(String, String)>,
+) -> Result<Json<Vec<Message>>, Problem> {
+    mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    let list = st
+        .services
+        .mail
+        .list(&tenant, &mailbox)
+        .map_err(store_problem)?;
+    Ok(Json(list))
+}
+
+fn find(st: &ApiState, tenant: &str, mailbox: &str, id: &str) -> Result<Message, Problem> {
+    st.services
+        .mail
+        .list(tenant, mailbox)
+        .map_err(store_problem)?
+        .into_iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| Problem::not_found("message"))
+}
+
+/// One message.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}", params(("tenant" = String, Path), ("mailbox" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Message), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn get_message(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, mailbox, id)): Path<(String, String, String)>,
+) -> Result<Json<Message>, Problem> {
+    mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    Ok(Json(find(&st, &tenant, &mailbox, &id)?))
+}
+
+/// Move a message to `new` or `saved` (marks it unheard or heard).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}", params(("tenant" = String, Path), ("mailbox" = String, Path), ("id" = String, Path)),
+    request_body = MessageUpdate,
+    responses((status = 200, body = Message), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn update_message(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, mailbox, id)): Path<(String, String, String)>,
+    body: Result<Json<MessageUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Message>, Problem> {
+    mailbox_access(&st, &headers, peer, &tenant, &mailbox, true)?;
+    let Json(u) = body.map_err(body_problem)?;
+    find(&st, &tenant, &mailbox, &id)?;
+    let m = st
+        .services
+        .mail
+        .set_folder(&tenant, &mailbox, &id, u.folder)
+        .map_err(store_problem)?;
+    st.services.mailbox_changed(&tenant, &mailbox);
+    Ok(Json(m))
+}
+
+/// Delete a message (audio and metadata).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}", params(("tenant" = String, Path), ("mailbox" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn delete_message(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, mailbox, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, Problem> {
+    mailbox_access(&st, &headers, peer, &tenant, &mailbox, true)?;
+    find(&st, &tenant, &mailbox, &id)?;
+    st.services
+        .mail
+        .delete(&tenant, &mailbox, &id)
+        .map_err(store_problem)?;
+    st.services.mailbox_changed(&tenant, &mailbox);
+    tracing::info!(%tenant, %mailbox, %id, "voicemail deleted through the admin API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The message's audio (16-bit 8 kHz mono WAV).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}/audio", params(("tenant" = String, Path), ("mailbox" = String, Path), ("id" = String, Path)),
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn message_audio(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((tenant, mailbox, id)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    let path = st
+        .services
+        .mail
+        .audio_path(&tenant, &mailbox, &id)
+        .map_err(store_problem)?;
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| Problem::not_found("message"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.wav\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
