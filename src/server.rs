@@ -443,6 +443,7 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
                         .sum();
                     runner.dial_done(call, started, Instant::now(), unix_now());
                 }
+                CallAction::Hold { call, hold } => endpoint.reinvite_hold(now(), call, hold),
                 CallAction::MailboxChanged { tenant, mailbox } => {
                     endpoint.mailbox_changed(now(), &tenant, &mailbox)
                 }

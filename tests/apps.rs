@@ -940,3 +940,46 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
         .status();
     assert_eq!(st.as_u16(), 404);
 }
+
+/// Hold passes through the B2BUA: the caller's re-INVITE with sendonly reaches the called
+/// phone as our re-INVITE with sendonly, and the resume as sendrecv.
+#[test]
+fn caller_hold_and_resume_reach_the_called_phone() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    });
+    let phone = ports();
+    let (ok, out) = sipp(
+        &server,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register: {out}");
+    let callee = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || sipp_at(sip_port, &phone, "uas_hold.xml", &["-m", "1"]))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "hold_resume.xml",
+        &["-m", "1", "-s", "+15550101", "-d", "1000"],
+    );
+    let (c_ok, c_out) = callee.join().expect("callee");
+    assert!(
+        c_ok,
+        "the phone must see hold and resume:\n{c_out}\n{}",
+        server.log_text()
+    );
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+}

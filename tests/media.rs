@@ -319,16 +319,43 @@ fn voicemail_deposit_records_the_callers_tone() {
     let p = ports();
     let server = Server::start(&p, &[]);
     // Quiet through the system greeting ("extension one zero zero, … not available, please
-    // leave a message", beep: ~11.5 s), then 2 s of 800 Hz, then quiet until SIPp hangs up.
-    let mut audio = vec![0i16; 8000 * 13];
+    // leave a message", beep: its length is read from the prompt files), then 2 s of 800 Hz,
+    // then quiet until SIPp hangs up.
+    let greeting: f32 = [
+        "extension",
+        "digit-1",
+        "digit-0",
+        "digit-0",
+        "unavailable",
+        "leave-message",
+        "beep",
+    ]
+    .iter()
+    .map(|n| {
+        let len = std::fs::metadata(repo().join(format!("prompts/system/{n}.wav")))
+            .expect("prompt")
+            .len();
+        (len.saturating_sub(44)) as f32 / 16000.0
+    })
+    .sum();
+    let quiet = greeting + 1.0;
+    let mut audio = vec![0i16; (8000.0 * quiet) as usize];
     audio.extend(sine(800.0, 2.0, 8000.0));
     audio.extend(vec![0i16; 8000]);
+    let hold_ms = ((quiet + 3.5) * 1000.0) as u64;
     let (ok, out) = sipp_with_audio(
         &server,
         &p,
         "media_stream.xml",
         Some(&audio),
-        &["-s", "+15550300", "-d", "16500", "-timeout", "30s"],
+        &[
+            "-s",
+            "+15550300",
+            "-d",
+            &hold_ms.to_string(),
+            "-timeout",
+            "30s",
+        ],
     );
     assert!(ok, "sipp failed:\n{out}\n{}", server.log_text());
     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -132,10 +132,10 @@ impl App for UserApp {
         match ev {
             AppEvent::Start => match forwarding.always {
                 Some(t) => vec![Verb::Route(t)],
-                None => vec![Verb::Dial {
-                    targets: vec![DialTarget::User(self.extension.clone())],
-                    ring_timeout: Duration::from_secs(u64::from(user.ring_timeout_secs)),
-                }],
+                None => vec![Verb::dial(
+                    vec![DialTarget::User(self.extension.clone())],
+                    Duration::from_secs(u64::from(user.ring_timeout_secs)),
+                )],
             },
             AppEvent::DialResult(DialOutcome::Answered) => vec![],
             AppEvent::DialResult(DialOutcome::NoAnswer) => elsewhere(
@@ -199,10 +199,10 @@ impl App for ExternalApp {
                         dial = %plan.dial,
                         "outbound call allowed"
                     );
-                    vec![Verb::Dial {
-                        targets: vec![DialTarget::Number(self.number.clone())],
-                        ring_timeout: Duration::from_secs(120),
-                    }]
+                    vec![Verb::dial(
+                        vec![DialTarget::Number(self.number.clone())],
+                        Duration::from_secs(120),
+                    )]
                 }
             },
             AppEvent::DialResult(DialOutcome::Answered) => vec![],

@@ -58,14 +58,18 @@ pub enum Verb {
     },
     /// Stop recording.
     StopRecording,
-    /// Ring users (every registered phone of each, all at once) and bridge the caller to the
-    /// first that answers; ends with [`AppEvent::DialResult`]. The caller hears 180 while they
-    /// ring and is answered when one answers.
+    /// Ring destinations and bridge the caller to the first that answers; ends with
+    /// [`AppEvent::DialResult`]. The caller hears 180 while they ring and is answered when one
+    /// answers. A user rings every registered phone at once.
     Dial {
-        /// Who to ring, all in parallel.
+        /// Who to ring.
         targets: Vec<DialTarget>,
-        /// Give up after this long.
+        /// Ring time (per target when sequential).
         ring_timeout: Duration,
+        /// One target after the other instead of all at once.
+        sequential: bool,
+        /// Caller ID to present instead of the caller's own.
+        caller_id: Option<String>,
     },
     /// Hand the call to the app for `target` (a sub-menu, a mailbox, a user).
     Route(Target),
@@ -86,6 +90,16 @@ impl Verb {
                 .collect(),
             repeat: false,
             barge_in,
+        }
+    }
+
+    /// `Dial` of these targets all at once, with the caller's own caller ID.
+    pub fn dial(targets: Vec<DialTarget>, ring_timeout: Duration) -> Verb {
+        Verb::Dial {
+            targets,
+            ring_timeout,
+            sequential: false,
+            caller_id: None,
         }
     }
 

@@ -58,6 +58,13 @@ pub enum CallAction {
         /// Caller ID to present.
         caller: crate::sip::endpoint::CallerId,
     },
+    /// Pass a hold (or resume) on to this call or leg with a re-INVITE.
+    Hold {
+        /// Call or leg id.
+        call: u64,
+        /// Hold or resume.
+        hold: bool,
+    },
     /// A mailbox's message counts changed: tell its owner's phones (message waiting).
     MailboxChanged {
         /// Tenant id.
@@ -335,6 +342,17 @@ impl CallRunner {
                 }
                 self.apply(parent);
             }
+            CallEvent::HoldChanged { call, hold } => {
+                // The other party of a bridged call hears of it.
+                let other = match self.children.get(&call) {
+                    Some(c) => Some(c.parent),
+                    None => self.calls.get(&call).and_then(|e| e.session.peer()),
+                };
+                if let Some(other) = other {
+                    self.actions
+                        .push_back(CallAction::Hold { call: other, hold });
+                }
+            }
             CallEvent::Transfer { call: leg, target } => {
                 let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
                     return;
@@ -353,7 +371,11 @@ impl CallRunner {
                 self.apply(parent);
             }
             CallEvent::MediaUpdate { call, audio } => {
-                if let Some(leg) = self.calls.get(&call).and_then(|e| e.leg) {
+                let media = match self.children.get(&call) {
+                    Some(c) => c.media,
+                    None => self.calls.get(&call).and_then(|e| e.leg),
+                };
+                if let Some(leg) = media {
                     let _ = self
                         .engine
                         .update(leg, params_from_sdp(&audio, self.rtp_timeout, self.inband));
@@ -668,7 +690,7 @@ impl CallRunner {
                     });
                     Ok(())
                 }
-                (Effect::Dial { targets }, _) if !ended => {
+                (Effect::Dial { targets, caller_id }, _) if !ended => {
                     let cx = e.session.context();
                     let caller = match &cx.caller {
                         Caller::User(ext) => CallerId {
@@ -683,6 +705,13 @@ impl CallRunner {
                             user: number.clone(),
                             display: None,
                         },
+                    };
+                    let caller = match caller_id {
+                        Some(user) => CallerId {
+                            user: user.clone(),
+                            display: None,
+                        },
+                        None => caller,
                     };
                     self.actions.push_back(CallAction::Dial {
                         call,

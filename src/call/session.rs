@@ -64,6 +64,8 @@ pub enum Effect {
     Dial {
         /// Users and numbers.
         targets: Vec<DialTarget>,
+        /// Caller ID to present instead of the caller's.
+        caller_id: Option<String>,
     },
     /// End an outgoing leg (CANCEL or BYE).
     HangupLeg {
@@ -84,6 +86,10 @@ struct Dialing {
     users: Vec<String>,
     codes: Vec<u16>,
     deadline: Instant,
+    /// Targets still to try, one after the other (sequential dial).
+    next: VecDeque<DialTarget>,
+    ring_timeout: Duration,
+    caller_id: Option<String>,
 }
 
 struct Gathering {
@@ -321,7 +327,8 @@ impl CallSession {
         };
         d.legs.extend(legs);
         if d.legs.is_empty() {
-            self.finish_dial(DialOutcome::Unavailable(480), now, unix);
+            d.codes.push(480);
+            self.next_target_or_finish(DialOutcome::Unavailable(480), now, unix);
         }
     }
 
@@ -485,8 +492,31 @@ impl CallSession {
             } else {
                 DialOutcome::Unavailable(d.codes.last().copied().unwrap_or(480))
             };
-            self.finish_dial(outcome, now, unix);
+            self.next_target_or_finish(outcome, now, unix);
         }
+    }
+
+    /// Sequential dial: on to the next target (the current legs are ended), or the end.
+    fn next_target_or_finish(&mut self, outcome: DialOutcome, now: Instant, unix: u64) {
+        let next = self.dialing.as_mut().and_then(|d| d.next.pop_front());
+        let Some(target) = next else {
+            return self.finish_dial(outcome, now, unix);
+        };
+        let Some(d) = self.dialing.as_mut() else {
+            return;
+        };
+        for leg in std::mem::take(&mut d.legs) {
+            self.effects.push_back(Effect::HangupLeg { leg });
+        }
+        d.deadline = now + d.ring_timeout;
+        if let DialTarget::User(u) = &target {
+            d.users.push(u.clone());
+        }
+        let caller_id = d.caller_id.clone();
+        self.effects.push_back(Effect::Dial {
+            targets: vec![target],
+            caller_id,
+        });
     }
 
     fn finish_dial(&mut self, outcome: DialOutcome, now: Instant, unix: u64) {
@@ -501,7 +531,7 @@ impl CallSession {
     /// Fires a digit-collection or ring timeout due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
         if self.dialing.as_ref().is_some_and(|d| d.deadline <= now) {
-            self.finish_dial(DialOutcome::NoAnswer, now, unix);
+            self.next_target_or_finish(DialOutcome::NoAnswer, now, unix);
         }
         if self
             .gather
@@ -659,10 +689,18 @@ impl CallSession {
                 Verb::Dial {
                     targets,
                     ring_timeout,
+                    sequential,
+                    caller_id,
                 } => {
+                    let mut queue: VecDeque<DialTarget> = targets.into();
+                    let now_targets: Vec<DialTarget> = if sequential {
+                        queue.pop_front().into_iter().collect()
+                    } else {
+                        queue.drain(..).collect()
+                    };
                     self.dialing = Some(Dialing {
                         legs: BTreeSet::new(),
-                        users: targets
+                        users: now_targets
                             .iter()
                             .filter_map(|t| match t {
                                 DialTarget::User(u) => Some(u.clone()),
@@ -671,8 +709,14 @@ impl CallSession {
                             .collect(),
                         codes: Vec::new(),
                         deadline: now + ring_timeout,
+                        next: queue,
+                        ring_timeout,
+                        caller_id: caller_id.clone(),
                     });
-                    self.effects.push_back(Effect::Dial { targets });
+                    self.effects.push_back(Effect::Dial {
+                        targets: now_targets,
+                        caller_id,
+                    });
                 }
                 Verb::Route(target) => {
                     self.routes += 1;
@@ -858,5 +902,78 @@ mod tests {
             n,
             "nothing delivered after the end"
         );
+    }
+}
+
+#[cfg(test)]
+mod dial_tests {
+    use super::*;
+    use crate::apps::testing::context;
+    use crate::call::control::App;
+
+    struct Dialer;
+    impl App for Dialer {
+        fn name(&self) -> &'static str {
+            "dialer"
+        }
+        fn on_event(&mut self, ev: AppEvent, _cx: &CallContext) -> Vec<Verb> {
+            match ev {
+                AppEvent::Start => vec![Verb::Dial {
+                    targets: vec![
+                        DialTarget::User("100".into()),
+                        DialTarget::User("101".into()),
+                    ],
+                    ring_timeout: Duration::from_secs(10),
+                    sequential: true,
+                    caller_id: Some("+15550100".into()),
+                }],
+                _ => vec![],
+            }
+        }
+    }
+
+    fn factory(_: &Target, _: &CallContext) -> Box<dyn App> {
+        Box::new(Dialer)
+    }
+
+    #[test]
+    fn sequential_dial_moves_on_after_the_ring_timeout_and_a_failure() {
+        let cx = context(serde_json::json!({"id": "t1", "name": "T1", "domains": ["t1.example"]}));
+        let mut s = CallSession::new(cx, &Target::Echo, factory);
+        let t0 = Instant::now();
+        s.start(t0, 0);
+        let e: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+        assert_eq!(
+            e,
+            vec![Effect::Dial {
+                targets: vec![DialTarget::User("100".into())],
+                caller_id: Some("+15550100".into())
+            }]
+        );
+        s.on_dial_started(&[10], t0, 0);
+        s.on_leg_progress(10);
+        assert_eq!(s.poll_effect(), Some(Effect::Ring));
+        // 100 does not answer in 10 s: its leg is ended and 101 is tried.
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(s.poll_timeout(), Some(t1));
+        s.handle_timeout(t1, 0);
+        let e: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+        assert_eq!(
+            e,
+            vec![
+                Effect::HangupLeg { leg: 10 },
+                Effect::Dial {
+                    targets: vec![DialTarget::User("101".into())],
+                    caller_id: Some("+15550100".into())
+                }
+            ]
+        );
+        // The first leg's end arrives late: it changes nothing.
+        s.on_leg_gone(10, Some(487), t1, 0);
+        s.on_dial_started(&[11], t1, 0);
+        s.on_leg_answered(11, t1, 0);
+        let e: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+        assert_eq!(e, vec![Effect::Answer, Effect::Bridge { leg: 11 }]);
+        assert_eq!(s.peer(), Some(11));
     }
 }

@@ -40,8 +40,8 @@ struct PendingAck {
 pub(super) struct Call {
     span: tracing::Span,
     tenant: String,
-    dialog: Dialog,
-    peer: Peer,
+    pub(super) dialog: Dialog,
+    pub(super) peer: Peer,
     state: CallState,
     invite_key: TxKey,
     invite: SipRequest,
@@ -49,14 +49,14 @@ pub(super) struct Call {
     /// The RTP port pair until media starts (then the media engine holds it).
     media: Option<RtpPortLease>,
     /// Our RTP port (announced in every SDP of the call).
-    rtp_port: u16,
+    pub(super) rtp_port: u16,
     /// True once `CallEvent::MediaStart` was emitted.
     media_started: bool,
     /// Where the call was routed.
     target: Target,
     audio: Option<NegotiatedAudio>,
-    session_id: u64,
-    session_version: u64,
+    pub(super) session_id: u64,
+    pub(super) session_version: u64,
     /// True when we made the offer (INVITE without SDP) and the ACK carries the answer.
     late_offer: bool,
     started: Instant,
@@ -576,6 +576,16 @@ impl Endpoint {
                             "re-INVITE"
                         )
                     });
+                    let was_hold = call.audio.as_ref().is_some_and(|a| a.is_hold());
+                    if neg.is_hold() != was_hold {
+                        self.events.push_back(CallEvent::HoldChanged {
+                            call: id,
+                            hold: neg.is_hold(),
+                        });
+                    }
+                    let Some(call) = self.calls.get_mut(&id) else {
+                        return;
+                    };
                     call.audio = Some(neg);
                     offer = Some(o);
                 }

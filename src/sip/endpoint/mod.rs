@@ -13,6 +13,7 @@
 //! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
+//! - `reinvite.rs`: our re-INVITEs that pass hold/resume from one party to the other.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
 //! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
@@ -22,6 +23,7 @@ mod mwi;
 mod outbound;
 mod refer;
 mod register;
+mod reinvite;
 mod trunk_reg;
 
 pub use mwi::MailboxCounts;
@@ -212,6 +214,13 @@ pub enum CallEvent {
         /// Refer-To user part.
         target: String,
     },
+    /// A party's own re-INVITE put the call on hold or took it off (pass it to the other).
+    HoldChanged {
+        /// Call or leg id.
+        call: u64,
+        /// On hold now.
+        hold: bool,
+    },
     /// A re-INVITE changed the audio (hold, resume, new address or codec).
     MediaUpdate {
         /// Call id.
@@ -357,6 +366,7 @@ enum TimerRef {
     Server(TxKey),
     Client(String),
     ClientInvite(String),
+    ClientReinvite(String),
     TrunkReg(trunk_reg::TrunkKey),
     Call(u64),
     Housekeeping,
@@ -393,6 +403,8 @@ pub struct Endpoint {
     out_calls: HashMap<u64, outbound::OutCall>,
     /// Our INVITE transactions by branch, with their leg.
     client_invites: HashMap<String, (ClientInviteTransaction, u64)>,
+    /// Our re-INVITEs (hold passed through) by branch, with their call or leg.
+    client_reinvites: HashMap<String, (ClientInviteTransaction, u64)>,
     /// Registrations to providers.
     trunk_regs: HashMap<trunk_reg::TrunkKey, trunk_reg::TrunkRegistration>,
     /// Branches of our REGISTERs, to their trunk.
@@ -435,6 +447,7 @@ impl Endpoint {
             mailbox_counts: None,
             out_calls: HashMap::new(),
             client_invites: HashMap::new(),
+            client_reinvites: HashMap::new(),
             trunk_regs: HashMap::new(),
             reg_branches: HashMap::new(),
             trunk_reg_snapshot: None,
@@ -676,6 +689,9 @@ impl Endpoint {
 
     fn handle_response(&mut self, now: Now, resp: SipResponse) {
         if resp.cseq_method == Method::Invite {
+            if self.handle_reinvite_response(now, &resp) {
+                return;
+            }
             return self.handle_invite_response(now, resp);
         }
         let Some(mut branch) = resp.via.branch.clone() else {
@@ -798,6 +814,7 @@ impl Endpoint {
                     }
                 }
                 TimerRef::TrunkReg(key) => self.trunk_reg_timeout(now, key),
+                TimerRef::ClientReinvite(branch) => self.reinvite_timeout(now, branch),
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::Housekeeping => {
                     self.registrar.expire(now.unix);

@@ -53,9 +53,17 @@ pub(super) struct OutCall {
     credentials: Option<(String, String)>,
     /// True once we answered a challenge (a second one is a failure).
     auth_sent: bool,
+    /// The callee put the call on hold (its last re-INVITE).
+    on_hold: bool,
 }
 
 impl OutCall {
+    /// Our RTP port, session id and the next session version (for a new SDP).
+    pub(super) fn bump_version(&mut self) -> (u16, u64, u64) {
+        self.session_version += 1;
+        (self.rtp_port, self.session_id, self.session_version)
+    }
+
     /// Our INVITE (again, for a challenge: with a new branch, CSeq and the credentials).
     fn invite_bytes(&self, authorization: Option<(&str, &str)>, allow: &str, ua: &str) -> Bytes {
         let auth = authorization
@@ -197,6 +205,7 @@ impl Endpoint {
             sdp,
             credentials,
             auth_sent: false,
+            on_hold: false,
         };
         let bytes = leg.invite_bytes(None, super::ALLOW, &self.cfg.server_name);
         self.out_calls.insert(id, leg);
@@ -608,8 +617,14 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             .to_tag(&c.local_tag)
             .header("Contact", contact)
             .body("application/sdp", sdp);
+        let hold = audio.is_hold();
+        let was_hold = std::mem::replace(&mut c.on_hold, hold);
         self.events
             .push_back(CallEvent::MediaUpdate { call: id, audio });
+        if hold != was_hold {
+            self.events
+                .push_back(CallEvent::HoldChanged { call: id, hold });
+        }
         self.respond(now, &key, &req, b);
     }
 

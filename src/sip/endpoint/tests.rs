@@ -112,7 +112,8 @@ impl Harness {
                 | CallEvent::LegProgress { .. }
                 | CallEvent::LegAnswered { .. }
                 | CallEvent::LegFailed { .. }
-                | CallEvent::Transfer { .. } => {}
+                | CallEvent::Transfer { .. }
+                | CallEvent::HoldChanged { .. } => {}
                 CallEvent::Digit { digit, .. } => self.digits.push(digit),
             }
         }

@@ -1,0 +1,184 @@
+//! Hold and resume passed through the B2BUA: when one party's re-INVITE puts the call on hold
+//! (or resumes it), the call layer asks us to re-INVITE the other party with `sendonly` (or
+//! `sendrecv`), so its phone shows the hold too. This is our own INVITE inside an existing
+//! dialog — of a caller's call (we are its UAS) or of an outgoing leg (we are its UAC).
+
+use super::{CallEvent, Endpoint, Now, Peer, TimerRef};
+use crate::sdp::{negotiate, LocalMedia, SessionDescription};
+use crate::sip::message::SipResponse;
+use crate::sip::response::new_branch;
+use crate::sip::transaction::{ClientInviteTransaction, TxEvent};
+use bytes::Bytes;
+
+impl Endpoint {
+    /// Re-INVITEs call or leg `id` to put it on hold (`sendonly` from us) or take it off.
+    pub fn reinvite_hold(&mut self, now: Now, id: u64, hold: bool) {
+        let direction = if hold { "sendonly" } else { "sendrecv" };
+        let public_ip = self.cfg.public_ip;
+        let (transport, port, session_id, version) = if let Some(c) = self.calls.get_mut(&id) {
+            c.session_version += 1;
+            (
+                c.peer.transport,
+                c.rtp_port,
+                c.session_id,
+                c.session_version,
+            )
+        } else if let Some(c) = self.out_calls.get_mut(&id) {
+            let (p, sid, v) = c.bump_version();
+            (c.peer.transport, p, sid, v)
+        } else {
+            return;
+        };
+        let branch = new_branch();
+        let via = self.via_for(transport, &branch);
+        let contact = self.contact_for("", transport);
+        let sdp = super::invite::our_offer(&LocalMedia {
+            address: public_ip,
+            port,
+            session_id,
+            session_version: version,
+        })
+        .replace("a=sendrecv", &format!("a={direction}"));
+        let extra = format!(
+            "Contact: {contact}\r\nAllow: {}\r\nUser-Agent: {}\r\n",
+            super::ALLOW,
+            self.cfg.server_name
+        );
+        let Some((peer, bytes)) = self.in_dialog_request(
+            id,
+            "INVITE",
+            &via,
+            &extra,
+            Some(("application/sdp", sdp.as_bytes())),
+        ) else {
+            return;
+        };
+        tracing::info!(call = id, hold, "re-INVITE to pass hold through");
+        let bytes = Bytes::from(bytes);
+        let tx = ClientInviteTransaction::new(
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.cfg.timers,
+            now.instant,
+        );
+        let next = tx.poll_timeout();
+        self.client_reinvites.insert(branch.clone(), (tx, id));
+        self.schedule(next, TimerRef::ClientReinvite(branch));
+        self.send(peer, bytes);
+    }
+
+    /// A request inside the dialog of a caller's call or of an outgoing leg.
+    fn in_dialog_request(
+        &mut self,
+        id: u64,
+        method: &str,
+        via: &str,
+        extra: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Option<(Peer, Vec<u8>)> {
+        if let Some(c) = self.calls.get_mut(&id) {
+            let peer = c.peer;
+            return Some((peer, c.dialog.request(method, via, extra, body)));
+        }
+        self.leg_request(id, method, via, extra, body)
+    }
+
+    /// A response to one of our re-INVITEs; false when it is not one.
+    pub(super) fn handle_reinvite_response(&mut self, now: Now, resp: &SipResponse) -> bool {
+        let branch = resp.via.branch.clone().unwrap_or_default();
+        let Some(id) = self.client_reinvites.get(&branch).map(|(_, id)| *id) else {
+            return false;
+        };
+        let ack_branch = new_branch();
+        let transport = self
+            .calls
+            .get(&id)
+            .map(|c| c.peer.transport)
+            .or_else(|| self.out_calls.get(&id).map(|c| c.peer.transport));
+        let Some(transport) = transport else {
+            self.client_reinvites.remove(&branch);
+            return true;
+        };
+        // ACK for a non-2xx is part of the transaction (same branch); for a 2xx a new one.
+        let same_via = self.via_for(transport, &branch);
+        let ack_err = self
+            .in_dialog_request(id, "ACK", &same_via, "", None)
+            .map(|(_, b)| Bytes::from(b))
+            .unwrap_or_default();
+        let Some((tx, _)) = self.client_reinvites.get_mut(&branch) else {
+            return true;
+        };
+        let d = tx.on_response(resp.code, || ack_err, now.instant);
+        let next = tx.poll_timeout();
+        let peer = self
+            .calls
+            .get(&id)
+            .map(|c| c.peer)
+            .or_else(|| self.out_calls.get(&id).map(|c| c.peer));
+        for ev in d.events {
+            match ev {
+                TxEvent::Transmit(b) => {
+                    if let Some(p) = peer {
+                        self.send(p, b);
+                    }
+                }
+                TxEvent::Terminated => {
+                    self.client_reinvites.remove(&branch);
+                }
+                TxEvent::TimedOut => {}
+            }
+        }
+        if self.client_reinvites.contains_key(&branch) {
+            self.schedule(next, TimerRef::ClientReinvite(branch));
+        }
+        if d.pass_to_user && (200..300).contains(&resp.code) {
+            let via = self.via_for(transport, &ack_branch);
+            if let Some((p, ack)) = self.in_dialog_request(id, "ACK", &via, "", None) {
+                self.send(p, Bytes::from(ack));
+            }
+            if let Ok(audio) = SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a))
+            {
+                self.events
+                    .push_back(CallEvent::MediaUpdate { call: id, audio });
+            }
+        } else if d.pass_to_user && resp.code >= 300 {
+            tracing::info!(
+                call = id,
+                code = resp.code,
+                "hold re-INVITE refused by the peer"
+            );
+        }
+        true
+    }
+
+    /// Timers of our re-INVITE transactions.
+    pub(super) fn reinvite_timeout(&mut self, now: Now, branch: String) {
+        let Some((tx, id)) = self.client_reinvites.get_mut(&branch) else {
+            return;
+        };
+        let id = *id;
+        let events = tx.handle_timeout(now.instant);
+        let next = tx.poll_timeout();
+        let peer = self
+            .calls
+            .get(&id)
+            .map(|c| c.peer)
+            .or_else(|| self.out_calls.get(&id).map(|c| c.peer));
+        let had = !events.is_empty();
+        for ev in events {
+            match ev {
+                TxEvent::Transmit(b) => {
+                    if let Some(p) = peer {
+                        self.send(p, b);
+                    }
+                }
+                TxEvent::Terminated | TxEvent::TimedOut => {
+                    self.client_reinvites.remove(&branch);
+                }
+            }
+        }
+        if had && self.client_reinvites.contains_key(&branch) {
+            self.schedule(next, TimerRef::ClientReinvite(branch));
+        }
+    }
+}
