@@ -983,3 +983,47 @@ fn caller_hold_and_resume_reach_the_called_phone() {
     );
     assert!(ok, "caller: {out}\n{}", server.log_text());
 }
+
+/// Busy: the phone answers 486, and the caller goes to the user's mailbox with the "busy"
+/// greeting; the call record keeps the phone's 486.
+#[test]
+fn busy_phone_sends_the_caller_to_voicemail_with_the_busy_greeting() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    });
+    let phone = ports();
+    let (ok, out) = sipp(
+        &server,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register: {out}");
+    let callee = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || sipp_at(sip_port, &phone, "uas_busy.xml", &["-m", "1"]))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&vec![0i16; 8000]),
+        &["-s", "+15550101", "-d", "1500"],
+    );
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    assert!(callee.join().expect("callee").0);
+    let log = server.log_text();
+    assert!(log.contains("greeting=Busy"), "{log}");
+    let recs = call_records(&server);
+    assert_eq!(recs[0]["path"], "user:101 > voicemail:101", "{:?}", recs[0]);
+    assert_eq!(recs[0]["legs"][0]["sip_code"], 486, "{:?}", recs[0]);
+}

@@ -117,18 +117,19 @@ impl App for UserApp {
             }];
         };
         let forwarding = user.forwarding.clone().unwrap_or_default();
-        let mailbox = user
-            .mailbox
-            .clone()
-            .map(|mailbox| Target::Voicemail { mailbox });
-        let elsewhere =
-            |first: Option<Target>, code: u16, reason: &str| match first.or(mailbox.clone()) {
+        let elsewhere = |first: Option<Target>, busy: bool, code: u16, reason: &str| {
+            let mailbox = user
+                .mailbox
+                .clone()
+                .map(|mailbox| Target::Voicemail { mailbox, busy });
+            match first.or(mailbox) {
                 Some(t) => vec![Verb::Route(t)],
                 None => vec![Verb::Reject {
                     code,
                     reason: reason.to_string(),
                 }],
-            };
+            }
+        };
         match ev {
             AppEvent::Start => match forwarding.always {
                 Some(t) => vec![Verb::Route(t)],
@@ -140,12 +141,15 @@ impl App for UserApp {
             AppEvent::DialResult(DialOutcome::Answered) => vec![],
             AppEvent::DialResult(DialOutcome::NoAnswer) => elsewhere(
                 forwarding.no_answer,
+                false,
                 480,
                 "Temporarily Unavailable (no answer)",
             ),
-            AppEvent::DialResult(DialOutcome::Busy) => elsewhere(forwarding.busy, 486, "Busy Here"),
+            AppEvent::DialResult(DialOutcome::Busy) => {
+                elsewhere(forwarding.busy, true, 486, "Busy Here")
+            }
             AppEvent::DialResult(DialOutcome::Unavailable(_)) => {
-                elsewhere(None, 480, "Temporarily Unavailable")
+                elsewhere(None, false, 480, "Temporarily Unavailable")
             }
             AppEvent::PeerHungUp => vec![Verb::hangup("called party hung up")],
             _ => vec![],

@@ -260,7 +260,8 @@ mod tests {
         assert_eq!(
             v,
             vec![Verb::Route(Target::Voicemail {
-                mailbox: "100".into()
+                mailbox: "100".into(),
+                busy: false
             })]
         );
     }

@@ -26,9 +26,13 @@ use crate::tenant::model::Target;
 pub fn for_target(target: &Target, cx: &CallContext) -> Box<dyn App> {
     match target {
         Target::Ivr { menu } => Box::new(ivr::IvrApp::new(menu)),
-        Target::Voicemail { mailbox } => Box::new(voicemail::DepositApp::new(
+        Target::Voicemail { mailbox, busy } => Box::new(voicemail::DepositApp::new(
             mailbox,
-            voicemail::Greeting::Unavailable,
+            if *busy {
+                voicemail::Greeting::Busy
+            } else {
+                voicemail::Greeting::Unavailable
+            },
         )),
         Target::VoicemailMain { any_mailbox } => {
             Box::new(voicemail::MailboxMenuApp::new(*any_mailbox))

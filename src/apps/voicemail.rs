@@ -121,6 +121,7 @@ impl App for DepositApp {
         };
         match (&self.state, ev) {
             (DepositState::Start, AppEvent::Start) => {
+                tracing::info!(mailbox = %self.mailbox, greeting = ?self.greeting, "voicemail greeting");
                 self.state = DepositState::Greeting;
                 self.started_unix = cx.unix_now;
                 vec![

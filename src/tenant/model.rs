@@ -212,6 +212,10 @@ pub enum Target {
     Voicemail {
         /// Mailbox id.
         mailbox: String,
+        /// Play the "busy" system greeting instead of "not available" (when the mailbox has no
+        /// greeting of its own).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        busy: bool,
     },
     /// Voicemail access: the caller's own mailbox (`own`) or any mailbox by number.
     VoicemailMain {

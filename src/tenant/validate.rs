@@ -51,7 +51,7 @@ impl Ctx<'_> {
             Target::Ivr { menu } if !self.cfg.ivrs.contains_key(menu) => {
                 Some(format!("unknown IVR menu {menu}"))
             }
-            Target::Voicemail { mailbox } if !self.mailboxes.contains(mailbox.as_str()) => {
+            Target::Voicemail { mailbox, .. } if !self.mailboxes.contains(mailbox.as_str()) => {
                 Some(format!("unknown mailbox {mailbox}"))
             }
             Target::PromptLoop { prompt } if !valid_prompt_name(prompt) => {
