@@ -420,6 +420,7 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
             match action {
                 CallAction::Ring { call } => endpoint.ring_call(now(), call),
                 CallAction::Answer { call } => endpoint.answer_call(now(), call),
+                CallAction::EarlyMedia { call } => endpoint.early_media_call(now(), call),
                 CallAction::Reject { call, code, reason } => {
                     endpoint.reject_call(now(), call, code, &reason)
                 }

@@ -1027,3 +1027,73 @@ fn busy_phone_sends_the_caller_to_voicemail_with_the_busy_greeting() {
     assert_eq!(recs[0]["path"], "user:101 > voicemail:101", "{:?}", recs[0]);
     assert_eq!(recs[0]["legs"][0]["sip_code"], 486, "{:?}", recs[0]);
 }
+
+/// Early media: the provider answers 183 with SDP and plays an announcement before it answers
+/// 3 s later; the caller hears the announcement (its tone) through our 183 before the answer.
+#[test]
+fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let provider = ports();
+    let provider_port = provider.sipp;
+    edit_demo(&server, |doc| {
+        doc["trunks"].as_array_mut().expect("trunks").push(json!({
+            "id": "carrier", "address": format!("127.0.0.1:{provider_port}"),
+            "allowed_prefixes": ["+1"]
+        }));
+        doc["outbound_routes"] = json!([{"name": "nanp", "prefix": "+1", "trunk": "carrier"}]);
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550555", "target": {"type": "external", "number": "+15551234567"}}));
+    });
+    let carrier = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || {
+            // One second of 500 Hz: over long before the 200 at 3 s.
+            let announcement = sine_wave(500.0, 1.0);
+            sipp_at_with_audio(
+                sip_port,
+                &provider,
+                "provider_early.xml",
+                &announcement,
+                &[],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&vec![0i16; 8000]),
+        &["-s", "+15550555", "-d", "1000"],
+    );
+    let (c_ok, c_out) = carrier.join().expect("carrier");
+    assert!(c_ok, "provider: {c_out}\n{}", server.log_text());
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let heard: Vec<i16> = cap
+        .finish()
+        .iter()
+        .filter(|d| {
+            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
+        })
+        .flat_map(|d| {
+            d.payload[12..]
+                .iter()
+                .map(|&b| ulaw_to_linear(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let start = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .unwrap_or_else(|| panic!("no early media reached the caller\n{}", server.log_text()));
+    let f = tone_frequency(&heard[start + 400..start + 4000]);
+    assert!((f - 500.0).abs() < 10.0, "caller heard {f} Hz");
+    assert!(server.log_text().contains("early media"));
+}

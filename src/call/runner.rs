@@ -26,6 +26,11 @@ pub enum CallAction {
         /// Call id (the endpoint's).
         call: u64,
     },
+    /// Send 183 with SDP; media starts before the answer.
+    EarlyMedia {
+        /// Call id.
+        call: u64,
+    },
     /// Answer with 200 and SDP.
     Answer {
         /// Call id.
@@ -258,7 +263,7 @@ impl CallRunner {
                     None => self
                         .calls
                         .get(&call)
-                        .and_then(|e| e.session.peer())
+                        .and_then(|e| e.session.media_peer())
                         .and_then(|p| self.children.get(&p))
                         .and_then(|c| c.media),
                 };
@@ -321,6 +326,15 @@ impl CallRunner {
                 };
                 if let Some(e) = self.calls.get_mut(&parent) {
                     e.session.on_leg_progress(leg);
+                }
+                self.apply(parent);
+            }
+            CallEvent::LegEarlyMedia { leg } => {
+                let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
+                    return;
+                };
+                if let Some(e) = self.calls.get_mut(&parent) {
+                    e.session.on_leg_early_media(leg);
                 }
                 self.apply(parent);
             }
@@ -499,7 +513,7 @@ impl CallRunner {
         let Some(e) = self.calls.get(&call) else {
             return;
         };
-        let (Some(a), Some(peer)) = (e.leg, e.session.peer()) else {
+        let (Some(a), Some(peer)) = (e.leg, e.session.media_peer()) else {
             return;
         };
         let Some(b) = self.children.get(&peer).and_then(|c| c.media) else {
@@ -646,6 +660,10 @@ impl CallRunner {
             let media = match (&effect, leg) {
                 (Effect::Ring, _) if !ended => {
                     self.actions.push_back(CallAction::Ring { call });
+                    Ok(())
+                }
+                (Effect::EarlyMedia, _) if !ended => {
+                    self.actions.push_back(CallAction::EarlyMedia { call });
                     Ok(())
                 }
                 (Effect::Answer, _) if !ended => {

@@ -22,6 +22,8 @@ pub type AppFactory = fn(&Target, &CallContext) -> Box<dyn App>;
 pub enum Effect {
     /// Send 180.
     Ring,
+    /// Send 183 with SDP and start the caller's media before the answer.
+    EarlyMedia,
     /// Send 200 with SDP.
     Answer,
     /// Refuse with a final response.
@@ -117,6 +119,8 @@ pub struct CallSession {
     dialing: Option<Dialing>,
     /// The leg the caller is bridged to.
     peer: Option<u64>,
+    /// A ringing leg whose early media the caller hears.
+    early: Option<u64>,
     rung: bool,
     /// The call recording (stereo: caller, other party) in progress or done.
     call_recording: Option<PathBuf>,
@@ -153,6 +157,7 @@ impl CallSession {
             recording: false,
             dialing: None,
             peer: None,
+            early: None,
             rung: false,
             call_recording: None,
             call_recording_active: false,
@@ -312,6 +317,21 @@ impl CallSession {
         self.peer
     }
 
+    /// The leg whose audio the caller exchanges: the bridged party, or early media.
+    pub fn media_peer(&self) -> Option<u64> {
+        self.peer.or(self.early)
+    }
+
+    /// A ringing leg sends early media: the caller gets 183 and hears it (the first such leg).
+    pub fn on_leg_early_media(&mut self, leg: u64) {
+        let dialing = self.dialing.as_ref().is_some_and(|d| d.legs.contains(&leg));
+        if dialing && !self.answered && self.early.is_none() && !self.ended {
+            self.early = Some(leg);
+            self.effects.push_back(Effect::EarlyMedia);
+            self.effects.push_back(Effect::Bridge { leg });
+        }
+    }
+
     /// Legs being dialed.
     pub fn dialing_legs(&self) -> Vec<u64> {
         self.dialing
@@ -460,6 +480,7 @@ impl CallSession {
             users = d.users;
         }
         self.peer = Some(leg);
+        self.early = None;
         self.playing = None;
         self.gather = None;
         if !self.answered {
@@ -478,6 +499,9 @@ impl CallSession {
         if self.peer == Some(leg) {
             self.peer = None;
             return self.deliver(AppEvent::PeerHungUp, now, unix);
+        }
+        if self.early == Some(leg) {
+            self.early = None;
         }
         let Some(d) = self.dialing.as_mut() else {
             return;

@@ -208,6 +208,17 @@ pub fn sipp_with_audio(
     run_sipp(server.sip_port, ports, scenario, audio, &["-m", "1"], args)
 }
 
+/// [`sipp_with_audio`] against a server known only by its SIP port (from another thread).
+pub fn sipp_at_with_audio(
+    sip_port: u16,
+    ports: &Ports,
+    scenario: &str,
+    audio: &[i16],
+    args: &[&str],
+) -> (bool, String) {
+    run_sipp(sip_port, ports, scenario, Some(audio), &["-m", "1"], args)
+}
+
 fn run_sipp(
     sip_port: u16,
     ports: &Ports,

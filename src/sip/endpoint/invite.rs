@@ -63,6 +63,8 @@ pub(super) struct Call {
     contact_user: String,
     /// Final error status sent, when the call ended unanswered.
     final_code: Option<u16>,
+    /// 183 with SDP sent: media flows before the answer.
+    early_media: bool,
 }
 
 impl Endpoint {
@@ -205,6 +207,7 @@ impl Endpoint {
             started: now.instant,
             contact_user,
             final_code: None,
+            early_media: false,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -235,6 +238,31 @@ impl Endpoint {
         let (key, invite) = (call.invite_key.clone(), call.invite.clone());
         let ringing = self.dialog_response(id, 180);
         self.respond(now, &key, &invite, ringing);
+    }
+
+    /// Early media: 183 Session Progress with our SDP to a ringing call, and its media starts
+    /// before the answer (the called side's ringback or announcements reach the caller).
+    /// Nothing happens for a call without an offer in its INVITE.
+    pub fn early_media_call(&mut self, now: Now, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if call.state != CallState::Ringing || call.early_media || call.audio.is_none() {
+            return;
+        }
+        let offer = SessionDescription::parse(call.invite.body()).ok();
+        let Some(offer) = offer else {
+            return;
+        };
+        let sdp = self.local_sdp(id, Some(&offer));
+        let b = self.dialog_response(id, 183).body("application/sdp", sdp);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.early_media = true;
+        let (key, invite) = (call.invite_key.clone(), call.invite.clone());
+        self.respond(now, &key, &invite, b);
+        self.start_media(id);
     }
 
     /// Answers a ringing call (200 with our SDP); media starts once the offer/answer is done.
@@ -327,7 +355,7 @@ impl Endpoint {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if call.media_started || call.state == CallState::Ringing {
+        if call.media_started || (call.state == CallState::Ringing && !call.early_media) {
             return;
         }
         let (Some(audio), Some(lease)) = (call.audio.clone(), call.media.take()) else {

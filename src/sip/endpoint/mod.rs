@@ -195,6 +195,11 @@ pub enum CallEvent {
         /// 180, 183, …
         code: u16,
     },
+    /// An outgoing leg sent early media (183 with SDP; its `MediaStart` follows).
+    LegEarlyMedia {
+        /// Leg id.
+        leg: u64,
+    },
     /// An outgoing leg was answered (its `MediaStart` follows).
     LegAnswered {
         /// Leg id.

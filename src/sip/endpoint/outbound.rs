@@ -407,6 +407,10 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                         code: resp.code,
                     });
                 }
+                // Early media: a provisional answer with SDP (ringback, announcements).
+                if !resp.raw.body.is_empty() {
+                    self.leg_early_media(id, &resp);
+                }
             }
             200..=299 => self.leg_answered(now, id, &resp),
             401 | 407 if self.retry_with_auth(now, id, &resp) => {}
@@ -421,6 +425,29 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                 self.end_leg_with(id, "refused", Some(code));
             }
         }
+    }
+
+    fn leg_early_media(&mut self, id: u64, resp: &SipResponse) {
+        let Some(c) = self.out_calls.get_mut(&id) else {
+            return;
+        };
+        if c.cancelled || c.media.is_none() {
+            return;
+        }
+        let Ok(audio) = SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a))
+        else {
+            return;
+        };
+        let Some(lease) = c.media.take() else {
+            return;
+        };
+        c.span.in_scope(|| tracing::info!("early media"));
+        self.events.push_back(CallEvent::LegEarlyMedia { leg: id });
+        self.events.push_back(CallEvent::MediaStart {
+            call: id,
+            lease,
+            audio,
+        });
     }
 
     fn leg_answered(&mut self, now: Now, id: u64, resp: &SipResponse) {
@@ -473,6 +500,13 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                     audio,
                 });
             }
+            (Ok(audio), None) => {
+                // Media started with early media; the final answer may change it.
+                c.span.in_scope(|| tracing::info!("leg answered"));
+                self.events.push_back(CallEvent::LegAnswered { leg: id });
+                self.events
+                    .push_back(CallEvent::MediaUpdate { call: id, audio });
+            }
             (Err(e), _) => {
                 c.span
                     .in_scope(|| tracing::warn!(error = %e, "unusable SDP answer: hanging up"));
@@ -480,7 +514,6 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                     .push_back(CallEvent::LegFailed { leg: id, code: 488 });
                 self.hangup_leg(now, id, "bad SDP answer");
             }
-            (Ok(_), None) => {}
         }
     }
 

@@ -113,7 +113,8 @@ impl Harness {
                 | CallEvent::LegAnswered { .. }
                 | CallEvent::LegFailed { .. }
                 | CallEvent::Transfer { .. }
-                | CallEvent::HoldChanged { .. } => {}
+                | CallEvent::HoldChanged { .. }
+                | CallEvent::LegEarlyMedia { .. } => {}
                 CallEvent::Digit { digit, .. } => self.digits.push(digit),
             }
         }
