@@ -102,6 +102,78 @@ fn call_records(server: &Server) -> Vec<Value> {
     out
 }
 
+/// Number +15550101 reaches user 101 (with `edit` for anything else), a SIPp phone registers
+/// as 101 and then runs `scenario` from the same port, in a thread.
+fn phone_for_101(
+    server: &Server,
+    scenario: &'static str,
+    args: &'static [&'static str],
+    edit: impl FnOnce(&mut Value),
+) -> std::thread::JoinHandle<(bool, String)> {
+    edit_demo(server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+        edit(doc);
+    });
+    let phone = ports();
+    let (ok, out) = sipp(
+        server,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register: {out}");
+    let sip_port = server.sip_port;
+    let handle = std::thread::spawn(move || sipp_at(sip_port, &phone, scenario, args));
+    std::thread::sleep(Duration::from_millis(300));
+    handle
+}
+
+/// A trunk `carrier` at 127.0.0.1:`port` (plus `fields`) allowed to dial `+1…`, the route to
+/// it, and number +15550555 forwarding to the external +15551234567.
+fn route_to_carrier(server: &Server, port: u16, fields: Value) {
+    edit_demo(server, |doc| {
+        let mut trunk = json!({
+            "id": "carrier", "address": format!("127.0.0.1:{port}"), "allowed_prefixes": ["+1"]
+        });
+        if let (Some(t), Some(extra)) = (trunk.as_object_mut(), fields.as_object()) {
+            t.extend(extra.clone());
+        }
+        doc["trunks"].as_array_mut().expect("trunks").push(trunk);
+        doc["outbound_routes"] = json!([{"name": "nanp", "prefix": "+1", "trunk": "carrier"}]);
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550555", "target": {"type": "external", "number": "+15551234567"}}));
+    });
+}
+
+/// The PCMU audio the server sent to a SIPp caller's media port.
+fn heard_by(cap: Capture, p: &Ports) -> Vec<i16> {
+    cap.finish()
+        .iter()
+        .filter(|d| {
+            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
+        })
+        .flat_map(|d| {
+            d.payload[12..]
+                .iter()
+                .map(|&b| ulaw_to_linear(b))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The samples of a 16-bit WAV with a 44-byte header.
+fn wav_samples(b: &[u8]) -> Vec<i16> {
+    b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
 fn live_calls(api_port: u16) -> Vec<Value> {
     Client::new()
         .get(format!("http://127.0.0.1:{api_port}/v1/tenants/demo/calls"))
@@ -306,10 +378,7 @@ fn message_waiting_notify_follows_a_new_voicemail() {
         .find(|f| f.path().extension().is_some_and(|e| e == "wav"))
         .expect("message");
     let b = std::fs::read(wav.path()).expect("read");
-    let samples: Vec<i16> = b[44..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let samples = wav_samples(&b);
     let start = samples
         .iter()
         .position(|s| s.unsigned_abs() > 2000)
@@ -333,33 +402,7 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
-    });
-    // The phone registers as 101 from the port it will answer on.
-    let phone = ports();
-    let (ok, out) = sipp(
-        &server,
-        &phone,
-        "register_only.xml",
-        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
-    );
-    assert!(ok, "register: {out}");
-    let callee = {
-        let sip_port = server.sip_port;
-        std::thread::spawn(move || {
-            sipp_at(
-                sip_port,
-                &phone,
-                "uas_answer.xml",
-                &["-m", "1", "-rtp_echo"],
-            )
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let callee = phone_for_101(&server, "uas_answer.xml", &["-m", "1", "-rtp_echo"], |_| {});
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
     let mut audio = sine_wave(1000.0, 2.0);
     audio.extend(vec![0i16; 8000]);
@@ -377,19 +420,7 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
         "the phone must be called, then hung up by the server:\n{out}"
     );
     // What the caller received: its own tone, after a trip through the phone's echo.
-    let heard: Vec<i16> = cap
-        .finish()
-        .iter()
-        .filter(|d| {
-            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
-        })
-        .flat_map(|d| {
-            d.payload[12..]
-                .iter()
-                .map(|&b| ulaw_to_linear(b))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let heard = heard_by(cap, &p);
     let start = heard
         .iter()
         .position(|s| s.unsigned_abs() > 2000)
@@ -438,11 +469,7 @@ fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    let callee = phone_for_101(&server, "uas_no_answer.xml", &["-m", "1"], |doc| {
         for u in doc["users"].as_array_mut().expect("users") {
             if u["extension"] == "101" {
                 u["ring_timeout_secs"] = json!(2);
@@ -454,19 +481,6 @@ fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
             }
         }
     });
-    let phone = ports();
-    let (ok, out) = sipp(
-        &server,
-        &phone,
-        "register_only.xml",
-        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
-    );
-    assert!(ok, "register: {out}");
-    let callee = {
-        let sip_port = server.sip_port;
-        std::thread::spawn(move || sipp_at(sip_port, &phone, "uas_no_answer.xml", &["-m", "1"]))
-    };
-    std::thread::sleep(Duration::from_millis(300));
     // Answered by voicemail after ~2 s; greeting ~5.4 s; then the tone.
     let mut audio = vec![0i16; 8000 * 6];
     audio.extend(sine_wave(700.0, 2.0));
@@ -493,10 +507,7 @@ fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
         .find(|f| f.path().extension().is_some_and(|e| e == "wav"))
         .expect("message");
     let b = std::fs::read(wav.path()).expect("read");
-    let samples: Vec<i16> = b[44..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let samples = wav_samples(&b);
     let start = samples
         .iter()
         .position(|s| s.unsigned_abs() > 2000)
@@ -531,18 +542,11 @@ fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
     let p = ports();
     let server = Server::start(&p, &[]);
     let provider = ports();
-    edit_demo(&server, |doc| {
-        doc["trunks"].as_array_mut().expect("trunks").push(json!({
-            "id": "carrier", "address": format!("127.0.0.1:{}", provider.sipp),
-            "username": "acct", "password": "s3cret",
-            "allowed_prefixes": ["+1"], "caller_id": "+15550100"
-        }));
-        doc["outbound_routes"] = json!([{"name": "nanp", "prefix": "+1", "trunk": "carrier"}]);
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550555", "target": {"type": "external", "number": "+15551234567"}}));
-    });
+    route_to_carrier(
+        &server,
+        provider.sipp,
+        json!({"username": "acct", "password": "s3cret", "caller_id": "+15550100"}),
+    );
     let carrier = {
         let sip_port = server.sip_port;
         std::thread::spawn(move || {
@@ -569,19 +573,7 @@ fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
         server.log_text()
     );
     assert!(ok, "caller: {out}\n{}", server.log_text());
-    let heard: Vec<i16> = cap
-        .finish()
-        .iter()
-        .filter(|d| {
-            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
-        })
-        .flat_map(|d| {
-            d.payload[12..]
-                .iter()
-                .map(|&b| ulaw_to_linear(b))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let heard = heard_by(cap, &p);
     let start = heard
         .iter()
         .position(|s| s.unsigned_abs() > 2000)
@@ -601,32 +593,14 @@ fn called_phone_transfers_the_caller_with_refer() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
-        doc["settings"]["recording"] = json!("always");
-    });
-    let phone = ports();
-    let (ok, out) = sipp(
+    let transferor = phone_for_101(
         &server,
-        &phone,
-        "register_only.xml",
-        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+        "uas_transfer.xml",
+        &["-m", "1", "-s", "600", "-rtp_echo"],
+        |doc| {
+            doc["settings"]["recording"] = json!("always");
+        },
     );
-    assert!(ok, "register: {out}");
-    let transferor = {
-        let sip_port = server.sip_port;
-        std::thread::spawn(move || {
-            sipp_at(
-                sip_port,
-                &phone,
-                "uas_transfer.xml",
-                &["-m", "1", "-s", "600", "-rtp_echo"],
-            )
-        })
-    };
     let watcher = {
         let api_port = server.api_port;
         std::thread::spawn(move || {
@@ -668,10 +642,7 @@ fn called_phone_transfers_the_caller_with_refer() {
         .expect("recording in the call record");
     let b = std::fs::read(server.data_path().join("recordings").join(name)).expect("recording");
     assert_eq!(u16::from_le_bytes([b[22], b[23]]), 2, "stereo");
-    let samples: Vec<i16> = b[44..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let samples = wav_samples(&b);
     let loud_secs = |ch: usize| {
         samples
             .chunks_exact(2)
@@ -868,10 +839,7 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
         .expect("audio");
     assert_eq!(wav.headers()["content-type"], "audio/wav");
     let b = wav.bytes().expect("bytes");
-    let samples: Vec<i16> = b[44..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let samples = wav_samples(&b);
     let start = samples
         .iter()
         .position(|s| s.unsigned_abs() > 2000)
@@ -950,25 +918,7 @@ fn caller_hold_and_resume_reach_the_called_phone() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
-    });
-    let phone = ports();
-    let (ok, out) = sipp(
-        &server,
-        &phone,
-        "register_only.xml",
-        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
-    );
-    assert!(ok, "register: {out}");
-    let callee = {
-        let sip_port = server.sip_port;
-        std::thread::spawn(move || sipp_at(sip_port, &phone, "uas_hold.xml", &["-m", "1"]))
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let callee = phone_for_101(&server, "uas_hold.xml", &["-m", "1"], |_| {});
     let (ok, out) = sipp(
         &server,
         &p,
@@ -993,25 +943,7 @@ fn busy_phone_sends_the_caller_to_voicemail_with_the_busy_greeting() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
-    });
-    let phone = ports();
-    let (ok, out) = sipp(
-        &server,
-        &phone,
-        "register_only.xml",
-        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
-    );
-    assert!(ok, "register: {out}");
-    let callee = {
-        let sip_port = server.sip_port;
-        std::thread::spawn(move || sipp_at(sip_port, &phone, "uas_busy.xml", &["-m", "1"]))
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let callee = phone_for_101(&server, "uas_busy.xml", &["-m", "1"], |_| {});
     let (ok, out) = sipp_with_audio(
         &server,
         &p,
@@ -1039,17 +971,7 @@ fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
     let server = Server::start(&p, &[]);
     let provider = ports();
     let provider_port = provider.sipp;
-    edit_demo(&server, |doc| {
-        doc["trunks"].as_array_mut().expect("trunks").push(json!({
-            "id": "carrier", "address": format!("127.0.0.1:{provider_port}"),
-            "allowed_prefixes": ["+1"]
-        }));
-        doc["outbound_routes"] = json!([{"name": "nanp", "prefix": "+1", "trunk": "carrier"}]);
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(json!({"number": "+15550555", "target": {"type": "external", "number": "+15551234567"}}));
-    });
+    route_to_carrier(&server, provider_port, json!({}));
     let carrier = {
         let sip_port = server.sip_port;
         std::thread::spawn(move || {
@@ -1076,19 +998,7 @@ fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
     let (c_ok, c_out) = carrier.join().expect("carrier");
     assert!(c_ok, "provider: {c_out}\n{}", server.log_text());
     assert!(ok, "caller: {out}\n{}", server.log_text());
-    let heard: Vec<i16> = cap
-        .finish()
-        .iter()
-        .filter(|d| {
-            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
-        })
-        .flat_map(|d| {
-            d.payload[12..]
-                .iter()
-                .map(|&b| ulaw_to_linear(b))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let heard = heard_by(cap, &p);
     let start = heard
         .iter()
         .position(|s| s.unsigned_abs() > 2000)

@@ -62,6 +62,7 @@ impl IvrApp {
                 first_digit_timeout: Duration::from_secs(u64::from(menu.timeout_secs)),
                 // Multi-digit routes ("42"): a short pause ends the entry.
                 inter_digit_timeout: Duration::from_secs(2),
+                overall_timeout: None,
             }),
         ]
     }

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What an app asks of its call.
+/// What an app asks of its call. `Dial` bridges the caller to whoever answers (the `bridge`
+/// of the call-control API); `Transfer` moves the caller on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verb {
     /// Tell the caller we are ringing (180).
@@ -71,6 +72,12 @@ pub enum Verb {
         /// Caller ID to present instead of the caller's own.
         caller_id: Option<String>,
     },
+    /// Blind-transfer the caller to what `destination` reaches in the tenant (extension, tenant
+    /// number, or an external number a route allows); whoever it was bridged to is hung up.
+    Transfer {
+        /// Dial string.
+        destination: String,
+    },
     /// Hand the call to the app for `target` (a sub-menu, a mailbox, a user).
     Route(Target),
     /// End the call.
@@ -122,6 +129,8 @@ pub struct GatherSpec {
     pub first_digit_timeout: Duration,
     /// Wait between digits.
     pub inter_digit_timeout: Duration,
+    /// Longest the whole collection may take, prompt included (None: no limit).
+    pub overall_timeout: Option<Duration>,
 }
 
 impl GatherSpec {
@@ -132,6 +141,7 @@ impl GatherSpec {
             terminators: String::new(),
             first_digit_timeout: timeout,
             inter_digit_timeout: timeout,
+            overall_timeout: None,
         }
     }
 
@@ -142,6 +152,7 @@ impl GatherSpec {
             terminators: "#".into(),
             first_digit_timeout: timeout,
             inter_digit_timeout: Duration::from_secs(5),
+            overall_timeout: None,
         }
     }
 }

@@ -99,6 +99,8 @@ struct Gathering {
     digits: String,
     /// None while the prompt before it still plays.
     deadline: Option<Instant>,
+    /// The overall limit, from the start of the collection.
+    overall: Option<Instant>,
 }
 
 /// One call's control state. See the module documentation.
@@ -307,7 +309,10 @@ impl CallSession {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let g = self.gather.as_ref().and_then(|g| g.deadline);
+        let g = self
+            .gather
+            .as_ref()
+            .and_then(|g| g.deadline.into_iter().chain(g.overall).min());
         let d = self.dialing.as_ref().map(|d| d.deadline);
         g.into_iter().chain(d).min()
     }
@@ -560,7 +565,7 @@ impl CallSession {
         if self
             .gather
             .as_ref()
-            .and_then(|g| g.deadline)
+            .and_then(|g| g.deadline.into_iter().chain(g.overall).min())
             .is_some_and(|d| d <= now)
         {
             self.finish_gather(GatherEnd::Timeout, now, unix);
@@ -685,10 +690,12 @@ impl CallSession {
                     self.effects.push_back(Effect::Echo);
                 }
                 Verb::Gather(spec) => {
+                    let overall = spec.overall_timeout.map(|t| now + t);
                     self.gather = Some(Gathering {
                         spec,
                         digits: String::new(),
                         deadline: None,
+                        overall,
                     });
                     self.arm_gather(now);
                 }
@@ -741,6 +748,12 @@ impl CallSession {
                         targets: now_targets,
                         caller_id,
                     });
+                }
+                Verb::Transfer { destination } => {
+                    if !self.transfer(&destination, now, unix) {
+                        tracing::info!(call = self.cx.call, %destination, "transfer destination reaches nothing");
+                    }
+                    return;
                 }
                 Verb::Route(target) => {
                     self.routes += 1;
@@ -831,6 +844,7 @@ mod tests {
             terminators: "#".into(),
             first_digit_timeout: Duration::from_secs(5),
             inter_digit_timeout: Duration::from_secs(2),
+            overall_timeout: None,
         }
     }
 
@@ -899,6 +913,27 @@ mod tests {
         // Outside a gather, a digit is just a digit.
         s.on_digit('9', true, t0, 0);
         assert_eq!(seen.lock().unwrap().last(), Some(&AppEvent::Digit('9')));
+    }
+
+    #[test]
+    fn the_overall_timeout_ends_a_slow_entry() {
+        let mut g = spec();
+        g.overall_timeout = Some(Duration::from_secs(6));
+        let (mut s, seen) = session(vec![Verb::Answer, Verb::Gather(g)]);
+        let t0 = Instant::now();
+        s.start(t0, 0);
+        s.on_media_ready(t0, 0);
+        // A digit every 1.5 s never trips the 2 s inter-digit timer, but 6 s is the limit.
+        s.on_digit('1', true, t0 + Duration::from_millis(4500), 0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(6)));
+        s.handle_timeout(t0 + Duration::from_secs(6), 0);
+        assert_eq!(
+            seen.lock().unwrap().last(),
+            Some(&AppEvent::Gathered {
+                digits: "1".into(),
+                end: GatherEnd::Timeout
+            })
+        );
     }
 
     #[test]

@@ -114,17 +114,8 @@ impl DigestCredentials {
             algorithm: "MD5".into(),
             ..Default::default()
         };
-        for part in split_comma_list(rest) {
-            let Some((k, v)) = part.split_once('=') else {
-                continue;
-            };
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .unwrap_or(v)
-                .to_string();
-            match k.trim().to_ascii_lowercase().as_str() {
+        for (k, v) in digest_params(rest) {
+            match k.as_str() {
                 "username" => c.username = v,
                 "realm" => c.realm = v,
                 "nonce" => c.nonce = v,
@@ -163,6 +154,19 @@ impl DigestCredentials {
     }
 }
 
+/// `k=v, k="v"` parameters of a Digest header: lower-case names, unquoted values.
+fn digest_params(rest: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    split_comma_list(rest).into_iter().filter_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(v);
+        Some((k.trim().to_ascii_lowercase(), v.to_string()))
+    })
+}
+
 /// The `Authorization` (or `Proxy-Authorization`) value answering a server's `challenge` (a
 /// `WWW-Authenticate`/`Proxy-Authenticate` value) for `method` on `uri` — what we send when a
 /// provider challenges our INVITE. `None` for a challenge we cannot answer (not Digest, an
@@ -180,17 +184,8 @@ pub fn authorization_for(
     }
     let (mut realm, mut nonce, mut opaque, mut qop, mut algorithm) =
         (String::new(), String::new(), None, None, "MD5".to_string());
-    for part in split_comma_list(rest) {
-        let Some((k, v)) = part.split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|x| x.strip_suffix('"'))
-            .unwrap_or(v)
-            .to_string();
-        match k.trim().to_ascii_lowercase().as_str() {
+    for (k, v) in digest_params(rest) {
+        match k.as_str() {
             "realm" => realm = v,
             "nonce" => nonce = v,
             "opaque" => opaque = Some(v),

@@ -12,7 +12,7 @@ use crate::sip::dialog::Dialog;
 use crate::sip::digest::authorization_for;
 use crate::sip::message::{SipRequest, SipResponse};
 use crate::sip::response::{new_branch, random_token, ResponseBuilder};
-use crate::sip::transaction::{ClientInviteTransaction, TxEvent};
+use crate::sip::transaction::ClientInviteTransaction;
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -369,18 +369,8 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         let d = tx.on_response(resp.code, || ack_for_error, now.instant);
         let next = tx.poll_timeout();
         let peer = self.out_calls.get(&id).map(|c| c.peer);
-        for ev in d.events {
-            match ev {
-                TxEvent::Transmit(b) => {
-                    if let Some(p) = peer {
-                        self.send(p, b);
-                    }
-                }
-                TxEvent::Terminated => {
-                    self.client_invites.remove(&branch);
-                }
-                TxEvent::TimedOut => {}
-            }
+        if self.client_invite_events(peer, d.events) {
+            self.client_invites.remove(&branch);
         }
         if self.client_invites.contains_key(&branch) {
             self.schedule(next, TimerRef::ClientInvite(branch));

@@ -83,6 +83,35 @@ impl Endpoint {
         self.leg_request(id, method, via, extra, body)
     }
 
+    /// Where a caller's call or an outgoing leg is reached.
+    fn party_peer(&self, id: u64) -> Option<Peer> {
+        self.calls
+            .get(&id)
+            .map(|c| c.peer)
+            .or_else(|| self.out_calls.get(&id).map(|c| c.peer))
+    }
+
+    /// Sends a client INVITE transaction's retransmissions; true when it terminated (or
+    /// timed out) and should be forgotten.
+    pub(super) fn client_invite_events(
+        &mut self,
+        peer: Option<Peer>,
+        events: Vec<TxEvent>,
+    ) -> bool {
+        let mut over = false;
+        for ev in events {
+            match ev {
+                TxEvent::Transmit(b) => {
+                    if let Some(p) = peer {
+                        self.send(p, b);
+                    }
+                }
+                TxEvent::Terminated | TxEvent::TimedOut => over = true,
+            }
+        }
+        over
+    }
+
     /// A response to one of our re-INVITEs; false when it is not one.
     pub(super) fn handle_reinvite_response(&mut self, now: Now, resp: &SipResponse) -> bool {
         let branch = resp.via.branch.clone().unwrap_or_default();
@@ -90,12 +119,7 @@ impl Endpoint {
             return false;
         };
         let ack_branch = new_branch();
-        let transport = self
-            .calls
-            .get(&id)
-            .map(|c| c.peer.transport)
-            .or_else(|| self.out_calls.get(&id).map(|c| c.peer.transport));
-        let Some(transport) = transport else {
+        let Some(transport) = self.party_peer(id).map(|p| p.transport) else {
             self.client_reinvites.remove(&branch);
             return true;
         };
@@ -110,23 +134,9 @@ impl Endpoint {
         };
         let d = tx.on_response(resp.code, || ack_err, now.instant);
         let next = tx.poll_timeout();
-        let peer = self
-            .calls
-            .get(&id)
-            .map(|c| c.peer)
-            .or_else(|| self.out_calls.get(&id).map(|c| c.peer));
-        for ev in d.events {
-            match ev {
-                TxEvent::Transmit(b) => {
-                    if let Some(p) = peer {
-                        self.send(p, b);
-                    }
-                }
-                TxEvent::Terminated => {
-                    self.client_reinvites.remove(&branch);
-                }
-                TxEvent::TimedOut => {}
-            }
+        let peer = self.party_peer(id);
+        if self.client_invite_events(peer, d.events) {
+            self.client_reinvites.remove(&branch);
         }
         if self.client_reinvites.contains_key(&branch) {
             self.schedule(next, TimerRef::ClientReinvite(branch));
@@ -159,23 +169,10 @@ impl Endpoint {
         let id = *id;
         let events = tx.handle_timeout(now.instant);
         let next = tx.poll_timeout();
-        let peer = self
-            .calls
-            .get(&id)
-            .map(|c| c.peer)
-            .or_else(|| self.out_calls.get(&id).map(|c| c.peer));
+        let peer = self.party_peer(id);
         let had = !events.is_empty();
-        for ev in events {
-            match ev {
-                TxEvent::Transmit(b) => {
-                    if let Some(p) = peer {
-                        self.send(p, b);
-                    }
-                }
-                TxEvent::Terminated | TxEvent::TimedOut => {
-                    self.client_reinvites.remove(&branch);
-                }
-            }
+        if self.client_invite_events(peer, events) {
+            self.client_reinvites.remove(&branch);
         }
         if had && self.client_reinvites.contains_key(&branch) {
             self.schedule(next, TimerRef::ClientReinvite(branch));
