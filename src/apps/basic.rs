@@ -203,10 +203,20 @@ impl App for ExternalApp {
                         dial = %plan.dial,
                         "outbound call allowed"
                     );
-                    vec![Verb::dial(
-                        vec![DialTarget::Number(self.number.clone())],
-                        Duration::from_secs(120),
-                    )]
+                    // A user's own caller ID beats the trunk's.
+                    let caller_id = match &cx.caller {
+                        crate::call::control::Caller::User(ext) => cx
+                            .tenant
+                            .user_by_extension(ext)
+                            .and_then(|u| u.caller_id.clone()),
+                        crate::call::control::Caller::Trunk { .. } => None,
+                    };
+                    vec![Verb::Dial {
+                        targets: vec![DialTarget::Number(self.number.clone())],
+                        ring_timeout: Duration::from_secs(120),
+                        sequential: false,
+                        caller_id,
+                    }]
                 }
             },
             AppEvent::DialResult(DialOutcome::Answered) => vec![],
@@ -219,10 +229,12 @@ impl App for ExternalApp {
                 reason: "Temporarily Unavailable (no answer)".into(),
             }],
             AppEvent::DialResult(DialOutcome::Unavailable(code)) => vec![Verb::Reject {
-                code: if (400..700).contains(&code) {
-                    code
-                } else {
-                    502
+                // The provider's own authentication or timeouts are our problem, not the
+                // caller's: a 401/407 passed on would make the phone prompt for a password.
+                code: match code {
+                    401 | 407 | 408 => 503,
+                    c if (400..700).contains(&c) => c,
+                    _ => 502,
                 },
                 reason: "Outbound call failed".into(),
             }],
@@ -232,5 +244,63 @@ impl App for ExternalApp {
     }
     fn trail(&self) -> Option<String> {
         Some(self.number.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::testing::{context, Script};
+
+    fn tenant(user_cid: Option<&str>) -> serde_json::Value {
+        let mut user = serde_json::json!({"extension": "100", "username": "100", "password": "x"});
+        if let Some(c) = user_cid {
+            user["caller_id"] = serde_json::json!(c);
+        }
+        serde_json::json!({
+            "id": "t1", "name": "T1", "domains": ["t1.example"],
+            "users": [user],
+            "trunks": [{"id": "carrier", "address": "192.0.2.1:5060", "allowed_prefixes": ["+1"],
+                        "caller_id": "+15550100"}],
+            "outbound_routes": [{"prefix": "+1", "trunk": "carrier"}]
+        })
+    }
+
+    #[test]
+    fn external_calls_use_the_route_and_the_users_own_caller_id() {
+        let cx = context(tenant(Some("+15559990000")));
+        let mut s = Script::new(ExternalApp::new("+15551234567", &cx), cx);
+        let v = s.event(AppEvent::Start);
+        assert_eq!(
+            v,
+            vec![Verb::Dial {
+                targets: vec![DialTarget::Number("+15551234567".into())],
+                ring_timeout: Duration::from_secs(120),
+                sequential: false,
+                caller_id: Some("+15559990000".into()),
+            }]
+        );
+        // Without one, the trunk's applies (chosen by the endpoint).
+        let cx = context(tenant(None));
+        let mut s = Script::new(ExternalApp::new("+15551234567", &cx), cx);
+        assert!(matches!(
+            &s.event(AppEvent::Start)[0],
+            Verb::Dial {
+                caller_id: None,
+                ..
+            }
+        ));
+        // Not allowed: 403.
+        let cx = context(tenant(None));
+        let mut s = Script::new(ExternalApp::new("+442071234567", &cx), cx);
+        assert!(matches!(
+            &s.event(AppEvent::Start)[0],
+            Verb::Reject { code: 403, .. }
+        ));
+        // The provider's 407 is not passed to the caller.
+        assert!(matches!(
+            &s.event(AppEvent::DialResult(DialOutcome::Unavailable(407)))[0],
+            Verb::Reject { code: 503, .. }
+        ));
     }
 }

@@ -718,16 +718,19 @@ impl CallRunner {
                                 .user_by_extension(ext)
                                 .map(|u| u.display_name.clone())
                                 .filter(|d| !d.is_empty()),
+                            fixed: false,
                         },
                         Caller::Trunk { number, .. } => CallerId {
                             user: number.clone(),
                             display: None,
+                            fixed: false,
                         },
                     };
                     let caller = match caller_id {
                         Some(user) => CallerId {
                             user: user.clone(),
                             display: None,
+                            fixed: true,
                         },
                         None => caller,
                     };

@@ -160,6 +160,10 @@ pub struct User {
     /// Recording policy for this user's calls; the tenant's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<RecordingPolicy>,
+    /// Caller ID presented on this user's calls out through a trunk (instead of the trunk's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^\\+?[0-9]{1,20}$")]
+    pub caller_id: Option<String>,
 }
 
 fn default_ring_timeout() -> u32 {

@@ -212,6 +212,16 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
                 cx.err(format!("{p}.mailbox"), format!("unknown mailbox {mb}"));
             }
         }
+        if let Some(cid) = &u.caller_id {
+            let digits = cid.strip_prefix('+').unwrap_or(cid);
+            if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit())
+            {
+                cx.err(
+                    format!("{p}.caller_id"),
+                    "must be a phone number: an optional + and 1-20 digits",
+                );
+            }
+        }
         if u.ring_timeout_secs == 0 || u.ring_timeout_secs > 600 {
             cx.err(format!("{p}.ring_timeout_secs"), "must be 1-600");
         }

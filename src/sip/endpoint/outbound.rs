@@ -95,6 +95,9 @@ pub struct CallerId {
     pub user: String,
     /// Display name.
     pub display: Option<String>,
+    /// Chosen by the call app (a user's own caller ID): a trunk's `caller_id` does not
+    /// replace it.
+    pub fixed: bool,
 }
 
 impl Endpoint {
@@ -262,12 +265,12 @@ impl Endpoint {
         let ruri = format!("sip:{}@{address}", plan.dial);
         let to = format!("<{ruri}>");
         let shown = CallerId {
-            user: plan
-                .trunk
-                .caller_id
-                .clone()
-                .unwrap_or_else(|| caller.user.clone()),
+            user: match (&plan.trunk.caller_id, caller.fixed) {
+                (Some(trunk_cid), false) => trunk_cid.clone(),
+                _ => caller.user.clone(),
+            },
             display: caller.display.clone(),
+            fixed: caller.fixed,
         };
         let credentials = plan.trunk.username.clone().zip(plan.trunk.password.clone());
         let host = address
