@@ -245,11 +245,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.inband_dtmf()?,
     )
     .with_cdr(
-        CdrSpool::start(settings.data_dir.join("spool").join("cdr")).map_err(|source| {
-            ServerError::Io {
-                what: "call record spool (data_dir/spool/cdr)".into(),
-                source,
-            }
+        CdrSpool::start(services.cdr_dir.clone()).map_err(|source| ServerError::Io {
+            what: "call record spool (data_dir/spool/cdr)".into(),
+            source,
         })?,
     );
 

@@ -325,6 +325,36 @@ fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
         assert_eq!(r["hangup_cause"], "app_refused", "{r}");
         assert_eq!(r["from_user"], "100", "{r}");
     }
+    // The same records through the admin API: filters, cursor pages, one by id, aggregates.
+    let http = Client::new();
+    let url = |q: &str| {
+        format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/call-logs{q}",
+            server.api_port
+        )
+    };
+    let get = |q: &str| http.get(url(q)).bearer_auth(ADMIN_KEY).send().expect("GET");
+    let page1: Value = get("?disposition=rejected&limit=2").json().expect("json");
+    assert_eq!(page1["items"].as_array().map(Vec::len), Some(2), "{page1}");
+    let cursor = page1["next_cursor"].as_str().expect("cursor");
+    let page2: Value = get(&format!("?disposition=rejected&limit=2&cursor={cursor}"))
+        .json()
+        .expect("json");
+    assert_eq!(page2["items"].as_array().map(Vec::len), Some(1), "{page2}");
+    assert!(page2.get("next_cursor").is_none());
+    assert_ne!(page1["items"][0]["id"], page2["items"][0]["id"]);
+    let none: Value = get("?disposition=answered").json().expect("json");
+    assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
+    let id = page2["items"][0]["id"].as_str().expect("id");
+    assert_eq!(get(&format!("/{id}")).status().as_u16(), 200);
+    let bad = get("?direction=sideways");
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().expect("text").contains("direction"));
+    assert_eq!(get("?limit=0").status().as_u16(), 422);
+    let stats: Value = get("/stats?user=100").json().expect("json");
+    assert_eq!(stats["calls"], 3, "{stats}");
+    assert_eq!(stats["answered"], 0, "{stats}");
+    assert_eq!(stats["per_user"][0]["user"], "100", "{stats}");
 }
 
 /// Message waiting: a subscribed phone is told "0 new" at once and "1 new" when a message is
@@ -754,6 +784,36 @@ fn admin_api_records_and_transfers_a_live_call() {
         "recording is {} bytes",
         b.len()
     );
+    // Recordings through the admin API: listed, downloaded, deleted.
+    let http = Client::new();
+    let base = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/recordings",
+        server.api_port
+    );
+    let list = |http: &Client| -> Value {
+        http.get(&base)
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("list")
+            .json()
+            .expect("json")
+    };
+    let file = name.rsplit('/').next().expect("file");
+    assert_eq!(list(&http)[0]["name"], file);
+    let got = http
+        .get(format!("{base}/{file}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("get");
+    assert_eq!(got.headers()["content-type"], "audio/wav");
+    assert_eq!(got.bytes().expect("bytes").len(), b.len());
+    let del = http
+        .delete(format!("{base}/{file}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("del");
+    assert_eq!(del.status().as_u16(), 204);
+    assert_eq!(list(&http).as_array().map(Vec::len), Some(0));
 }
 
 /// A trunk with `register: true` registers to its provider, answering the digest challenge

@@ -10,6 +10,7 @@
 //! Configuration changes go through [`TenantStore::put`] — the same validation and snapshot
 //! swap as `tenant import` — so they reach new calls at once and never calls in progress.
 
+mod calllog;
 pub mod error;
 pub mod keys;
 pub mod live;
@@ -123,6 +124,12 @@ impl ApiState {
         live::list_calls,
         live::hangup,
         live::transfer,
+        calllog::list_call_logs,
+        calllog::get_call_log,
+        calllog::call_stats,
+        calllog::list_recordings,
+        calllog::get_recording,
+        calllog::delete_recording,
         voicemail::list_messages,
         voicemail::get_message,
         voicemail::update_message,
@@ -154,7 +161,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::CallStats, calllog::DayCount, calllog::UserCount, calllog::RecordingInfo, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -191,6 +198,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(tenants::routes())
         .merge(live::routes())
         .merge(voicemail::routes())
+        .merge(calllog::routes())
         .merge(users::routes())
         .merge(sections::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })

@@ -37,18 +37,21 @@ pub struct Services {
     left: Mutex<Vec<(u64, String)>>,
     /// Where call recordings go (`DIR/TENANT/ID.wav`).
     pub recordings_dir: PathBuf,
+    /// The call record spool (`data_dir/spool/cdr`).
+    pub cdr_dir: PathBuf,
 }
 
 impl Services {
-    /// Services with voicemail under `voicemail_dir` and call recordings beside it in
-    /// `recordings/`.
+    /// Services with voicemail under `voicemail_dir`, call recordings beside it in
+    /// `recordings/` and call records in `spool/cdr/`.
     pub fn new(voicemail_dir: PathBuf) -> Services {
-        let recordings_dir = voicemail_dir
+        let data_dir = voicemail_dir
             .parent()
-            .map(|p| p.join("recordings"))
-            .unwrap_or_else(|| PathBuf::from("recordings"));
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         Services {
-            recordings_dir,
+            recordings_dir: data_dir.join("recordings"),
+            cdr_dir: data_dir.join("spool").join("cdr"),
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),
