@@ -204,6 +204,38 @@ fn keys_and_tenant_isolation() {
         api.get("/v1/tenants/demo/keys", Some(rw_key)),
         StatusCode::NOT_FOUND,
     );
+    // The same for call logs, recordings, voicemail and live-call actions.
+    for path in [
+        "/v1/tenants/demo/call-logs",
+        "/v1/tenants/demo/call-logs/stats",
+        "/v1/tenants/demo/call-logs/1-1-0000",
+        "/v1/tenants/demo/recordings",
+        "/v1/tenants/demo/recordings/1-1-1.wav",
+        "/v1/tenants/demo/mailboxes/100/messages",
+        "/v1/tenants/demo/mailboxes/100/messages/x/audio",
+    ] {
+        problem(api.get(path, Some(rw_key)), StatusCode::NOT_FOUND);
+    }
+    for (method, path, body) in [
+        ("DELETE", "/v1/tenants/demo/recordings/1-1-1.wav", None),
+        ("DELETE", "/v1/tenants/demo/mailboxes/100/messages/x", None),
+        (
+            "POST",
+            "/v1/tenants/demo/calls/1/transfer",
+            Some(json!({"destination": "100"})),
+        ),
+        ("POST", "/v1/tenants/demo/calls/1/recording", None),
+    ] {
+        problem(
+            api.send(method, path, rw_key, body.as_ref(), None),
+            StatusCode::NOT_FOUND,
+        );
+    }
+    let own: Value = api
+        .get("/v1/tenants/acme/call-logs", Some(rw_key))
+        .json()
+        .expect("json");
+    assert_eq!(own["items"].as_array().map(Vec::len), Some(0));
     let mine: Value = api.get("/v1/tenants", Some(rw_key)).json().expect("json");
     assert_eq!(mine.as_array().map(Vec::len), Some(1));
     assert_eq!(mine[0]["id"], "acme");

@@ -16,7 +16,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,9 +39,11 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
 #[into_params(parameter_in = Query)]
 pub struct CallLogQuery {
     /// Calls that started at or after this unix second.
-    pub from: Option<u64>,
+    #[param(minimum = 0)]
+    pub from: Option<i64>,
     /// Calls that started before this unix second.
-    pub to: Option<u64>,
+    #[param(minimum = 0)]
+    pub to: Option<i64>,
     /// Calls from or to this number or extension.
     pub number: Option<String>,
     /// Calls made by this user (extension).
@@ -54,7 +55,8 @@ pub struct CallLogQuery {
     /// Page size, 1-500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: records after it in the list's order (any string
+    /// is a position in that order; an empty one is the start).
     pub cursor: Option<String>,
 }
 
@@ -152,6 +154,19 @@ fn invalid(field: &str, message: &str) -> Problem {
     p
 }
 
+/// Checks what the query types cannot say: unix times are not negative, 1 ≤ limit ≤ 500.
+fn check(q: &CallLogQuery) -> Result<(), Problem> {
+    for (name, v) in [("from", q.from), ("to", q.to)] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(invalid(name, "must be a unix time (0 or more)"));
+        }
+    }
+    if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
+        return Err(invalid("limit", "must be 1-500"));
+    }
+    Ok(())
+}
+
 fn access(
     st: &ApiState,
     headers: &HeaderMap,
@@ -175,8 +190,8 @@ async fn matching(st: &ApiState, tenant: &str, q: &CallLogQuery) -> Vec<CallReco
         .unwrap_or_default();
     all.into_iter()
         .filter(|r| r.tenant == tenant)
-        .filter(|r| q.from.is_none_or(|f| r.start_unix >= f))
-        .filter(|r| q.to.is_none_or(|t| r.start_unix < t))
+        .filter(|r| q.from.is_none_or(|f| r.start_unix as i64 >= f))
+        .filter(|r| q.to.is_none_or(|t| (r.start_unix as i64) < t))
         .filter(|r| q.number.as_deref().is_none_or(|n| r.from == n || r.to == n))
         .filter(|r| {
             q.user
@@ -188,17 +203,10 @@ async fn matching(st: &ApiState, tenant: &str, q: &CallLogQuery) -> Vec<CallReco
         .collect()
 }
 
-fn cursor_of(r: &CallRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", r.start_unix, r.id))
-}
-
-fn parse_cursor(c: &str) -> Option<(u64, String)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (t, id) = text.split_once(':')?;
-    Some((t.parse().ok()?, id.to_string()))
+/// A record's position in the list's order (newest first): its start time, zero-padded, and
+/// its id. The cursor is the position of the last record of a page.
+fn sort_key(r: &CallRecord) -> String {
+    format!("{:020}:{}", r.start_unix, r.id)
 }
 
 /// A tenant's call logs, newest first.
@@ -214,29 +222,18 @@ pub(super) async fn list_call_logs(
     access(&st, &headers, peer, &tenant, false)?;
     let Query(q) = query.map_err(query_problem)?;
     let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(invalid("limit", "must be 1-500"));
-    }
-    let after = match q.cursor.as_deref() {
-        Some(c) => {
-            Some(parse_cursor(c).ok_or_else(|| invalid("cursor", "not a cursor from this API"))?)
-        }
-        None => None,
-    };
+    check(&q)?;
+    let after = q.cursor.clone().filter(|c| !c.is_empty());
     let mut recs = matching(&st, &tenant, &q).await;
-    recs.sort_by(|a, b| (b.start_unix, &b.id).cmp(&(a.start_unix, &a.id)));
+    recs.sort_by_key(|r| std::cmp::Reverse(sort_key(r)));
     let mut items: Vec<CallRecord> = recs
         .into_iter()
-        .filter(|r| {
-            after
-                .as_ref()
-                .is_none_or(|(t, id)| (r.start_unix, &r.id) < (*t, id))
-        })
+        .filter(|r| after.as_ref().is_none_or(|c| sort_key(r) < *c))
         .take(limit as usize + 1)
         .collect();
     let next_cursor = (items.len() > limit as usize).then(|| {
         items.truncate(limit as usize);
-        items.last().map(cursor_of).unwrap_or_default()
+        items.last().map(sort_key).unwrap_or_default()
     });
     Ok(Json(CallLogPage { items, next_cursor }))
 }
@@ -261,7 +258,7 @@ pub(super) async fn get_call_log(
 
 /// Aggregates over a tenant's calls (same filters as the list; `limit`/`cursor` are ignored).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/call-logs/stats", params(("tenant" = String, Path), CallLogQuery),
-    responses((status = 200, body = CallStats), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = CallStats), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn call_stats(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -271,6 +268,7 @@ pub(super) async fn call_stats(
 ) -> Result<Json<CallStats>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
     let Query(q) = query.map_err(query_problem)?;
+    check(&q)?;
     let recs = matching(&st, &tenant, &q).await;
     let calls = recs.len() as u64;
     let answered: Vec<&CallRecord> = recs
