@@ -9,6 +9,12 @@
 #                    hold HOLD_MS, BYE/200.
 #   table 2 "auth":  integration/sipp/invite_auth.xml, INVITE from user 100
 #                    to extension 500 with the 407 digest round trip.
+#   table 3 "b2bua": integration/sipp/invite_trunk.xml to the DID +15550101,
+#                    which rings user 101: a second SIPp registered as 101
+#                    answers (uas_answer.xml: 180, 500 ms, 200, echoing RTP)
+#                    and the server bridges both legs' media. Two dialogs,
+#                    two RTP legs and a call record per call; setup_ms
+#                    includes the phone's 500 ms of ringing.
 # For every rate it prints: calls attempted, completed, failed (failed
 # plus unfinished), SIPp retransmissions (and their share of the requests
 # SIPp sent), the average call-setup time (INVITE -> 200, as SIPp measures
@@ -30,7 +36,7 @@
 #   RATES        rates in calls/s       [200 400 600 800 1000 1200 1500 2000]
 #   DURATION     seconds per step                                        [10]
 #   HOLD_MS      call hold time (sipp -d) in ms                        [1000]
-#   TABLES       which tables to run, "trunk auth", "trunk" or "auth"
+#   TABLES       which tables to run: any of "trunk auth b2bua"
 #   TRANSPORT    sipp transport: u1 (UDP), t1 (TCP: server must listen tcp)
 #                                                                        [u1]
 #   SIP_PORT     server SIP port                       [a free one, 15000+]
@@ -53,7 +59,7 @@ if [ "$#" -gt 0 ]; then RATES="$*"; fi
 RATES="${RATES:-200 400 600 800 1000 1200 1500 2000}"
 DURATION="${DURATION:-10}"
 HOLD_MS="${HOLD_MS:-1000}"
-TABLES="${TABLES:-trunk auth}"
+TABLES="${TABLES:-trunk auth b2bua}"
 TRANSPORT="${TRANSPORT:-u1}"
 STOP_FAIL_PCT="${STOP_FAIL_PCT:-20}"
 PAUSE_S="${PAUSE_S:-3}"
@@ -77,6 +83,10 @@ SERVER_PID=""
 SIPP_PID=""
 
 cleanup() {
+    if [ -n "${PHONE_PID:-}" ] && kill -0 "$PHONE_PID" 2>/dev/null; then
+        kill "$PHONE_PID" 2>/dev/null
+        wait "$PHONE_PID" 2>/dev/null
+    fi
     if [ -n "$SIPP_PID" ] && kill -0 "$SIPP_PID" 2>/dev/null; then
         kill "$SIPP_PID" 2>/dev/null
         wait "$SIPP_PID" 2>/dev/null
@@ -133,7 +143,8 @@ echo "sip_cps: starting $BIN serve --demo on $LISTEN (work dir $WORK)"
 SWITCHYARD_DATA_DIR="$DATA_DIR" \
 SWITCHYARD_SIP_LISTEN="$LISTEN" \
 SWITCHYARD_MEDIA_RTP_PORTS=20000-29999 \
-SWITCHYARD_API_LISTEN=127.0.0.1:0 \
+SWITCHYARD_API_LISTEN="127.0.0.1:$((PORT + 1))" \
+SWITCHYARD_API_ADMIN_KEY=bench-admin-key \
 RUST_LOG="${RUST_LOG:-warn}" \
     "${SERVER_CMD[@]}" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -264,6 +275,32 @@ run_table() { # run_table NAME SCENARIO REQS_PER_CALL sipp-args...
     done
 }
 
+# The b2bua table's phone: +15550101 → user 101 through the admin API, a SIPp registered as
+# 101 from PHONE_PORT answering every call.
+PHONE_PID=""
+start_phone() {
+    local phone_port=$((PORT + 2)) api="http://127.0.0.1:$((PORT + 1))/v1/tenants/demo"
+    python3 - "$api" <<'PY' || return 1
+import json, sys, urllib.request
+api = sys.argv[1]
+hdr = {"Authorization": "Bearer bench-admin-key"}
+r = urllib.request.urlopen(urllib.request.Request(api, headers=hdr))
+etag, doc = r.headers["ETag"], json.load(r)
+doc["numbers"].append({"number": "+15550101", "target": {"type": "user", "extension": "101"}})
+req = urllib.request.Request(api, data=json.dumps(doc).encode(), method="PUT",
+    headers={**hdr, "If-Match": etag, "Content-Type": "application/json"})
+urllib.request.urlopen(req)
+PY
+    "$SIPP" -sf "$SCEN_DIR/register_only.xml" "127.0.0.1:$PORT" -p "$phone_port" -m 1 \
+        -s 101 -au 101 -ap demo101 -nostdin -timeout 5s >"$WORK/phone_register.txt" 2>&1 || return 1
+    "${SIPP_CMD[@]}" -sf "$SCEN_DIR/uas_answer.xml" "127.0.0.1:$PORT" -p "$phone_port" \
+        -mp $((PORT + 4)) -rtp_echo -nostdin -l "${CALL_LIMIT:-10000}" \
+        -max_recv_loops 100000 -max_sched_loops 100000 -buff_size 8388608 \
+        >"$WORK/phone.out" 2>&1 &
+    PHONE_PID=$!
+    sleep 0.5
+}
+
 SERVER_DIED=0
 for table in $TABLES; do
     [ "$SERVER_DIED" = 1 ] && break
@@ -271,7 +308,12 @@ for table in $TABLES; do
         trunk) run_table trunk "$SCEN_DIR/invite_trunk.xml" 3 -s +15550100 ;;
         auth)  run_table auth "$SCEN_DIR/invite_auth.xml" 5 \
                    -s 500 -key caller 100 -au 100 -ap demo100 ;;
-        *) echo "sip_cps: unknown table '$table' (trunk|auth)" >&2 ;;
+        b2bua) if start_phone; then
+                   run_table b2bua "$SCEN_DIR/invite_trunk.xml" 3 -s +15550101
+               else
+                   echo "sip_cps: could not set up the answering phone for b2bua" >&2
+               fi ;;
+        *) echo "sip_cps: unknown table '$table' (trunk|auth|b2bua)" >&2 ;;
     esac
 done
 
