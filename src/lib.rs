@@ -24,6 +24,11 @@
 //! - [`apps`]: IVR, voicemail (deposit and mailbox menu), echo, prompt loop, ring test, and the
 //!   user and external destinations — written against [`call::control`] only.
 //! - [`tenant`]: configuration model, validation, sled store and the immutable snapshot.
+//! - [`history`]: the history store (call records, voicemail and recording metadata, audit)
+//!   in SQLite or PostgreSQL.
+//! - [`blob`]: blob storage for audio (local folder, S3, Azure) through `object_store`.
+//! - [`spool`]: the local durable queue that moves records and audio to those stores, so
+//!   nothing is lost while they are down.
 //! - [`settings`]: the TOML file and `SWITCHYARD_*` environment overrides.
 //! - [`server`]: the runtime: sockets, the clock, signals and drain.
 //!
@@ -39,11 +44,14 @@
 
 pub mod api;
 pub mod apps;
+pub mod blob;
 pub mod call;
+pub mod history;
 pub mod localdb;
 pub mod media;
 pub mod sdp;
 pub mod server;
 pub mod settings;
 pub mod sip;
+pub mod spool;
 pub mod tenant;
