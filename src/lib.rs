@@ -29,6 +29,8 @@
 //! - [`blob`]: blob storage for audio (local folder, S3, Azure) through `object_store`.
 //! - [`spool`]: the local durable queue that moves records and audio to those stores, so
 //!   nothing is lost while they are down.
+//! - [`backup`]: `switchyard backup`/`restore`: configuration and the SQLite history in one
+//!   file.
 //! - [`settings`]: the TOML file and `SWITCHYARD_*` environment overrides.
 //! - [`server`]: the runtime: sockets, the clock, signals and drain.
 //!
@@ -44,6 +46,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod backup;
 pub mod blob;
 pub mod call;
 pub mod history;

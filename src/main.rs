@@ -41,6 +41,18 @@ enum Command {
         /// The settings file.
         file: PathBuf,
     },
+    /// Write the configuration (tenants, API keys) and the SQLite history to one file. Works
+    /// with the server running (it writes the file) or stopped. The file holds secrets.
+    Backup {
+        /// Where to write (replaced if it exists).
+        file: PathBuf,
+    },
+    /// Replace the configuration (and the SQLite history, when that is the history store)
+    /// with a backup's. Needs the server stopped; refuses a file from a newer schema.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
     /// Print the digest HA1 hashes for a user, for writing tenant files by hand.
     HashPassword {
         /// SIP username.
@@ -105,6 +117,8 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Tenant { command } => tenant_command(&settings, command),
+        Command::Backup { file } => backup(&settings, &file),
+        Command::Restore { file } => restore(&settings, &file),
         Command::CheckConfig { file } => {
             let s = Settings::load(Some(&file), std::env::vars())
                 .with_context(|| format!("{} is not valid", file.display()))?;
@@ -209,4 +223,93 @@ fn import_via_inbox(data_dir: &Path, id: &str, text: &str) -> Result<()> {
         }
     }
     bail!("the database is locked and no running server picked up the document within 10 s")
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn backup(settings: &Settings, file: &Path) -> Result<()> {
+    let dest = absolute(file)?;
+    std::fs::create_dir_all(&settings.data_dir)?;
+    match switchyard::localdb::LocalDb::open(&settings.data_dir) {
+        Ok(db) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let m = runtime.block_on(async {
+                let history = switchyard::history::HistoryStore::open(
+                    &settings.history_url(),
+                    settings.history.max_connections,
+                )?;
+                let m = switchyard::backup::create(&db, &history, &dest).await;
+                history.close().await;
+                m
+            })?;
+            println!(
+                "backup written to {} ({} tenant(s), history: {})",
+                dest.display(),
+                m.tenants.len(),
+                if m.history_schema.is_some() {
+                    "included"
+                } else {
+                    "PostgreSQL, not included (use pg_dump)"
+                }
+            );
+            Ok(())
+        }
+        // The server holds the database: it writes the backup itself.
+        Err(_) => request_via_inbox(&settings.data_dir, "backup", &dest.to_string_lossy()),
+    }
+}
+
+fn restore(settings: &Settings, file: &Path) -> Result<()> {
+    let db = switchyard::localdb::LocalDb::open(&settings.data_dir)
+        .context("opening the local database (a running server holds it: stop the server first)")?;
+    let url = settings.history_url();
+    let sqlite = url
+        .strip_prefix("sqlite://")
+        .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p)));
+    let r = switchyard::backup::restore(file, &db, sqlite.as_deref())
+        .with_context(|| format!("restoring {}", file.display()))?;
+    println!(
+        "restored {} tenant(s) from a backup of {} (switchyard {}); history: {}",
+        r.manifest.tenants.len(),
+        r.manifest.created_unix,
+        r.manifest.switchyard_version,
+        match (r.history_restored, r.manifest.history_schema.is_some()) {
+            (true, _) => "restored",
+            (false, true) => "in the file but not restored (this node's history is PostgreSQL)",
+            (false, false) => "not in the file",
+        }
+    );
+    Ok(())
+}
+
+/// Hands a request (`KIND`: the text) to the running server through its inbox and waits for
+/// the answer.
+fn request_via_inbox(data_dir: &Path, kind: &str, text: &str) -> Result<()> {
+    let inbox = data_dir.join("inbox");
+    std::fs::create_dir_all(&inbox)?;
+    let name = format!("{kind}-{}", std::process::id());
+    let tmp = inbox.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, inbox.join(format!("{name}.{kind}")))?;
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(done) = std::fs::read_to_string(inbox.join(format!("{name}.done"))) {
+            let _ = std::fs::remove_file(inbox.join(format!("{name}.done")));
+            println!("{}", done.trim());
+            return Ok(());
+        }
+        if let Ok(err) = std::fs::read_to_string(inbox.join(format!("{name}.error"))) {
+            let _ = std::fs::remove_file(inbox.join(format!("{name}.error")));
+            bail!("the running server could not do the {kind}: {}", err.trim());
+        }
+    }
+    bail!("the database is locked and no running server answered within 60 s")
 }

@@ -13,9 +13,10 @@
 
 use crate::api::live::Control;
 use crate::api::{ApiKeys, ApiState, LiveStats};
-use crate::call::cdr::CdrSpool;
+use crate::blob::{BlobError, BlobStore};
 use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, Services};
+use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::RtpPortPool;
 use crate::media::{MediaConfig, MediaEngine, MediaError};
@@ -24,6 +25,7 @@ use crate::sip::endpoint::{Endpoint, EndpointConfig, Now, TransportKind};
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{spawn_tcp_listener, spawn_udp_receiver, Inbound, TcpConnections};
+use crate::spool::{Spool, Stores};
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::{Path, PathBuf};
@@ -69,6 +71,12 @@ pub enum ServerError {
     /// The media engine could not start.
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// The history store settings are unusable.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The blob storage settings are unusable.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
     /// The demo tenant document is broken (a build problem).
     #[error("demo tenant: {0}")]
     Demo(String),
@@ -98,6 +106,51 @@ pub fn open_store(settings: &Settings) -> Result<(LocalDb, Arc<TenantStore>), Se
     let default = (!settings.tenant.default.is_empty()).then(|| settings.tenant.default.clone());
     let store = Arc::new(TenantStore::open(db.clone(), default)?);
     Ok((db, store))
+}
+
+/// Opens the spool under `data_dir/spool` and the history and blob stores it drains into
+/// (nothing is contacted yet: a store that is down only delays the spool).
+pub fn open_stores(settings: &Settings) -> Result<Stores, ServerError> {
+    let spool =
+        Spool::open(&settings.data_dir.join("spool")).map_err(|source| ServerError::Io {
+            what: "opening the spool (data_dir/spool)".into(),
+            source,
+        })?;
+    let history = Arc::new(HistoryStore::open(
+        &settings.history_url(),
+        settings.history.max_connections,
+    )?);
+    let blobs = BlobStore::open(&settings.blob_url()?, &settings.blob_options())?;
+    tracing::info!(history = %crate::history::redact_url(&settings.history_url()), blobs = %blobs.url(), "stores");
+    Ok(Stores {
+        spool,
+        history,
+        blobs,
+    })
+}
+
+/// Runs a retention pass every `every` (the first a minute after start).
+fn spawn_retention(
+    stores: Stores,
+    tenants: Arc<TenantStore>,
+    services: Arc<Services>,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60).min(every)).await;
+        loop {
+            let r = stores.retention_pass(&tenants, &services.mail).await;
+            if r != Default::default() {
+                tracing::info!(
+                    call_log_cuts = r.call_log_cuts,
+                    recordings = r.recordings,
+                    voicemail = r.voicemail,
+                    "retention pass"
+                );
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
 }
 
 /// Parses the embedded demo tenant.
@@ -225,7 +278,18 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     };
     tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");
     let mut endpoint = Endpoint::new(cfg, store.clone(), ports, registrar);
-    let services = Arc::new(Services::new(settings.data_dir.join("voicemail")));
+    let stores = open_stores(&settings)?;
+    stores.spawn_drains();
+    let services = Arc::new(Services::with_stores(
+        settings.data_dir.join("voicemail"),
+        stores.clone(),
+    ));
+    spawn_retention(
+        stores.clone(),
+        store.clone(),
+        services.clone(),
+        Duration::from_secs(settings.history.retention_interval_secs),
+    );
     {
         let services = services.clone();
         endpoint.set_mailbox_counts(Arc::new(move |tenant: &str, mailbox: &str| {
@@ -243,12 +307,6 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         crate::apps::for_target,
         Duration::from_secs(settings.media.rtp_timeout_secs),
         settings.inband_dtmf()?,
-    )
-    .with_cdr(
-        CdrSpool::start(services.cdr_dir.clone()).map_err(|source| ServerError::Io {
-            what: "call record spool (data_dir/spool/cdr)".into(),
-            source,
-        })?,
     );
 
     // Admin API.
@@ -274,6 +332,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         services.clone(),
         settings.api.auth_max_failures,
     );
+    api_state.set_store_failing_after(Duration::from_secs(settings.history.failing_after_secs));
     tokio::spawn(async move {
         let stop = async {
             let _ = api_stopped.await;
@@ -284,7 +343,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     });
 
     let inbox = settings.data_dir.join("inbox");
-    spawn_inbox_watcher(inbox, store.clone());
+    spawn_inbox_watcher(inbox, store.clone(), db.clone(), stores.history.clone());
 
     let mut tcp = TcpConnections::default();
     let drain_timeout = Duration::from_secs(settings.shutdown.drain_timeout_secs);
@@ -400,6 +459,16 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     }
     let _ = api_stop.send(());
     engine.shutdown();
+    // What the last calls left goes to the stores if they answer within a few seconds; the
+    // rest stays in the spool for the next start.
+    if !stores.spool.wait_empty(Duration::from_secs(5)).await {
+        stores.spool.refresh_figures();
+        tracing::info!(
+            history = stores.spool.status.history.depth.load(Ordering::Relaxed),
+            blobs = stores.spool.status.blob.depth.load(Ordering::Relaxed),
+            "spool not empty at exit; it drains at the next start"
+        );
+    }
     db.flush()?;
     tracing::info!("stopped");
     Ok(())
@@ -535,8 +604,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// Imports tenant documents dropped into `inbox` (see the module docs).
-fn spawn_inbox_watcher(inbox: PathBuf, store: Arc<TenantStore>) {
+/// Imports tenant documents dropped into `inbox` and writes the backups asked for there
+/// (see the module docs).
+fn spawn_inbox_watcher(
+    inbox: PathBuf,
+    store: Arc<TenantStore>,
+    db: LocalDb,
+    history: Arc<HistoryStore>,
+) {
     tokio::spawn(async move {
         if let Err(e) = std::fs::create_dir_all(&inbox) {
             tracing::warn!(error = %e, dir = %inbox.display(), "cannot create tenant inbox");
@@ -548,8 +623,46 @@ fn spawn_inbox_watcher(inbox: PathBuf, store: Arc<TenantStore>) {
             let store = store.clone();
             let dir = inbox.clone();
             let _ = tokio::task::spawn_blocking(move || import_inbox(&dir, &store)).await;
+            backup_requests(&inbox, &db, &history).await;
         }
     });
+}
+
+/// `NAME.backup` files in the inbox name a file to write a backup to; the outcome is left as
+/// `NAME.done` or `NAME.error`.
+async fn backup_requests(dir: &Path, db: &LocalDb, history: &HistoryStore) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("backup") {
+            continue;
+        }
+        let dest = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        let result = crate::backup::create(db, history, Path::new(dest.trim())).await;
+        let (ext, text) = match result {
+            Ok(m) => (
+                "done",
+                format!(
+                    "backup written to {} by the running server ({} tenant(s), history: {})\n",
+                    dest.trim(),
+                    m.tenants.len(),
+                    if m.history_schema.is_some() {
+                        "included"
+                    } else {
+                        "PostgreSQL, not included (use pg_dump)"
+                    }
+                ),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "backup failed");
+                ("error", format!("{e}\n"))
+            }
+        };
+        let _ = std::fs::write(path.with_extension(ext), text);
+    }
 }
 
 /// One pass over the inbox: `*.json` files are imported and renamed with their outcome.

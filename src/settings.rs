@@ -66,6 +66,61 @@ pub struct Settings {
     pub tenant: TenantSettings,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSettings,
+    /// History store (call logs, voicemail and recording metadata, audit).
+    pub history: HistorySettings,
+    /// Blob storage (audio).
+    pub blob: BlobSettings,
+}
+
+/// `[history]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// `sqlite://PATH` or `postgres://…`; empty: SQLite at `data_dir/history.sqlite`.
+    pub url: String,
+    /// Most connections to PostgreSQL.
+    pub max_connections: u32,
+    /// `/health/ready` fails once a store has been failing this long.
+    pub failing_after_secs: u64,
+    /// How often retention runs.
+    pub retention_interval_secs: u64,
+}
+
+/// `[blob]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobSettings {
+    /// `file:///path`, `s3://bucket` or `az://container`; empty: `data_dir/blobs`.
+    pub url: String,
+    /// S3 or Azure endpoint (an S3-compatible server, Azurite).
+    pub endpoint: String,
+    /// S3 region.
+    pub region: String,
+    /// S3 access key id (else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// S3 secret (else `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: String,
+    /// Allow http:// endpoints.
+    pub allow_http: bool,
+    /// S3 virtual-hosted-style requests instead of path-style.
+    pub virtual_hosted: bool,
+    /// Azure storage account (else `AZURE_STORAGE_ACCOUNT_NAME`).
+    pub account: String,
+    /// Azure access key (else `AZURE_STORAGE_ACCOUNT_KEY`).
+    pub access_key: String,
+    /// Azure: use the Azurite emulator (`devstoreaccount1`; endpoint from `blob.endpoint`).
+    pub use_emulator: bool,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            url: String::new(),
+            max_connections: 8,
+            failing_after_secs: 60,
+            retention_interval_secs: 3600,
+        }
+    }
 }
 
 /// `[log]`
@@ -172,6 +227,8 @@ impl Default for Settings {
             api: ApiSettings::default(),
             tenant: TenantSettings::default(),
             shutdown: ShutdownSettings::default(),
+            history: HistorySettings::default(),
+            blob: BlobSettings::default(),
         }
     }
 }
@@ -319,6 +376,26 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        let h = self.history_url();
+        if !(h.starts_with("sqlite://")
+            || h.starts_with("postgres://")
+            || h.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "history.url",
+                "must be sqlite://PATH or postgres://…",
+            ));
+        }
+        if self.history.max_connections == 0 {
+            return Err(invalid("history.max_connections", "must be at least 1"));
+        }
+        if self.history.retention_interval_secs < 10 {
+            return Err(invalid(
+                "history.retention_interval_secs",
+                "must be at least 10",
+            ));
+        }
+        self.blob_url()?;
         Ok(())
     }
 
@@ -434,6 +511,57 @@ impl Settings {
     }
 
     /// Parsed `api.listen`.
+    /// The history store URL (SQLite under `data_dir` when unset).
+    pub fn history_url(&self) -> String {
+        if self.history.url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("history.sqlite").display()
+            )
+        } else {
+            self.history.url.clone()
+        }
+    }
+
+    /// The blob store URL (`file://data_dir/blobs` when unset).
+    pub fn blob_url(&self) -> Result<String, SettingsError> {
+        if self.blob.url.is_empty() {
+            let dir = if self.data_dir.is_absolute() {
+                self.data_dir.join("blobs")
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| invalid("data_dir", e.to_string()))?
+                    .join(&self.data_dir)
+                    .join("blobs")
+            };
+            return Ok(format!("file://{}", dir.display()));
+        }
+        let u = &self.blob.url;
+        if !(u.starts_with("file:///") || u.starts_with("s3://") || u.starts_with("az://")) {
+            return Err(invalid(
+                "blob.url",
+                "must be file:///absolute/path, s3://bucket or az://container",
+            ));
+        }
+        Ok(u.clone())
+    }
+
+    /// Options for the S3 and Azure backends.
+    pub fn blob_options(&self) -> crate::blob::BlobOptions {
+        let b = &self.blob;
+        crate::blob::BlobOptions {
+            endpoint: b.endpoint.clone(),
+            region: b.region.clone(),
+            access_key_id: b.access_key_id.clone(),
+            secret_access_key: b.secret_access_key.clone(),
+            allow_http: b.allow_http,
+            virtual_hosted: b.virtual_hosted,
+            account: b.account.clone(),
+            access_key: b.access_key.clone(),
+            use_emulator: b.use_emulator,
+        }
+    }
+
     pub fn api_listen(&self) -> Result<SocketAddr, SettingsError> {
         self.api
             .listen

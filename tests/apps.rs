@@ -84,22 +84,54 @@ fn info_digit_call(
     sipp_at(sip_port, p, scenario, &args)
 }
 
-/// Call records in the server's spool (written a moment after each call ends).
-fn call_records(server: &Server) -> Vec<Value> {
-    std::thread::sleep(Duration::from_millis(500));
-    let dir = server.data_path().join("spool/cdr");
-    let mut out: Vec<Value> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-                .map(|f| {
-                    serde_json::from_slice(&std::fs::read(f.path()).expect("read")).expect("json")
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+/// The tenant's call records through the admin API, oldest first, once `n` have reached the
+/// history store (they are spooled and written a moment after each call ends).
+fn call_records(server: &Server, n: usize) -> Vec<Value> {
+    let http = Client::new();
+    let url = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/call-logs?limit=500",
+        server.api_port
+    );
+    let mut out: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        out = http
+            .get(&url)
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default();
+        if out.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     out.sort_by_key(|r: &Value| r["start_unix"].as_u64());
     out
+}
+
+/// A call recording's audio through the admin API (`name` as in the call record:
+/// `TENANT/FILE`), once its metadata has reached the history store.
+fn recording_bytes(server: &Server, name: &str) -> Vec<u8> {
+    let file = name.rsplit('/').next().expect("file");
+    let url = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/recordings/{file}",
+        server.api_port
+    );
+    let http = Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = http.get(&url).bearer_auth(ADMIN_KEY).send() {
+            if r.status().as_u16() == 200 {
+                return r.bytes().expect("bytes").to_vec();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "recording {name} never became available\n{}",
+        server.log_text()
+    );
 }
 
 /// Number +15550101 reaches user 101 (with `edit` for anything else), a SIPp phone registers
@@ -316,7 +348,7 @@ fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
         "{log}"
     );
     // Each refusal is in the call log.
-    let recs = call_records(&server);
+    let recs = call_records(&server, 3);
     assert_eq!(recs.len(), 3, "{recs:?}");
     for r in &recs {
         assert_eq!(r["disposition"], "rejected", "{r}");
@@ -466,7 +498,7 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     let log = server.log_text();
     assert!(log.contains("leg answered"), "{log}");
     // The call record: answered, with the phone's leg and both legs' RTP figures.
-    let recs = call_records(&server);
+    let recs = call_records(&server, 1);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let r = &recs[0];
     assert_eq!(r["disposition"], "answered", "{r}");
@@ -545,7 +577,7 @@ fn unanswered_user_call_is_cancelled_and_goes_to_voicemail() {
     let f = tone_frequency(&samples[start + 400..start + 8000]);
     assert!((f - 700.0).abs() < 10.0, "message tone {f} Hz");
     // The call record: the phone's leg cancelled by us (487), the message referenced.
-    let recs = call_records(&server);
+    let recs = call_records(&server, 1);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let r = &recs[0];
     assert_eq!(r["path"], "user:101 > voicemail:101", "{r}");
@@ -665,12 +697,12 @@ fn called_phone_transfers_the_caller_with_refer() {
     // The recording (tenant policy "always") follows the caller across the transfer: the
     // caller's channel holds its tone for the whole call, the other channel the phone's echo
     // only while the phone was bridged (until the REFER, ~1 s).
-    let recs = call_records(&server);
+    let recs = call_records(&server, 1);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let name = recs[0]["recording"]
         .as_str()
         .expect("recording in the call record");
-    let b = std::fs::read(server.data_path().join("recordings").join(name)).expect("recording");
+    let b = recording_bytes(&server, name);
     assert_eq!(u16::from_le_bytes([b[22], b[23]]), 2, "stereo");
     let samples = wav_samples(&b);
     let loud_secs = |ch: usize| {
@@ -774,10 +806,10 @@ fn admin_api_records_and_transfers_a_live_call() {
     let (statuses, after) = driver.join().expect("driver");
     assert_eq!(statuses, vec![204, 409, 204, 409, 404, 422, 422, 204]);
     assert_eq!(after[0]["app"], "prompt_loop", "{after:?}");
-    let recs = call_records(&server);
+    let recs = call_records(&server, 1);
     assert_eq!(recs[0]["path"], "echo > prompt_loop", "{:?}", recs[0]);
     let name = recs[0]["recording"].as_str().expect("recording");
-    let b = std::fs::read(server.data_path().join("recordings").join(name)).expect("file");
+    let b = recording_bytes(&server, name);
     // Stereo 8 kHz 16-bit: ~1 s is ~32 kB.
     assert!(
         b.len() > 44 + 24_000 && b.len() < 44 + 48_000,
@@ -799,7 +831,9 @@ fn admin_api_records_and_transfers_a_live_call() {
             .expect("json")
     };
     let file = name.rsplit('/').next().expect("file");
-    assert_eq!(list(&http)[0]["name"], file);
+    let listed = list(&http);
+    assert_eq!(listed["items"][0]["name"], file, "{listed}");
+    assert_eq!(listed["items"][0]["call_log"], recs[0]["id"], "{listed}");
     let got = http
         .get(format!("{base}/{file}"))
         .bearer_auth(ADMIN_KEY)
@@ -807,13 +841,33 @@ fn admin_api_records_and_transfers_a_live_call() {
         .expect("get");
     assert_eq!(got.headers()["content-type"], "audio/wav");
     assert_eq!(got.bytes().expect("bytes").len(), b.len());
+    // A browser seeking: the second half of the first second, then an impossible range.
+    let part = http
+        .get(format!("{base}/{file}"))
+        .bearer_auth(ADMIN_KEY)
+        .header("Range", "bytes=16044-32043")
+        .send()
+        .expect("range");
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(
+        part.headers()["content-range"].to_str().expect("text"),
+        format!("bytes 16044-32043/{}", b.len())
+    );
+    assert_eq!(&part.bytes().expect("bytes")[..], &b[16044..32044]);
+    let beyond = http
+        .get(format!("{base}/{file}"))
+        .bearer_auth(ADMIN_KEY)
+        .header("Range", format!("bytes={}-", b.len()))
+        .send()
+        .expect("range");
+    assert_eq!(beyond.status().as_u16(), 416);
     let del = http
         .delete(format!("{base}/{file}"))
         .bearer_auth(ADMIN_KEY)
         .send()
         .expect("del");
     assert_eq!(del.status().as_u16(), 204);
-    assert_eq!(list(&http).as_array().map(Vec::len), Some(0));
+    assert_eq!(list(&http)["items"].as_array().map(Vec::len), Some(0));
 }
 
 /// A trunk with `register: true` registers to its provider, answering the digest challenge
@@ -1015,7 +1069,7 @@ fn busy_phone_sends_the_caller_to_voicemail_with_the_busy_greeting() {
     assert!(callee.join().expect("callee").0);
     let log = server.log_text();
     assert!(log.contains("greeting=Busy"), "{log}");
-    let recs = call_records(&server);
+    let recs = call_records(&server, 1);
     assert_eq!(recs[0]["path"], "user:101 > voicemail:101", "{:?}", recs[0]);
     assert_eq!(recs[0]["legs"][0]["sip_code"], 486, "{:?}", recs[0]);
 }

@@ -4,20 +4,25 @@
 //! cursor pagination; one record by id; aggregates (calls per day, answer rate, average
 //! duration and MOS, calls per user). Recordings: list, download, delete.
 //!
-//! Until the history and blob stores land these read what the node has locally (the call
-//! record spool and the recordings folder), scanning it per request; the API shape is final.
+//! Call logs and recording metadata come from the history store, with filters, aggregates
+//! and pagination done in SQL; recording audio streams from the node's copy while it waits
+//! in the spool, else from blob storage (Range requests work). A record reaches the history
+//! store within milliseconds of the call's end while the store answers; while it does not,
+//! these routes answer 503 and the spool keeps every record.
 
+use super::audio::{self, AudioSource};
 use super::error::{FieldError, Problem};
 use super::{authenticate, authorize, ApiState};
-use crate::call::cdr::{CallRecord, CdrSpool, Direction, Disposition};
+use crate::blob::recording_key;
+use crate::call::cdr::{CallRecord, Direction, Disposition};
+use crate::history::{AuditEntry, CallCursor, CallFilter, CallStats, Recording};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/tenants/{tenant}/call-logs/stats", get(call_stats))
         .route("/v1/tenants/{tenant}/call-logs/{id}", get(get_call_log))
         .route("/v1/tenants/{tenant}/recordings", get(list_recordings))
+        .route("/v1/tenants/{tenant}/audit", get(audit_log))
         .route(
             "/v1/tenants/{tenant}/recordings/{name}",
             get(get_recording).delete(delete_recording),
@@ -55,9 +61,32 @@ pub struct CallLogQuery {
     /// Page size, 1-500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page: records after it in the list's order (any string
-    /// is a position in that order; an empty one is the start).
+    /// `next_cursor` of the previous page (`START:ID`); empty is the first page.
+    #[param(pattern = "^([0-9]{1,15}:.*)?$")]
     pub cursor: Option<String>,
+}
+
+/// Recording list paging.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1-500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; empty is the first page.
+    #[param(pattern = "^([0-9]{1,15}:.*)?$")]
+    pub cursor: Option<String>,
+}
+
+/// One page of recordings.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RecordingPage {
+    /// Recordings, newest first.
+    pub items: Vec<Recording>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// One page of call logs.
@@ -68,56 +97,6 @@ pub struct CallLogPage {
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
-}
-
-/// Calls and answers on one day (UTC).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct DayCount {
-    /// `YYYY-MM-DD`.
-    pub day: String,
-    /// Calls.
-    pub calls: u64,
-    /// Answered calls.
-    pub answered: u64,
-}
-
-/// Calls made by one user.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct UserCount {
-    /// Extension.
-    pub user: String,
-    /// Calls made.
-    pub calls: u64,
-}
-
-/// Aggregates over the selected calls.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CallStats {
-    /// Calls.
-    pub calls: u64,
-    /// Answered calls.
-    pub answered: u64,
-    /// Answered / calls (answer-seizure ratio), 0-1.
-    pub answer_rate: f64,
-    /// Average billed seconds of answered calls.
-    pub average_duration_secs: f64,
-    /// Average MOS of calls with media.
-    pub average_mos: Option<f64>,
-    /// Per day (UTC).
-    pub per_day: Vec<DayCount>,
-    /// Per calling user.
-    pub per_user: Vec<UserCount>,
-}
-
-/// A call recording.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RecordingInfo {
-    /// File name (the id in the URL).
-    pub name: String,
-    /// Bytes.
-    pub size_bytes: u64,
-    /// Audio length (stereo 16-bit 8 kHz WAV).
-    pub duration_ms: u64,
 }
 
 fn query_problem(e: QueryRejection) -> Problem {
@@ -161,10 +140,36 @@ fn check(q: &CallLogQuery) -> Result<(), Problem> {
             return Err(invalid(name, "must be a unix time (0 or more)"));
         }
     }
-    if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
+    check_limit(q.limit)
+}
+
+fn check_limit(limit: Option<u32>) -> Result<(), Problem> {
+    if limit.is_some_and(|l| !(1..=500).contains(&l)) {
         return Err(invalid("limit", "must be 1-500"));
     }
     Ok(())
+}
+
+/// The cursor parameter: None for the first page, 422 when it is not one of ours.
+fn cursor(c: Option<&str>) -> Result<Option<CallCursor>, Problem> {
+    match c.filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => CallCursor::decode(c)
+            .filter(|c| c.start_unix < 1_000_000_000_000_000)
+            .map(Some)
+            .ok_or_else(|| invalid("cursor", "must be a next_cursor from a previous page")),
+    }
+}
+
+fn filter(q: &CallLogQuery) -> CallFilter {
+    CallFilter {
+        from: q.from,
+        to: q.to,
+        number: q.number.clone(),
+        user: q.user.clone(),
+        direction: q.direction,
+        disposition: q.disposition,
+    }
 }
 
 fn access(
@@ -182,33 +187,6 @@ fn access(
     Ok(())
 }
 
-/// The tenant's records matching `q` (time range, number, user, direction, disposition).
-async fn matching(st: &ApiState, tenant: &str, q: &CallLogQuery) -> Vec<CallRecord> {
-    let dir = st.services.cdr_dir.clone();
-    let all = tokio::task::spawn_blocking(move || CdrSpool::read_all(&dir))
-        .await
-        .unwrap_or_default();
-    all.into_iter()
-        .filter(|r| r.tenant == tenant)
-        .filter(|r| q.from.is_none_or(|f| r.start_unix as i64 >= f))
-        .filter(|r| q.to.is_none_or(|t| (r.start_unix as i64) < t))
-        .filter(|r| q.number.as_deref().is_none_or(|n| r.from == n || r.to == n))
-        .filter(|r| {
-            q.user
-                .as_deref()
-                .is_none_or(|u| r.from_user.as_deref() == Some(u))
-        })
-        .filter(|r| q.direction.is_none_or(|d| r.direction == d))
-        .filter(|r| q.disposition.is_none_or(|d| r.disposition == d))
-        .collect()
-}
-
-/// A record's position in the list's order (newest first): its start time, zero-padded, and
-/// its id. The cursor is the position of the last record of a page.
-fn sort_key(r: &CallRecord) -> String {
-    format!("{:020}:{}", r.start_unix, r.id)
-}
-
 /// A tenant's call logs, newest first.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/call-logs", params(("tenant" = String, Path), CallLogQuery),
     responses((status = 200, body = CallLogPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -223,17 +201,18 @@ pub(super) async fn list_call_logs(
     let Query(q) = query.map_err(query_problem)?;
     let limit = q.limit.unwrap_or(100);
     check(&q)?;
-    let after = q.cursor.clone().filter(|c| !c.is_empty());
-    let mut recs = matching(&st, &tenant, &q).await;
-    recs.sort_by_key(|r| std::cmp::Reverse(sort_key(r)));
-    let mut items: Vec<CallRecord> = recs
-        .into_iter()
-        .filter(|r| after.as_ref().is_none_or(|c| sort_key(r) < *c))
-        .take(limit as usize + 1)
-        .collect();
+    let after = cursor(q.cursor.as_deref())?;
+    let stores = st.stores()?;
+    let mut items = stores
+        .history
+        .calls(&tenant, &filter(&q), after.as_ref(), limit + 1)
+        .await?;
     let next_cursor = (items.len() > limit as usize).then(|| {
         items.truncate(limit as usize);
-        items.last().map(sort_key).unwrap_or_default()
+        items
+            .last()
+            .map(|r| CallCursor::after(r).encode())
+            .unwrap_or_default()
     });
     Ok(Json(CallLogPage { items, next_cursor }))
 }
@@ -248,10 +227,10 @@ pub(super) async fn get_call_log(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<CallRecord>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
-    matching(&st, &tenant, &CallLogQuery::default())
-        .await
-        .into_iter()
-        .find(|r| r.id == id)
+    st.stores()?
+        .history
+        .call(&tenant, &id)
+        .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found("call log"))
 }
@@ -269,57 +248,12 @@ pub(super) async fn call_stats(
     access(&st, &headers, peer, &tenant, false)?;
     let Query(q) = query.map_err(query_problem)?;
     check(&q)?;
-    let recs = matching(&st, &tenant, &q).await;
-    let calls = recs.len() as u64;
-    let answered: Vec<&CallRecord> = recs
-        .iter()
-        .filter(|r| r.disposition == Disposition::Answered)
-        .collect();
-    let mos: Vec<f64> = recs
-        .iter()
-        .filter_map(|r| r.quality.as_ref())
-        .map(|q| q.mos)
-        .collect();
-    let mut days: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut users: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &recs {
-        let day = jiff::Timestamp::from_second(r.start_unix as i64)
-            .map(|t| t.strftime("%Y-%m-%d").to_string())
-            .unwrap_or_default();
-        let e = days.entry(day).or_default();
-        e.0 += 1;
-        e.1 += u64::from(r.disposition == Disposition::Answered);
-        if let Some(u) = &r.from_user {
-            *users.entry(u.clone()).or_default() += 1;
-        }
-    }
-    Ok(Json(CallStats {
-        calls,
-        answered: answered.len() as u64,
-        answer_rate: if calls == 0 {
-            0.0
-        } else {
-            answered.len() as f64 / calls as f64
-        },
-        average_duration_secs: if answered.is_empty() {
-            0.0
-        } else {
-            answered.iter().map(|r| r.billed_secs as f64).sum::<f64>() / answered.len() as f64
-        },
-        average_mos: (!mos.is_empty()).then(|| mos.iter().sum::<f64>() / mos.len() as f64),
-        per_day: days
-            .into_iter()
-            .map(|(day, (calls, answered))| DayCount {
-                day,
-                calls,
-                answered,
-            })
-            .collect(),
-        per_user: users
-            .into_iter()
-            .map(|(user, calls)| UserCount { user, calls })
-            .collect(),
-    }))
+    Ok(Json(
+        st.stores()?
+            .history
+            .call_stats(&tenant, &filter(&q))
+            .await?,
+    ))
 }
 
 fn safe_name(name: &str) -> bool {
@@ -331,44 +265,46 @@ fn safe_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// A tenant's call recordings.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/recordings", params(("tenant" = String, Path)),
-    responses((status = 200, body = [RecordingInfo]), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// A tenant's call recordings, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/recordings", params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = RecordingPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_recordings(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<Json<Vec<RecordingInfo>>, Problem> {
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<RecordingPage>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
-    let dir = st.services.recordings_dir.join(&tenant);
-    let list = tokio::task::spawn_blocking(move || {
-        let mut out: Vec<RecordingInfo> = std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        let size = e.metadata().ok()?.len();
-                        safe_name(&name).then(|| RecordingInfo {
-                            name,
-                            size_bytes: size,
-                            duration_ms: size.saturating_sub(44) / 32,
-                        })
-                    })
-                    .collect()
+    let Query(q) = query.map_err(query_problem)?;
+    check_limit(q.limit)?;
+    let limit = q.limit.unwrap_or(100);
+    let after = cursor(q.cursor.as_deref())?;
+    let mut items = st
+        .stores()?
+        .history
+        .recordings_page(&tenant, after.as_ref(), limit + 1)
+        .await?;
+    let next_cursor = (items.len() > limit as usize).then(|| {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|r| {
+                CallCursor {
+                    start_unix: r.created_unix as i64,
+                    id: r.name.clone(),
+                }
+                .encode()
             })
-            .unwrap_or_default();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    })
-    .await
-    .unwrap_or_default();
-    Ok(Json(list))
+            .unwrap_or_default()
+    });
+    Ok(Json(RecordingPage { items, next_cursor }))
 }
 
-/// A recording's audio (stereo WAV).
+/// A recording's audio (stereo WAV: the caller left, the other party right). Range requests
+/// work (206, 416).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/recordings/{name}", params(("tenant" = String, Path), ("name" = String, Path)),
-    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 206, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
 pub(super) async fn get_recording(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -379,26 +315,18 @@ pub(super) async fn get_recording(
     if !safe_name(&name) {
         return Err(Problem::not_found("recording"));
     }
-    let path = st.services.recordings_dir.join(&tenant).join(&name);
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| Problem::not_found("recording"))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "audio/wav".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    let stores = st.stores()?;
+    if stores.history.recording(&tenant, &name).await?.is_none() {
+        return Err(Problem::not_found("recording"));
+    }
+    let src = AudioSource {
+        local: Some(st.services.recordings_dir.join(&tenant).join(&name)),
+        blob: Some((&stores.blobs, recording_key(&tenant, &name))),
+    };
+    audio::serve(&headers, &name, "recording", src).await
 }
 
-/// Delete a recording.
+/// Delete a recording (metadata and audio).
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/recordings/{name}", params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn delete_recording(
@@ -411,8 +339,51 @@ pub(super) async fn delete_recording(
     if !safe_name(&name) {
         return Err(Problem::not_found("recording"));
     }
-    let path = st.services.recordings_dir.join(&tenant).join(&name);
-    std::fs::remove_file(path).map_err(|_| Problem::not_found("recording"))?;
+    let stores = st.stores()?;
+    if stores.history.recording(&tenant, &name).await?.is_none() {
+        return Err(Problem::not_found("recording"));
+    }
+    let local = st.services.recordings_dir.join(&tenant).join(&name);
+    stores.delete_recording(&tenant, &name, Some(local)).await;
     tracing::info!(%tenant, %name, "recording deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Audit log paging.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Most entries, 1-500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+/// The newest audit entries.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Entries, newest first.
+    pub items: Vec<AuditEntry>,
+}
+
+/// A tenant's audit log: every change made through the API under the tenant (who, what,
+/// the outcome), newest first. A tenant's own keys may read it.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", params(("tenant" = String, Path), AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub(super) async fn audit_log(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditPage>, Problem> {
+    access(&st, &headers, peer, &tenant, false)?;
+    let Query(q) = query.map_err(query_problem)?;
+    check_limit(q.limit)?;
+    let items = st
+        .stores()?
+        .history
+        .audit(&tenant, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(AuditPage { items }))
 }

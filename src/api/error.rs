@@ -108,3 +108,32 @@ impl From<crate::tenant::TenantStoreError> for Problem {
         }
     }
 }
+
+impl From<crate::history::HistoryError> for Problem {
+    fn from(e: crate::history::HistoryError) -> Problem {
+        tracing::warn!(error = %e, "history store failure in admin API");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history-unavailable",
+            "the history store does not answer; nothing is lost (the node spools), try again",
+        )
+        .retry_after(5)
+    }
+}
+
+impl From<crate::blob::BlobError> for Problem {
+    fn from(e: crate::blob::BlobError) -> Problem {
+        match e {
+            crate::blob::BlobError::NotFound => Problem::not_found("audio"),
+            other => {
+                tracing::warn!(error = %other, "blob storage failure in admin API");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "blob-unavailable",
+                    "blob storage does not answer; try again",
+                )
+                .retry_after(5)
+            }
+        }
+    }
+}

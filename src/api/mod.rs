@@ -10,6 +10,7 @@
 //! Configuration changes go through [`TenantStore::put`] — the same validation and snapshot
 //! swap as `tenant import` — so they reach new calls at once and never calls in progress.
 
+mod audio;
 mod calllog;
 pub mod error;
 pub mod keys;
@@ -78,6 +79,8 @@ pub struct ApiState {
     pub services: Arc<crate::call::Services>,
     limiter: Mutex<AuthFailureLimiter>,
     responses: Mutex<BTreeMap<u16, u64>>,
+    /// Seconds a store may fail before `/health/ready` says not ready.
+    store_failing_after: AtomicU64,
 }
 
 impl ApiState {
@@ -102,6 +105,24 @@ impl ApiState {
                 Duration::from_secs(300),
             )),
             responses: Mutex::new(BTreeMap::new()),
+            store_failing_after: AtomicU64::new(60),
+        })
+    }
+
+    /// How long a store may fail before the node reports not ready.
+    pub fn set_store_failing_after(&self, d: Duration) {
+        self.store_failing_after
+            .store(d.as_secs(), Ordering::Relaxed);
+    }
+
+    /// The history store, blob storage and spool (503 when this node runs without them).
+    pub fn stores(&self) -> Result<&crate::spool::Stores, Problem> {
+        self.services.stores.as_ref().ok_or_else(|| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-stores",
+                "this node has no history store or blob storage",
+            )
         })
     }
 }
@@ -130,6 +151,7 @@ impl ApiState {
         calllog::list_recordings,
         calllog::get_recording,
         calllog::delete_recording,
+        calllog::audit_log,
         voicemail::list_messages,
         voicemail::get_message,
         voicemail::update_message,
@@ -161,7 +183,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::CallStats, calllog::DayCount, calllog::UserCount, calllog::RecordingInfo, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -217,9 +239,48 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 async fn count_responses(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let changes = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
+    let actor = changes
+        .then(|| req.headers().get(header::AUTHORIZATION))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|k| st.keys.authenticate(k.trim()));
     let resp = next.run(req).await;
+    let status = resp.status().as_u16();
     if let Ok(mut m) = st.responses.lock() {
-        *m.entry(resp.status().as_u16()).or_default() += 1;
+        *m.entry(status).or_default() += 1;
+    }
+    // The audit log: every change an authenticated caller made (or tried) under /v1.
+    if let Some(actor) = actor {
+        if let (Some(stores), Some(rest)) = (&st.services.stores, path.strip_prefix("/v1/")) {
+            let tenant = rest
+                .strip_prefix("tenants/")
+                .and_then(|r| r.split('/').next())
+                .filter(|t| !t.is_empty())
+                .unwrap_or("-")
+                .to_string();
+            let at_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            stores.spool.push_history(crate::history::HistoryOp::Audit {
+                tenant,
+                entry: crate::history::AuditEntry {
+                    id: format!("{at_unix}-{:016x}", rand::random::<u64>()),
+                    at_unix,
+                    actor: match actor {
+                        Principal::Admin => "admin".into(),
+                        Principal::Tenant { key_id, .. } => format!("key:{key_id}"),
+                    },
+                    action: method.to_string(),
+                    target: path,
+                    status,
+                },
+            });
+        }
     }
     resp
 }
@@ -344,11 +405,21 @@ async fn health_live() -> Json<Health> {
     })
 }
 
-/// Readiness: SIP listeners are bound and the local store is usable.
+/// Readiness: SIP listeners are bound, and neither the history store nor blob storage has
+/// been failing for longer than `history.failing_after_secs` (calls still work then, and the
+/// spool keeps what cannot be written, but a load balancer should prefer another node).
 #[utoipa::path(get, path = "/health/ready", security(()), responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health_ready(State(st): State<Arc<ApiState>>) -> Response {
+    let failing_after = Duration::from_secs(st.store_failing_after.load(Ordering::Relaxed));
+    let store_problem = st
+        .services
+        .stores
+        .as_ref()
+        .and_then(|s| s.failing(failing_after));
     let (ok, reason) = if !st.live.sip_ready.load(Ordering::Relaxed) {
         (false, Some("SIP listeners not ready".to_string()))
+    } else if let Some(why) = store_problem {
+        (false, Some(why))
     } else {
         (true, None)
     };
@@ -442,6 +513,48 @@ async fn metrics(
         "Tenant configuration revision.",
         st.store.revision(),
     );
+    if let Some(stores) = &st.services.stores {
+        let sp = &stores.spool.status;
+        type Figure = fn(&crate::spool::QueueStatus) -> u64;
+        let families: [(&str, &str, &str, Figure); 5] = [
+            (
+                "switchyard_spool_depth",
+                "gauge",
+                "Entries waiting in the local spool for a store.",
+                |q| q.depth.load(Ordering::Relaxed),
+            ),
+            (
+                "switchyard_spool_oldest_age_seconds",
+                "gauge",
+                "Age of the oldest entry waiting in the spool.",
+                |q| q.oldest_age().as_secs(),
+            ),
+            (
+                "switchyard_spool_moved_total",
+                "counter",
+                "Entries moved from the spool to the store.",
+                |q| q.moved.load(Ordering::Relaxed),
+            ),
+            (
+                "switchyard_store_failures_total",
+                "counter",
+                "Failed attempts to write to a store.",
+                |q| q.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "switchyard_store_failing_seconds",
+                "gauge",
+                "How long a store has been failing (0: working).",
+                |q| q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
+            ),
+        ];
+        for (metric, kind, help, figure) in families {
+            s.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
+            for (q, queue) in [(&sp.history, "history"), (&sp.blob, "blob")] {
+                s.push_str(&format!("{metric}{{queue=\"{queue}\"}} {}\n", figure(q)));
+            }
+        }
+    }
     s.push_str("# HELP switchyard_api_responses_total Admin API responses by status.\n# TYPE switchyard_api_responses_total counter\n");
     if let Ok(m) = st.responses.lock() {
         for (code, n) in m.iter() {

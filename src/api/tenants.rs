@@ -234,6 +234,9 @@ pub(super) async fn delete_tenant(
     st.keys
         .revoke_all(&tenant)
         .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+    // Its data goes too: the node's voicemail and recordings, and both stores.
+    st.services.forget_tenant(&tenant);
+    tracing::info!(%tenant, "tenant deleted with its call logs, voicemail and recordings");
     Ok(StatusCode::NO_CONTENT)
 }
 

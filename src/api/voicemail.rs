@@ -2,12 +2,14 @@
 //! download the audio, move to new/saved, delete. Every change NOTIFYs the mailbox's phones
 //! (message waiting) within a second.
 
+use super::audio::{self, AudioSource};
 use super::error::Problem;
 use super::{authenticate, authorize, body_problem, ApiState};
 use crate::apps::mailstore::{Folder, MailStoreError, Message};
+use crate::blob::voicemail_key;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use std::net::SocketAddr;
@@ -158,9 +160,9 @@ pub(super) async fn delete_message(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The message's audio (16-bit 8 kHz mono WAV).
+/// The message's audio (16-bit 8 kHz mono WAV). Range requests work (206, 416).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}/audio", params(("tenant" = String, Path), ("mailbox" = String, Path), ("id" = String, Path)),
-    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 206, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
 pub(super) async fn message_audio(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -168,25 +170,19 @@ pub(super) async fn message_audio(
     Path((tenant, mailbox, id)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
     mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
-    let path = st
+    find(&st, &tenant, &mailbox, &id)?;
+    let local = st
         .services
         .mail
         .audio_path(&tenant, &mailbox, &id)
         .map_err(store_problem)?;
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| Problem::not_found("message"))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "audio/wav".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{id}.wav\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    let src = AudioSource {
+        local: Some(local),
+        blob: st
+            .services
+            .stores
+            .as_ref()
+            .map(|s| (&s.blobs, voicemail_key(&tenant, &mailbox, &id))),
+    };
+    audio::serve(&headers, &format!("{id}.wav"), "message", src).await
 }

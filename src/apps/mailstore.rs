@@ -3,9 +3,14 @@
 //! place), so a message is listed only once its audio is complete; a crash mid-recording leaves
 //! a WAV without metadata, which listing ignores.
 //!
-//! This is the store the voicemail apps and the admin API share until the history and blob
-//! stores take over the metadata and the audio.
+//! These files are the node's working copy, which the voicemail apps, message waiting and the
+//! admin API read. With a spool attached ([`MailStore::with_spool`]) every change is also sent
+//! to the stores: the metadata (upserts and deletes) to the history store, the audio to blob
+//! storage under [`crate::blob::voicemail_key`].
 
+use crate::blob::voicemail_key;
+use crate::history::HistoryOp;
+use crate::spool::{BlobJob, Spool};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,6 +76,7 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub struct MailStore {
     dir: PathBuf,
+    spool: Option<Spool>,
 }
 
 fn safe(part: &str) -> bool {
@@ -84,7 +90,25 @@ fn safe(part: &str) -> bool {
 impl MailStore {
     /// A store under `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> MailStore {
-        MailStore { dir: dir.into() }
+        MailStore {
+            dir: dir.into(),
+            spool: None,
+        }
+    }
+
+    /// Mirrors every change to the stores through `spool`.
+    pub fn with_spool(mut self, spool: Spool) -> MailStore {
+        self.spool = Some(spool);
+        self
+    }
+
+    fn mirror(&self, tenant: &str, msg: &Message) {
+        if let Some(sp) = &self.spool {
+            sp.push_history(HistoryOp::Voicemail {
+                tenant: tenant.to_string(),
+                message: msg.clone(),
+            });
+        }
     }
 
     fn mailbox_dir(&self, tenant: &str, mailbox: &str) -> Result<PathBuf, MailStoreError> {
@@ -92,6 +116,14 @@ impl MailStore {
             return Err(MailStoreError::NotFound);
         }
         Ok(self.dir.join(tenant).join(mailbox))
+    }
+
+    /// Removes every mailbox of `tenant` on this node (the tenant was deleted; the stores are
+    /// told separately).
+    pub fn forget_tenant(&self, tenant: &str) {
+        if safe(tenant) {
+            let _ = std::fs::remove_dir_all(self.dir.join(tenant));
+        }
     }
 
     /// Where a new message's audio goes; returns the new id and the path.
@@ -112,7 +144,16 @@ impl MailStore {
     /// Records a finished message's metadata (the audio is already written).
     pub fn commit(&self, tenant: &str, msg: &Message) -> Result<(), MailStoreError> {
         let dir = self.mailbox_dir(tenant, &msg.mailbox)?;
-        write_json(&dir.join(format!("{}.json", msg.id)), msg)
+        write_json(&dir.join(format!("{}.json", msg.id)), msg)?;
+        self.mirror(tenant, msg);
+        if let Some(sp) = &self.spool {
+            sp.upload(
+                voicemail_key(tenant, &msg.mailbox, &msg.id),
+                dir.join(format!("{}.wav", msg.id)),
+                false,
+            );
+        }
+        Ok(())
     }
 
     /// Messages of a mailbox, oldest first.
@@ -197,6 +238,7 @@ impl MailStore {
         if m.folder != folder {
             m.folder = folder;
             write_json(&path, &m)?;
+            self.mirror(tenant, &m);
         }
         Ok(m)
     }
@@ -210,6 +252,16 @@ impl MailStore {
         std::fs::remove_file(dir.join(format!("{id}.json")))
             .map_err(|_| MailStoreError::NotFound)?;
         let _ = std::fs::remove_file(dir.join(format!("{id}.wav")));
+        if let Some(sp) = &self.spool {
+            sp.push_history(HistoryOp::VoicemailDeleted {
+                tenant: tenant.to_string(),
+                mailbox: mailbox.to_string(),
+                id: id.to_string(),
+            });
+            sp.push_blob(BlobJob::Delete {
+                key: voicemail_key(tenant, mailbox, id),
+            });
+        }
         Ok(())
     }
 

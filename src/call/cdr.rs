@@ -2,10 +2,9 @@
 //! runner as the call happens and written when the caller's leg and every outgoing leg are
 //! gone (so each leg's RTP figures are in it).
 //!
-//! Records go to a local durable spool first: one JSON file per record under
-//! `data_dir/spool/cdr/`, written by a background thread (write to a temporary name, fsync,
-//! rename), named by the record id so a write repeated after a crash never duplicates. The
-//! history store drains the spool.
+//! Records go to the local durable spool first ([`crate::spool`]), which moves them to the
+//! history store; the record id is the key there, so a write repeated after a crash never
+//! duplicates.
 //!
 //! Hang-up causes are stable codes (documented in the README): `caller_hangup`,
 //! `caller_cancel`, `callee_hangup`, `callee_refused`, `no_answer`, `app_hangup`,
@@ -14,9 +13,6 @@
 use crate::media::leg::LegQuality;
 use crate::sip::endpoint::EndedBy;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 /// Which way a call went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -187,81 +183,18 @@ pub fn disposition(answered: bool, by: EndedBy, code: Option<u16>) -> Dispositio
     }
 }
 
-/// Where call records are written (a background thread does the file work).
-#[derive(Clone)]
-pub struct CdrSpool {
-    tx: mpsc::Sender<CallRecord>,
-    dir: PathBuf,
-}
-
-impl CdrSpool {
-    /// A spool writing under `dir` (created if missing).
-    pub fn start(dir: PathBuf) -> std::io::Result<CdrSpool> {
-        std::fs::create_dir_all(&dir)?;
-        let (tx, rx) = mpsc::channel::<CallRecord>();
-        let d = dir.clone();
-        std::thread::Builder::new()
-            .name("cdr-spool".into())
-            .spawn(move || {
-                for rec in rx {
-                    if let Err(e) = write_record(&d, &rec) {
-                        tracing::error!(id = %rec.id, error = %e, "cannot spool call record");
-                    }
-                }
-            })?;
-        Ok(CdrSpool { tx, dir })
-    }
-
-    /// Queues a record for writing.
-    pub fn write(&self, rec: CallRecord) {
-        tracing::info!(
-            id = %rec.id,
-            tenant = %rec.tenant,
-            disposition = ?rec.disposition,
-            cause = %rec.hangup_cause,
-            duration_s = rec.duration_secs,
-            billed_s = rec.billed_secs,
-            path = %rec.path,
-            "call record"
-        );
-        let _ = self.tx.send(rec);
-    }
-
-    /// The spool folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Records waiting in the spool.
-    pub fn read_all(dir: &Path) -> Vec<CallRecord> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return vec![];
-        };
-        let mut out: Vec<CallRecord> = entries
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-            .collect();
-        out.sort_by(|a: &CallRecord, b| (a.start_unix, &a.id).cmp(&(b.start_unix, &b.id)));
-        out
-    }
-}
-
-fn write_record(dir: &Path, rec: &CallRecord) -> std::io::Result<()> {
-    let path = dir.join(format!("{}.json", rec.id));
-    let tmp = dir.join(format!("{}.json.tmp", rec.id));
-    let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    // The rename itself must survive a crash too.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+/// Logs a finished call (one line per call, no secrets).
+pub fn log(rec: &CallRecord) {
+    tracing::info!(
+        id = %rec.id,
+        tenant = %rec.tenant,
+        disposition = ?rec.disposition,
+        cause = %rec.hangup_cause,
+        duration_s = rec.duration_secs,
+        billed_s = rec.billed_secs,
+        path = %rec.path,
+        "call record"
+    );
 }
 
 #[cfg(test)]

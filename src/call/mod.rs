@@ -11,7 +11,7 @@
 //!   the media engine, and media/SIP events back into session input; keeps each call's
 //!   outgoing legs (B2BUA: legs created beside the caller's on one media worker and bridged)
 //!   and builds its call record.
-//! - [`cdr`]: the call record and its durable spool.
+//! - [`cdr`]: the call record (written through [`crate::spool`] to the history store).
 //!
 //! The SIP endpoint only ever reports calls to this module (`CallEvent`) and takes its actions
 //! ([`CallAction`]); it never calls an app, and apps never see SIP.
@@ -24,6 +24,7 @@ pub mod session;
 pub use runner::{CallAction, CallRunner};
 
 use crate::apps::mailstore::MailStore;
+use crate::spool::Stores;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -35,15 +36,17 @@ pub struct Services {
     changed: Mutex<Vec<(String, String)>>,
     /// Voicemail left per call (`MAILBOX/MESSAGE`), for the call record.
     left: Mutex<Vec<(u64, String)>>,
-    /// Where call recordings go (`DIR/TENANT/ID.wav`).
+    /// Where call recordings are written (`DIR/TENANT/ID.wav`) before they move to blob
+    /// storage.
     pub recordings_dir: PathBuf,
-    /// The call record spool (`data_dir/spool/cdr`).
-    pub cdr_dir: PathBuf,
+    /// The history store, blob storage and the spool in front of them (None in unit tests
+    /// that need no stores).
+    pub stores: Option<Stores>,
 }
 
 impl Services {
-    /// Services with voicemail under `voicemail_dir`, call recordings beside it in
-    /// `recordings/` and call records in `spool/cdr/`.
+    /// Services with voicemail under `voicemail_dir` and call recordings beside it in
+    /// `recordings/`, without stores.
     pub fn new(voicemail_dir: PathBuf) -> Services {
         let data_dir = voicemail_dir
             .parent()
@@ -51,11 +54,19 @@ impl Services {
             .unwrap_or_else(|| PathBuf::from("."));
         Services {
             recordings_dir: data_dir.join("recordings"),
-            cdr_dir: data_dir.join("spool").join("cdr"),
+            stores: None,
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same, with every record and audio file going through `stores`.
+    pub fn with_stores(voicemail_dir: PathBuf, stores: Stores) -> Services {
+        let mut s = Services::new(voicemail_dir);
+        s.mail = s.mail.with_spool(stores.spool.clone());
+        s.stores = Some(stores);
+        s
     }
 
     /// Notes that a mailbox's message counts changed.
@@ -80,6 +91,18 @@ impl Services {
         let mut l = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let i = l.iter().position(|(c, _)| *c == call)?;
         Some(l.swap_remove(i).1)
+    }
+
+    /// A deleted tenant's data goes: its voicemail and recordings on this node, and
+    /// everything it had in the history store and blob storage.
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.mail.forget_tenant(tenant);
+        if !tenant.is_empty() && !tenant.contains(['/', '.']) {
+            let _ = std::fs::remove_dir_all(self.recordings_dir.join(tenant));
+        }
+        if let Some(s) = &self.stores {
+            s.tenant_deleted(tenant);
+        }
     }
 
     /// Mailboxes changed since the last call (tenant, mailbox).

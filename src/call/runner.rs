@@ -2,7 +2,7 @@
 //! ([`CallEvent`]) and media events ([`MediaEvent`]); their effects become media engine
 //! commands (here) and SIP actions ([`CallAction`], applied by the server loop to the endpoint).
 
-use super::cdr::{self, CallRecord, CdrSpool, Direction, LegRecord, Quality};
+use super::cdr::{self, CallRecord, Direction, LegRecord, Quality};
 use super::control::{CallContext, Caller};
 use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
@@ -121,7 +121,6 @@ pub struct CallRunner {
     rtp_timeout: Duration,
     inband: InbandDtmf,
     actions: VecDeque<CallAction>,
-    cdr: Option<CdrSpool>,
     /// Digit-collection deadlines (call, when); entries whose session moved on are skipped
     /// when they come due, so the server loop never scans every call.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -146,15 +145,8 @@ impl CallRunner {
             rtp_timeout,
             inband,
             actions: VecDeque::new(),
-            cdr: None,
             deadlines: BinaryHeap::new(),
         }
-    }
-
-    /// Writes a call record for every call into `spool`.
-    pub fn with_cdr(mut self, spool: CdrSpool) -> CallRunner {
-        self.cdr = Some(spool);
-        self
     }
 
     /// Live media legs.
@@ -468,17 +460,16 @@ impl CallRunner {
             return;
         };
         self.collect_changes();
-        let Some(spool) = &self.cdr else {
-            return;
-        };
         let d = e.draft;
         let (end_unix, by, code, reason) =
             d.end
                 .unwrap_or((d.start_unix, EndedBy::Server, None, String::new()));
         let cx = e.session.context();
-        spool.write(CallRecord {
+        let tenant = cx.tenant.id().to_string();
+        let recordings = e.session.call_recordings();
+        let rec = CallRecord {
             id: d.id,
-            tenant: cx.tenant.id().to_string(),
+            tenant: tenant.clone(),
             call_id: d.call_id,
             direction: d.direction,
             from: d.from,
@@ -498,14 +489,21 @@ impl CallRunner {
             sip_code: code,
             path: e.session.path(),
             voicemail: self.services.take_voicemail(call),
-            recording: e
-                .session
-                .call_recording()
+            recording: recordings
+                .first()
                 .and_then(|p| p.file_name())
-                .map(|f| format!("{}/{}", cx.tenant.id(), f.to_string_lossy())),
+                .map(|f| format!("{tenant}/{}", f.to_string_lossy())),
             quality: d.quality,
             legs: d.legs,
-        });
+        };
+        cdr::log(&rec);
+        let Some(stores) = &self.services.stores else {
+            return;
+        };
+        for path in recordings {
+            stores.recording_finished(&tenant, &rec.id, path);
+        }
+        stores.call_finished(rec);
     }
 
     /// Bridges a call with the leg it answered to once both have media.

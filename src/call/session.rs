@@ -126,6 +126,8 @@ pub struct CallSession {
     rung: bool,
     /// The call recording (stereo: caller, other party) in progress or done.
     call_recording: Option<PathBuf>,
+    /// Every recording file of the call (stopping and starting again makes a new one).
+    call_recordings: Vec<PathBuf>,
     call_recording_active: bool,
     /// A call recording asked for before the caller's audio was up.
     pending_record: Option<Effect>,
@@ -162,6 +164,7 @@ impl CallSession {
             early: None,
             rung: false,
             call_recording: None,
+            call_recordings: Vec::new(),
             call_recording_active: false,
             pending_record: None,
             effects: VecDeque::new(),
@@ -398,6 +401,7 @@ impl CallSession {
         }
         tracing::info!(call = self.cx.call, path = %path.display(), "call recording started");
         self.call_recording = Some(path.clone());
+        self.call_recordings.push(path.clone());
         self.call_recording_active = true;
         let effect = Effect::Record {
             path,
@@ -426,9 +430,14 @@ impl CallSession {
         true
     }
 
-    /// The call's recording file, once one was started.
+    /// The call's (latest) recording file, once one was started.
     pub fn call_recording(&self) -> Option<&PathBuf> {
         self.call_recording.as_ref()
+    }
+
+    /// Every recording file the call made, oldest first.
+    pub fn call_recordings(&self) -> &[PathBuf] {
+        &self.call_recordings
     }
 
     /// Blind transfer: the caller leaves whoever it is bridged to (or ringing) and goes to what

@@ -168,6 +168,11 @@ pub struct Recording {
     pub size_bytes: u64,
 }
 
+/// Length of a stereo 16-bit 8 kHz WAV (what call recordings are) of `size` bytes.
+pub fn stereo_wav_ms(size: u64) -> u64 {
+    size.saturating_sub(44) / 32
+}
+
 /// One admin change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
@@ -213,6 +218,16 @@ pub enum HistoryOp {
         tenant: String,
         /// The recording.
         recording: Recording,
+    },
+    /// A recording's stored size (and the length that follows from it), once its audio is in
+    /// blob storage; changes nothing when the recording was deleted meanwhile.
+    RecordingStored {
+        /// Tenant.
+        tenant: String,
+        /// Name.
+        name: String,
+        /// Bytes stored.
+        size_bytes: u64,
     },
     /// A recording deleted.
     RecordingDeleted {
@@ -680,6 +695,35 @@ impl HistoryStore {
         })
     }
 
+    /// A page of a tenant's recordings, newest first, after `cursor` (creation time, name).
+    pub async fn recordings_page(
+        &self,
+        tenant: &str,
+        cursor: Option<&CallCursor>,
+        limit: u32,
+    ) -> Result<Vec<Recording>, HistoryError> {
+        self.ready().await?;
+        let mut w = Where::tenant(tenant);
+        if let Some(c) = cursor {
+            w.and(
+                "(created_unix < ? OR (created_unix = ? AND name < ?))",
+                vec![
+                    Arg::I(c.start_unix),
+                    Arg::I(c.start_unix),
+                    Arg::S(c.id.clone()),
+                ],
+            );
+        }
+        let sql = format!(
+            "SELECT name, call_log, created_unix, duration_ms, size_bytes FROM recordings
+             WHERE {} ORDER BY created_unix DESC, name DESC LIMIT {}",
+            w.sql,
+            limit.clamp(1, 1000)
+        );
+        let rows = w.query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(decode_recording).collect()
+    }
+
     /// A tenant's recordings, newest first.
     pub async fn recordings(&self, tenant: &str) -> Result<Vec<Recording>, HistoryError> {
         self.ready().await?;
@@ -955,6 +999,21 @@ async fn apply_one(
             .bind(r.duration_ms as i64)
             .bind(r.size_bytes as i64)
             .bind(crate::blob::recording_key(tenant, &r.name))
+            .execute(&mut **tx)
+            .await?;
+        }
+        HistoryOp::RecordingStored {
+            tenant,
+            name,
+            size_bytes,
+        } => {
+            sqlx::query(
+                "UPDATE recordings SET size_bytes = $1, duration_ms = $2 WHERE tenant = $3 AND name = $4",
+            )
+            .bind(*size_bytes as i64)
+            .bind(stereo_wav_ms(*size_bytes) as i64)
+            .bind(tenant.clone())
+            .bind(name.clone())
             .execute(&mut **tx)
             .await?;
         }

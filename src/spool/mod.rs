@@ -52,6 +52,10 @@ pub enum BlobJob {
         /// Not before this unix millisecond (the recorder thread closes files a moment
         /// after the call's end).
         not_before_ms: u64,
+        /// Metadata to write once stored, with the stored size filled in (a recording's
+        /// final length is known only when the recorder has closed the file).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        then: Option<HistoryOp>,
     },
     /// Delete `key`.
     Delete {
@@ -310,7 +314,14 @@ impl Spool {
             file,
             remove_local,
             not_before_ms: unix_ms() + 2000,
+            then: None,
         });
+    }
+
+    /// True when nothing waits in the history queue (so a history write made now cannot
+    /// overtake an older one).
+    pub fn history_idle(&self) -> bool {
+        self.unwritten.load(Ordering::SeqCst) == 0 && entries(&self.history_dir).is_empty()
     }
 
     /// Recomputes depth and oldest age from the folders.
@@ -536,7 +547,19 @@ pub async fn drain_blobs(spool: Spool, store: BlobStore) {
             }
         }
         match run_job(&store, &job).await {
-            Ok(()) => {
+            Ok(size) => {
+                if let (BlobJob::Put { then: Some(op), .. }, Some(size)) = (&job, size) {
+                    // Durably queued before the job goes, so a crash in between replays
+                    // the (idempotent) upload rather than losing the metadata.
+                    let op = with_stored_size(op.clone(), size);
+                    if let Err(e) = serde_json::to_vec(&[op])
+                        .map_err(std::io::Error::other)
+                        .and_then(|b| write_durable(&spool.history_dir, &entry_name(1), &b))
+                    {
+                        tracing::error!(error = %e, "cannot queue a stored blob's metadata");
+                    }
+                    spool.wake_history.notify_one();
+                }
                 let _ = std::fs::remove_file(f);
                 if let BlobJob::Put {
                     file,
@@ -562,28 +585,44 @@ pub async fn drain_blobs(spool: Spool, store: BlobStore) {
     }
 }
 
-async fn run_job(store: &BlobStore, job: &BlobJob) -> Result<(), BlobError> {
+/// `op` with the size the store holds (a recording's final size).
+fn with_stored_size(op: HistoryOp, size: u64) -> HistoryOp {
+    match op {
+        HistoryOp::RecordingStored { tenant, name, .. } => HistoryOp::RecordingStored {
+            tenant,
+            name,
+            size_bytes: size,
+        },
+        op => op,
+    }
+}
+
+/// Runs a job; for a put, the stored size (None when the file was gone).
+async fn run_job(store: &BlobStore, job: &BlobJob) -> Result<Option<u64>, BlobError> {
     match job {
         BlobJob::Put { key, file, .. } => match store.put_file(key, file).await {
             Ok(size) => {
                 tracing::debug!(%key, size, "blob stored");
-                Ok(())
+                Ok(Some(size))
             }
             Err(BlobError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted before it could be uploaded (a delete job follows in the queue).
                 tracing::info!(%key, "local file gone before upload; skipped");
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(e),
         },
-        BlobJob::Delete { key } => store.delete(key).await,
+        BlobJob::Delete { key } => store.delete(key).await.map(|_| None),
         BlobJob::DeletePrefix { prefix } => {
             let n = store.delete_prefix(prefix).await?;
             tracing::info!(%prefix, removed = n, "blobs removed");
-            Ok(())
+            Ok(None)
         }
     }
 }
+
+mod stores;
+pub use stores::Stores;
 
 #[cfg(test)]
 mod tests;

@@ -102,6 +102,7 @@ async fn blob_jobs_upload_in_order_and_remove_local_copies() {
         file: file.into(),
         remove_local,
         not_before_ms: 0,
+        then: None,
     };
     spool.push_blob(put("tenants/t1/recordings/a.wav", &a, true));
     spool.push_blob(put("tenants/t1/voicemail/100/b.wav", &b, false));
