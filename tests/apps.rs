@@ -10,24 +10,6 @@ use serde_json::{json, Value};
 use std::net::UdpSocket;
 use std::time::Duration;
 
-/// Changes the demo tenant through the admin API (GET, edit, PUT with If-Match).
-fn edit_demo(server: &Server, edit: impl FnOnce(&mut Value)) {
-    let http = Client::new();
-    let url = format!("http://127.0.0.1:{}/v1/tenants/demo", server.api_port);
-    let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("GET");
-    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
-    let mut doc: Value = r.json().expect("doc");
-    edit(&mut doc);
-    let r = http
-        .put(&url)
-        .bearer_auth(ADMIN_KEY)
-        .header("If-Match", tag)
-        .json(&doc)
-        .send()
-        .expect("PUT");
-    assert!(r.status().is_success(), "{:?}", r.text());
-}
-
 /// Adds the test menus and number +15550700 → menu `t-main` to the demo tenant through the
 /// admin API. Prompts are the 0.4 s beep so a test walks a menu in seconds.
 fn add_test_menus(server: &Server, main_1: Value) {
@@ -195,14 +177,6 @@ fn heard_by(cap: Capture, p: &Ports) -> Vec<i16> {
                 .map(|&b| ulaw_to_linear(b))
                 .collect::<Vec<_>>()
         })
-        .collect()
-}
-
-/// The samples of a 16-bit WAV with a 44-byte header.
-fn wav_samples(b: &[u8]) -> Vec<i16> {
-    b[44..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
         .collect()
 }
 
@@ -447,12 +421,6 @@ fn message_waiting_notify_follows_a_new_voicemail() {
         .expect("tone in the message");
     let f = tone_frequency(&samples[start + 400..start + 8000]);
     assert!((f - 600.0).abs() < 10.0, "message tone {f} Hz");
-}
-
-fn sine_wave(freq: f32, secs: f32) -> Vec<i16> {
-    (0..(8000.0 * secs) as usize)
-        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * 8000.0) as i16)
-        .collect()
 }
 
 /// B2BUA: a call to a user rings the user's registered phone (SIPp answering and echoing its

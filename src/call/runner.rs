@@ -698,7 +698,9 @@ impl CallRunner {
                 (Effect::Record { path, opts }, Some(leg)) => {
                     self.engine.record(leg, path.clone(), opts.clone())
                 }
-                (Effect::StopRecording, Some(leg)) => self.engine.stop_recording(leg),
+                (Effect::StopRecording(which), Some(leg)) => {
+                    self.engine.stop_recording(leg, *which)
+                }
                 (Effect::HangupLeg { leg }, _) => {
                     self.actions.push_back(CallAction::Hangup {
                         call: *leg,

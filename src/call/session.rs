@@ -7,7 +7,7 @@
 use super::control::{
     App, AppEvent, CallContext, DialOutcome, DialTarget, GatherEnd, GatherSpec, Verb,
 };
-use crate::media::leg::{RecordOptions, RecordStop};
+use crate::media::leg::{RecordOptions, RecordSlot, RecordStop};
 use crate::media::Audio;
 use crate::tenant::model::Target;
 use std::collections::{BTreeSet, VecDeque};
@@ -60,8 +60,8 @@ pub enum Effect {
         /// Options.
         opts: RecordOptions,
     },
-    /// Stop recording.
-    StopRecording,
+    /// Stop one of the leg's recordings (the app's or the call's).
+    StopRecording(RecordSlot),
     /// Start outgoing legs to these destinations.
     Dial {
         /// Users and numbers.
@@ -241,7 +241,8 @@ impl CallSession {
         }
         if self.recording && !from_media {
             // A stop digit by INFO ends the recording like one sent in the audio would.
-            self.effects.push_back(Effect::StopRecording);
+            self.effects
+                .push_back(Effect::StopRecording(RecordSlot::App));
             return;
         }
         let Some(g) = self.gather.as_mut() else {
@@ -383,7 +384,7 @@ impl CallSession {
     /// Starts recording the call (stereo: the caller, and whoever it is bridged to — the same
     /// file goes on across a transfer). False when it is already recording or not answered.
     pub fn start_call_recording(&mut self, unix: u64) -> bool {
-        if self.call_recording_active || !self.answered || self.ended || self.recording {
+        if self.call_recording_active || !self.answered || self.ended {
             return false;
         }
         let path = self
@@ -426,7 +427,8 @@ impl CallSession {
             return false;
         }
         self.call_recording_active = false;
-        self.effects.push_back(Effect::StopRecording);
+        self.effects
+            .push_back(Effect::StopRecording(RecordSlot::Call));
         true
     }
 
@@ -725,7 +727,9 @@ impl CallSession {
                         },
                     });
                 }
-                Verb::StopRecording => self.effects.push_back(Effect::StopRecording),
+                Verb::StopRecording => self
+                    .effects
+                    .push_back(Effect::StopRecording(RecordSlot::App)),
                 Verb::Dial {
                     targets,
                     ring_timeout,

@@ -13,7 +13,7 @@
 
 use super::leg::{
     unix_micros, InbandDtmf, Leg, LegEvent, LegParams, LegQuality, Outgoing, Player, RecordOptions,
-    RecordStop, Recording, Source, FRAME,
+    RecordSlot, RecordStop, Recording, Source, FRAME,
 };
 use super::prompts::{PromptCache, PromptError};
 use super::recorder::{spawn_writer, WriterMsg};
@@ -129,6 +129,7 @@ enum Command {
     },
     StopRecord {
         id: LegId,
+        which: RecordSlot,
     },
     Bridge {
         a: LegId,
@@ -362,9 +363,9 @@ impl MediaEngine {
         self.send(id.worker(), Command::Record { id, path, opts })
     }
 
-    /// Stops a recording.
-    pub fn stop_recording(&self, id: LegId) -> Result<(), MediaError> {
-        self.send(id.worker(), Command::StopRecord { id })
+    /// Stops one of a leg's recordings.
+    pub fn stop_recording(&self, id: LegId, which: RecordSlot) -> Result<(), MediaError> {
+        self.send(id.worker(), Command::StopRecord { id, which })
     }
 
     /// Bridges two legs created beside each other.
@@ -528,6 +529,11 @@ impl Worker {
                 Command::Record { id, path, opts } => {
                     let rec_id = RECORDING_IDS.fetch_add(1, Ordering::Relaxed);
                     let writer = self.writer.clone();
+                    let which = opts.slot();
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        // A new recording in an occupied slot ends the old one properly.
+                        self.close_recording(slot, which, RecordStop::Stopped);
+                    }
                     if let Some(e) = self.entry(id) {
                         let rec = Recording::new(rec_id, path.clone(), opts);
                         let _ = writer.send(WriterMsg::Open {
@@ -535,12 +541,12 @@ impl Worker {
                             path,
                             channels: rec.channels(),
                         });
-                        e.leg.recording = Some(rec);
+                        e.leg.recordings[which as usize] = Some(rec);
                     }
                 }
-                Command::StopRecord { id } => {
+                Command::StopRecord { id, which } => {
                     if let Some(&slot) = self.by_id.get(&id) {
-                        self.close_recording(slot, RecordStop::Stopped);
+                        self.close_recording(slot, which, RecordStop::Stopped);
                     }
                 }
                 Command::Bridge { a, b } => {
@@ -657,18 +663,26 @@ impl Worker {
                         }
                     }
                 }
-                LegEvent::RecordingDone { .. } => self.flush_recording(slot),
+                LegEvent::RecordingDone { path, .. } => self.flush_recording(slot, path),
                 _ => {}
             }
             self.emit(id, ev);
         }
     }
 
-    fn flush_recording(&mut self, slot: usize) {
+    fn flush_recording(&mut self, slot: usize, path: &std::path::Path) {
         let Some(Some(e)) = self.slots.get_mut(slot) else {
             return;
         };
-        if let Some(rec) = e.leg.recording.take() {
+        let Some(held) = e
+            .leg
+            .recordings
+            .iter_mut()
+            .find(|r| r.as_ref().is_some_and(|r| r.path == path))
+        else {
+            return;
+        };
+        if let Some(rec) = held.take() {
             if !rec.pending.is_empty() {
                 let _ = self.writer.send(WriterMsg::Append {
                     id: rec.id,
@@ -679,12 +693,12 @@ impl Worker {
         }
     }
 
-    fn close_recording(&mut self, slot: usize, reason: RecordStop) {
+    fn close_recording(&mut self, slot: usize, which: RecordSlot, reason: RecordStop) {
         let Some(Some(e)) = self.slots.get_mut(slot) else {
             return;
         };
         let mut events = Vec::new();
-        e.leg.finish_recording(reason, &mut events);
+        e.leg.finish_recording(which, reason, &mut events);
         let (id, partner) = (e.id, e.partner);
         self.dispatch(slot, id, partner, events);
     }
@@ -704,7 +718,8 @@ impl Worker {
         let Some(slot) = self.by_id.remove(&id) else {
             return;
         };
-        self.close_recording(slot, RecordStop::Stopped);
+        self.close_recording(slot, RecordSlot::App, RecordStop::Stopped);
+        self.close_recording(slot, RecordSlot::Call, RecordStop::Stopped);
         self.unlink(slot);
         if let Some(mut e) = self.slots[slot].take() {
             let _ = self.poll.registry().deregister(&mut e.rtp);
@@ -755,7 +770,7 @@ impl Worker {
             out.rtp.clear();
             out.rtcp.clear();
             e.leg.send_frame(&frame, &mut out);
-            let chunk = e.leg.record_frame(partner_frame.as_ref(), &mut events);
+            let chunks = e.leg.record_frame(partner_frame.as_ref(), &mut events);
             e.leg.housekeeping(now, unix, &mut out, &mut events);
             for (dst, pkt) in &out.rtp {
                 if e.rtp.send_to(pkt, *dst).is_ok() {
@@ -770,11 +785,8 @@ impl Worker {
                 };
                 let _ = sock.send_to(pkt, *dst);
             }
-            if let (Some(samples), Some(rec)) = (chunk, e.leg.recording.as_ref()) {
-                let _ = self.writer.send(WriterMsg::Append {
-                    id: rec.id,
-                    samples,
-                });
+            for (id, samples) in chunks {
+                let _ = self.writer.send(WriterMsg::Append { id, samples });
             }
             if !events.is_empty() {
                 let (id, partner) = (e.id, e.partner);

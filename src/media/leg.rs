@@ -192,6 +192,28 @@ pub struct RecordOptions {
     pub stereo: bool,
 }
 
+/// Which of a leg's two recordings: an app's (a voicemail message, a greeting; mono) or the
+/// call's own (by policy or on demand; stereo with the bridge partner). Both can run at once,
+/// so a recorded call that reaches voicemail keeps its call recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordSlot {
+    /// An app's recording.
+    App = 0,
+    /// The call recording.
+    Call = 1,
+}
+
+impl RecordOptions {
+    /// The slot these options record into: the stereo call recording or an app's.
+    pub fn slot(&self) -> RecordSlot {
+        if self.stereo {
+            RecordSlot::Call
+        } else {
+            RecordSlot::App
+        }
+    }
+}
+
 /// A recording in progress (the file itself is written by the recorder thread).
 #[derive(Debug)]
 pub struct Recording {
@@ -260,8 +282,8 @@ pub struct Leg {
     tones: ToneDetector,
     /// What the leg sends when not bridged.
     pub source: Source,
-    /// Recording, if any.
-    pub recording: Option<Recording>,
+    /// Recordings in progress, by [`RecordSlot`].
+    pub recordings: [Option<Recording>; 2],
     /// Frame received this tick.
     pub frame_in: [i16; FRAME],
     /// How many samples of `frame_in` were real audio.
@@ -303,7 +325,7 @@ impl Leg {
             dedup: EventDeduplicator::default(),
             tones: ToneDetector::new(),
             source: Source::Silence,
-            recording: None,
+            recordings: [None, None],
             frame_in: [0; FRAME],
             frame_in_real: 0,
             started: now,
@@ -403,9 +425,9 @@ impl Leg {
                 });
             }
         }
-        if let Some(rec) = &self.recording {
+        if let Some(rec) = &self.recordings[RecordSlot::App as usize] {
             if rec.opts.stop_digits.contains(digit) {
-                self.finish_recording(RecordStop::Digit(digit), events);
+                self.finish_recording(RecordSlot::App, RecordStop::Digit(digit), events);
                 return;
             }
         }
@@ -511,52 +533,63 @@ impl Leg {
         out.rtp.push((target, pkt));
     }
 
-    /// Appends this tick's audio to the recording: `frame_in` alone, or with the partner's
-    /// frame as the second channel.
+    /// Appends this tick's audio to each recording: `frame_in` alone, or with the partner's
+    /// frame as the second channel. Returns the (writer id, samples) chunks due for the writer.
     pub fn record_frame(
         &mut self,
         partner: Option<&[i16; FRAME]>,
         events: &mut Vec<LegEvent>,
-    ) -> Option<Vec<i16>> {
-        let rec = self.recording.as_mut()?;
-        if rec.opts.stereo {
-            let other = partner.copied().unwrap_or([0; FRAME]);
-            for (mine, theirs) in self.frame_in.iter().zip(other.iter()) {
-                rec.pending.push(*mine);
-                rec.pending.push(*theirs);
+    ) -> Vec<(u64, Vec<i16>)> {
+        let mut chunks = Vec::new();
+        for which in [RecordSlot::App, RecordSlot::Call] {
+            let Some(rec) = self.recordings[which as usize].as_mut() else {
+                continue;
+            };
+            if rec.opts.stereo {
+                let other = partner.copied().unwrap_or([0; FRAME]);
+                for (mine, theirs) in self.frame_in.iter().zip(other.iter()) {
+                    rec.pending.push(*mine);
+                    rec.pending.push(*theirs);
+                }
+            } else {
+                rec.pending.extend_from_slice(&self.frame_in);
             }
-        } else {
-            rec.pending.extend_from_slice(&self.frame_in);
+            rec.frames += 1;
+            let loud = self.frame_in.iter().any(|s| s.unsigned_abs() > 300)
+                || partner.is_some_and(|p| p.iter().any(|s| s.unsigned_abs() > 300));
+            rec.silent_frames = if loud { 0 } else { rec.silent_frames + 1 };
+            let full = Duration::from_millis(rec.duration_ms()) >= rec.opts.max_length;
+            let silent = rec
+                .opts
+                .max_silence
+                .is_some_and(|m| Duration::from_millis(rec.silent_frames * 20) >= m);
+            if rec.pending.len() >= 8000 * rec.channels() as usize {
+                chunks.push((rec.id, std::mem::take(&mut rec.pending)));
+            }
+            if full {
+                self.finish_recording(which, RecordStop::MaxLength, events);
+            } else if silent {
+                self.finish_recording(which, RecordStop::Silence, events);
+            }
         }
-        rec.frames += 1;
-        let loud = self.frame_in.iter().any(|s| s.unsigned_abs() > 300)
-            || partner.is_some_and(|p| p.iter().any(|s| s.unsigned_abs() > 300));
-        rec.silent_frames = if loud { 0 } else { rec.silent_frames + 1 };
-        let full = Duration::from_millis(rec.duration_ms()) >= rec.opts.max_length;
-        let silent = rec
-            .opts
-            .max_silence
-            .is_some_and(|m| Duration::from_millis(rec.silent_frames * 20) >= m);
-        let chunk = (rec.pending.len() >= 8000 * rec.channels() as usize)
-            .then(|| std::mem::take(&mut rec.pending));
-        if full {
-            self.finish_recording(RecordStop::MaxLength, events);
-        } else if silent {
-            self.finish_recording(RecordStop::Silence, events);
-        }
-        chunk
+        chunks
     }
 
-    /// Ends the recording (the worker sends the remaining samples and closes the file).
-    pub fn finish_recording(&mut self, reason: RecordStop, events: &mut Vec<LegEvent>) {
-        if let Some(rec) = &self.recording {
+    /// Ends a recording (the worker sends the remaining samples and closes the file).
+    pub fn finish_recording(
+        &mut self,
+        which: RecordSlot,
+        reason: RecordStop,
+        events: &mut Vec<LegEvent>,
+    ) {
+        if let Some(rec) = &self.recordings[which as usize] {
             events.push(LegEvent::RecordingDone {
                 path: rec.path.clone(),
                 duration_ms: rec.duration_ms(),
                 reason,
             });
         }
-        // The worker takes `recording` out after seeing the event (to flush and close it).
+        // The worker takes the recording out after seeing the event (to flush and close it).
     }
 
     /// RTCP and RTP-timeout housekeeping; call once per tick.
@@ -823,7 +856,8 @@ mod tests {
             max_silence: Some(Duration::from_millis(200)),
             stereo: false,
         };
-        leg.recording = Some(Recording::new(1, "/tmp/x.wav".into(), opts));
+        leg.recordings[RecordSlot::App as usize] =
+            Some(Recording::new(1, "/tmp/x.wav".into(), opts));
         let mut ev = Vec::new();
         for _ in 0..9 {
             leg.record_frame(None, &mut ev);

@@ -483,3 +483,36 @@ pub fn tone_frequency(s: &[i16]) -> f32 {
     let crossings = s.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
     crossings as f32 * 8000.0 / (2.0 * s.len() as f32)
 }
+
+/// Changes the demo tenant through the admin API (GET, edit, PUT with If-Match).
+pub fn edit_demo(server: &Server, edit: impl FnOnce(&mut serde_json::Value)) {
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{}/v1/tenants/demo", server.api_port);
+    let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("GET");
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let mut doc: serde_json::Value = r.json().expect("doc");
+    edit(&mut doc);
+    let r = http
+        .put(&url)
+        .bearer_auth(ADMIN_KEY)
+        .header("If-Match", tag)
+        .json(&doc)
+        .send()
+        .expect("PUT");
+    assert!(r.status().is_success(), "{:?}", r.text());
+}
+
+/// The samples of a 16-bit WAV with a 44-byte header.
+pub fn wav_samples(b: &[u8]) -> Vec<i16> {
+    b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// A 8 kHz sine tone.
+pub fn sine_wave(freq: f32, secs: f32) -> Vec<i16> {
+    (0..(8000.0 * secs) as usize)
+        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * 8000.0) as i16)
+        .collect()
+}
