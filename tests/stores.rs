@@ -536,3 +536,62 @@ fn assert_no_local_leftovers(data: &Path) {
         assert!(left.is_empty(), "{q}: {left:?}");
     }
 }
+
+fn switchyard(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_DATA_DIR", data)
+        .output()
+        .expect("switchyard")
+}
+
+/// `switchyard backup` while the server runs (the server writes it), `switchyard restore`
+/// into another data directory, and a server there has the configuration and the history.
+#[test]
+fn backup_of_a_running_server_restores_elsewhere() {
+    let p = ports();
+    let mut server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["settings"]["retention"]["call_logs_days"] = json!(400);
+    });
+    let http = Client::new();
+    wait_for("the audit entry", Duration::from_secs(10), || {
+        get(&http, p.api, "/v1/tenants/demo/audit")
+            .json::<Value>()
+            .is_ok_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let file = out_dir.path().join("node.backup");
+    let out = switchyard(server.data_path(), &["backup", &file.to_string_lossy()]);
+    assert!(out.status.success(), "{out:?}\n{}", server.log_text());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("by the running server"), "{said}");
+    assert!(said.contains("history: included"), "{said}");
+    // Restore refuses while a server holds the target's database.
+    let busy = switchyard(server.data_path(), &["restore", &file.to_string_lossy()]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("stop the server first"),
+        "{busy:?}"
+    );
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some());
+
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    let out = switchyard(elsewhere.path(), &["restore", &file.to_string_lossy()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("history: restored"),
+        "{out:?}"
+    );
+    let p2 = ports();
+    let server = Server::start_in(&p2, &[], elsewhere);
+    let doc: Value = get(&http, p2.api, "/v1/tenants/demo").json().expect("json");
+    assert_eq!(doc["settings"]["retention"]["call_logs_days"], 400, "{doc}");
+    let audit: Value = get(&http, p2.api, "/v1/tenants/demo/audit")
+        .json()
+        .expect("json");
+    assert_eq!(audit["items"][0]["action"], "PUT", "{audit}");
+    assert_eq!(audit["items"][0]["target"], "/v1/tenants/demo", "{audit}");
+    drop(server);
+}

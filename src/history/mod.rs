@@ -1109,4 +1109,4 @@ fn unix_now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

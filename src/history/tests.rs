@@ -6,7 +6,13 @@ use super::*;
 use crate::call::cdr::{LegRecord, Quality};
 use crate::sip::endpoint::EndedBy;
 
-fn record(tenant: &str, id: &str, start: u64, disp: Disposition, user: Option<&str>) -> CallRecord {
+pub(crate) fn record(
+    tenant: &str,
+    id: &str,
+    start: u64,
+    disp: Disposition,
+    user: Option<&str>,
+) -> CallRecord {
     CallRecord {
         id: id.into(),
         tenant: tenant.into(),
