@@ -248,6 +248,8 @@ pub(super) async fn call_stats(
     access(&st, &headers, peer, &tenant, false)?;
     let Query(q) = query.map_err(query_problem)?;
     check(&q)?;
+    // Ignored here, but held to the same form as in the list.
+    cursor(q.cursor.as_deref())?;
     Ok(Json(
         st.stores()?
             .history
