@@ -153,6 +153,21 @@ fn spawn_retention(
     });
 }
 
+/// Fetches tenants' prompts this node lacks from blob storage at start and every minute (an
+/// upload taken by another node, or a node restored from a backup).
+fn spawn_prompt_sync(stores: Stores, tenants: Arc<TenantStore>, services: Arc<Services>) {
+    tokio::spawn(async move {
+        loop {
+            let ids = tenants.list();
+            let n = services.prompts.sync_from(&stores.blobs, &ids).await;
+            if n > 0 {
+                tracing::info!(fetched = n, "prompts fetched from blob storage");
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
+}
+
 /// Parses the embedded demo tenant.
 pub fn demo_tenant() -> Result<TenantConfig, ServerError> {
     serde_json::from_str(DEMO_TENANT).map_err(|e| ServerError::Demo(e.to_string()))
@@ -284,6 +299,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.data_dir.join("voicemail"),
         stores.clone(),
     ));
+    spawn_prompt_sync(stores.clone(), store.clone(), services.clone());
     spawn_retention(
         stores.clone(),
         store.clone(),
@@ -300,6 +316,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let (engine, mut media_events) = MediaEngine::start(MediaConfig {
         workers: settings.media.workers as usize,
         prompts_dir: PathBuf::from(&settings.media.prompts_dir),
+        tenant_prompts_dir: Some(services.prompts.dir().to_path_buf()),
     })?;
     let mut runner = CallRunner::new(
         engine.clone(),

@@ -401,3 +401,216 @@ fn voicemail_deposit_records_the_callers_tone() {
         start / 8000
     );
 }
+
+/// A 16-bit PCM WAV at `rate`.
+fn pcm_wav(samples: &[i16], rate: u32) -> Vec<u8> {
+    let data = samples.len() as u32 * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    b
+}
+
+fn tone_at(freq: f32, rate: u32, secs: f32) -> Vec<i16> {
+    (0..(rate as f32 * secs) as usize)
+        .map(|i| {
+            ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 9000.0) as i16
+        })
+        .collect()
+}
+
+/// Calls `number` for ~2.5 s and returns the frequency of what the server played.
+fn heard_frequency(server: &Server, p: &Ports, number: &str) -> f32 {
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let (ok, out) = sipp_with_audio(
+        server,
+        p,
+        "media_stream.xml",
+        Some(&vec![0i16; 8000]),
+        &["-s", number, "-d", "2500"],
+    );
+    assert!(ok, "sipp failed:\n{out}\n{}", server.log_text());
+    let audio = decode(&server_rtp(&cap.finish(), p.rtp_first));
+    let start = audio
+        .iter()
+        .position(|s| s.unsigned_abs() > 3000)
+        .expect("the prompt on the wire");
+    assert!(audio.len() > start + 8000, "too little audio");
+    tone_frequency(&audio[start + 80..start + 8000])
+}
+
+/// A prompt uploaded through the admin API (16 kHz WAV, converted once) plays on the next
+/// call; a replacement is heard on the call after; it cannot be deleted while a number uses
+/// it (409 naming the path); bad uploads are refused naming the problem.
+#[test]
+fn uploaded_prompt_plays_is_replaced_and_cannot_be_deleted_while_used() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let http = reqwest::blocking::Client::new();
+    let url = |name: &str| {
+        format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/prompts{name}",
+            server.api_port
+        )
+    };
+    let put = |name: &str, ct: &str, body: Vec<u8>| {
+        http.put(url(name))
+            .bearer_auth(ADMIN_KEY)
+            .header("Content-Type", ct)
+            .body(body)
+            .send()
+            .expect("PUT")
+    };
+    let r = put(
+        "/tone",
+        "audio/wav",
+        pcm_wav(&tone_at(700.0, 16000, 1.0), 16000),
+    );
+    assert_eq!(r.status().as_u16(), 201);
+    let info: serde_json::Value = r.json().expect("json");
+    assert_eq!(info["duration_ms"], 1000, "{info}");
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(serde_json::json!(
+                {"number": "+15550998", "target": {"type": "prompt_loop", "prompt": "tone"}}
+            ));
+    });
+    let f = heard_frequency(&server, &p, "+15550998");
+    assert!((f - 700.0).abs() < 10.0, "heard {f} Hz");
+
+    // Replaced (same length, new tone): the next call hears the new one.
+    let r = put(
+        "/tone",
+        "audio/wav",
+        pcm_wav(&tone_at(1000.0, 16000, 1.0), 16000),
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    let f = heard_frequency(&server, &p, "+15550998");
+    assert!(
+        (f - 1000.0).abs() < 10.0,
+        "heard {f} Hz after the replacement"
+    );
+
+    // Raw µ-law is taken too; bad uploads are refused with the reason.
+    let mut ulaw: Vec<u8> = tone_at(500.0, 8000, 0.5)
+        .iter()
+        .map(|&s| linear_to_ulaw(s))
+        .collect();
+    assert_eq!(
+        put("/beep2", "audio/basic", ulaw.clone()).status().as_u16(),
+        201
+    );
+    ulaw.truncate(400);
+    let short = put("/beep3", "audio/basic", ulaw);
+    assert_eq!(short.status().as_u16(), 422);
+    assert!(short.text().expect("text").contains("100 ms"));
+    let junk = put("/junk", "audio/wav", b"this is not audio".to_vec());
+    assert_eq!(junk.status().as_u16(), 422);
+    let body: serde_json::Value = junk.json().expect("json");
+    assert_eq!(body["errors"][0]["path"], "body", "{body}");
+    assert_eq!(
+        put("/junk", "text/plain", b"x".to_vec()).status().as_u16(),
+        415
+    );
+    assert_eq!(
+        put("/Bad.Name", "audio/basic", vec![0xff; 8000])
+            .status()
+            .as_u16(),
+        404
+    );
+
+    let list: serde_json::Value = http
+        .get(url(""))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("list")
+        .json()
+        .expect("json");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["beep2", "tone"], "{list}");
+    let used_by = &list["items"][1]["used_by"][0];
+    assert!(
+        used_by
+            .as_str()
+            .is_some_and(|p| p.ends_with(".target.prompt")),
+        "{list}"
+    );
+
+    // In use: refused, naming where.
+    let del = http
+        .delete(url("/tone"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("DELETE");
+    assert_eq!(del.status().as_u16(), 409);
+    let body: serde_json::Value = del.json().expect("json");
+    assert!(
+        body["errors"][0]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("numbers.")),
+        "{body}"
+    );
+    // The audio downloads as stored (8 kHz mono PCM), and is in blob storage.
+    let got = http
+        .get(url("/tone"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("GET");
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.bytes().expect("bytes").len(), 44 + 16000);
+    let blob = server
+        .data_path()
+        .join("blobs/tenants/demo/prompts/tone.wav");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !blob.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(blob.exists(), "prompt in blob storage");
+
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .retain(|n| n["number"] != "+15550998");
+    });
+    let del = http
+        .delete(url("/tone"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("DELETE");
+    assert_eq!(del.status().as_u16(), 204);
+    let gone = http
+        .get(url("/tone"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("GET");
+    assert_eq!(gone.status().as_u16(), 404);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while blob.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!blob.exists(), "prompt removed from blob storage");
+}

@@ -16,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod live;
 pub mod openapi;
+mod prompts;
 mod sections;
 mod tenants;
 mod users;
@@ -152,6 +153,10 @@ impl ApiState {
         calllog::get_recording,
         calllog::delete_recording,
         calllog::audit_log,
+        prompts::list_prompts,
+        prompts::put_prompt,
+        prompts::get_prompt,
+        prompts::delete_prompt,
         voicemail::list_messages,
         voicemail::get_message,
         voicemail::update_message,
@@ -183,7 +188,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, crate::apps::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -221,6 +226,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(live::routes())
         .merge(voicemail::routes())
         .merge(calllog::routes())
+        .merge(prompts::routes())
         .merge(users::routes())
         .merge(sections::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })

@@ -17,6 +17,7 @@
 pub mod basic;
 pub mod ivr;
 pub mod mailstore;
+pub mod promptstore;
 pub mod voicemail;
 
 use crate::call::control::{App, CallContext};

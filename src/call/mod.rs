@@ -24,6 +24,7 @@ pub mod session;
 pub use runner::{CallAction, CallRunner};
 
 use crate::apps::mailstore::MailStore;
+use crate::apps::promptstore::PromptStore;
 use crate::spool::Stores;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -34,6 +35,8 @@ pub struct Services {
     /// Voicemail messages and greetings.
     pub mail: MailStore,
     changed: Mutex<Vec<(String, String)>>,
+    /// Tenants' uploaded prompts (`data_dir/prompts`).
+    pub prompts: PromptStore,
     /// Voicemail left per call (`MAILBOX/MESSAGE`), for the call record.
     left: Mutex<Vec<(u64, String)>>,
     /// Where call recordings are written (`DIR/TENANT/ID.wav`) before they move to blob
@@ -55,6 +58,7 @@ impl Services {
         Services {
             recordings_dir: data_dir.join("recordings"),
             stores: None,
+            prompts: PromptStore::new(data_dir.join("prompts")),
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),
@@ -65,6 +69,7 @@ impl Services {
     pub fn with_stores(voicemail_dir: PathBuf, stores: Stores) -> Services {
         let mut s = Services::new(voicemail_dir);
         s.mail = s.mail.with_spool(stores.spool.clone());
+        s.prompts = s.prompts.with_spool(stores.spool.clone());
         s.stores = Some(stores);
         s
     }
@@ -97,6 +102,7 @@ impl Services {
     /// everything it had in the history store and blob storage.
     pub fn forget_tenant(&self, tenant: &str) {
         self.mail.forget_tenant(tenant);
+        self.prompts.forget_tenant(tenant);
         if !tenant.is_empty() && !tenant.contains(['/', '.']) {
             let _ = std::fs::remove_dir_all(self.recordings_dir.join(tenant));
         }

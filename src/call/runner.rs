@@ -8,7 +8,7 @@ use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
 use crate::media::engine::params_from_sdp;
 use crate::media::leg::{InbandDtmf, LegEvent};
-use crate::media::{LegId, MediaEngine, MediaEvent};
+use crate::media::{Audio, LegId, MediaEngine, MediaEvent};
 use crate::sip::endpoint::CallEvent;
 use crate::sip::endpoint::CallerId;
 use crate::sip::endpoint::EndedBy;
@@ -692,7 +692,11 @@ impl CallRunner {
                         tag,
                     },
                     Some(leg),
-                ) => self.engine.play_audio(leg, audio, *repeat, *barge_in, *tag),
+                ) => {
+                    let audio = tenant_prompts(e.session.context().tenant.id(), audio);
+                    self.engine
+                        .play_audio(leg, &audio, *repeat, *barge_in, *tag)
+                }
                 (Effect::StopPlayback, Some(leg)) => self.engine.stop_playback(leg),
                 (Effect::Echo, Some(leg)) => self.engine.echo(leg),
                 (Effect::Record { path, opts }, Some(leg)) => {
@@ -779,4 +783,19 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Prompt names as tenant documents write them, made engine names: `system/…` stays, a bare
+/// name is the tenant's uploaded prompt (`tenants/TENANT/NAME`).
+fn tenant_prompts(tenant: &str, audio: &[Audio]) -> Vec<Audio> {
+    audio
+        .iter()
+        .map(|a| match a {
+            Audio::Prompt(p) if !p.starts_with("system/") => Audio::Prompt(format!(
+                "{}{tenant}/{p}",
+                crate::media::prompts::TENANT_PREFIX
+            )),
+            other => other.clone(),
+        })
+        .collect()
 }

@@ -104,8 +104,10 @@ pub enum MediaEvent {
 pub struct MediaConfig {
     /// Worker threads (0: one per core).
     pub workers: usize,
-    /// Where prompts are read from.
+    /// Where system prompts are read from.
     pub prompts_dir: PathBuf,
+    /// Where tenants' uploaded prompts are read from (`DIR/TENANT/NAME.wav`).
+    pub tenant_prompts_dir: Option<PathBuf>,
 }
 
 enum Command {
@@ -234,7 +236,9 @@ impl MediaEngine {
                     workers,
                     next_worker: AtomicUsize::new(0),
                     next_leg: AtomicU64::new(1),
-                    prompts: Arc::new(PromptCache::new(cfg.prompts_dir)),
+                    prompts: Arc::new(
+                        PromptCache::new(cfg.prompts_dir).with_tenant_dir(cfg.tenant_prompts_dir),
+                    ),
                 }),
             },
             ev_rx,
@@ -850,6 +854,7 @@ mod tests {
         let (engine, events) = MediaEngine::start(MediaConfig {
             workers: 1,
             prompts_dir: "prompts".into(),
+            tenant_prompts_dir: None,
         })
         .expect("engine");
         let pool = RtpPortPool::new("127.0.0.1".parse().expect("ip"), base, base + 9);

@@ -34,19 +34,73 @@ pub enum PromptError {
     },
 }
 
-/// Prompts by name (`system/beep` → `DIR/system/beep.wav`).
+/// Prompts by name: system prompts (`system/beep` → `DIR/system/beep.wav`), loaded once,
+/// and tenants' uploaded prompts (`tenants/acme/welcome` → `TENANT_DIR/acme/welcome.wav`),
+/// which can be replaced at any time: their file's modification time and size are checked on
+/// each use (one `stat`), and a changed file is loaded again.
 pub struct PromptCache {
     dir: PathBuf,
+    tenant_dir: Option<PathBuf>,
     cache: RwLock<HashMap<String, PromptAudio>>,
+    tenant_cache: RwLock<HashMap<String, (FileStamp, PromptAudio)>>,
 }
 
+/// What tells a changed file from the one cached.
+type FileStamp = (Option<std::time::SystemTime>, u64);
+
+/// The prefix of tenant prompt names.
+pub const TENANT_PREFIX: &str = "tenants/";
+
 impl PromptCache {
-    /// A cache reading from `dir`.
+    /// A cache reading system prompts from `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> PromptCache {
         PromptCache {
             dir: dir.into(),
+            tenant_dir: None,
             cache: RwLock::new(HashMap::new()),
+            tenant_cache: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Also reads tenant prompts from `dir`.
+    pub fn with_tenant_dir(mut self, dir: Option<PathBuf>) -> PromptCache {
+        self.tenant_dir = dir;
+        self
+    }
+
+    fn tenant_prompt(&self, name: &str, rest: &str) -> Result<PromptAudio, PromptError> {
+        let not_found = |path: String| PromptError::NotFound {
+            name: name.to_string(),
+            path,
+        };
+        let Some(dir) = &self.tenant_dir else {
+            return Err(not_found("(no tenant prompts on this node)".into()));
+        };
+        let path = dir.join(format!("{rest}.wav"));
+        let meta = std::fs::metadata(&path).map_err(|_| not_found(path.display().to_string()))?;
+        let stamp: FileStamp = (meta.modified().ok(), meta.len());
+        if let Some((s, a)) = self
+            .tenant_cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            if *s == stamp {
+                return Ok(a.clone());
+            }
+        }
+        let audio = self.load_file(&path).map_err(|e| match e {
+            PromptError::Invalid { error, .. } => PromptError::Invalid {
+                name: name.to_string(),
+                error,
+            },
+            _ => not_found(path.display().to_string()),
+        })?;
+        self.tenant_cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (stamp, audio.clone()));
+        Ok(audio)
     }
 
     /// The folder prompts are read from.
@@ -56,6 +110,12 @@ impl PromptCache {
 
     /// A prompt's audio, loading it on first use.
     pub fn get(&self, name: &str) -> Result<PromptAudio, PromptError> {
+        if let Some(rest) = name.strip_prefix(TENANT_PREFIX) {
+            if !crate::tenant::validate::valid_prompt_name(rest) {
+                return Err(PromptError::BadName(name.to_string()));
+            }
+            return self.tenant_prompt(name, rest);
+        }
         if let Some(p) = self
             .cache
             .read()
@@ -106,11 +166,20 @@ impl PromptCache {
 
     /// Bytes held by cached prompts.
     pub fn memory(&self) -> usize {
-        self.cache
+        let system: usize = self
+            .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|a| a.len() * 2)
-            .sum()
+            .sum();
+        let tenants: usize = self
+            .tenant_cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(_, a)| a.len() * 2)
+            .sum();
+        system + tenants
     }
 }
