@@ -147,7 +147,7 @@ fn keys_and_tenant_isolation() {
         .get("/v1/tenants", Some(ADMIN_KEY))
         .json()
         .expect("json");
-    assert_eq!(list[0]["id"], "demo");
+    assert_eq!(list["items"][0]["id"], "demo");
 
     // A second tenant with its own keys.
     let mut acme = demo();
@@ -237,8 +237,8 @@ fn keys_and_tenant_isolation() {
         .expect("json");
     assert_eq!(own["items"].as_array().map(Vec::len), Some(0));
     let mine: Value = api.get("/v1/tenants", Some(rw_key)).json().expect("json");
-    assert_eq!(mine.as_array().map(Vec::len), Some(1));
-    assert_eq!(mine[0]["id"], "acme");
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["items"][0]["id"], "acme");
     let r = api.get("/v1/tenants/acme", Some(ro_key));
     assert_eq!(r.status(), StatusCode::OK);
     let tag = r.headers()["etag"].to_str().expect("etag").to_string();
@@ -277,9 +277,9 @@ fn keys_and_tenant_isolation() {
         .get("/v1/tenants/acme/keys", Some(ADMIN_KEY))
         .json()
         .expect("keys");
-    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert_eq!(keys["items"].as_array().map(Vec::len), Some(2));
     assert!(
-        keys[0].get("key").is_none(),
+        keys["items"][0].get("key").is_none(),
         "stored keys are never shown again"
     );
     let id = ro["id"].as_str().expect("id");
@@ -490,7 +490,7 @@ fn live_calls_and_registrations() {
             .get("/v1/tenants/demo/calls", Some(ADMIN_KEY))
             .json()
             .expect("json");
-        if let Some(c) = calls
+        if let Some(c) = calls["items"]
             .as_array()
             .and_then(|a| a.first())
             .filter(|c| c["state"] == "up")
@@ -540,7 +540,7 @@ fn live_calls_and_registrations() {
         .get("/v1/tenants/demo/calls", Some(ADMIN_KEY))
         .json()
         .expect("json");
-    assert_eq!(calls.as_array().map(Vec::len), Some(0), "{calls}");
+    assert_eq!(calls["items"].as_array().map(Vec::len), Some(0), "{calls}");
     assert!(server.log_text().contains("hung up through the admin API"));
 }
 
@@ -565,8 +565,11 @@ fn users_with_password_set_and_reset() {
         .get("/v1/tenants/demo/users", Some(ADMIN_KEY))
         .json()
         .expect("json");
-    assert_eq!(users.as_array().map(Vec::len), Some(3));
-    assert!(users[0].get("ha1_md5").is_none(), "hashes are write-only");
+    assert_eq!(users["items"].as_array().map(Vec::len), Some(3));
+    assert!(
+        users["items"][0].get("ha1_md5").is_none(),
+        "hashes are write-only"
+    );
 
     // Create 103 with a password: it registers at once.
     let new = json!({"extension": "103", "username": "103", "display_name": "Dave", "password": "first-secret"});
@@ -726,6 +729,99 @@ fn users_with_password_set_and_reset() {
         api.get("/v1/tenants/acme/users", Some(acme_key)).status(),
         StatusCode::OK
     );
+}
+
+#[test]
+fn lists_page_with_a_cursor() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    // The demo's 100-102 and three more: six users, three pages of two.
+    for ext in ["105", "103", "104"] {
+        let user = json!({"extension": ext, "username": ext, "password": format!("secret-{ext}")});
+        assert_eq!(
+            api.send(
+                "POST",
+                "/v1/tenants/demo/users",
+                ADMIN_KEY,
+                Some(&user),
+                None
+            )
+            .status(),
+            StatusCode::CREATED
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let page: Value = api
+            .get(
+                &format!("/v1/tenants/demo/users?limit=2&cursor={cursor}"),
+                Some(ADMIN_KEY),
+            )
+            .json()
+            .expect("page");
+        pages += 1;
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2, "{page}");
+        seen.extend(
+            items
+                .iter()
+                .map(|u| u["extension"].as_str().expect("ext").to_string()),
+        );
+        match page.get("next_cursor") {
+            Some(c) => cursor = c.as_str().expect("cursor").to_string(),
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends: {page}");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ["100", "101", "102", "103", "104", "105"]);
+    // One page of everything with the default limit.
+    let all: Value = api
+        .get("/v1/tenants/demo/users", Some(ADMIN_KEY))
+        .json()
+        .expect("all");
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(6), "{all}");
+    assert!(all.get("next_cursor").is_none(), "{all}");
+    let tenants: Value = api
+        .get("/v1/tenants?limit=1", Some(ADMIN_KEY))
+        .json()
+        .expect("tenants");
+    assert_eq!(tenants["items"][0]["id"], "demo", "{tenants}");
+    assert!(tenants.get("next_cursor").is_none(), "{tenants}");
+
+    // Limits out of 1-500 and cursors that are not ours are 422s naming the parameter; a
+    // query that does not parse is a 400 naming it.
+    for (path, param) in [
+        ("/v1/tenants?limit=0", "limit"),
+        ("/v1/tenants/demo/users?limit=0", "limit"),
+        ("/v1/tenants/demo/keys?limit=501", "limit"),
+        ("/v1/tenants/demo/calls?limit=0", "limit"),
+        ("/v1/tenants/demo/calls?cursor=junk", "cursor"),
+        ("/v1/tenants/demo/calls?cursor=-1", "cursor"),
+        (
+            "/v1/tenants/demo/mailboxes/100/messages?cursor=junk",
+            "cursor",
+        ),
+    ] {
+        let pr = problem(
+            api.get(path, Some(ADMIN_KEY)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+        assert_eq!(pr["errors"][0]["path"], param, "{path}: {pr}");
+    }
+    let pr = problem(
+        api.get("/v1/tenants/demo/users?limit=two", Some(ADMIN_KEY)),
+        StatusCode::BAD_REQUEST,
+    );
+    assert_eq!(pr["errors"][0]["path"], "limit", "{pr}");
+    let calls: Value = api
+        .get("/v1/tenants/demo/calls?cursor=0", Some(ADMIN_KEY))
+        .json()
+        .expect("calls");
+    assert_eq!(calls["items"].as_array().map(Vec::len), Some(0), "{calls}");
 }
 
 #[test]

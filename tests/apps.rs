@@ -187,7 +187,7 @@ fn live_calls(api_port: u16) -> Vec<Value> {
         .send()
         .expect("GET calls")
         .json::<Value>()
-        .expect("json")
+        .expect("json")["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -909,8 +909,9 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
         .expect("list")
         .json()
         .expect("json");
-    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
-    let msg = &list[0];
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert!(list.get("next_cursor").is_none(), "{list}");
+    let msg = &list["items"][0];
     assert_eq!(msg["folder"], "new");
     assert_eq!(msg["caller"], "+15557654321");
     let id = msg["id"].as_str().expect("id").to_string();

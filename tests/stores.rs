@@ -295,7 +295,7 @@ fn leave_message(server: &Server, p: &Ports, freq: f32) {
             let calls: Value = get(&http, api, "/v1/tenants/demo/calls")
                 .json()
                 .unwrap_or(Value::Null);
-            if let Some(id) = calls[0]["id"].as_u64() {
+            if let Some(id) = calls["items"][0]["id"].as_u64() {
                 // 409 until the call is answered.
                 let status = http
                     .post(format!(

@@ -11,7 +11,10 @@
 //! these routes answer 503 and the spool keeps every record.
 
 use super::audio::{self, AudioSource};
-use super::error::{FieldError, Problem};
+use super::error::Problem;
+use super::page::{
+    bad_cursor, check_limit, invalid, page_type, query_problem, PageParams, PageQuery,
+};
 use super::{authenticate, authorize, ApiState};
 use crate::blob::recording_key;
 use crate::call::cdr::{CallRecord, Direction, Disposition};
@@ -66,72 +69,33 @@ pub struct CallLogQuery {
     pub cursor: Option<String>,
 }
 
-/// Recording list paging.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Page size, 1-500 (default 100).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page; empty is the first page.
-    #[param(pattern = "^([0-9]{1,15}:.*)?$")]
-    pub cursor: Option<String>,
+page_type! {
+    /// One page of recordings.
+    RecordingPage of Recording,
+    items: "Recordings, newest first.",
+    cursor: "`next_cursor` of the previous page (`CREATED:NAME`); empty is the first page.",
+    pattern: Some("^([0-9]{1,15}:.*)?$"),
 }
 
-/// One page of recordings.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RecordingPage {
-    /// Recordings, newest first.
-    pub items: Vec<Recording>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+page_type! {
+    /// One page of call logs.
+    CallLogPage of CallRecord,
+    items: "Records, newest first.",
+    cursor: "`next_cursor` of the previous page (`START:ID`); empty is the first page.",
+    pattern: Some("^([0-9]{1,15}:.*)?$"),
 }
 
-/// One page of call logs.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct CallLogPage {
-    /// Records, newest first.
-    pub items: Vec<CallRecord>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-fn query_problem(e: QueryRejection) -> Problem {
-    let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid-query", e.body_text());
-    let text = e.body_text();
-    // serde names the parameter at fault: "...: unknown variant `x` ... for `direction`".
-    if let Some(field) = [
-        "from",
-        "to",
-        "number",
-        "user",
-        "direction",
-        "disposition",
-        "limit",
-        "cursor",
-    ]
-    .iter()
-    .find(|f| text.contains(&format!("`{f}`")) || text.contains(&format!("{f}:")))
-    {
-        p.errors.push(FieldError {
-            path: (*field).to_string(),
-            message: text.clone(),
-        });
-    }
-    p
-}
-
-fn invalid(field: &str, message: &str) -> Problem {
-    let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", message);
-    p.errors.push(FieldError {
-        path: field.into(),
-        message: message.into(),
-    });
-    p
-}
+/// The call log query's parameters.
+const CALL_LOG_FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "number",
+    "user",
+    "direction",
+    "disposition",
+    "limit",
+    "cursor",
+];
 
 /// Checks what the query types cannot say: unix times are not negative, 1 ≤ limit ≤ 500.
 fn check(q: &CallLogQuery) -> Result<(), Problem> {
@@ -143,13 +107,6 @@ fn check(q: &CallLogQuery) -> Result<(), Problem> {
     check_limit(q.limit)
 }
 
-fn check_limit(limit: Option<u32>) -> Result<(), Problem> {
-    if limit.is_some_and(|l| !(1..=500).contains(&l)) {
-        return Err(invalid("limit", "must be 1-500"));
-    }
-    Ok(())
-}
-
 /// The cursor parameter: None for the first page, 422 when it is not one of ours.
 fn cursor(c: Option<&str>) -> Result<Option<CallCursor>, Problem> {
     match c.filter(|c| !c.is_empty()) {
@@ -157,7 +114,7 @@ fn cursor(c: Option<&str>) -> Result<Option<CallCursor>, Problem> {
         Some(c) => CallCursor::decode(c)
             .filter(|c| c.start_unix < 1_000_000_000_000_000)
             .map(Some)
-            .ok_or_else(|| invalid("cursor", "must be a next_cursor from a previous page")),
+            .ok_or_else(bad_cursor),
     }
 }
 
@@ -198,7 +155,7 @@ pub(super) async fn list_call_logs(
     query: Result<Query<CallLogQuery>, QueryRejection>,
 ) -> Result<Json<CallLogPage>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
-    let Query(q) = query.map_err(query_problem)?;
+    let Query(q) = query.map_err(|e| query_problem(e, CALL_LOG_FIELDS))?;
     let limit = q.limit.unwrap_or(100);
     check(&q)?;
     let after = cursor(q.cursor.as_deref())?;
@@ -246,7 +203,7 @@ pub(super) async fn call_stats(
     query: Result<Query<CallLogQuery>, QueryRejection>,
 ) -> Result<Json<CallStats>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
-    let Query(q) = query.map_err(query_problem)?;
+    let Query(q) = query.map_err(|e| query_problem(e, CALL_LOG_FIELDS))?;
     check(&q)?;
     // Ignored here, but held to the same form as in the list.
     cursor(q.cursor.as_deref())?;
@@ -268,7 +225,7 @@ fn safe_name(name: &str) -> bool {
 }
 
 /// A tenant's call recordings, newest first.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/recordings", params(("tenant" = String, Path), PageQuery),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/recordings", params(("tenant" = String, Path), PageParams<RecordingPage>),
     responses((status = 200, body = RecordingPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_recordings(
     State(st): State<Arc<ApiState>>,
@@ -278,8 +235,7 @@ pub(super) async fn list_recordings(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<RecordingPage>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
-    let Query(q) = query.map_err(query_problem)?;
-    check_limit(q.limit)?;
+    let q = PageQuery::from_query(query)?;
     let limit = q.limit.unwrap_or(100);
     let after = cursor(q.cursor.as_deref())?;
     let mut items = st
@@ -380,7 +336,7 @@ pub(super) async fn audit_log(
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditPage>, Problem> {
     access(&st, &headers, peer, &tenant, false)?;
-    let Query(q) = query.map_err(query_problem)?;
+    let Query(q) = query.map_err(|e| query_problem(e, &["limit"]))?;
     check_limit(q.limit)?;
     let items = st
         .stores()?

@@ -3,10 +3,12 @@
 //! on a oneshot, so the endpoint stays the single owner of call state.
 
 use super::error::Problem;
+use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{authenticate, authorize, ApiState};
 use crate::sip::endpoint::CallInfo;
 use crate::sip::registrar::Binding;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -83,6 +85,14 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         )
 }
 
+page_type! {
+    /// One page of a tenant's calls in progress.
+    CallPage of CallInfo,
+    items: "Calls, by call id.",
+    cursor: "`next_cursor` of the previous page (calls after this call id, a decimal number); empty is the first page.",
+    pattern: Some("^[0-9]{0,19}$"),
+}
+
 fn unavailable() -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -108,22 +118,25 @@ fn check_tenant(st: &ApiState, tenant: &str) -> Result<(), Problem> {
     }
 }
 
-/// A tenant's calls in progress.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/calls", params(("tenant" = String, Path)),
-    responses((status = 200, body = [CallInfo]), (status = 401, body = Problem), (status = 404, body = Problem)))]
+/// A tenant's calls in progress, by call id. Calls start and end between pages: a page holds
+/// the calls in progress when it was asked for.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/calls", params(("tenant" = String, Path), PageParams<CallPage>),
+    responses((status = 200, body = CallPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_calls(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<Json<Vec<CallInfo>>, Problem> {
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<CallPage>, Problem> {
     let p = authenticate(&st, &headers, peer.ip())?;
     authorize(&p, &tenant, false)?;
     check_tenant(&st, &tenant)?;
+    let paging = Paging::from_query(query)?;
     let t = tenant.clone();
-    Ok(Json(
-        ask(&st, |reply| Control::Calls { tenant: t, reply }).await?,
-    ))
+    let calls = ask(&st, |reply| Control::Calls { tenant: t, reply }).await?;
+    let (items, next_cursor) = paging.page(calls, |c| c.id);
+    Ok(Json(CallPage { items, next_cursor }))
 }
 
 /// Hang up a call (BYE, or a final response while it rings).
@@ -288,7 +301,7 @@ pub(super) async fn transfer(
     }
 }
 
-/// A user's registered contacts.
+/// A user's registered contacts: a bare array, not paged (a user has at most 10 contacts).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{extension}/registrations", params(("tenant" = String, Path), ("extension" = String, Path)),
     responses((status = 200, body = [Binding]), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn registrations(

@@ -16,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod live;
 pub mod openapi;
+mod page;
 mod prompts;
 mod sections;
 mod tenants;
@@ -188,7 +189,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, crate::apps::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
+    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::apps::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

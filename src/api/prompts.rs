@@ -8,6 +8,7 @@
 
 use super::audio::{self, AudioSource};
 use super::error::{FieldError, Problem};
+use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{authenticate, authorize, load_tenant, ApiState};
 use crate::apps::promptstore::{
     self, convert, references, PromptInfo, PromptStoreError, UploadFormat, MAX_UPLOAD_BYTES,
@@ -19,7 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,26 +50,12 @@ pub struct PromptListItem {
     pub used_by: Vec<String>,
 }
 
-/// One page of prompts, by name.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct PromptPage {
-    /// Prompts.
-    pub items: Vec<PromptListItem>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// Paging of the prompt list.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PromptQuery {
-    /// Page size, 1-500 (default 100).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page (prompts after this name); empty is the start.
-    pub cursor: Option<String>,
+page_type! {
+    /// One page of prompts.
+    PromptPage of PromptListItem,
+    items: "Prompts, by name.",
+    cursor: "`next_cursor` of the previous page (prompts after this name); empty is the first page.",
+    pattern: None,
 }
 
 fn access(
@@ -118,40 +105,21 @@ fn problem(e: PromptStoreError) -> Problem {
 }
 
 /// A tenant's prompts, by name, with where each is used.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/prompts", params(("tenant" = String, Path), PromptQuery),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/prompts", params(("tenant" = String, Path), PageParams<PromptPage>),
     responses((status = 200, body = PromptPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_prompts(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    query: Result<Query<PromptQuery>, QueryRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<PromptPage>, Problem> {
     let cfg = access(&st, &headers, peer, &tenant, false)?;
-    let Query(q) =
-        query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        let mut p = Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-query",
-            "limit must be 1-500",
-        );
-        p.errors.push(FieldError {
-            path: "limit".into(),
-            message: "must be 1-500".into(),
-        });
-        return Err(p);
-    }
-    let after = q.cursor.unwrap_or_default();
-    let mut items: Vec<PromptListItem> = st
-        .services
-        .prompts
-        .list(&tenant)
-        .map_err(problem)?
+    let paging = Paging::from_query(query)?;
+    let list = st.services.prompts.list(&tenant).map_err(problem)?;
+    let (list, next_cursor) = paging.page(list, |p| p.name.clone());
+    let items = list
         .into_iter()
-        .filter(|p| after.is_empty() || p.name.as_str() > after.as_str())
-        .take(limit as usize + 1)
         .map(|p| PromptListItem {
             used_by: references(&cfg, &p.name),
             name: p.name,
@@ -159,10 +127,6 @@ pub(super) async fn list_prompts(
             size_bytes: p.size_bytes,
         })
         .collect();
-    let next_cursor = (items.len() > limit as usize).then(|| {
-        items.truncate(limit as usize);
-        items.last().map(|p| p.name.clone()).unwrap_or_default()
-    });
     Ok(Json(PromptPage { items, next_cursor }))
 }
 

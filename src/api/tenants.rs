@@ -2,12 +2,14 @@
 
 use super::error::Problem;
 use super::keys::KeyInfo;
+use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{
     authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
     Principal,
 };
 use crate::tenant::TenantConfig;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -36,6 +38,22 @@ pub struct TenantSummary {
     pub name: String,
     /// SIP domains.
     pub domains: Vec<String>,
+}
+
+page_type! {
+    /// One page of tenants.
+    TenantPage of TenantSummary,
+    items: "Tenants, by id.",
+    cursor: "`next_cursor` of the previous page (tenants after this id); empty is the first page.",
+    pattern: None,
+}
+
+page_type! {
+    /// One page of a tenant's keys.
+    KeyPage of KeyInfo,
+    items: "Keys, by key id.",
+    cursor: "`next_cursor` of the previous page (keys after this key id); empty is the first page.",
+    pattern: None,
 }
 
 /// Request to create a tenant key.
@@ -102,16 +120,19 @@ fn admin_only(p: &Principal) -> Result<(), Problem> {
     }
 }
 
-/// List tenants (admin: all; a tenant key: its own).
-#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantSummary]), (status = 401, body = Problem)))]
+/// List tenants (admin: all; a tenant key: its own), by id.
+#[utoipa::path(get, path = "/v1/tenants", params(PageParams<TenantPage>),
+    responses((status = 200, body = TenantPage), (status = 401, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_tenants(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Json<Vec<TenantSummary>>, Problem> {
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<TenantPage>, Problem> {
     let p = principal(&st, &headers, peer)?;
+    let paging = Paging::from_query(query)?;
     let snap = st.store.snapshot();
-    let mut out: Vec<TenantSummary> = snap
+    let all: Vec<TenantSummary> = snap
         .tenants()
         .filter(|t| p.can_read(t.id()))
         .map(|t| TenantSummary {
@@ -120,8 +141,8 @@ pub(super) async fn list_tenants(
             domains: t.config.domains.clone(),
         })
         .collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(Json(out))
+    let (items, next_cursor) = paging.page(all, |t| t.id.clone());
+    Ok(Json(TenantPage { items, next_cursor }))
 }
 
 /// Create a tenant (admin). Clear-text `password`/`pin` fields are hashed before storage.
@@ -240,21 +261,25 @@ pub(super) async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A tenant's keys (admin).
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", params(("tenant" = String, Path)), responses((status = 200, body = [KeyInfo]), (status = 404, body = Problem)))]
+/// A tenant's keys (admin), by key id.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys", params(("tenant" = String, Path), PageParams<KeyPage>),
+    responses((status = 200, body = KeyPage), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_keys(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<Json<Vec<KeyInfo>>, Problem> {
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<KeyPage>, Problem> {
     let p = principal(&st, &headers, peer)?;
     authorize(&p, &tenant, false)?;
     admin_only(&p)?;
     if st.store.get(&tenant)?.is_none() {
         return Err(Problem::not_found("tenant"));
     }
-    Ok(Json(st.keys.list(&tenant)))
+    let paging = Paging::from_query(query)?;
+    let (items, next_cursor) = paging.page(st.keys.list(&tenant), |k| k.id.clone());
+    Ok(Json(KeyPage { items, next_cursor }))
 }
 
 /// Create a tenant key (admin). The key is in this response only.

@@ -3,11 +3,13 @@
 //! validation and snapshot swap as everything else.
 
 use super::error::{FieldError, Problem};
+use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{
     authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
 };
 use crate::tenant::model::User;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -39,6 +41,14 @@ pub struct NewPassword {
     /// The password; only its digest hashes are stored.
     #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+}
+
+page_type! {
+    /// One page of a tenant's users.
+    UserPage of User,
+    items: "Users, by extension.",
+    cursor: "`next_cursor` of the previous page (users after this extension); empty is the first page.",
+    pattern: None,
 }
 
 /// A user as the API shows it: the HA1 hashes are write-only.
@@ -86,17 +96,22 @@ fn caller(
     authorize(&p, tenant, write)
 }
 
-/// A tenant's users.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", params(("tenant" = String, Path)), responses((status = 200, body = [User])))]
+/// A tenant's users, by extension.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", params(("tenant" = String, Path), PageParams<UserPage>),
+    responses((status = 200, body = UserPage), (status = 422, body = Problem)))]
 pub(super) async fn list_users(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<Json<Vec<User>>, Problem> {
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<UserPage>, Problem> {
     caller(&st, &headers, peer, &tenant, false)?;
     let cfg = load_tenant(&st, &tenant)?;
-    Ok(Json(cfg.users.into_iter().map(public).collect()))
+    let paging = Paging::from_query(query)?;
+    let (users, next_cursor) = paging.page(cfg.users, |u| u.extension.clone());
+    let items = users.into_iter().map(public).collect();
+    Ok(Json(UserPage { items, next_cursor }))
 }
 
 /// One user, with its ETag.

@@ -4,10 +4,12 @@
 
 use super::audio::{self, AudioSource};
 use super::error::Problem;
+use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{authenticate, authorize, body_problem, ApiState};
 use crate::apps::mailstore::{Folder, MailStoreError, Message};
 use crate::blob::voicemail_key;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
@@ -29,6 +31,14 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
             "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages/{id}/audio",
             get(message_audio),
         )
+}
+
+page_type! {
+    /// One page of a mailbox's messages.
+    MessagePage of Message,
+    items: "Messages, oldest first (by `received_unix`, then id).",
+    cursor: "`next_cursor` of the previous page: `RECEIVED:ID`, the `received_unix` and id of the last message it holds (messages after it, oldest first); empty is the first page.",
+    pattern: Some("^([0-9]{1,15}:.*)?$"),
 }
 
 /// A change to a message.
@@ -77,21 +87,24 @@ fn store_problem(e: MailStoreError) -> Problem {
 }
 
 /// A mailbox's messages, oldest first.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages", params(("tenant" = String, Path), ("mailbox" = String, Path)),
-    responses((status = 200, body = [Message]), (status = 401, body = Problem), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes/{mailbox}/messages", params(("tenant" = String, Path), ("mailbox" = String, Path), PageParams<MessagePage>),
+    responses((status = 200, body = MessagePage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_messages(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((tenant, mailbox)): Path<(String, String)>,
-) -> Result<Json<Vec<Message>>, Problem> {
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<MessagePage>, Problem> {
     mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    let paging = Paging::from_query(query)?;
     let list = st
         .services
         .mail
         .list(&tenant, &mailbox)
         .map_err(store_problem)?;
-    Ok(Json(list))
+    let (items, next_cursor) = paging.page(list, |m| (m.received_unix, m.id.clone()));
+    Ok(Json(MessagePage { items, next_cursor }))
 }
 
 fn find(st: &ApiState, tenant: &str, mailbox: &str, id: &str) -> Result<Message, Problem> {
