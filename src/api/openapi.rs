@@ -5,6 +5,8 @@
 //! - Every `/v1` operation can answer 400 (unreadable body or path), 401 (no or unknown key),
 //!   403 (read-only key, admin-only operation), 404, 429 (too many failed authentications, with
 //!   `Retry-After`) and 503 (store or SIP endpoint unavailable).
+//! - Audio bodies (prompt uploads, audio downloads) are raw bytes (`type: string, format:
+//!   binary`), not the JSON array of integers utoipa makes of `Vec<u8>`.
 //! - Tagged enum variants refuse unknown fields like the server does (`additionalProperties:
 //!   false`), which utoipa carries over for structs but not for enum variants.
 
@@ -24,11 +26,17 @@ pub fn finish(mut doc: Value) -> Value {
                 continue;
             };
             for (_method, op) in ops.iter_mut() {
+                if let Some(content) = op.pointer_mut("/requestBody/content") {
+                    binary_audio(content);
+                }
                 let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                     continue;
                 };
                 for (_code, resp) in responses.iter_mut() {
                     retype_problem(resp);
+                    if let Some(content) = resp.get_mut("content") {
+                        binary_audio(content);
+                    }
                 }
                 if path.starts_with("/v1/") {
                     add_common(responses);
@@ -51,6 +59,17 @@ pub fn finish(mut doc: Value) -> Value {
         }
     }
     doc
+}
+
+fn binary_audio(content: &mut Value) {
+    let Some(types) = content.as_object_mut() else {
+        return;
+    };
+    for (media_type, body) in types.iter_mut() {
+        if media_type.starts_with("audio/") {
+            body["schema"] = json!({ "type": "string", "format": "binary" });
+        }
+    }
 }
 
 fn retype_problem(resp: &mut Value) {
@@ -111,7 +130,11 @@ mod tests {
                     "200": { "description": "ok", "content": { "application/json": { "schema": { "type": "string" } } } },
                     "404": { "description": "gone", "content": { "application/json": { "schema": { "$ref": PROBLEM_REF } } } }
                 } } },
-                "/health/live": { "get": { "responses": { "200": { "description": "ok" } } } }
+                "/health/live": { "get": { "responses": { "200": { "description": "ok" } } } },
+                "/v1/a": { "put": {
+                    "requestBody": { "content": { "audio/wav": { "schema": { "type": "array", "items": { "type": "integer" } } } } },
+                    "responses": { "200": { "description": "ok", "content": { "audio/wav": { "schema": { "type": "array" } } } } }
+                } }
             },
             "components": { "schemas": { "Target": { "oneOf": [ { "type": "object", "properties": {} } ] } } }
         });
@@ -132,6 +155,15 @@ mod tests {
         assert!(d
             .pointer("/paths/~1health~1live/get/responses/401")
             .is_none());
+        let binary = json!({ "type": "string", "format": "binary" });
+        assert_eq!(
+            d.pointer("/paths/~1v1~1a/put/requestBody/content/audio~1wav/schema"),
+            Some(&binary)
+        );
+        assert_eq!(
+            d.pointer("/paths/~1v1~1a/put/responses/200/content/audio~1wav/schema"),
+            Some(&binary)
+        );
         assert_eq!(
             d.pointer("/components/schemas/Target/oneOf/0/additionalProperties"),
             Some(&json!(false))
