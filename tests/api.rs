@@ -213,12 +213,16 @@ fn keys_and_tenant_isolation() {
         "/v1/tenants/demo/recordings/1-1-1.wav",
         "/v1/tenants/demo/mailboxes/100/messages",
         "/v1/tenants/demo/mailboxes/100/messages/x/audio",
+        "/v1/tenants/demo/audit",
+        "/v1/tenants/demo/prompts",
+        "/v1/tenants/demo/prompts/welcome",
     ] {
         problem(api.get(path, Some(rw_key)), StatusCode::NOT_FOUND);
     }
     for (method, path, body) in [
         ("DELETE", "/v1/tenants/demo/recordings/1-1-1.wav", None),
         ("DELETE", "/v1/tenants/demo/mailboxes/100/messages/x", None),
+        ("DELETE", "/v1/tenants/demo/prompts/welcome", None),
         (
             "POST",
             "/v1/tenants/demo/calls/1/transfer",

@@ -361,6 +361,16 @@ fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
     assert_eq!(stats["calls"], 3, "{stats}");
     assert_eq!(stats["answered"], 0, "{stats}");
     assert_eq!(stats["per_user"][0]["user"], "100", "{stats}");
+    let metrics = http
+        .get(format!("http://127.0.0.1:{}/metrics", server.api_port))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("switchyard_calls_finished_total{disposition=\"rejected\"} 3"),
+        "{metrics}"
+    );
 }
 
 /// Message waiting: a subscribed phone is told "0 new" at once and "1 new" when a message is

@@ -472,6 +472,22 @@ async fn metrics(
         "Calls ended since start-up.",
         g(&l.calls_ended),
     );
+    s.push_str("# HELP switchyard_calls_finished_total Calls finished (call records written), by disposition.\n# TYPE switchyard_calls_finished_total counter\n");
+    for (d, n) in crate::call::cdr::Disposition::ALL
+        .iter()
+        .zip(st.services.finished.iter())
+    {
+        s.push_str(&format!(
+            "switchyard_calls_finished_total{{disposition=\"{}\"}} {}\n",
+            d.as_str(),
+            g(n)
+        ));
+    }
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        s.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
     metric(
         "switchyard_registrations",
         "gauge",

@@ -44,6 +44,30 @@ pub enum Disposition {
     Failed,
 }
 
+impl Disposition {
+    /// Every disposition, in a fixed order (metrics).
+    pub const ALL: [Disposition; 6] = [
+        Disposition::Answered,
+        Disposition::NoAnswer,
+        Disposition::Busy,
+        Disposition::Cancelled,
+        Disposition::Rejected,
+        Disposition::Failed,
+    ];
+
+    /// The name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::NoAnswer => "no_answer",
+            Disposition::Busy => "busy",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Rejected => "rejected",
+            Disposition::Failed => "failed",
+        }
+    }
+}
+
 /// RTP figures of one leg.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quality {

@@ -35,6 +35,8 @@ pub struct Services {
     /// Voicemail messages and greetings.
     pub mail: MailStore,
     changed: Mutex<Vec<(String, String)>>,
+    /// Finished calls by disposition (in [`cdr::Disposition::ALL`] order), for metrics.
+    pub finished: [std::sync::atomic::AtomicU64; 6],
     /// Tenants' uploaded prompts (`data_dir/prompts`).
     pub prompts: PromptStore,
     /// Voicemail left per call (`MAILBOX/MESSAGE`), for the call record.
@@ -58,6 +60,7 @@ impl Services {
         Services {
             recordings_dir: data_dir.join("recordings"),
             stores: None,
+            finished: Default::default(),
             prompts: PromptStore::new(data_dir.join("prompts")),
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
@@ -72,6 +75,13 @@ impl Services {
         s.prompts = s.prompts.with_spool(stores.spool.clone());
         s.stores = Some(stores);
         s
+    }
+
+    /// Counts a finished call.
+    pub fn call_finished(&self, d: cdr::Disposition) {
+        if let Some(i) = cdr::Disposition::ALL.iter().position(|x| *x == d) {
+            self.finished[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Notes that a mailbox's message counts changed.

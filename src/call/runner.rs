@@ -497,6 +497,7 @@ impl CallRunner {
             legs: d.legs,
         };
         cdr::log(&rec);
+        self.services.call_finished(rec.disposition);
         let Some(stores) = &self.services.stores else {
             return;
         };
