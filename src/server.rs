@@ -24,7 +24,10 @@ use crate::settings::Settings;
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Now, TransportKind};
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::transaction::TimerConfig;
-use crate::sip::transport::{spawn_tcp_listener, spawn_udp_receiver, Inbound, TcpConnections};
+use crate::sip::transport::{
+    spawn_tcp_listener, spawn_udp_receiver, spawn_ws_listener, tls_acceptor, Inbound,
+    TcpConnections,
+};
 use crate::spool::{Spool, Stores};
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -199,6 +202,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let mut udp_socket: Option<Arc<UdpSocket>> = None;
     let mut udp_port = None;
     let mut tcp_port = None;
+    let mut ws_port = None;
+    let mut wss_port = None;
     let mut bound_ip = None;
     for l in &listeners {
         match l.transport {
@@ -243,6 +248,51 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     settings.sip.tcp_max_connections as usize,
                 );
             }
+            TransportKind::Ws | TransportKind::Wss => {
+                let secure = l.transport == TransportKind::Wss;
+                let name = if secure { "wss" } else { "ws" };
+                let tls = if secure {
+                    Some(
+                        tls_acceptor(
+                            Path::new(&settings.sip.tls_cert),
+                            Path::new(&settings.sip.tls_key),
+                        )
+                        .map_err(|e| {
+                            crate::settings::SettingsError::Invalid {
+                                key: "sip.tls_cert".into(),
+                                message: e.to_string(),
+                            }
+                        })?,
+                    )
+                } else {
+                    None
+                };
+                let s = TcpListener::bind(l.addr)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        transport: name,
+                        addr: l.addr,
+                        source,
+                    })?;
+                let local = s.local_addr().map_err(|source| ServerError::Io {
+                    what: format!("{name} local address"),
+                    source,
+                })?;
+                tracing::info!(addr = %local, "SIP listening on {}", name.to_uppercase());
+                if secure {
+                    wss_port = Some(local.port());
+                } else {
+                    ws_port = Some(local.port());
+                }
+                bound_ip.get_or_insert(local.ip());
+                spawn_ws_listener(
+                    s,
+                    tls,
+                    to_endpoint.clone(),
+                    Duration::from_secs(settings.sip.tcp_idle_timeout_secs),
+                    settings.sip.tcp_max_connections as usize,
+                );
+            }
         }
     }
     let public_ip = match settings.public_ip()? {
@@ -278,6 +328,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         public_ip,
         udp_port,
         tcp_port,
+        ws_port,
+        wss_port,
         algorithms: settings.algorithms()?,
         nonce_lifetime: Duration::from_secs(settings.sip.nonce_lifetime_secs),
         nonce_secret: settings.nonce_secret()?.unwrap_or_else(rand::random),
@@ -570,7 +622,10 @@ fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inboun
     match msg {
         Inbound::Message { peer, data } => endpoint.handle_incoming(now(), peer, &data),
         Inbound::Opened { conn, writer } => tcp.opened(conn, writer),
-        Inbound::Closed { conn } => tcp.closed(conn),
+        Inbound::Closed { conn } => {
+            tcp.closed(conn);
+            endpoint.connection_closed(now(), conn);
+        }
     }
 }
 
@@ -584,12 +639,12 @@ fn flush(endpoint: &mut Endpoint, udp: Option<&UdpSocket>, tcp: &TcpConnections)
                     }
                 }
             }
-            (TransportKind::Tcp, Some(conn)) => {
+            (TransportKind::Tcp | TransportKind::Ws | TransportKind::Wss, Some(conn)) => {
                 if !tcp.send(conn, t.payload) {
                     tracing::debug!(peer = %t.peer.addr, "tcp connection gone or congested: message dropped");
                 }
             }
-            (TransportKind::Tcp, None) => {
+            (TransportKind::Tcp | TransportKind::Ws | TransportKind::Wss, None) => {
                 tracing::debug!(peer = %t.peer.addr, "no tcp connection to send on");
             }
         }

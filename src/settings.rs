@@ -165,8 +165,12 @@ pub struct SipSettings {
     pub t1_ms: u64,
     /// Close TCP connections idle this long.
     pub tcp_idle_timeout_secs: u64,
-    /// Most simultaneous TCP connections.
+    /// Most simultaneous TCP connections (and, separately, WebSocket connections).
     pub tcp_max_connections: u32,
+    /// PEM certificate chain for `wss:` listeners.
+    pub tls_cert: String,
+    /// PEM private key for `wss:` listeners.
+    pub tls_key: String,
 }
 
 /// `[media]`
@@ -259,6 +263,8 @@ impl Default for SipSettings {
             t1_ms: 500,
             tcp_idle_timeout_secs: 600,
             tcp_max_connections: 4096,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -412,13 +418,23 @@ impl Settings {
             let transport = match tp.to_ascii_lowercase().as_str() {
                 "udp" => TransportKind::Udp,
                 "tcp" => TransportKind::Tcp,
+                "ws" => TransportKind::Ws,
+                "wss" => TransportKind::Wss,
                 other => {
                     return Err(invalid(
                         "sip.listen",
-                        format!("unknown transport {other:?} (udp or tcp)"),
+                        format!("unknown transport {other:?} (udp, tcp, ws or wss)"),
                     ))
                 }
             };
+            if transport == TransportKind::Wss
+                && (self.sip.tls_cert.is_empty() || self.sip.tls_key.is_empty())
+            {
+                return Err(invalid(
+                    "sip.tls_cert",
+                    "a wss listener needs sip.tls_cert and sip.tls_key (PEM files)",
+                ));
+            }
             let addr: SocketAddr = addr
                 .parse()
                 .map_err(|_| invalid("sip.listen", format!("{addr:?} is not ip:port")))?;

@@ -32,6 +32,11 @@ pub struct Binding {
     /// User-Agent of the phone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The stream connection (TCP, WebSocket) the REGISTER came on: requests to this contact
+    /// go on it (a browser is reachable no other way). Not shown in the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub conn: Option<u64>,
 }
 
 /// Registrar limits.
@@ -100,6 +105,8 @@ impl Registrar {
                         key: k.clone(),
                         source,
                     })?;
+                // Connections do not survive a restart: their bindings are unreachable.
+                let list: Vec<Binding> = list.into_iter().filter(|b| b.conn.is_none()).collect();
                 bindings.insert(k, list);
             }
         }
@@ -131,6 +138,19 @@ impl Registrar {
         user: &str,
         req: &SipRequest,
         source: SocketAddr,
+        unix_now: u64,
+    ) -> RegisterOutcome {
+        self.register_on(tenant, user, req, source, None, unix_now)
+    }
+
+    /// [`Registrar::register`] for a REGISTER that came on stream connection `conn`.
+    pub fn register_on(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        req: &SipRequest,
+        source: SocketAddr,
+        conn: Option<u64>,
         unix_now: u64,
     ) -> RegisterOutcome {
         let k = key(tenant, user);
@@ -202,6 +222,7 @@ impl Registrar {
                 cseq: req.cseq,
                 q: na.param("q").map(str::to_string),
                 user_agent: req.header("User-Agent").map(str::to_string),
+                conn,
             };
             match existing {
                 Some(i) => list[i] = binding,
@@ -214,6 +235,25 @@ impl Registrar {
             .collect();
         self.persist(&k);
         RegisterOutcome::Ok(current)
+    }
+
+    /// Drops the bindings made over connection `conn`, which closed: nothing can reach
+    /// those contacts any more. Returns how many went.
+    pub fn connection_closed(&mut self, conn: u64) -> usize {
+        let mut changed = Vec::new();
+        let mut removed = 0;
+        for (k, list) in self.bindings.iter_mut() {
+            let before = list.len();
+            list.retain(|b| b.conn != Some(conn));
+            if list.len() != before {
+                removed += before - list.len();
+                changed.push(k.clone());
+            }
+        }
+        for k in changed {
+            self.persist(&k);
+        }
+        removed
     }
 
     /// Live bindings of a user.

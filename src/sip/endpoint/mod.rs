@@ -66,6 +66,10 @@ pub enum TransportKind {
     Udp,
     /// TCP: reliable, one connection per peer.
     Tcp,
+    /// SIP over WebSocket (RFC 7118), for browsers.
+    Ws,
+    /// SIP over secure WebSocket.
+    Wss,
 }
 
 impl TransportKind {
@@ -74,7 +78,25 @@ impl TransportKind {
         match self {
             TransportKind::Udp => "UDP",
             TransportKind::Tcp => "TCP",
+            TransportKind::Ws => "WS",
+            TransportKind::Wss => "WSS",
         }
+    }
+
+    /// The transport a Via or Contact token names.
+    pub fn from_token(t: &str) -> Option<TransportKind> {
+        match t.to_ascii_uppercase().as_str() {
+            "UDP" => Some(TransportKind::Udp),
+            "TCP" => Some(TransportKind::Tcp),
+            "WS" => Some(TransportKind::Ws),
+            "WSS" => Some(TransportKind::Wss),
+            _ => None,
+        }
+    }
+
+    /// Carried on a connection (answers and later requests go on the connection).
+    pub fn is_stream(self) -> bool {
+        self != TransportKind::Udp
     }
 
     fn is_reliable(self) -> bool {
@@ -113,6 +135,10 @@ pub struct EndpointConfig {
     pub udp_port: Option<u16>,
     /// Our TCP port.
     pub tcp_port: Option<u16>,
+    /// Our WebSocket port.
+    pub ws_port: Option<u16>,
+    /// Our secure WebSocket port.
+    pub wss_port: Option<u16>,
     /// Digest algorithms offered, in order.
     pub algorithms: Vec<DigestAlgorithm>,
     /// Nonce lifetime.
@@ -140,6 +166,8 @@ impl Default for EndpointConfig {
             public_ip: IpAddr::from([127, 0, 0, 1]),
             udp_port: Some(5060),
             tcp_port: Some(5060),
+            ws_port: None,
+            wss_port: None,
             algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
             nonce_lifetime: Duration::from_secs(300),
             nonce_secret: rand::random(),
@@ -833,12 +861,18 @@ impl Endpoint {
         }
     }
 
-    /// Where requests we originate in a dialog say they come from.
-    fn via_for(&self, transport: TransportKind, branch: &str) -> String {
-        let port = match transport {
+    fn port_for(&self, transport: TransportKind) -> Option<u16> {
+        match transport {
             TransportKind::Udp => self.cfg.udp_port,
             TransportKind::Tcp => self.cfg.tcp_port,
-        };
+            TransportKind::Ws => self.cfg.ws_port,
+            TransportKind::Wss => self.cfg.wss_port,
+        }
+    }
+
+    /// Where requests we originate in a dialog say they come from.
+    fn via_for(&self, transport: TransportKind, branch: &str) -> String {
+        let port = self.port_for(transport);
         match port {
             Some(p) => format!(
                 "SIP/2.0/{} {}:{p};branch={branch};rport",
@@ -855,12 +889,10 @@ impl Endpoint {
 
     /// Our Contact URI for a dialog on `transport`.
     fn contact_for(&self, user: &str, transport: TransportKind) -> String {
-        let port = match transport {
-            TransportKind::Udp => self.cfg.udp_port,
-            TransportKind::Tcp => self.cfg.tcp_port,
-        }
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+        let port = self
+            .port_for(transport)
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
         let user = if user.is_empty() {
             String::new()
         } else {
@@ -869,6 +901,8 @@ impl Endpoint {
         let tp = match transport {
             TransportKind::Udp => "",
             TransportKind::Tcp => ";transport=tcp",
+            TransportKind::Ws => ";transport=ws",
+            TransportKind::Wss => ";transport=wss",
         };
         format!("<sip:{user}{}{port}{tp}>", self.cfg.public_host)
     }

@@ -6,7 +6,7 @@
 //! The counts come from the call layer through [`Endpoint::set_mailbox_counts`]; the endpoint
 //! keeps no message data of its own.
 
-use super::{Endpoint, Now, Peer, TransportKind, TxKey};
+use super::{Endpoint, Now, Peer, TxKey};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::SipRequest;
 use crate::sip::response::{new_branch, random_token, ResponseBuilder};
@@ -196,21 +196,10 @@ impl Endpoint {
             .collect();
         for ext in owners {
             for binding in self.registrar.lookup(tenant_id, &ext, now.unix) {
-                let transport = if binding.transport.eq_ignore_ascii_case("TCP") {
-                    TransportKind::Tcp
-                } else {
-                    TransportKind::Udp
-                };
-                if transport != TransportKind::Udp {
-                    // We cannot open a connection to the phone; its subscription (if any)
-                    // was notified above.
+                let Some(peer) = super::outbound::binding_peer(&binding) else {
                     continue;
-                }
-                let peer = Peer {
-                    transport,
-                    addr: binding.source,
-                    conn: None,
                 };
+                let transport = peer.transport;
                 let branch = new_branch();
                 let via = self.via_for(transport, &branch);
                 let bytes = format!(

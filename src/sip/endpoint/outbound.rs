@@ -123,15 +123,8 @@ impl Endpoint {
             .unwrap_or_else(|| self.cfg.public_host.clone());
         let mut started = 0;
         for b in self.registrar.lookup(tenant, extension, now.unix) {
-            if !b.transport.eq_ignore_ascii_case("UDP") {
-                // We cannot open connections yet; a TCP phone is reached only if it also
-                // registered over UDP.
+            let Some(peer) = binding_peer(&b) else {
                 continue;
-            }
-            let peer = Peer {
-                transport: TransportKind::Udp,
-                addr: b.source,
-                conn: None,
             };
             let to = format!("<sip:{extension}@{domain}>");
             if self
@@ -682,5 +675,20 @@ pub(super) fn parse_host_port(s: &str) -> Option<std::net::SocketAddr> {
             .parse::<std::net::IpAddr>()
             .ok()
             .map(|ip| std::net::SocketAddr::new(ip, 5060))
+    })
+}
+
+/// Where to send a request for a registered contact: its source address over UDP, or the
+/// stream connection (TCP, WebSocket) it registered on. None for a stream contact whose
+/// connection is unknown (we do not open connections to phones).
+pub(super) fn binding_peer(b: &crate::sip::registrar::Binding) -> Option<Peer> {
+    let transport = TransportKind::from_token(&b.transport)?;
+    if transport.is_stream() && b.conn.is_none() {
+        return None;
+    }
+    Some(Peer {
+        transport,
+        addr: b.source,
+        conn: if transport.is_stream() { b.conn } else { None },
     })
 }

@@ -134,9 +134,14 @@ impl Endpoint {
             return self.respond(now, &key, &req, b);
         }
         let extension = user.extension.clone();
-        let outcome = self
-            .registrar
-            .register(tenant.id(), &extension, &req, peer.addr, now.unix);
+        let outcome = self.registrar.register_on(
+            tenant.id(),
+            &extension,
+            &req,
+            peer.addr,
+            peer.conn.filter(|_| peer.transport.is_stream()),
+            now.unix,
+        );
         let b = match outcome {
             RegisterOutcome::Ok(bindings) => {
                 tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %peer.addr, "registered");
@@ -160,5 +165,20 @@ impl Endpoint {
             }
         };
         self.respond(now, &key, &req, b)
+    }
+}
+
+impl Endpoint {
+    /// A stream connection closed: contacts registered over it are unreachable now (a
+    /// browser tab closed), so they are dropped at once rather than at their expiry.
+    pub fn connection_closed(&mut self, _now: Now, conn: u64) {
+        let n = self.registrar.connection_closed(conn);
+        if n > 0 {
+            tracing::info!(
+                conn,
+                contacts = n,
+                "connection closed: its registrations removed"
+            );
+        }
     }
 }

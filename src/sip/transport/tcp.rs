@@ -6,7 +6,6 @@ use crate::sip::endpoint::{Peer, TransportKind};
 use crate::sip::message::MAX_MESSAGE_SIZE;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,8 +47,6 @@ impl TcpConnections {
     }
 }
 
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
 /// Accepts connections on `listener` until the endpoint goes away.
 pub fn spawn_tcp_listener(
     listener: TcpListener,
@@ -87,7 +84,7 @@ async fn connection(
     to_endpoint: mpsc::Sender<Inbound>,
     idle: Duration,
 ) {
-    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let conn = super::next_conn_id();
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);

@@ -1,0 +1,238 @@
+//! SIP over WebSocket (RFC 7118), plain (`ws:`) or over TLS (`wss:`), for browser softphones.
+//!
+//! Each WebSocket message carries exactly one SIP message, so no framing is needed. The
+//! handshake must agree on the `sip` subprotocol (Chromium drops a connection whose answer
+//! lacks it); a client that does not offer it is refused. Any request path is accepted.
+//! A connection is handed to the endpoint like a TCP one (`Inbound::Opened` with its writer,
+//! messages, `Inbound::Closed`): answers, and requests to a browser registered over it, go
+//! back on the same connection, which is the only way to reach a browser.
+
+use super::{next_conn_id, Inbound};
+use crate::sip::endpoint::{Peer, TransportKind};
+use crate::sip::message::MAX_MESSAGE_SIZE;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Why TLS for `wss:` cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The files hold no usable certificate or key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A TLS acceptor for `wss:` from PEM files (certificate chain, private key).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsSetupError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::Invalid(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", key.display())))?;
+    // The provider is named rather than taken from the process default: other crates bring
+    // a second one, and rustls refuses to guess between them.
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsSetupError::Invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| TlsSetupError::Invalid(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts WebSocket connections on `listener` (TLS first when `tls` is given) until the
+/// endpoint goes away.
+pub fn spawn_ws_listener(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    to_endpoint: mpsc::Sender<Inbound>,
+    idle_timeout: Duration,
+    max_connections: usize,
+) -> tokio::task::JoinHandle<()> {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "websocket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %addr, "connection limit reached: closing new websocket");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let tx = to_endpoint.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        // A stalled TLS handshake must not hold a connection slot forever.
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => {
+                                connection(s, addr, TransportKind::Wss, tx, idle_timeout).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                        }
+                    }
+                    None => connection(stream, addr, TransportKind::Ws, tx, idle_timeout).await,
+                }
+                drop(permit);
+            });
+        }
+    })
+}
+
+/// The handshake answer: the `sip` subprotocol, or 400 for a client that does not speak it.
+#[allow(clippy::result_large_err)]
+fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offers_sip = req
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offers_sip {
+        let mut r = ErrorResponse::new(Some(
+            "this WebSocket speaks SIP only (Sec-WebSocket-Protocol: sip)".into(),
+        ));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return Err(r);
+    }
+    resp.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    Ok(resp)
+}
+
+async fn connection<S>(
+    stream: S,
+    addr: SocketAddr,
+    transport: TransportKind,
+    to_endpoint: mpsc::Sender<Inbound>,
+    idle: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config));
+    let ws = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, error = %e, "websocket handshake refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    let conn = next_conn_id();
+    let (mut sink, mut source) = ws.split();
+    let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
+    if to_endpoint
+        .send(Inbound::Opened {
+            conn,
+            writer: wtx.clone(),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tracing::debug!(peer = %addr, conn, ?transport, "websocket opened");
+    let writer = tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            // SIP is text; a message that is not UTF-8 (a binary body) goes as binary.
+            let msg = match String::from_utf8(b.to_vec()) {
+                Ok(s) => Message::Text(s.into()),
+                Err(e) => Message::Binary(e.into_bytes().into()),
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let peer = Peer {
+        transport,
+        addr,
+        conn: Some(conn),
+    };
+    loop {
+        let msg = match tokio::time::timeout(idle, source.next()).await {
+            Err(_) => {
+                tracing::debug!(peer = %addr, "websocket idle: closing");
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(m))) => m,
+        };
+        let data = match msg {
+            Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+            Message::Binary(b) => Bytes::copy_from_slice(&b),
+            Message::Close(_) => break,
+            // Pings are answered by the library; pongs and raw frames carry nothing for us.
+            _ => continue,
+        };
+        // A keep-alive CRLF (some clients send one) is not a message.
+        if data.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        if to_endpoint
+            .send(Inbound::Message { peer, data })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(wtx);
+    let _ = to_endpoint.send(Inbound::Closed { conn }).await;
+    let _ = writer.await;
+    tracing::debug!(peer = %addr, conn, "websocket closed");
+}
