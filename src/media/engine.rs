@@ -431,6 +431,8 @@ struct Entry {
     /// Held for the leg's life: dropping it frees the port pair.
     _lease: RtpPortLease,
     partner: Option<usize>,
+    /// A browser leg's DTLS-SRTP/ICE transport: datagrams pass through it.
+    webrtc: Option<Box<super::webrtc::WebRtcTransport>>,
 }
 
 struct Worker {
@@ -607,8 +609,10 @@ impl Worker {
         self.poll
             .registry()
             .register(&mut rtcp, Token(slot * 2 + 1), Interest::READABLE)?;
+        let webrtc = params.webrtc.as_ref().and_then(|h| h.take());
         self.slots[slot] = Some(Entry {
             id,
+            webrtc,
             leg: Leg::new(params, Instant::now()),
             rtp,
             rtcp,
@@ -632,7 +636,19 @@ impl Worker {
             match sock.recv_from(buf) {
                 Ok((n, src)) => {
                     let now = Instant::now();
-                    if is_rtcp {
+                    if let Some(w) = e.webrtc.as_mut() {
+                        // Everything of a browser leg (STUN, DTLS, SRTP, SRTCP) comes on the
+                        // RTP port; what it carries reaches the leg as plain RTP.
+                        let mut out = super::webrtc::WebRtcOutput::default();
+                        w.receive(src, &buf[..n], now, &mut out);
+                        for (dst, d) in &out.transmits {
+                            let _ = e.rtp.send_to(d, *dst);
+                        }
+                        for (from, pkt) in &out.rtp {
+                            self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                            e.leg.on_rtp(*from, pkt, now, &mut events);
+                        }
+                    } else if is_rtcp {
                         e.leg.on_rtcp(src, &buf[..n], now, unix_micros());
                     } else {
                         self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
@@ -776,6 +792,20 @@ impl Worker {
             e.leg.send_frame(&frame, &mut out);
             let chunks = e.leg.record_frame(partner_frame.as_ref(), &mut events);
             e.leg.housekeeping(now, unix, &mut out, &mut events);
+            if let Some(w) = e.webrtc.as_mut() {
+                // A browser leg: the leg's RTP goes through SRTP; RTCP is str0m's own.
+                let mut wout = super::webrtc::WebRtcOutput::default();
+                for (_, pkt) in &out.rtp {
+                    w.send_rtp(pkt, now, &mut wout);
+                    self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                }
+                w.timeout(now, &mut wout);
+                for (dst, d) in &wout.transmits {
+                    let _ = e.rtp.send_to(d, *dst);
+                }
+                out.rtp.clear();
+                out.rtcp.clear();
+            }
             for (dst, pkt) in &out.rtp {
                 if e.rtp.send_to(pkt, *dst).is_ok() {
                     self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
@@ -831,6 +861,7 @@ pub fn params_from_sdp(
         ) && !neg.remote_addr.is_unspecified(),
         rtp_timeout,
         inband,
+        webrtc: neg.webrtc.clone(),
     }
 }
 
@@ -879,6 +910,7 @@ mod tests {
             expect_rx: true,
             rtp_timeout: Duration::from_millis(600),
             inband: InbandDtmf::Auto,
+            webrtc: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct LegParams {
     pub rtp_timeout: Duration,
     /// In-band DTMF detection.
     pub inband: InbandDtmf,
+    /// A browser leg's WebRTC transport (taken by the engine when the leg starts).
+    pub webrtc: Option<super::webrtc::WebRtcHandle>,
 }
 
 /// Where a digit came from.
@@ -692,6 +694,7 @@ mod tests {
             expect_rx: true,
             rtp_timeout: Duration::from_secs(10),
             inband: InbandDtmf::Auto,
+            webrtc: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod recorder;
 pub mod rtcp;
 pub mod rtp;
 pub mod wav;
+pub mod webrtc;
 
 pub use engine::{Audio, LegId, MediaConfig, MediaEngine, MediaError, MediaEvent};
 pub use ports::{PortError, RtpPortLease, RtpPortPool};

@@ -287,6 +287,8 @@ pub struct NegotiatedAudio {
     pub rtcp_mux: bool,
     /// Packetisation time in ms.
     pub ptime: u32,
+    /// A browser leg's WebRTC transport (DTLS-SRTP, ICE), on its way to the media engine.
+    pub webrtc: Option<crate::media::webrtc::WebRtcHandle>,
 }
 
 impl NegotiatedAudio {
@@ -346,6 +348,7 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
                 .ptime
                 .filter(|p| (10..=60).contains(p) && p % 10 == 0)
                 .unwrap_or(20),
+            webrtc: None,
         });
     }
     Err(SdpError::NoCommonCodec)

@@ -65,6 +65,9 @@ pub(super) struct Call {
     final_code: Option<u16>,
     /// 183 with SDP sent: media flows before the answer.
     early_media: bool,
+    /// Our answer to a browser's offer (made by its WebRTC transport); every SDP we send
+    /// in the call is this one.
+    webrtc_answer: Option<String>,
 }
 
 impl Endpoint {
@@ -140,6 +143,7 @@ impl Endpoint {
 
         // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
         let mut audio = None;
+        let mut webrtc_offer = None;
         if !req.body().is_empty() {
             let is_sdp = req.header("Content-Type").is_some_and(|ct| {
                 ct.trim()
@@ -150,10 +154,17 @@ impl Endpoint {
                 let b = ResponseBuilder::new(415).header("Accept", "application/sdp");
                 return self.respond(now, &key, &req, b);
             }
-            let neg = SessionDescription::parse(req.body())
-                .and_then(|offer| negotiate(&offer).map(|n| (offer, n)));
+            let neg = SessionDescription::parse(req.body()).and_then(|offer| {
+                if crate::media::webrtc::is_webrtc(&offer, req.body()) {
+                    // A browser: answered by the WebRTC transport once the port is known.
+                    webrtc_offer = Some(offer);
+                    return Err(crate::sdp::SdpError::NoCommonCodec);
+                }
+                negotiate(&offer).map(|n| (offer, n))
+            });
             match neg {
                 Ok(pair) => audio = Some(pair),
+                Err(_) if webrtc_offer.is_some() => {}
                 Err(e) => {
                     let b = ResponseBuilder::new(488)
                         .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
@@ -173,6 +184,37 @@ impl Endpoint {
                 );
             }
         };
+
+        let mut webrtc_answer = None;
+        if let Some(offer) = webrtc_offer {
+            let local = std::net::SocketAddr::new(self.cfg.public_ip, media.port());
+            let answered = crate::media::webrtc::WebRtcTransport::answer(
+                &String::from_utf8_lossy(req.body()),
+                local,
+                now.instant,
+            )
+            .and_then(|(t, answer)| {
+                let neg = crate::media::webrtc::negotiated(
+                    &answer,
+                    local,
+                    crate::sdp::Direction::SendRecv,
+                    crate::media::webrtc::WebRtcHandle::new(t),
+                )?;
+                Ok((answer, neg))
+            });
+            match answered {
+                Ok((answer, neg)) => {
+                    webrtc_answer = Some(answer);
+                    audio = Some((offer, neg));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "browser offer refused");
+                    let b = ResponseBuilder::new(488)
+                        .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                    return self.respond(now, &key, &req, b);
+                }
+            }
+        }
 
         let id = self.next_call;
         self.next_call += 1;
@@ -208,6 +250,7 @@ impl Endpoint {
             contact_user,
             final_code: None,
             early_media: false,
+            webrtc_answer,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -324,6 +367,9 @@ impl Endpoint {
             session_version: call.session_version,
         };
         call.session_version += 1;
+        if let Some(a) = &call.webrtc_answer {
+            return a.clone();
+        }
         match (offer, &call.audio) {
             (Some(offer), Some(neg)) => build_answer(offer, neg, &local),
             _ => our_offer(&local),

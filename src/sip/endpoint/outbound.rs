@@ -55,6 +55,8 @@ pub(super) struct OutCall {
     auth_sent: bool,
     /// The callee put the call on hold (its last re-INVITE).
     on_hold: bool,
+    /// A browser leg's WebRTC transport (our offer; the answer completes it).
+    webrtc: Option<crate::media::webrtc::WebRtcHandle>,
 }
 
 impl OutCall {
@@ -169,12 +171,28 @@ impl Endpoint {
             .unwrap_or_default();
         let local_party = format!("{display}<sip:{}@{domain}>", caller.user);
         let session_id = rand::random::<u32>() as u64;
-        let sdp = super::invite::our_offer(&LocalMedia {
-            address: self.cfg.public_ip,
-            port: media.port(),
-            session_id,
-            session_version: 1,
-        });
+        let mut webrtc = None;
+        let sdp = if matches!(peer.transport, TransportKind::Ws | TransportKind::Wss) {
+            // A browser: DTLS-SRTP and ICE, offered by its WebRTC transport.
+            let local = std::net::SocketAddr::new(self.cfg.public_ip, media.port());
+            match crate::media::webrtc::WebRtcTransport::offer(local, now.instant) {
+                Ok((t, offer)) => {
+                    webrtc = Some(crate::media::webrtc::WebRtcHandle::new(t));
+                    offer
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make an offer to a browser");
+                    return None;
+                }
+            }
+        } else {
+            super::invite::our_offer(&LocalMedia {
+                address: self.cfg.public_ip,
+                port: media.port(),
+                session_id,
+                session_version: 1,
+            })
+        };
         let contact = self.contact_for(&caller.user, peer.transport);
         let span = tracing::info_span!("leg", call_id = %call_id, parent);
         span.in_scope(|| tracing::info!(to = %request_uri, peer = %peer.addr, "dialing"));
@@ -202,6 +220,7 @@ impl Endpoint {
             credentials,
             auth_sent: false,
             on_hold: false,
+            webrtc,
         };
         let bytes = leg.invite_bytes(None, super::ALLOW, &self.cfg.server_name);
         self.out_calls.insert(id, leg);
@@ -420,8 +439,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         if c.cancelled || c.media.is_none() {
             return;
         }
-        let Ok(audio) = SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a))
-        else {
+        let Ok(audio) = leg_audio(c, &resp.raw.body, self.cfg.public_ip) else {
             return;
         };
         let Some(lease) = c.media.take() else {
@@ -472,10 +490,11 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             // Answered while we were cancelling it (another phone won): hang it up at once.
             return self.hangup_leg(now, id, "answered after cancel");
         }
-        let audio = SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a));
+        let public_ip = self.cfg.public_ip;
         let Some(c) = self.out_calls.get_mut(&id) else {
             return;
         };
+        let audio = leg_audio(c, &resp.raw.body, public_ip);
         match (audio, c.media.take()) {
             (Ok(audio), Some(lease)) => {
                 c.span.in_scope(|| tracing::info!("leg answered"));
@@ -691,4 +710,32 @@ pub(super) fn binding_peer(b: &crate::sip::registrar::Binding) -> Option<Peer> {
         addr: b.source,
         conn: if transport.is_stream() { b.conn } else { None },
     })
+}
+
+/// The audio a called party answered with; for a browser, its answer completes the WebRTC
+/// transport's offer.
+fn leg_audio(
+    c: &OutCall,
+    body: &[u8],
+    public_ip: std::net::IpAddr,
+) -> Result<NegotiatedAudio, String> {
+    match &c.webrtc {
+        None => SessionDescription::parse(body)
+            .and_then(|a| negotiate(&a))
+            .map_err(|e| e.to_string()),
+        Some(handle) => {
+            let text = String::from_utf8_lossy(body);
+            handle
+                .with(|t| t.accept_answer(&text))
+                .ok_or("the browser answered twice")?
+                .map_err(|e| e.to_string())?;
+            crate::media::webrtc::negotiated(
+                &text,
+                std::net::SocketAddr::new(public_ip, c.rtp_port),
+                crate::sdp::Direction::SendRecv,
+                handle.clone(),
+            )
+            .map_err(|e| e.to_string())
+        }
+    }
 }
