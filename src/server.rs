@@ -402,6 +402,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.api.auth_max_failures,
     );
     api_state.set_store_failing_after(Duration::from_secs(settings.history.failing_after_secs));
+    if let Ok(mut d) = api_state.phone_defaults.lock() {
+        d.domain = public_ip.to_string();
+        d.ws_url = match (wss_port, ws_port) {
+            (Some(p), _) => Some(format!("wss://{public_ip}:{p}")),
+            (None, Some(p)) => Some(format!("ws://{public_ip}:{p}")),
+            _ => None,
+        };
+    }
     tokio::spawn(async move {
         let stop = async {
             let _ = api_stopped.await;

@@ -22,6 +22,7 @@ mod sections;
 mod tenants;
 mod users;
 mod voicemail;
+pub mod web;
 
 use crate::sip::digest::AuthFailureLimiter;
 use crate::tenant::TenantStore;
@@ -83,6 +84,8 @@ pub struct ApiState {
     responses: Mutex<BTreeMap<u16, u64>>,
     /// Seconds a store may fail before `/health/ready` says not ready.
     store_failing_after: AtomicU64,
+    /// What the phone page fills in.
+    pub phone_defaults: Mutex<web::PhoneDefaults>,
 }
 
 impl ApiState {
@@ -108,6 +111,7 @@ impl ApiState {
             )),
             responses: Mutex::new(BTreeMap::new()),
             store_failing_after: AtomicU64::new(60),
+            phone_defaults: Mutex::new(web::PhoneDefaults::default()),
         })
     }
 
@@ -228,6 +232,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(voicemail::routes())
         .merge(calllog::routes())
         .merge(prompts::routes())
+        .merge(web::routes())
         .merge(users::routes())
         .merge(sections::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })

@@ -615,6 +615,60 @@ impl Endpoint {
         self.respond(now, &key, &req, ResponseBuilder::new(200));
     }
 
+    /// A browser's re-INVITE (hold, resume, a refreshed session): the ICE and DTLS session
+    /// stays as negotiated, so the answer is our first one with the direction that answers the
+    /// new offer.
+    fn browser_reinvite(&mut self, now: Now, key: TxKey, id: u64, req: SipRequest) {
+        let offered = match SessionDescription::parse(req.body()) {
+            Ok(o) => o
+                .media
+                .iter()
+                .find(|m| m.kind == "audio" && m.port != 0)
+                .and_then(|m| m.direction)
+                .or(o.direction)
+                .unwrap_or(crate::sdp::Direction::SendRecv),
+            Err(e) => {
+                let b = ResponseBuilder::new(488)
+                    .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+                return self.respond(now, &key, &req, b);
+            }
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let was_hold = call.audio.as_ref().is_some_and(|a| a.is_hold());
+        let answer_dir = offered.answer();
+        if let Some(a) = call.audio.as_mut() {
+            a.offered_direction = offered;
+            a.direction = answer_dir;
+        }
+        let hold = call.audio.as_ref().is_some_and(|a| a.is_hold());
+        call.span
+            .in_scope(|| tracing::info!(hold, direction = answer_dir.as_str(), "browser re-INVITE"));
+        let sdp = call
+            .webrtc_answer
+            .as_deref()
+            .map(|a| with_direction(a, answer_dir))
+            .unwrap_or_default();
+        let audio = call.audio.clone();
+        let started = call.media_started;
+        if hold != was_hold {
+            self.events
+                .push_back(CallEvent::HoldChanged { call: id, hold });
+        }
+        let b = self
+            .dialog_response(id, 200)
+            .header("Allow", super::ALLOW)
+            .body("application/sdp", sdp);
+        let peer = self.calls[&id].peer;
+        let bytes = b.build(&req, peer.addr, &self.cfg.server_name);
+        self.send_2xx(now, id, &key, req.cseq, bytes);
+        if let (true, Some(audio)) = (started, audio) {
+            self.events
+                .push_back(CallEvent::MediaUpdate { call: id, audio });
+        }
+    }
+
     fn handle_reinvite(&mut self, now: Now, key: TxKey, req: SipRequest) {
         let Some(id) = self.dialog_of(&req) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
@@ -636,6 +690,9 @@ impl Endpoint {
         }
         call.dialog.refresh_target(req.header("Contact"));
         let mut offer = None;
+        if !req.body().is_empty() && call.webrtc_answer.is_some() {
+            return self.browser_reinvite(now, key, id, req);
+        }
         if !req.body().is_empty() {
             match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)))
             {
@@ -926,4 +983,21 @@ mod info_tests {
         );
         assert_eq!(info_digit("application/dtmf", "77"), Err(()));
     }
+}
+
+/// `sdp` with its direction attributes set to `dir`.
+fn with_direction(sdp: &str, dir: crate::sdp::Direction) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if matches!(
+            bare,
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        ) {
+            out.push_str(&format!("a={}\r\n", dir.as_str()));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }

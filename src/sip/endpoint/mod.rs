@@ -714,7 +714,20 @@ impl Endpoint {
         };
         let mut b = ResponseBuilder::new(if proxy { 407 } else { 401 })
             .to_tag(&super::response::random_token());
-        for v in challenge_values(realm, &nonce, &self.cfg.algorithms, stale) {
+        // Browser SIP stacks speak MD5 only, and JsSIP answers the *last* challenge while
+        // SIPp and most phones answer the first: over WebSocket the challenge is MD5 alone
+        // (wss encrypts the exchange), elsewhere the configured list in order.
+        let browser = matches!(
+            TransportKind::from_token(&req.via.transport),
+            Some(TransportKind::Ws | TransportKind::Wss)
+        );
+        let algorithms: Vec<DigestAlgorithm> =
+            if browser && self.cfg.algorithms.contains(&DigestAlgorithm::Md5) {
+                vec![DigestAlgorithm::Md5]
+            } else {
+                self.cfg.algorithms.clone()
+            };
+        for v in challenge_values(realm, &nonce, &algorithms, stale) {
             b = b.header(header, v);
         }
         self.respond(now, key, req, b);

@@ -1,0 +1,277 @@
+//! Browser softphones against the real server: Debian's Chromium, driven by playwright-core
+//! (`integration/browser/phone.mjs`), loads the server's `/phone` page, registers over SIP
+//! WebSocket with JsSIP and calls with WebRTC audio. Chromium's fake microphone plays a WAV
+//! tone; the page measures what it hears with WebAudio.
+//!
+//! Needs `chromium`, `node` and `npm ci` run in `integration/browser` (`.ci/run` does both);
+//! skipped otherwise unless `SWITCHYARD_REQUIRE_PEERS=1`.
+
+mod common;
+
+use common::*;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn browser_available() -> bool {
+    if !peer_available("chromium") || !peer_available("node") {
+        return false;
+    }
+    let ok = repo()
+        .join("integration/browser/node_modules/playwright-core")
+        .exists();
+    if !ok {
+        if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("run npm ci in integration/browser (SWITCHYARD_REQUIRE_PEERS=1)");
+        }
+        eprintln!("SKIP: npm ci in integration/browser first");
+    }
+    ok
+}
+
+/// A 16-bit PCM mono WAV at 48 kHz (what Chromium's fake microphone takes) of a tone.
+fn tone_wav(path: &Path, freq: f32, secs: f32) {
+    let rate = 48_000u32;
+    let samples: Vec<i16> = (0..(rate as f32 * secs) as usize)
+        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 12000.0) as i16)
+        .collect();
+    let data = samples.len() as u32 * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).expect("wav");
+}
+
+struct BrowserServer {
+    server: Server,
+    ports: Ports,
+    ws_port: u16,
+    work: tempfile::TempDir,
+}
+
+fn start() -> BrowserServer {
+    let p = ports();
+    let ws_port = p.sip + 12;
+    let listen = format!(
+        "udp:127.0.0.1:{s},tcp:127.0.0.1:{s},ws:127.0.0.1:{ws_port}",
+        s = p.sip
+    );
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_LISTEN", listen.as_str())]);
+    BrowserServer {
+        server,
+        ports: p,
+        ws_port,
+        work: tempfile::tempdir().expect("tmp"),
+    }
+}
+
+impl BrowserServer {
+    fn page_url(&self, user: &str, extra: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/phone/?user={user}&password=demo{user}&domain=127.0.0.1&ws=ws://127.0.0.1:{}&autostart=1&quiet=1{extra}",
+            self.ports.api, self.ws_port
+        )
+    }
+
+    /// Runs the browser through `steps` with a fake microphone playing `freq`; returns its
+    /// reports by name.
+    fn run(&self, url: &str, freq: f32, steps: Value) -> std::collections::HashMap<String, Value> {
+        let wav = self.work.path().join(format!("mic-{freq}.wav"));
+        tone_wav(&wav, freq, 30.0);
+        let plan = json!({"url": url, "audio": wav, "steps": steps});
+        let out = Command::new("node")
+            .arg(repo().join("integration/browser/phone.mjs"))
+            .arg(plan.to_string())
+            .output()
+            .expect("node");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut reports = std::collections::HashMap::new();
+        for line in stdout.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if let Some(name) = v["report"].as_str() {
+                reports.insert(name.to_string(), v["state"].clone());
+            }
+            if v.get("error").is_some() {
+                panic!(
+                    "browser: {v}\n--- stderr ---\n{stderr}\n--- server ---\n{}",
+                    self.server.log_text()
+                );
+            }
+        }
+        assert!(
+            out.status.success() && stdout.contains("\"done\""),
+            "browser run failed:\n{stdout}\n{stderr}\n{}",
+            self.server.log_text()
+        );
+        reports
+    }
+
+    fn artifacts(&self) -> PathBuf {
+        let dir = repo().join("target/browser-artifacts");
+        std::fs::create_dir_all(&dir).expect("artifacts dir");
+        dir
+    }
+}
+
+fn heard(report: &Value) -> f64 {
+    report["heardHz"].as_f64().unwrap_or(0.0)
+}
+
+/// Registers as 102 over WebSocket, calls the echo test and hears its own 440 Hz back: audio
+/// crosses DTLS-SRTP both ways through the engine.
+#[test]
+fn browser_registers_over_websocket_and_hears_itself_through_the_echo_test() {
+    if !browser_available() {
+        return;
+    }
+    let b = start();
+    let shot = b.artifacts().join("phone-echo.png");
+    let reports = b.run(
+        &b.page_url("102", ""),
+        440.0,
+        json!([
+            {"wait_status": "registered"},
+            {"report": "registered"},
+            {"dial": "600"},
+            {"wait_call": "in call"},
+            {"sleep": 3000},
+            {"report": "in_call"},
+            {"screenshot": shot},
+            {"click": "#hangup"},
+            {"wait_call": "ended"}
+        ]),
+    );
+    let f = heard(&reports["in_call"]);
+    assert!(
+        (f - 440.0).abs() < 15.0,
+        "the browser heard {f} Hz through the echo test: {:?}\n{}",
+        reports["in_call"],
+        b.server.log_text()
+    );
+    let log = b.server.log_text();
+    assert!(log.contains("call started"), "{log}");
+}
+
+/// A SIPp caller reaches the browser user 102: the page rings and answers, the caller's
+/// 1 kHz reaches the browser and the browser's 440 Hz reaches the call recording.
+#[test]
+fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
+    if !browser_available() || !peer_available("sipp") {
+        return;
+    }
+    let b = start();
+    edit_demo(&b.server, |doc| {
+        doc["numbers"].as_array_mut().expect("numbers").push(
+            json!({"number": "+15550102", "target": {"type": "user", "extension": "102"}}),
+        );
+        doc["settings"]["recording"] = json!("always");
+    });
+    let url = b.page_url("102", "&auto_answer=1");
+    let api = b.ports.api;
+    let sip = b.server.sip_port;
+    let caller_ports = ports();
+    // The caller dials once the browser is registered.
+    let caller = std::thread::spawn(move || {
+        let http = Client::new();
+        for _ in 0..200 {
+            let regs: Value = http
+                .get(format!(
+                    "http://127.0.0.1:{api}/v1/tenants/demo/users/102/registrations"
+                ))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .and_then(|r| r.json())
+                .unwrap_or(Value::Null);
+            if regs.as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut audio = sine_wave(1000.0, 6.0);
+        audio.extend(vec![0i16; 4000]);
+        sipp_at_with_audio(
+            sip,
+            &caller_ports,
+            "media_stream.xml",
+            &audio,
+            &["-s", "+15550102", "-d", "6000"],
+        )
+    });
+    let reports = b.run(
+        &url,
+        440.0,
+        json!([
+            {"wait_status": "registered"},
+            {"wait_call": "in call", "ms": 20000},
+            {"sleep": 3000},
+            {"report": "in_call"},
+            {"wait_call": "ended", "ms": 20000}
+        ]),
+    );
+    let (ok, out) = caller.join().expect("caller");
+    assert!(ok, "caller: {out}\n{}", b.server.log_text());
+    let f = heard(&reports["in_call"]);
+    assert!(
+        (f - 1000.0).abs() < 15.0,
+        "the browser heard {f} Hz from the caller: {:?}",
+        reports["in_call"]
+    );
+    // The recording: caller on the left, the browser on the right.
+    let http = Client::new();
+    let mut name = None;
+    for _ in 0..100 {
+        let logs: Value = http
+            .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/call-logs"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("call logs")
+            .json()
+            .expect("json");
+        name = logs["items"][0]["recording"].as_str().map(String::from);
+        if name.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let name = name.expect("a recorded call");
+    let file = name.rsplit('/').next().expect("file").to_string();
+    let mut wav = Vec::new();
+    for _ in 0..100 {
+        let r = http
+            .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/recordings/{file}"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("recording");
+        if r.status().is_success() {
+            wav = r.bytes().expect("bytes").to_vec();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let samples = wav_samples(&wav);
+    let right: Vec<i16> = samples.chunks_exact(2).map(|f| f[1]).collect();
+    let start = right
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("the browser's audio in the recording");
+    let f = tone_frequency(&right[start + 800..start + 8800]);
+    assert!((f - 440.0).abs() < 15.0, "browser channel at {f} Hz");
+}
