@@ -249,7 +249,11 @@ impl Default for LogSettings {
 impl Default for SipSettings {
     fn default() -> Self {
         SipSettings {
-            listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            listen: vec![
+                "udp:0.0.0.0:5060".into(),
+                "tcp:0.0.0.0:5060".into(),
+                "ws:0.0.0.0:5066".into(),
+            ],
             public_address: String::new(),
             auth_algorithms: vec!["MD5".into(), "SHA-256".into()],
             nonce_lifetime_secs: 300,
@@ -716,7 +720,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let s = Settings::load(None, env(&[])).expect("defaults");
-        assert_eq!(s.listeners().expect("listeners").len(), 2);
+        assert_eq!(s.listeners().expect("listeners").len(), 3);
         assert_eq!(s.rtp_ports().expect("ports"), (20000, 29999));
         assert_eq!(s.algorithms().expect("algs")[0], DigestAlgorithm::Md5);
     }

@@ -35,7 +35,9 @@ fn browser_available() -> bool {
 fn tone_wav(path: &Path, freq: f32, secs: f32) {
     let rate = 48_000u32;
     let samples: Vec<i16> = (0..(rate as f32 * secs) as usize)
-        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 12000.0) as i16)
+        .map(|i| {
+            ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 12000.0) as i16
+        })
         .collect();
     let data = samples.len() as u32 * 2;
     let mut b = Vec::new();
@@ -179,9 +181,10 @@ fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
     }
     let b = start();
     edit_demo(&b.server, |doc| {
-        doc["numbers"].as_array_mut().expect("numbers").push(
-            json!({"number": "+15550102", "target": {"type": "user", "extension": "102"}}),
-        );
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(json!({"number": "+15550102", "target": {"type": "user", "extension": "102"}}));
         doc["settings"]["recording"] = json!("always");
     });
     let url = b.page_url("102", "&auto_answer=1");
@@ -256,7 +259,9 @@ fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
     let mut wav = Vec::new();
     for _ in 0..100 {
         let r = http
-            .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/recordings/{file}"))
+            .get(format!(
+                "http://127.0.0.1:{api}/v1/tenants/demo/recordings/{file}"
+            ))
             .bearer_auth(ADMIN_KEY)
             .send()
             .expect("recording");
@@ -274,4 +279,72 @@ fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
         .expect("the browser's audio in the recording");
     let f = tone_frequency(&right[start + 800..start + 8800]);
     assert!((f - 440.0).abs() < 15.0, "browser channel at {f} Hz");
+}
+
+/// The browser walks the IVR with its keypad (RFC 4733 through WebRTC: digit 3 leads to
+/// voicemail), then puts the call on hold and resumes it (re-INVITEs over WebSocket).
+#[test]
+fn browser_keypad_walks_the_ivr_and_hold_resume_work() {
+    if !browser_available() {
+        return;
+    }
+    let b = start();
+    let reports = b.run(
+        &b.page_url("102", ""),
+        440.0,
+        json!([
+            {"wait_status": "registered"},
+            {"dial": "500"},
+            {"wait_call": "in call"},
+            {"sleep": 1500},
+            {"keys": "3"},
+            {"sleep": 2000},
+            {"click": "#hold"},
+            {"sleep": 1500},
+            {"report": "held"},
+            {"click": "#hold"},
+            {"sleep": 1500},
+            {"report": "resumed"},
+            {"click": "#hangup"},
+            {"wait_call": "ended"}
+        ]),
+    );
+    assert_eq!(reports["held"]["held"], true, "{:?}", reports["held"]);
+    assert_eq!(
+        reports["resumed"]["held"], false,
+        "{:?}",
+        reports["resumed"]
+    );
+    // The call record: the IVR took digit 3 and sent the caller to voicemail.
+    let http = Client::new();
+    let mut path = String::new();
+    for _ in 0..100 {
+        let logs: Value = http
+            .get(format!(
+                "http://127.0.0.1:{}/v1/tenants/demo/call-logs",
+                b.ports.api
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("call logs")
+            .json()
+            .expect("json");
+        if let Some(p) = logs["items"][0]["path"].as_str() {
+            path = p.to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        path.contains(":3") && path.contains("voicemail"),
+        "call path {path:?}\n{}",
+        b.server.log_text()
+    );
+    let log = b.server.log_text();
+    assert!(log.contains("browser re-INVITE"), "{log}");
+    assert!(log.contains("digit received"), "{log}");
+    assert!(
+        log.contains("Rfc4733"),
+        "digits came as RFC 4733 events: {log}"
+    );
 }

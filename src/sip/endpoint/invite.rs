@@ -643,8 +643,9 @@ impl Endpoint {
             a.direction = answer_dir;
         }
         let hold = call.audio.as_ref().is_some_and(|a| a.is_hold());
-        call.span
-            .in_scope(|| tracing::info!(hold, direction = answer_dir.as_str(), "browser re-INVITE"));
+        call.span.in_scope(|| {
+            tracing::info!(hold, direction = answer_dir.as_str(), "browser re-INVITE")
+        });
         let sdp = call
             .webrtc_answer
             .as_deref()
@@ -953,6 +954,23 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv
     )
 }
 
+/// `sdp` with its direction attributes set to `dir`.
+fn with_direction(sdp: &str, dir: crate::sdp::Direction) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if matches!(
+            bare,
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        ) {
+            out.push_str(&format!("a={}\r\n", dir.as_str()));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod info_tests {
     use super::info_digit;
@@ -983,21 +1001,4 @@ mod info_tests {
         );
         assert_eq!(info_digit("application/dtmf", "77"), Err(()));
     }
-}
-
-/// `sdp` with its direction attributes set to `dir`.
-fn with_direction(sdp: &str, dir: crate::sdp::Direction) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.split_inclusive('\n') {
-        let bare = line.trim_end();
-        if matches!(
-            bare,
-            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
-        ) {
-            out.push_str(&format!("a={}\r\n", dir.as_str()));
-        } else {
-            out.push_str(line);
-        }
-    }
-    out
 }
