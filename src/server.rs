@@ -205,6 +205,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let mut ws_port = None;
     let mut wss_port = None;
     let mut bound_ip = None;
+    let mut bound: Vec<String> = Vec::new();
     for l in &listeners {
         match l.transport {
             TransportKind::Udp => {
@@ -220,6 +221,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     source,
                 })?;
                 tracing::info!(addr = %local, "SIP listening on UDP");
+                bound.push(format!("udp {local}"));
                 udp_port = Some(local.port());
                 bound_ip.get_or_insert(local.ip());
                 let s = Arc::new(s);
@@ -239,6 +241,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     source,
                 })?;
                 tracing::info!(addr = %local, "SIP listening on TCP");
+                bound.push(format!("tcp {local}"));
                 tcp_port = Some(local.port());
                 bound_ip.get_or_insert(local.ip());
                 spawn_tcp_listener(
@@ -279,6 +282,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     source,
                 })?;
                 tracing::info!(addr = %local, "SIP listening on {}", name.to_uppercase());
+                bound.push(format!("{name} {local}"));
                 if secure {
                     wss_port = Some(local.port());
                 } else {
@@ -402,6 +406,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.api.auth_max_failures,
     );
     api_state.set_store_failing_after(Duration::from_secs(settings.history.failing_after_secs));
+    if let Ok(mut l) = api_state.listeners.lock() {
+        *l = bound.clone();
+    }
     if let Ok(mut d) = api_state.phone_defaults.lock() {
         d.domain = public_ip.to_string();
         d.ws_url = match (wss_port, ws_port) {

@@ -348,3 +348,156 @@ fn browser_keypad_walks_the_ivr_and_hold_resume_work() {
         "digits came as RFC 4733 events: {log}"
     );
 }
+
+/// Runs `integration/browser/console.mjs` through `steps`; returns its named values.
+fn drive_console(b: &BrowserServer, steps: Value) -> std::collections::HashMap<String, Value> {
+    let plan = json!({"steps": steps, "artifacts": b.artifacts()});
+    let out = Command::new("node")
+        .arg(repo().join("integration/browser/console.mjs"))
+        .arg(plan.to_string())
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut values = std::collections::HashMap::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if let Some(name) = v["name"].as_str() {
+            values.insert(name.to_string(), v["value"].clone());
+        }
+        assert!(
+            v.get("error").is_none(),
+            "console: {v}\n--- stderr ---\n{stderr}\n--- server ---\n{}",
+            b.server.log_text()
+        );
+    }
+    assert!(
+        out.status.success() && stdout.contains("\"done\""),
+        "console run failed:\n{stdout}\n{stderr}"
+    );
+    values
+}
+
+/// The web console with a tenant key: a user created, an IVR edit refused with the error shown
+/// on the route it concerns and then saved, a voicemail message played in the page, the call
+/// log and node health shown. Screenshots go to target/browser-artifacts.
+#[test]
+fn console_creates_a_user_shows_ivr_errors_in_place_and_plays_voicemail() {
+    if !browser_available() || !peer_available("sipp") {
+        return;
+    }
+    let b = start();
+    let http = Client::new();
+    let api = format!("http://127.0.0.1:{}", b.ports.api);
+    let key: Value = http
+        .post(format!("{api}/v1/tenants/demo/keys"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "console test", "read_only": false}))
+        .send()
+        .expect("key")
+        .json()
+        .expect("json");
+    let key = key["key"].as_str().expect("key").to_string();
+    // A message in mailbox 100 to play: the short greeting, then 2 s of 600 Hz.
+    edit_demo(&b.server, |doc| {
+        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
+            if m["id"] == "100" {
+                m["greeting"] = json!("system/beep");
+            }
+        }
+    });
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(sine_wave(600.0, 2.0));
+    audio.extend(vec![0i16; 4000]);
+    let (ok, out) = sipp_with_audio(
+        &b.server,
+        &b.ports,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550300", "-d", "8500"],
+    );
+    assert!(ok, "{out}");
+    let art = b.artifacts();
+    let shot = |n: &str| art.join(n).to_string_lossy().into_owned();
+    let v = drive_console(
+        &b,
+        json!([
+            {"goto": format!("{api}/console/")},
+            {"fill": ["#tenant", "demo"]},
+            {"fill": ["#key", key]},
+            {"click": "#signin button[type=submit]"},
+            {"wait": "#view[data-ready=users] tr[data-extension='100']"},
+            {"fill": ["#new-user input[name=extension]", "105"]},
+            {"fill": ["#new-user input[name=display_name]", "Dave Demo"]},
+            {"fill": ["#new-user input[name=password]", "secret-pass-105"]},
+            {"click": "#new-user button[type=submit]"},
+            {"wait": "#view[data-ready=users] tr[data-extension='105']"},
+            {"text": ["user_note", "#note"]},
+            {"screenshot": shot("console-users.png")},
+            {"click": "nav a[href='#ivrs']"},
+            {"wait": "#view[data-ready=ivrs] #ivr-form"},
+            {"fill": ["input[name='main.routes.0.target']", "{\"type\": \"user\", \"extension\": \"999\"}"]},
+            {"click": "#ivr-form button[type=submit]"},
+            {"wait": "li[data-path='ivrs.main.routes.0'] .field-error"},
+            {"text": ["ivr_error", "li[data-path='ivrs.main.routes.0'] .field-error"]},
+            {"eval": ["ivr_invalid", "document.querySelector(\"input[name='main.routes.0.target']\").getAttribute('aria-invalid')"]},
+            {"screenshot": shot("console-ivr-error.png")},
+            {"fill": ["input[name='main.routes.0.target']", "{\"type\": \"user\", \"extension\": \"105\"}"]},
+            {"click": "#ivr-form button[type=submit]"},
+            {"wait": "#view[data-ready=ivrs] #note"},
+            {"text": ["ivr_note", "#note"]},
+            {"click": "nav a[href='#mailboxes']"},
+            {"wait": "#view[data-ready=mailboxes] tr[data-message] button"},
+            {"click": "tr[data-message] button"},
+            {"wait": "audio[data-loaded=true]"},
+            {"sleep": 1500},
+            {"eval": ["voicemail_playing", "(() => { const a = document.querySelector('audio[data-loaded=true]'); return { duration: a.duration, time: a.currentTime, paused: a.paused }; })()"]},
+            {"screenshot": shot("console-voicemail.png")},
+            {"click": "nav a[href='#calllog']"},
+            {"wait": "#view[data-ready=calllog] table"},
+            {"text": ["calllog", "#view"]},
+            {"screenshot": shot("console-calllog.png")},
+            {"click": "nav a[href='#health']"},
+            {"wait": "#view[data-ready=health] dl"},
+            {"text": ["health", "#view"]},
+            {"screenshot": shot("console-health.png")}
+        ]),
+    );
+    assert_eq!(v["user_note"], "User 105 added.", "{v:?}");
+    let err = v["ivr_error"].as_str().unwrap_or_default();
+    assert!(err.contains("999"), "IVR error shown on the route: {err:?}");
+    assert_eq!(v["ivr_invalid"], "true");
+    assert!(
+        v["ivr_note"].as_str().is_some_and(|n| n.contains("saved")),
+        "{v:?}"
+    );
+    let playing = &v["voicemail_playing"];
+    assert!(
+        playing["duration"].as_f64().unwrap_or(0.0) > 2.0
+            && playing["time"].as_f64().unwrap_or(0.0) > 0.5,
+        "the message plays in the page: {playing}"
+    );
+    assert!(v["calllog"]
+        .as_str()
+        .is_some_and(|t| t.contains("voicemail")));
+    let health = v["health"].as_str().unwrap_or_default();
+    assert!(health.contains("ws 127.0.0.1"), "{health}");
+    assert!(health.contains("history store"), "{health}");
+    // The API agrees with what the console said.
+    let ivrs: Value = http
+        .get(format!("{api}/v1/tenants/demo/ivrs"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("ivrs")
+        .json()
+        .expect("json");
+    assert_eq!(ivrs["main"]["routes"][0]["target"]["extension"], "105");
+    let u = http
+        .get(format!("{api}/v1/tenants/demo/users/105"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("user");
+    assert_eq!(u.status().as_u16(), 200);
+}

@@ -86,6 +86,8 @@ pub struct ApiState {
     store_failing_after: AtomicU64,
     /// What the phone page fills in.
     pub phone_defaults: Mutex<web::PhoneDefaults>,
+    /// SIP listeners as bound (`udp 0.0.0.0:5060`), for `/v1/node`.
+    pub listeners: Mutex<Vec<String>>,
 }
 
 impl ApiState {
@@ -112,6 +114,7 @@ impl ApiState {
             responses: Mutex::new(BTreeMap::new()),
             store_failing_after: AtomicU64::new(60),
             phone_defaults: Mutex::new(web::PhoneDefaults::default()),
+            listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -140,6 +143,7 @@ impl ApiState {
     paths(
         health_live,
         health_ready,
+        node,
         tenants::list_tenants,
         tenants::create_tenant,
         tenants::get_tenant,
@@ -193,7 +197,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::apps::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
+    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, crate::sip::endpoint::CallInfo, crate::sip::registrar::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::apps::mailstore::Message, crate::apps::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::apps::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::sip::endpoint::EndedBy)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -223,6 +227,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/health/live", get(health_live))
         .route("/health/ready", get(health_ready))
         .route("/metrics", get(metrics))
+        .route("/v1/node", get(node))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs")
                 .external_url_unchecked("/openapi.json", document()),
@@ -444,6 +449,63 @@ async fn health_ready(State(st): State<Arc<ApiState>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
+}
+
+/// A store as the node sees it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StoreInfo {
+    /// `history store` or `blob storage`.
+    pub name: String,
+    /// Entries waiting in the local spool for it.
+    pub spool_depth: u64,
+    /// Age of the oldest waiting entry.
+    pub oldest_age_secs: u64,
+    /// How long it has been failing (0: working).
+    pub failing_secs: u64,
+}
+
+/// This node: version, SIP listeners and stores (no addresses of the stores, no other
+/// tenants' figures).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NodeInfo {
+    /// Switchyard version.
+    pub version: String,
+    /// SIP listeners (`udp 0.0.0.0:5060`).
+    pub listeners: Vec<String>,
+    /// The history store and blob storage.
+    pub stores: Vec<StoreInfo>,
+}
+
+/// This node's version, SIP listeners and store health (any valid key).
+#[utoipa::path(get, path = "/v1/node", responses((status = 200, body = NodeInfo), (status = 401, body = Problem)))]
+async fn node(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<NodeInfo>, Problem> {
+    authenticate(&st, &headers, peer.ip())?;
+    let stores = st
+        .services
+        .stores
+        .as_ref()
+        .map(|s| {
+            let sp = &s.spool.status;
+            [("history store", &sp.history), ("blob storage", &sp.blob)]
+                .into_iter()
+                .map(|(name, q)| StoreInfo {
+                    name: name.into(),
+                    spool_depth: q.depth.load(Ordering::Relaxed),
+                    oldest_age_secs: q.oldest_age().as_secs(),
+                    failing_secs: q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(NodeInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        listeners: st.listeners.lock().map(|l| l.clone()).unwrap_or_default(),
+        stores,
+    }))
 }
 
 /// Prometheus text format.
