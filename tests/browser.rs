@@ -63,30 +63,72 @@ struct BrowserServer {
     server: Server,
     ports: Ports,
     ws_port: u16,
+    /// `ws` or `wss`.
+    scheme: &'static str,
     work: tempfile::TempDir,
 }
 
 fn start() -> BrowserServer {
+    start_with(false)
+}
+
+/// A server with a `ws:` listener, or a `wss:` one with a fresh self-signed certificate.
+fn start_with(secure: bool) -> BrowserServer {
     let p = ports();
+    let work = tempfile::tempdir().expect("tmp");
     let ws_port = p.sip + 12;
+    let scheme = if secure { "wss" } else { "ws" };
     let listen = format!(
-        "udp:127.0.0.1:{s},tcp:127.0.0.1:{s},ws:127.0.0.1:{ws_port}",
+        "udp:127.0.0.1:{s},tcp:127.0.0.1:{s},{scheme}:127.0.0.1:{ws_port}",
         s = p.sip
     );
-    let server = Server::start(&p, &[("SWITCHYARD_SIP_LISTEN", listen.as_str())]);
+    let cert = work.path().join("cert.pem");
+    let key = work.path().join("key.pem");
+    if secure {
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let server = Server::start(
+        &p,
+        &[
+            ("SWITCHYARD_SIP_LISTEN", listen.as_str()),
+            ("SWITCHYARD_SIP_TLS_CERT", cert.as_str()),
+            ("SWITCHYARD_SIP_TLS_KEY", key.as_str()),
+        ],
+    );
     BrowserServer {
         server,
         ports: p,
         ws_port,
-        work: tempfile::tempdir().expect("tmp"),
+        scheme,
+        work,
     }
 }
 
 impl BrowserServer {
     fn page_url(&self, user: &str, extra: &str) -> String {
         format!(
-            "http://127.0.0.1:{}/phone/?user={user}&password=demo{user}&domain=127.0.0.1&ws=ws://127.0.0.1:{}&autostart=1&quiet=1{extra}",
-            self.ports.api, self.ws_port
+            "http://127.0.0.1:{}/phone/?user={user}&password=demo{user}&domain=127.0.0.1&ws={}://127.0.0.1:{}&autostart=1&quiet=1{extra}",
+            self.ports.api, self.scheme, self.ws_port
         )
     }
 
@@ -95,7 +137,8 @@ impl BrowserServer {
     fn run(&self, url: &str, freq: f32, steps: Value) -> std::collections::HashMap<String, Value> {
         let wav = self.work.path().join(format!("mic-{freq}.wav"));
         tone_wav(&wav, freq, 30.0);
-        let plan = json!({"url": url, "audio": wav, "steps": steps});
+        let plan =
+            json!({"url": url, "audio": wav, "steps": steps, "insecure": self.scheme == "wss"});
         let out = Command::new("node")
             .arg(repo().join("integration/browser/phone.mjs"))
             .arg(plan.to_string())
@@ -282,7 +325,8 @@ fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
 }
 
 /// The browser walks the IVR with its keypad (RFC 4733 through WebRTC: digit 3 leads to
-/// voicemail), then puts the call on hold and resumes it (re-INVITEs over WebSocket).
+/// voicemail), puts the call on hold and resumes it (re-INVITEs over WebSocket), then its tab
+/// closes mid-call.
 #[test]
 fn browser_keypad_walks_the_ivr_and_hold_resume_work() {
     if !browser_available() {
@@ -305,10 +349,40 @@ fn browser_keypad_walks_the_ivr_and_hold_resume_work() {
             {"click": "#hold"},
             {"sleep": 1500},
             {"report": "resumed"},
-            {"click": "#hangup"},
-            {"wait_call": "ended"}
+            {"close": true}
         ]),
     );
+    // The tab closed mid-call: its WebSocket dropped, so the call ends at once (not at the
+    // RTP timeout) and the registration goes.
+    let http = Client::new();
+    let api = format!("http://127.0.0.1:{}", b.ports.api);
+    let mut left = usize::MAX;
+    for _ in 0..30 {
+        let calls: Value = http
+            .get(format!("{api}/v1/tenants/demo/calls"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("calls")
+            .json()
+            .expect("json");
+        left = calls["items"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(usize::MAX);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(left, 0, "the call outlived its browser tab by 3 s");
+    let regs: Value = http
+        .get(format!("{api}/v1/tenants/demo/users/102/registrations"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("registrations")
+        .json()
+        .expect("json");
+    assert_eq!(regs.as_array().map(Vec::len), Some(0), "{regs}");
     assert_eq!(reports["held"]["held"], true, "{:?}", reports["held"]);
     assert_eq!(
         reports["resumed"]["held"], false,
@@ -500,4 +574,94 @@ fn console_creates_a_user_shows_ivr_errors_in_place_and_plays_voicemail() {
         .send()
         .expect("user");
     assert_eq!(u.status().as_u16(), 200);
+}
+
+/// The same over `wss:` (TLS from `sip.tls_cert`/`sip.tls_key`), and the server's own on-demand
+/// recording of the call holds the browser's 440 Hz in the caller's channel.
+#[test]
+fn browser_calls_over_secure_websocket_and_the_server_records_its_tone() {
+    if !browser_available() || !peer_available("openssl") {
+        return;
+    }
+    let b = start_with(true);
+    let api = b.ports.api;
+    // Record the call as soon as it is up.
+    let recorder = std::thread::spawn(move || {
+        let http = Client::new();
+        for _ in 0..300 {
+            let calls: Value = http
+                .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/calls"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .and_then(|r| r.json())
+                .unwrap_or(Value::Null);
+            if let Some(id) = calls["items"][0]["id"].as_u64() {
+                let s = http
+                    .post(format!(
+                        "http://127.0.0.1:{api}/v1/tenants/demo/calls/{id}/recording"
+                    ))
+                    .bearer_auth(ADMIN_KEY)
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                if s != 409 {
+                    return s;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        0
+    });
+    let reports = b.run(
+        &b.page_url("102", ""),
+        440.0,
+        json!([
+            {"wait_status": "registered"},
+            {"dial": "600"},
+            {"wait_call": "in call"},
+            {"sleep": 3000},
+            {"report": "in_call"},
+            {"click": "#hangup"},
+            {"wait_call": "ended"}
+        ]),
+    );
+    assert_eq!(recorder.join().expect("recorder"), 204);
+    let f = heard(&reports["in_call"]);
+    assert!((f - 440.0).abs() < 15.0, "heard {f} Hz over wss");
+    let http = Client::new();
+    let mut wav = Vec::new();
+    for _ in 0..100 {
+        let logs: Value = http
+            .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/call-logs"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("logs")
+            .json()
+            .expect("json");
+        if let Some(name) = logs["items"][0]["recording"].as_str() {
+            let file = name.rsplit('/').next().expect("file");
+            let r = http
+                .get(format!(
+                    "http://127.0.0.1:{api}/v1/tenants/demo/recordings/{file}"
+                ))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .expect("recording");
+            if r.status().is_success() {
+                wav = r.bytes().expect("bytes").to_vec();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<i16> = wav_samples(&wav).chunks_exact(2).map(|f| f[0]).collect();
+    let start = left
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("the browser's tone in the recording");
+    let f = tone_frequency(&left[start + 800..start + 8800]);
+    assert!(
+        (f - 440.0).abs() < 15.0,
+        "recorded caller channel at {f} Hz"
+    );
 }

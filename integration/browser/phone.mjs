@@ -4,7 +4,7 @@
 //   node phone.mjs '{"url": "...", "audio": "/path/tone.wav", "steps": [...]}'
 // Steps: {"wait_status": "registered"}, {"dial": "600"}, {"wait_call": "in call"},
 // {"sleep": ms}, {"keys": "123"}, {"click": "#hangup"}, {"report": "name"},
-// {"screenshot": "/path.png"}.
+// {"screenshot": "/path.png"}, {"close": true} (closes the tab, ending the run).
 import { chromium } from 'playwright-core';
 
 const plan = JSON.parse(process.argv[2]);
@@ -25,6 +25,8 @@ const browser = await chromium.launch({
     // The server's ICE candidate is on loopback in tests.
     '--allow-loopback-in-peer-connection',
     '--autoplay-policy=no-user-gesture-required',
+    // A test's self-signed certificate for wss:.
+    ...(plan.insecure ? ['--ignore-certificate-errors'] : []),
   ],
 });
 const page = await browser.newPage();
@@ -58,6 +60,11 @@ try {
     } else if (step.click) await page.click(step.click);
     else if (step.report) console.log(JSON.stringify({ report: step.report, state: await state() }));
     else if (step.screenshot) await page.screenshot({ path: step.screenshot, fullPage: true });
+    else if (step.close) {
+      // The tab goes away mid-call, as when a user closes it: no BYE, the WebSocket drops.
+      await page.close();
+      break;
+    }
   }
   console.log(JSON.stringify({ done: true }));
 } catch (e) {

@@ -170,8 +170,10 @@ impl Endpoint {
 
 impl Endpoint {
     /// A stream connection closed: contacts registered over it are unreachable now (a
-    /// browser tab closed), so they are dropped at once rather than at their expiry.
-    pub fn connection_closed(&mut self, _now: Now, conn: u64) {
+    /// browser tab closed), so they are dropped at once rather than at their expiry. Calls
+    /// whose party was on it are over too: nothing can reach that party again (the BYE we
+    /// send is dropped), and the call should not wait for the RTP timeout.
+    pub fn connection_closed(&mut self, now: Now, conn: u64) {
         let n = self.registrar.connection_closed(conn);
         if n > 0 {
             tracing::info!(
@@ -179,6 +181,21 @@ impl Endpoint {
                 contacts = n,
                 "connection closed: its registrations removed"
             );
+        }
+        let calls: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.peer.conn == Some(conn))
+            .map(|(&id, _)| id)
+            .chain(
+                self.out_calls
+                    .iter()
+                    .filter(|(_, c)| c.peer.conn == Some(conn))
+                    .map(|(&id, _)| id),
+            )
+            .collect();
+        for id in calls {
+            self.hangup_call(now, id, "the party's connection closed");
         }
     }
 }
