@@ -204,25 +204,48 @@ fn tenant_command(settings: &Settings, command: TenantCommand) -> Result<()> {
 }
 
 fn import_via_inbox(data_dir: &Path, id: &str, text: &str) -> Result<()> {
+    let done = inbox_request(
+        data_dir,
+        &format!("{id}-{}", std::process::id()),
+        "json",
+        text,
+        Duration::from_secs(10),
+    )?
+    .map_err(|e| anyhow::anyhow!("the running server refused the tenant: {e}"))?;
+    println!("tenant {id} stored by the running server ({done})");
+    Ok(())
+}
+
+/// Hands `text` to the running server as `inbox/NAME.EXT` and waits up to `wait` for its
+/// answer: `NAME.done` gives Ok(Ok(text)), `NAME.error` Ok(Err(text)); no answer is an error.
+fn inbox_request(
+    data_dir: &Path,
+    name: &str,
+    ext: &str,
+    text: &str,
+    wait: Duration,
+) -> Result<std::result::Result<String, String>> {
     let inbox = data_dir.join("inbox");
     std::fs::create_dir_all(&inbox)?;
-    let name = format!("{id}-{}", std::process::id());
     let tmp = inbox.join(format!("{name}.tmp"));
     std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, inbox.join(format!("{name}.json")))?;
-    for _ in 0..100 {
+    std::fs::rename(&tmp, inbox.join(format!("{name}.{ext}")))?;
+    let end = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
-        if let Ok(done) = std::fs::read_to_string(inbox.join(format!("{name}.done"))) {
-            let _ = std::fs::remove_file(inbox.join(format!("{name}.done")));
-            println!("tenant {id} stored by the running server ({})", done.trim());
-            return Ok(());
-        }
-        if let Ok(err) = std::fs::read_to_string(inbox.join(format!("{name}.error"))) {
-            let _ = std::fs::remove_file(inbox.join(format!("{name}.error")));
-            bail!("the running server refused the tenant: {}", err.trim());
+        for (answer, ok) in [("done", true), ("error", false)] {
+            let path = inbox.join(format!("{name}.{answer}"));
+            if let Ok(t) = std::fs::read_to_string(&path) {
+                let _ = std::fs::remove_file(&path);
+                let t = t.trim().to_string();
+                return Ok(if ok { Ok(t) } else { Err(t) });
+            }
         }
     }
-    bail!("the database is locked and no running server picked up the document within 10 s")
+    bail!(
+        "the database is locked and no running server answered within {} s",
+        wait.as_secs()
+    )
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -263,7 +286,18 @@ fn backup(settings: &Settings, file: &Path) -> Result<()> {
             Ok(())
         }
         // The server holds the database: it writes the backup itself.
-        Err(_) => request_via_inbox(&settings.data_dir, "backup", &dest.to_string_lossy()),
+        Err(_) => {
+            let done = inbox_request(
+                &settings.data_dir,
+                &format!("backup-{}", std::process::id()),
+                "backup",
+                &dest.to_string_lossy(),
+                Duration::from_secs(60),
+            )?
+            .map_err(|e| anyhow::anyhow!("the running server could not do the backup: {e}"))?;
+            println!("{done}");
+            Ok(())
+        }
     }
 }
 
@@ -288,28 +322,4 @@ fn restore(settings: &Settings, file: &Path) -> Result<()> {
         }
     );
     Ok(())
-}
-
-/// Hands a request (`KIND`: the text) to the running server through its inbox and waits for
-/// the answer.
-fn request_via_inbox(data_dir: &Path, kind: &str, text: &str) -> Result<()> {
-    let inbox = data_dir.join("inbox");
-    std::fs::create_dir_all(&inbox)?;
-    let name = format!("{kind}-{}", std::process::id());
-    let tmp = inbox.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, inbox.join(format!("{name}.{kind}")))?;
-    for _ in 0..600 {
-        std::thread::sleep(Duration::from_millis(100));
-        if let Ok(done) = std::fs::read_to_string(inbox.join(format!("{name}.done"))) {
-            let _ = std::fs::remove_file(inbox.join(format!("{name}.done")));
-            println!("{}", done.trim());
-            return Ok(());
-        }
-        if let Ok(err) = std::fs::read_to_string(inbox.join(format!("{name}.error"))) {
-            let _ = std::fs::remove_file(inbox.join(format!("{name}.error")));
-            bail!("the running server could not do the {kind}: {}", err.trim());
-        }
-    }
-    bail!("the database is locked and no running server answered within 60 s")
 }

@@ -31,32 +31,13 @@ fn browser_available() -> bool {
     ok
 }
 
-/// A 16-bit PCM mono WAV at 48 kHz (what Chromium's fake microphone takes) of a tone.
+/// A 48 kHz WAV tone for Chromium's fake microphone.
 fn tone_wav(path: &Path, freq: f32, secs: f32) {
-    let rate = 48_000u32;
-    let samples: Vec<i16> = (0..(rate as f32 * secs) as usize)
-        .map(|i| {
-            ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 12000.0) as i16
-        })
-        .collect();
-    let data = samples.len() as u32 * 2;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&s.to_le_bytes());
+    let mut samples = tone_at(freq, 48_000, secs);
+    for s in &mut samples {
+        *s = (*s as f32 * 1.33) as i16;
     }
-    std::fs::write(path, b).expect("wav");
+    std::fs::write(path, pcm_wav(&samples, 48_000)).expect("wav");
 }
 
 struct BrowserServer {
@@ -281,39 +262,7 @@ fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
         reports["in_call"]
     );
     // The recording: caller on the left, the browser on the right.
-    let http = Client::new();
-    let mut name = None;
-    for _ in 0..100 {
-        let logs: Value = http
-            .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/call-logs"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .expect("call logs")
-            .json()
-            .expect("json");
-        name = logs["items"][0]["recording"].as_str().map(String::from);
-        if name.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let name = name.expect("a recorded call");
-    let file = name.rsplit('/').next().expect("file").to_string();
-    let mut wav = Vec::new();
-    for _ in 0..100 {
-        let r = http
-            .get(format!(
-                "http://127.0.0.1:{api}/v1/tenants/demo/recordings/{file}"
-            ))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .expect("recording");
-        if r.status().is_success() {
-            wav = r.bytes().expect("bytes").to_vec();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wav = newest_recording(api);
     let samples = wav_samples(&wav);
     let right: Vec<i16> = samples.chunks_exact(2).map(|f| f[1]).collect();
     let start = right
@@ -585,33 +534,7 @@ fn browser_calls_over_secure_websocket_and_the_server_records_its_tone() {
     }
     let b = start_with(true);
     let api = b.ports.api;
-    // Record the call as soon as it is up.
-    let recorder = std::thread::spawn(move || {
-        let http = Client::new();
-        for _ in 0..300 {
-            let calls: Value = http
-                .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/calls"))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .and_then(|r| r.json())
-                .unwrap_or(Value::Null);
-            if let Some(id) = calls["items"][0]["id"].as_u64() {
-                let s = http
-                    .post(format!(
-                        "http://127.0.0.1:{api}/v1/tenants/demo/calls/{id}/recording"
-                    ))
-                    .bearer_auth(ADMIN_KEY)
-                    .send()
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                if s != 409 {
-                    return s;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        0
-    });
+    let recorder = record_first_call(api);
     let reports = b.run(
         &b.page_url("102", ""),
         440.0,
@@ -628,32 +551,7 @@ fn browser_calls_over_secure_websocket_and_the_server_records_its_tone() {
     assert_eq!(recorder.join().expect("recorder"), 204);
     let f = heard(&reports["in_call"]);
     assert!((f - 440.0).abs() < 15.0, "heard {f} Hz over wss");
-    let http = Client::new();
-    let mut wav = Vec::new();
-    for _ in 0..100 {
-        let logs: Value = http
-            .get(format!("http://127.0.0.1:{api}/v1/tenants/demo/call-logs"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .expect("logs")
-            .json()
-            .expect("json");
-        if let Some(name) = logs["items"][0]["recording"].as_str() {
-            let file = name.rsplit('/').next().expect("file");
-            let r = http
-                .get(format!(
-                    "http://127.0.0.1:{api}/v1/tenants/demo/recordings/{file}"
-                ))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .expect("recording");
-            if r.status().is_success() {
-                wav = r.bytes().expect("bytes").to_vec();
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wav = newest_recording(api);
     let left: Vec<i16> = wav_samples(&wav).chunks_exact(2).map(|f| f[0]).collect();
     let start = left
         .iter()

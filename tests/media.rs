@@ -402,36 +402,6 @@ fn voicemail_deposit_records_the_callers_tone() {
     );
 }
 
-/// A 16-bit PCM WAV at `rate`.
-fn pcm_wav(samples: &[i16], rate: u32) -> Vec<u8> {
-    let data = samples.len() as u32 * 2;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    b
-}
-
-fn tone_at(freq: f32, rate: u32, secs: f32) -> Vec<i16> {
-    (0..(rate as f32 * secs) as usize)
-        .map(|i| {
-            ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 9000.0) as i16
-        })
-        .collect()
-}
-
 /// Calls `number` for ~2.5 s and returns the frequency of what the server played.
 fn heard_frequency(server: &Server, p: &Ports, number: &str) -> f32 {
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);

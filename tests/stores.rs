@@ -288,31 +288,7 @@ fn wait_for_or(
 /// on demand through the admin API as soon as it is up, so the call recording and the
 /// voicemail recording run side by side.
 fn leave_message(server: &Server, p: &Ports, freq: f32) {
-    let api = p.api;
-    let recorder = std::thread::spawn(move || {
-        let http = Client::new();
-        for _ in 0..100 {
-            let calls: Value = get(&http, api, "/v1/tenants/demo/calls")
-                .json()
-                .unwrap_or(Value::Null);
-            if let Some(id) = calls["items"][0]["id"].as_u64() {
-                // 409 until the call is answered.
-                let status = http
-                    .post(format!(
-                        "http://127.0.0.1:{api}/v1/tenants/demo/calls/{id}/recording"
-                    ))
-                    .bearer_auth(ADMIN_KEY)
-                    .send()
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                if status != 409 {
-                    return status;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        0
-    });
+    let recorder = record_first_call(p.api);
     let mut audio = vec![0i16; 8000 * 6];
     audio.extend(sine_wave(freq, 2.0));
     audio.extend(vec![0i16; 4000]);

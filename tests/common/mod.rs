@@ -516,3 +516,96 @@ pub fn sine_wave(freq: f32, secs: f32) -> Vec<i16> {
         .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * 8000.0) as i16)
         .collect()
 }
+
+/// A 16-bit PCM mono WAV at `rate` (uploads; Chromium's fake microphone takes 48 kHz).
+pub fn pcm_wav(samples: &[i16], rate: u32) -> Vec<u8> {
+    let data = samples.len() as u32 * 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    b
+}
+
+/// A sine tone at `rate`.
+pub fn tone_at(freq: f32, rate: u32, secs: f32) -> Vec<i16> {
+    (0..(rate as f32 * secs) as usize)
+        .map(|i| {
+            ((2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin() * 9000.0) as i16
+        })
+        .collect()
+}
+
+/// Starts recording the demo tenant's first live call through the admin API as soon as it
+/// is answered (in a thread); the thread returns the status of the POST (204), 0 when no
+/// call came.
+pub fn record_first_call(api_port: u16) -> std::thread::JoinHandle<u16> {
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        let base = format!("http://127.0.0.1:{api_port}/v1/tenants/demo/calls");
+        for _ in 0..300 {
+            let calls: serde_json::Value = http
+                .get(&base)
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .and_then(|r| r.json())
+                .unwrap_or(serde_json::Value::Null);
+            if let Some(id) = calls["items"][0]["id"].as_u64() {
+                // 409 until the call is answered.
+                let status = http
+                    .post(format!("{base}/{id}/recording"))
+                    .bearer_auth(ADMIN_KEY)
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                if status != 409 {
+                    return status;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        0
+    })
+}
+
+/// The audio of the demo tenant's newest call recording, once its call record has it.
+pub fn newest_recording(api_port: u16) -> Vec<u8> {
+    let http = reqwest::blocking::Client::new();
+    let api = format!("http://127.0.0.1:{api_port}/v1/tenants/demo");
+    for _ in 0..100 {
+        let logs: serde_json::Value = http
+            .get(format!("{api}/call-logs"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(serde_json::Value::Null);
+        if let Some(file) = logs["items"][0]["recording"]
+            .as_str()
+            .and_then(|n| n.rsplit('/').next())
+        {
+            if let Ok(r) = http
+                .get(format!("{api}/recordings/{file}"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+            {
+                if r.status().is_success() {
+                    return r.bytes().map(|b| b.to_vec()).unwrap_or_default();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no recording of the newest call");
+}
