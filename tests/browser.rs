@@ -265,11 +265,7 @@ fn udp_caller_reaches_the_browser_and_audio_flows_both_ways() {
     let wav = newest_recording(api);
     let samples = wav_samples(&wav);
     let right: Vec<i16> = samples.chunks_exact(2).map(|f| f[1]).collect();
-    let start = right
-        .iter()
-        .position(|s| s.unsigned_abs() > 2000)
-        .expect("the browser's audio in the recording");
-    let f = tone_frequency(&right[start + 800..start + 8800]);
+    let f = tone_after_onset(&right);
     assert!((f - 440.0).abs() < 15.0, "browser channel at {f} Hz");
 }
 
@@ -553,11 +549,7 @@ fn browser_calls_over_secure_websocket_and_the_server_records_its_tone() {
     assert!((f - 440.0).abs() < 15.0, "heard {f} Hz over wss");
     let wav = newest_recording(api);
     let left: Vec<i16> = wav_samples(&wav).chunks_exact(2).map(|f| f[0]).collect();
-    let start = left
-        .iter()
-        .position(|s| s.unsigned_abs() > 2000)
-        .expect("the browser's tone in the recording");
-    let f = tone_frequency(&left[start + 800..start + 8800]);
+    let f = tone_after_onset(&left);
     assert!(
         (f - 440.0).abs() < 15.0,
         "recorded caller channel at {f} Hz"

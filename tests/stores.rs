@@ -303,16 +303,6 @@ fn leave_message(server: &Server, p: &Ports, freq: f32) {
     assert_eq!(recorder.join().expect("recorder"), 204, "recording started");
 }
 
-/// The frequency of the tone that starts somewhere in `samples`.
-fn tone_after_onset(samples: &[i16]) -> f32 {
-    let start = samples
-        .iter()
-        .position(|s| s.unsigned_abs() > 2000)
-        .expect("a tone in the audio");
-    assert!(samples.len() >= start + 8000, "tone cut short");
-    tone_frequency(&samples[start + 400..start + 8000])
-}
-
 fn start_server(
     p: &Ports,
     data: tempfile::TempDir,

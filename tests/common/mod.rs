@@ -609,3 +609,13 @@ pub fn newest_recording(api_port: u16) -> Vec<u8> {
     }
     panic!("no recording of the newest call");
 }
+
+/// The frequency of the tone that starts somewhere in `samples`.
+pub fn tone_after_onset(samples: &[i16]) -> f32 {
+    let start = samples
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .expect("a tone in the audio");
+    assert!(samples.len() >= start + 8000, "tone cut short");
+    tone_frequency(&samples[start + 400..start + 8000])
+}

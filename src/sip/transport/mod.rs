@@ -53,3 +53,40 @@ pub enum Inbound {
         conn: u64,
     },
 }
+
+/// Accepts connections on `listener` until the process ends, at most `max_connections` at a
+/// time (extra ones are closed at once), running `serve` for each in a task of its own.
+pub(crate) fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    max_connections: usize,
+    serve: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %addr, "{what} connection limit reached: closing new connection");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let fut = serve(stream, addr);
+            tokio::spawn(async move {
+                fut.await;
+                drop(permit);
+            });
+        }
+    })
+}

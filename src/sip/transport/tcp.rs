@@ -6,11 +6,10 @@ use crate::sip::endpoint::{Peer, TransportKind};
 use crate::sip::message::MAX_MESSAGE_SIZE;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// Writers of open connections, owned by the endpoint task.
 #[derive(Default)]
@@ -54,27 +53,8 @@ pub fn spawn_tcp_listener(
     idle_timeout: Duration,
     max_connections: usize,
 ) -> tokio::task::JoinHandle<()> {
-    let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
-        loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %addr, "tcp connection limit reached: closing new connection");
-                continue;
-            };
-            let tx = to_endpoint.clone();
-            tokio::spawn(async move {
-                connection(stream, addr, tx, idle_timeout).await;
-                drop(permit);
-            });
-        }
+    super::accept_loop(listener, "tcp", max_connections, move |stream, addr| {
+        connection(stream, addr, to_endpoint.clone(), idle_timeout)
     })
 }
 
@@ -85,7 +65,6 @@ async fn connection(
     idle: Duration,
 ) {
     let conn = super::next_conn_id();
-    let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
     if to_endpoint

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -85,25 +85,14 @@ pub fn spawn_ws_listener(
     idle_timeout: Duration,
     max_connections: usize,
 ) -> tokio::task::JoinHandle<()> {
-    let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
-        loop {
-            let (stream, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "websocket accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(peer = %addr, "connection limit reached: closing new websocket");
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
+    super::accept_loop(
+        listener,
+        "websocket",
+        max_connections,
+        move |stream, addr| {
             let tx = to_endpoint.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
+            async move {
                 match tls {
                     Some(acceptor) => {
                         // A stalled TLS handshake must not hold a connection slot forever.
@@ -121,10 +110,9 @@ pub fn spawn_ws_listener(
                     }
                     None => connection(stream, addr, TransportKind::Ws, tx, idle_timeout).await,
                 }
-                drop(permit);
-            });
-        }
-    })
+            }
+        },
+    )
 }
 
 /// The handshake answer: the `sip` subprotocol, or 400 for a client that does not speak it.
