@@ -166,9 +166,7 @@ impl Endpoint {
                 Ok(pair) => audio = Some(pair),
                 Err(_) if webrtc_offer.is_some() => {}
                 Err(e) => {
-                    let b = ResponseBuilder::new(488)
-                        .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
-                    return self.respond(now, &key, &req, b);
+                    return self.refuse_sdp(now, &key, &req, &e);
                 }
             }
         }
@@ -209,9 +207,7 @@ impl Endpoint {
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "browser offer refused");
-                    let b = ResponseBuilder::new(488)
-                        .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
-                    return self.respond(now, &key, &req, b);
+                    return self.refuse_sdp(now, &key, &req, &e);
                 }
             }
         }
@@ -615,6 +611,19 @@ impl Endpoint {
         self.respond(now, &key, &req, ResponseBuilder::new(200));
     }
 
+    /// `488 Not Acceptable Here` with a Warning naming what is wrong with the offer.
+    pub(super) fn refuse_sdp(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        req: &SipRequest,
+        e: &dyn std::fmt::Display,
+    ) {
+        let b = ResponseBuilder::new(488)
+            .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
+        self.respond(now, key, req, b);
+    }
+
     /// A browser's re-INVITE (hold, resume, a refreshed session): the ICE and DTLS session
     /// stays as negotiated, so the answer is our first one with the direction that answers the
     /// new offer.
@@ -628,9 +637,7 @@ impl Endpoint {
                 .or(o.direction)
                 .unwrap_or(crate::sdp::Direction::SendRecv),
             Err(e) => {
-                let b = ResponseBuilder::new(488)
-                    .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
-                return self.respond(now, &key, &req, b);
+                return self.refuse_sdp(now, &key, &req, &e);
             }
         };
         let Some(call) = self.calls.get_mut(&id) else {
@@ -722,9 +729,7 @@ impl Endpoint {
                     offer = Some(o);
                 }
                 Err(e) => {
-                    let b = ResponseBuilder::new(488)
-                        .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
-                    return self.respond(now, &key, &req, b);
+                    return self.refuse_sdp(now, &key, &req, &e);
                 }
             }
         }

@@ -631,11 +631,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)));
         let (offer, audio): (SessionDescription, NegotiatedAudio) = match parsed {
             Ok(p) => p,
-            Err(e) => {
-                let b = ResponseBuilder::new(488)
-                    .header("Warning", format!("304 {} \"{e}\"", self.cfg.public_host));
-                return self.respond(now, &key, &req, b);
-            }
+            Err(e) => return self.refuse_sdp(now, &key, &req, &e),
         };
         if let Some(d) = c.dialog.as_mut() {
             if d.accept_remote_cseq(req.cseq).is_err() {
