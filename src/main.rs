@@ -106,6 +106,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let settings =
         Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
+    switchyard::server::restrict_new_files();
     match cli.command {
         Command::Serve { demo } => {
             init_logging(&settings, cli.log_json);

@@ -99,12 +99,45 @@ fn now() -> Now {
     }
 }
 
+/// Creates `data_dir` readable by its owner only (it holds trunk passwords, HA1 hashes,
+/// recordings and voicemail), and takes group and world access away from one that exists.
+/// Files and folders created under it by this process are private too: see
+/// [`restrict_new_files`].
+pub fn create_private_dir(dir: &std::path::Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |what: &str, source| ServerError::Io {
+        what: format!("{what} data_dir {}", dir.display()),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io("creating", e))?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| io("reading", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|e| io("restricting", e))?;
+    }
+    Ok(())
+}
+
+/// Makes every file and folder this process creates private to its user (umask 077): the
+/// sled files, spool entries, recordings and voicemail under `data_dir` are 0600 and their
+/// folders 0700, whatever the service manager's umask was.
+pub fn restrict_new_files() {
+    // SAFETY: umask only changes this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Opens the tenant store under `data_dir` (creating the directory).
 pub fn open_store(settings: &Settings) -> Result<(LocalDb, Arc<TenantStore>), ServerError> {
-    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServerError::Io {
-        what: format!("creating data_dir {}", settings.data_dir.display()),
-        source,
-    })?;
+    create_private_dir(&settings.data_dir)?;
     let db = LocalDb::open(&settings.data_dir)?;
     let default = (!settings.tenant.default.is_empty()).then(|| settings.tenant.default.clone());
     let store = Arc::new(TenantStore::open(db.clone(), default)?);
@@ -299,6 +332,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
         }
     }
+    let nonce_secret: [u8; 32] = settings.nonce_secret()?.unwrap_or_else(rand::random);
+    crate::api::set_etag_secret(&nonce_secret);
     let public_ip = match settings.public_ip()? {
         Some(ip) => ip,
         None => match bound_ip {
@@ -336,10 +371,19 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         wss_port,
         algorithms: settings.algorithms()?,
         nonce_lifetime: Duration::from_secs(settings.sip.nonce_lifetime_secs),
-        nonce_secret: settings.nonce_secret()?.unwrap_or_else(rand::random),
-        auth_max_failures: settings.sip.auth_max_failures,
-        auth_window: Duration::from_secs(settings.sip.auth_window_secs),
-        auth_block: Duration::from_secs(settings.sip.auth_block_secs),
+        nonce_secret,
+        auth_limits: crate::sip::auth_guard::GuardLimits {
+            max_failures: settings.sip.auth_max_failures,
+            max_users: settings.sip.auth_max_users_per_source,
+            window: Duration::from_secs(settings.sip.auth_window_secs),
+            block: Duration::from_secs(settings.sip.auth_block_secs),
+            block_max: Duration::from_secs(
+                settings
+                    .sip
+                    .auth_block_max_secs
+                    .max(settings.sip.auth_block_secs),
+            ),
+        },
         timers: TimerConfig {
             t1: Duration::from_millis(settings.sip.t1_ms),
             ..TimerConfig::default()
@@ -404,6 +448,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         Some(control_tx),
         services.clone(),
         settings.api.auth_max_failures,
+        settings.metrics_access()?,
     );
     api_state.set_store_failing_after(Duration::from_secs(settings.history.failing_after_secs));
     if let Ok(mut l) = api_state.listeners.lock() {
@@ -620,6 +665,10 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
     live.sip_malformed.store(st.malformed, Ordering::Relaxed);
     live.sip_auth_failures
         .store(st.auth_failures, Ordering::Relaxed);
+    live.sip_auth_refused
+        .store(st.auth_blocked, Ordering::Relaxed);
+    live.sip_auth_blocks
+        .store(st.auth_blocks_started, Ordering::Relaxed);
     let (mut legs, mut pin, mut pout, mut late) = (0, 0, 0, 0);
     for w in engine.worker_stats() {
         legs += w.legs.load(Ordering::Relaxed) as u64;

@@ -149,12 +149,18 @@ pub struct SipSettings {
     /// Secret for nonces (hex, 64 digits); empty: random at each start. Set it on every node
     /// behind a load balancer so any node accepts another's nonces.
     pub nonce_secret: String,
-    /// Failed authentications per source address within `auth_window_secs` before refusing it.
+    /// Wrong passwords for one username from one source address within `auth_window_secs`
+    /// before that username is refused from that address (other users there keep working).
     pub auth_max_failures: u32,
+    /// Distinct usernames failing from one source address within `auth_window_secs` before
+    /// the address is treated as a scanner and refused for every user.
+    pub auth_max_users_per_source: u32,
     /// Window for counting failures.
     pub auth_window_secs: u64,
-    /// How long a source address is refused after too many failures.
+    /// First block; each repeat doubles it, up to `auth_block_max_secs`.
     pub auth_block_secs: u64,
+    /// Longest block, and how long repeats are remembered.
+    pub auth_block_max_secs: u64,
     /// Shortest registration accepted (shorter: 423).
     pub min_expires: u32,
     /// Longest registration granted.
@@ -199,8 +205,12 @@ pub struct ApiSettings {
     pub listen: String,
     /// Admin key (Bearer token) that manages tenants; empty disables admin access.
     pub admin_key: String,
-    /// Failed authentications per address within a minute before it gets 429 for 5 minutes.
+    /// Unknown keys per address within a minute before it gets 429 for 5 minutes (doubling on
+    /// repeats). Valid keys always work.
     pub auth_max_failures: u32,
+    /// Who may read `/metrics` without a key: `loopback` (clients on 127.0.0.1/::1; others
+    /// need a key), `key` (everyone needs a key) or `open`.
+    pub metrics: String,
 }
 
 /// `[tenant]`
@@ -259,8 +269,10 @@ impl Default for SipSettings {
             nonce_lifetime_secs: 300,
             nonce_secret: String::new(),
             auth_max_failures: 10,
+            auth_max_users_per_source: 10,
             auth_window_secs: 60,
             auth_block_secs: 300,
+            auth_block_max_secs: 86_400,
             min_expires: 60,
             max_expires: 7200,
             default_expires: 3600,
@@ -292,6 +304,7 @@ impl Default for ApiSettings {
             listen: "127.0.0.1:8080".into(),
             admin_key: String::new(),
             auth_max_failures: 20,
+            metrics: "loopback".into(),
         }
     }
 }
@@ -357,6 +370,7 @@ impl Settings {
         self.nonce_secret()?;
         self.api_listen()?;
         self.inband_dtmf()?;
+        self.metrics_access()?;
         if self.media.rtp_timeout_secs == 0 {
             return Err(invalid("media.rtp_timeout_secs", "must be at least 1"));
         }
@@ -517,6 +531,17 @@ impl Settings {
             .try_into()
             .map_err(|_| invalid("sip.nonce_secret", "must be 64 hex digits (32 bytes)"))?;
         Ok(Some(arr))
+    }
+
+    /// Parsed `api.metrics`.
+    pub fn metrics_access(&self) -> Result<crate::api::MetricsAccess, SettingsError> {
+        use crate::api::MetricsAccess;
+        match self.api.metrics.as_str() {
+            "loopback" => Ok(MetricsAccess::Loopback),
+            "key" => Ok(MetricsAccess::Key),
+            "open" => Ok(MetricsAccess::Open),
+            _ => Err(invalid("api.metrics", "must be loopback, key or open")),
+        }
     }
 
     /// Parsed `media.inband_dtmf`.

@@ -943,13 +943,13 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
     // User 100 listens through *97: what the server sends holds the message's tone.
     let listener = ports();
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
-    let (ok, out) = sipp(
+    let (ok, out) = sipp_with_audio(
         &server,
         &listener,
         "mailbox_listen.xml",
+        Some(&vec![0i16; 8000 * 25]),
         &[
-            "-m", "1", "-s", "*97", "-key", "caller", "100", "-au", "100", "-ap", "demo100", "-d",
-            "18000",
+            "-s", "*97", "-key", "caller", "100", "-au", "100", "-ap", "demo100", "-d", "18000",
         ],
     );
     assert!(ok, "*97: {out}\n{}", server.log_text());

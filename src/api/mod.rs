@@ -16,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod live;
 pub mod openapi;
+mod operator;
 mod page;
 mod prompts;
 mod sections;
@@ -24,7 +25,7 @@ mod users;
 mod voicemail;
 pub mod web;
 
-use crate::sip::digest::AuthFailureLimiter;
+use crate::sip::auth_guard::{AuthGuard, GuardLimits};
 use crate::tenant::TenantStore;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -58,6 +59,10 @@ pub struct LiveStats {
     pub sip_malformed: AtomicU64,
     /// Failed digest authentications.
     pub sip_auth_failures: AtomicU64,
+    /// Requests refused because their (user, address) or address is blocked.
+    pub sip_auth_refused: AtomicU64,
+    /// Blocks started by too many failures.
+    pub sip_auth_blocks: AtomicU64,
     /// Media legs.
     pub media_legs: AtomicU64,
     /// RTP packets received.
@@ -80,7 +85,7 @@ pub struct ApiState {
     pub control: Option<tokio::sync::mpsc::Sender<live::Control>>,
     /// Voicemail store and message-waiting notices shared with the call apps.
     pub services: Arc<crate::call::Services>,
-    limiter: Mutex<AuthFailureLimiter>,
+    limiter: Mutex<AuthGuard>,
     responses: Mutex<BTreeMap<u16, u64>>,
     /// Seconds a store may fail before `/health/ready` says not ready.
     store_failing_after: AtomicU64,
@@ -88,6 +93,20 @@ pub struct ApiState {
     pub phone_defaults: Mutex<web::PhoneDefaults>,
     /// SIP listeners as bound (`udp 0.0.0.0:5060`), for `/v1/node`.
     pub listeners: Mutex<Vec<String>>,
+    /// Who may read `/metrics` without a key.
+    pub metrics_access: MetricsAccess,
+}
+
+/// Who may read `/metrics` without a key (`api.metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsAccess {
+    /// Clients on the loopback interface (a local Prometheus or agent); others need a key.
+    #[default]
+    Loopback,
+    /// Any key (admin or tenant) for everybody.
+    Key,
+    /// Anyone who reaches the API port.
+    Open,
 }
 
 impl ApiState {
@@ -99,6 +118,7 @@ impl ApiState {
         control: Option<tokio::sync::mpsc::Sender<live::Control>>,
         services: Arc<crate::call::Services>,
         auth_max_failures: u32,
+        metrics_access: MetricsAccess,
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             store,
@@ -106,15 +126,18 @@ impl ApiState {
             live,
             control,
             services,
-            limiter: Mutex::new(AuthFailureLimiter::new(
-                auth_max_failures,
-                Duration::from_secs(60),
-                Duration::from_secs(300),
-            )),
+            limiter: Mutex::new(AuthGuard::new(GuardLimits {
+                max_failures: auth_max_failures,
+                max_users: u32::MAX,
+                window: Duration::from_secs(60),
+                block: Duration::from_secs(300),
+                block_max: Duration::from_secs(3600),
+            })),
             responses: Mutex::new(BTreeMap::new()),
             store_failing_after: AtomicU64::new(60),
             phone_defaults: Mutex::new(web::PhoneDefaults::default()),
             listeners: Mutex::new(Vec::new()),
+            metrics_access,
         })
     }
 
@@ -303,48 +326,47 @@ async fn count_responses(State(st): State<Arc<ApiState>>, req: Request, next: Ne
 }
 
 /// Checks the Bearer key; `Err` is the response to send (401, or 429 once an address has
-/// failed too often).
+/// sent too many unknown keys).
+///
+/// The key is checked first: a valid key always works, whatever junk other clients behind the
+/// same address (a proxy, a NAT) sent. Only unknown keys are counted and refused.
 pub fn authenticate(
     st: &ApiState,
     headers: &HeaderMap,
     peer: IpAddr,
 ) -> Result<Principal, Problem> {
-    let now = Instant::now();
-    if st
-        .limiter
-        .lock()
-        .map(|l| l.is_blocked(peer, now))
-        .unwrap_or(false)
-    {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-failures",
-            "too many failed authentications from this address; try later",
-        )
-        .retry_after(300));
-    }
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match key.and_then(|k| st.keys.authenticate(k)) {
-        Some(p) => Ok(p),
-        None => {
-            if key.is_some() {
-                if let Ok(mut l) = st.limiter.lock() {
-                    if l.record_failure(peer, now) {
-                        tracing::warn!(source = %peer, "admin API: too many failed authentications");
-                    }
-                }
-            }
-            Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or unknown API key (Authorization: Bearer KEY)",
-            ))
-        }
+    if let Some(p) = key.and_then(|k| st.keys.authenticate(k)) {
+        return Ok(p);
     }
+    let unauthorized = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or unknown API key (Authorization: Bearer KEY)",
+    );
+    if key.is_none() {
+        return Err(unauthorized);
+    }
+    let now = Instant::now();
+    let Ok(mut l) = st.limiter.lock() else {
+        return Err(unauthorized);
+    };
+    if l.check(peer, "", now).is_some() {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-failures",
+            "too many unknown keys from this address; try later",
+        )
+        .retry_after(300));
+    }
+    if let Some((_, lasts)) = l.failure(peer, "", now) {
+        tracing::warn!(source = %peer, secs = lasts.as_secs(), "admin API: too many unknown keys; the address is refused (valid keys still work)");
+    }
+    Err(unauthorized)
 }
 
 /// A tenant's stored document, or the 404 every route gives for a missing tenant.
@@ -354,11 +376,31 @@ pub fn load_tenant(st: &ApiState, tenant: &str) -> Result<crate::tenant::TenantC
         .ok_or_else(|| Problem::not_found("tenant"))
 }
 
-/// Strong ETag of a configuration object (its stored JSON).
-pub fn etag_of<T: serde::Serialize>(v: &T) -> String {
+/// Key of the ETag MAC; see [`set_etag_secret`].
+static ETAG_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Keys ETags with `secret` (the node's `sip.nonce_secret`, so every node of a cluster gives
+/// the same ETag for the same document). Without it a random key is used.
+pub fn set_etag_secret(secret: &[u8; 32]) {
     use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"switchyard etag v1");
+    h.update(secret);
+    let _ = ETAG_KEY.set(h.finalize().into());
+}
+
+/// Strong ETag of a configuration object: a keyed MAC of its stored JSON. The documents hold
+/// HA1 hashes and trunk passwords, so a plain hash would let a read-only key confirm password
+/// guesses offline; the MAC reveals nothing without the node's secret.
+pub fn etag_of<T: serde::Serialize>(v: &T) -> String {
+    use hmac::{Hmac, Mac};
+    let key = ETAG_KEY.get_or_init(rand::random);
     let bytes = serde_json::to_vec(v).unwrap_or_default();
-    format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..20])
+    let Ok(mut m) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
+        return "\"0\"".into();
+    };
+    m.update(&bytes);
+    format!("\"{}\"", &hex::encode(m.finalize().into_bytes())[..24])
 }
 
 /// Optimistic concurrency for writes: `If-Match` must be present (428) and name the current
@@ -511,8 +553,19 @@ async fn node(
 /// Prometheus text format.
 async fn metrics(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
+    let open = match st.metrics_access {
+        MetricsAccess::Open => true,
+        MetricsAccess::Loopback => peer.ip().is_loopback(),
+        MetricsAccess::Key => false,
+    };
+    if !open {
+        if let Err(p) = authenticate(&st, &headers, peer.ip()) {
+            return p.into_response();
+        }
+    }
     let l = &st.live;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut s = String::new();
@@ -572,6 +625,18 @@ async fn metrics(
         "counter",
         "Failed digest authentications.",
         g(&l.sip_auth_failures),
+    );
+    metric(
+        "switchyard_sip_auth_refused_total",
+        "counter",
+        "Requests refused while their username and address, or their address, is blocked.",
+        g(&l.sip_auth_refused),
+    );
+    metric(
+        "switchyard_sip_auth_blocks_total",
+        "counter",
+        "Blocks started by too many failed authentications.",
+        g(&l.sip_auth_blocks),
     );
     metric(
         "switchyard_media_legs",

@@ -188,7 +188,9 @@ async fn put_section<S: Section>(
     let mut cfg = load_tenant(st, tenant)?;
     check_if_match(headers, &etag_of(&S::take(&cfg)), S::NAME)?;
     let Json(value) = body.map_err(body_problem)?;
+    let before = cfg.clone();
     value.apply(&mut cfg);
+    super::operator::check_operator_fields(&p, &before, &cfg)?;
     st.store.put(cfg)?;
     tracing::info!(tenant = %tenant, section = S::NAME, "tenant section replaced through the admin API");
     let stored = load_tenant(st, tenant)?;

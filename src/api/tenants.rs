@@ -235,6 +235,7 @@ pub(super) async fn put_tenant(
             }
         }
     }
+    super::operator::check_operator_fields(&p, &current, &cfg)?;
     st.store.put(cfg)?;
     let stored = load_tenant(&st, &tenant)?;
     Ok(with_etag(StatusCode::OK, stored))

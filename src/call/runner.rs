@@ -246,8 +246,18 @@ impl CallRunner {
                 );
                 self.apply(call);
             }
-            CallEvent::MediaStart { call, lease, audio } => {
-                let params = params_from_sdp(&audio, self.rtp_timeout, self.inband);
+            CallEvent::MediaStart {
+                call,
+                lease,
+                audio,
+                signalling_ip,
+            } => {
+                let mut params = params_from_sdp(&audio, self.rtp_timeout, self.inband);
+                // Browser legs are vouched for by ICE; their signalling may come through a
+                // reverse proxy on another host.
+                if params.webrtc.is_none() {
+                    params.signalling_ip = Some(signalling_ip);
+                }
                 // Bridged legs must live on one media worker: the second is created beside
                 // the first.
                 let beside = match self.children.get(&call) {

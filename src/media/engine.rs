@@ -266,6 +266,7 @@ impl MediaEngine {
         let n = self.inner.workers.len().max(1);
         let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % n;
         let id = self.new_id(worker);
+        discard_early(&lease, &params);
         self.send(worker, Command::Create { id, lease, params })?;
         Ok(id)
     }
@@ -278,6 +279,7 @@ impl MediaEngine {
         params: LegParams,
     ) -> Result<LegId, MediaError> {
         let id = self.new_id(other.worker());
+        discard_early(&lease, &params);
         self.send(other.worker(), Command::Create { id, lease, params })?;
         Ok(id)
     }
@@ -862,6 +864,17 @@ pub fn params_from_sdp(
         rtp_timeout,
         inband,
         webrtc: neg.webrtc.clone(),
+        signalling_ip: None,
+    }
+}
+
+/// Whatever reached a leg's ports before the leg existed came from someone who guessed them
+/// (the peer sends only once it has our answer, which goes out after this): it is dropped
+/// unread, here on the caller's thread so nothing the peer sends later is lost. Browser legs
+/// keep theirs; ICE and DTLS vouch for those packets.
+fn discard_early(lease: &RtpPortLease, params: &LegParams) {
+    if params.webrtc.is_none() {
+        lease.discard_queued();
     }
 }
 
@@ -911,6 +924,7 @@ mod tests {
             rtp_timeout: Duration::from_millis(600),
             inband: InbandDtmf::Auto,
             webrtc: None,
+            signalling_ip: None,
         }
     }
 

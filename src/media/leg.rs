@@ -12,7 +12,7 @@ use super::g711::Law;
 use super::jitter::JitterBuffer;
 use super::prompts::PromptAudio;
 use super::rtcp::{self, PeerReport};
-use super::rtp::{Latch, ReceiveStats, RtpPacket, RtpSender};
+use super::rtp::{Latch, ReceiveStats, RtcpLatch, RtpPacket, RtpSender};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +58,10 @@ pub struct LegParams {
     pub inband: InbandDtmf,
     /// A browser leg's WebRTC transport (taken by the engine when the leg starts).
     pub webrtc: Option<super::webrtc::WebRtcHandle>,
+    /// Where the peer's signalling came from: besides the SDP host, the only host whose
+    /// packets may teach the latch a new source (a phone behind NAT sends media from there).
+    /// `None` lets any host prove itself.
+    pub signalling_ip: Option<std::net::IpAddr>,
 }
 
 /// Where a digit came from.
@@ -265,6 +269,13 @@ struct DtmfSend {
     ticks: u32,
 }
 
+/// Comfort noise (RFC 3389) is the peer's media too, though we never decode it.
+const COMFORT_NOISE_PT: u8 = 13;
+
+/// How long we send to a peer that has sent us nothing we believe. Past this the SDP address
+/// may be anyone's (a `c=` line is the caller's word), so we go quiet until the peer speaks.
+pub const UNHEARD_SEND_GRACE: Duration = Duration::from_secs(10);
+
 /// Ticks a sent digit lasts (100 ms) and the pause after it (40 ms).
 const DTMF_TICKS: u32 = 5;
 const DTMF_GAP_TICKS: u32 = 2;
@@ -274,7 +285,7 @@ pub struct Leg {
     /// Negotiated parameters.
     pub params: LegParams,
     latch: Latch,
-    rtcp_latch: Latch,
+    rtcp_latch: RtcpLatch,
     /// Our stream.
     pub sender: RtpSender,
     /// The peer's stream.
@@ -292,6 +303,11 @@ pub struct Leg {
     pub frame_in_real: usize,
     started: Instant,
     last_rx: Instant,
+    /// Since when the peer has sent nothing we believe (none at all since the leg began or its
+    /// address changed); `None` once it has.
+    unheard_since: Option<Instant>,
+    /// We stopped sending because the peer stayed unheard past [`UNHEARD_SEND_GRACE`].
+    unheard_muted: bool,
     timeout_reported: bool,
     next_rtcp: Instant,
     last_sr: Option<(u32, u64)>,
@@ -318,8 +334,8 @@ impl Leg {
     /// A new leg at `now`.
     pub fn new(params: LegParams, now: Instant) -> Leg {
         Leg {
-            latch: Latch::new(params.remote_rtp),
-            rtcp_latch: Latch::new(params.remote_rtcp),
+            latch: Latch::new(params.remote_rtp, params.signalling_ip),
+            rtcp_latch: RtcpLatch::new(params.remote_rtcp),
             params,
             sender: RtpSender::new(),
             rx: ReceiveStats::default(),
@@ -332,6 +348,8 @@ impl Leg {
             frame_in_real: 0,
             started: now,
             last_rx: now,
+            unheard_since: Some(now),
+            unheard_muted: false,
             timeout_reported: false,
             next_rtcp: now + Duration::from_millis(2500 + u64::from(rand::random::<u16>() % 2000)),
             last_sr: None,
@@ -346,11 +364,17 @@ impl Leg {
     }
 
     /// New negotiation (re-INVITE): new addresses and codec; the latch starts again.
-    pub fn update(&mut self, params: LegParams) {
+    pub fn update(&mut self, mut params: LegParams) {
+        params.signalling_ip = params.signalling_ip.or(self.params.signalling_ip);
         if params.remote_rtp != self.params.remote_rtp {
             self.latch.reset(params.remote_rtp);
             self.rtcp_latch.reset(params.remote_rtcp);
             self.jitter.reset();
+            // The grace for the new address runs from the last packet of the old one (about
+            // now on a live call; no clock is read here).
+            if self.unheard_since.is_none() {
+                self.unheard_since = Some(self.last_rx);
+            }
         }
         self.params = params;
         self.sender.mark_next = true;
@@ -374,10 +398,17 @@ impl Leg {
         let Some(p) = RtpPacket::parse(data) else {
             return;
         };
-        if !self.latch.accept(src) {
+        // Only the payload types we negotiated (and comfort noise) count as the peer's media:
+        // anything else is dropped before it can teach the latch a source.
+        let negotiated = p.payload_type == self.params.pt
+            || Some(p.payload_type) == self.params.dtmf_pt
+            || p.payload_type == COMFORT_NOISE_PT;
+        if !negotiated || !self.latch.accept(src, p.ssrc, p.sequence, now) {
             return;
         }
         self.last_rx = now;
+        self.unheard_since = None;
+        self.unheard_muted = false;
         self.timeout_reported = false;
         let arrival = self.arrival_ts(now);
         if Some(p.payload_type) == self.params.dtmf_pt {
@@ -402,7 +433,7 @@ impl Leg {
 
     /// A datagram arrived on the RTCP port.
     pub fn on_rtcp(&mut self, src: SocketAddr, data: &[u8], _now: Instant, unix_us: u64) {
-        if !self.rtcp_latch.accept(src) {
+        if !self.rtcp_latch.accept(src, self.latch.latched()) {
             return;
         }
         let now_ntp = rtcp::ntp_from_unix_micros(unix_us);
@@ -485,7 +516,7 @@ impl Leg {
 
     /// Encodes and sends one frame of what the peer should hear (or a DTMF event packet).
     pub fn send_frame(&mut self, frame: &[i16; FRAME], out: &mut Outgoing) {
-        if !self.params.send {
+        if !self.params.send || self.unheard_muted {
             return;
         }
         let target = self.latch.target();
@@ -609,7 +640,15 @@ impl Leg {
             self.timeout_reported = true;
             events.push(LegEvent::RtpTimeout);
         }
-        if now >= self.next_rtcp {
+        if let Some(since) = self.unheard_since {
+            if !self.unheard_muted && now.saturating_duration_since(since) >= UNHEARD_SEND_GRACE {
+                // The SDP may name a stranger's address: don't keep sending 50 packets a
+                // second to a place that never answered.
+                self.unheard_muted = true;
+                tracing::info!(peer = %self.latch.target(), "no media from the peer: stopped sending to it until it sends");
+            }
+        }
+        if now >= self.next_rtcp && !self.unheard_muted {
             self.next_rtcp =
                 now + Duration::from_millis(4000 + u64::from(rand::random::<u16>() % 2000));
             let ntp = rtcp::ntp_from_unix_micros(unix_us);
@@ -695,6 +734,7 @@ mod tests {
             rtp_timeout: Duration::from_secs(10),
             inband: InbandDtmf::Auto,
             webrtc: None,
+            signalling_ip: None,
         }
     }
 
@@ -709,7 +749,7 @@ mod tests {
         let now = Instant::now();
         let mut leg = Leg::new(params(), now);
         leg.source = Source::Echo;
-        let src: SocketAddr = "127.0.0.1:41000".parse().expect("a");
+        let src: SocketAddr = "127.0.0.1:40000".parse().expect("a");
         let mut ev = Vec::new();
         let mut enc = Vec::new();
         Law::Ulaw.encode(&[1000; FRAME], &mut enc);
@@ -742,7 +782,7 @@ mod tests {
         let now = Instant::now();
         let mut leg = Leg::new(params(), now);
         leg.source = Source::Play(Player::new(vec![vec![500i16; 8000].into()], true, true));
-        let src: SocketAddr = "127.0.0.1:41000".parse().expect("a");
+        let src: SocketAddr = "127.0.0.1:40000".parse().expect("a");
         let mut ev = Vec::new();
         let start = TelephoneEvent {
             event: 1,
@@ -829,9 +869,47 @@ mod tests {
             now,
         );
         ev.clear();
+        held.housekeeping(now + Duration::from_secs(5), 0, &mut out, &mut ev);
+        assert!(!out.rtcp.is_empty(), "RTCP report sent");
         held.housekeeping(now + Duration::from_secs(60), 0, &mut out, &mut ev);
         assert!(ev.is_empty());
-        assert!(!out.rtcp.is_empty(), "RTCP report sent");
+    }
+
+    #[test]
+    fn strangers_are_not_heard_and_silent_peers_not_flooded() {
+        let now = Instant::now();
+        let mut leg = Leg::new(params(), now);
+        leg.source = Source::Echo;
+        let mut ev = Vec::new();
+        let mut enc = Vec::new();
+        Law::Ulaw.encode(&[3000; FRAME], &mut enc);
+        // A scanner sprays one packet per source port, and digits from its own port with a
+        // payload type we never agreed on: none is heard, none teaches the latch.
+        for i in 0..20u16 {
+            let from: SocketAddr = format!("127.0.0.9:{}", 30000 + i).parse().expect("a");
+            leg.on_rtp(from, &rtp(i, u32::from(i) * 160, 0, &enc), now, &mut ev);
+            let spy: SocketAddr = "127.0.0.9:29999".parse().expect("a");
+            leg.on_rtp(spy, &rtp(i, 0, 96, &[1, 0, 0, 160]), now, &mut ev);
+        }
+        assert!(ev.is_empty(), "{ev:?}");
+        assert_eq!(leg.rx.packets, 0);
+        let mut out = Outgoing::default();
+        let mut frame = [0i16; FRAME];
+        leg.pull_frame(&mut ev);
+        leg.own_frame(&mut frame, &mut ev);
+        leg.send_frame(&frame, &mut out);
+        assert_eq!(out.rtp[0].0, leg.params.remote_rtp, "still the SDP address");
+        // Nothing from the peer for the grace period: we stop sending (RTP and RTCP).
+        leg.housekeeping(now + UNHEARD_SEND_GRACE, 0, &mut out, &mut ev);
+        let mut quiet = Outgoing::default();
+        leg.send_frame(&frame, &mut quiet);
+        leg.housekeeping(now + UNHEARD_SEND_GRACE * 2, 0, &mut quiet, &mut ev);
+        assert!(quiet.rtp.is_empty() && quiet.rtcp.is_empty());
+        // The peer speaks from its SDP address: we answer again.
+        let peer = leg.params.remote_rtp;
+        leg.on_rtp(peer, &rtp(1, 160, 0, &enc), now, &mut ev);
+        leg.send_frame(&frame, &mut quiet);
+        assert_eq!(quiet.rtp.len(), 1);
     }
 
     #[test]

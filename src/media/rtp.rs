@@ -1,8 +1,9 @@
 //! RTP (RFC 3550) packets and the per-stream state of a session: our sequence numbers and
 //! timestamps, the peer's statistics (loss, interarrival jitter per RFC 3550 §A.8), and
-//! symmetric-RTP latching.
+//! symmetric-RTP latching that a stranger cannot take over (RTP bleed).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 /// A parsed RTP packet, borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,43 +250,153 @@ impl ReceiveStats {
     }
 }
 
-/// Symmetric RTP (RFC 4961 practice): send to where the peer's packets really come from.
+/// Packets in a row (same source, same SSRC, consecutive sequence numbers, negotiated payload
+/// type) before a source other than the SDP address is believed.
+pub const LATCH_PROBATION: u32 = 4;
+
+/// How long the latched source must have been silent before another source may take over
+/// (a phone whose NAT binding changed goes quiet on the old address first; a hijacker racing
+/// a live stream never gets a quiet gap).
+pub const LATCH_SWITCH_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sequence numbers further ahead than this break a probation run (a little loss is allowed).
+const PROBATION_MAX_GAP: u16 = 3;
+
+/// Symmetric RTP (RFC 4961 practice) without RTP bleed: send to where the peer's packets
+/// really come from, and let nobody else become that source.
 ///
-/// The SDP address is used until the first packet arrives; then the stream latches to that
-/// packet's source and ignores other sources, so a phone behind NAT is reached and a stray
-/// sender cannot hijack the stream. A re-INVITE resets the latch.
+/// A source is believed when it is the SDP address (the peer said so), or after
+/// [`LATCH_PROBATION`] packets in a row from one address with one SSRC and consecutive
+/// sequence numbers (a phone behind NAT), and then only from the SDP host or the host the
+/// peer's signalling came from. The caller feeds only packets of a negotiated payload
+/// type, so a port scanner's junk never counts. Once latched, another source takes over only with
+/// the same evidence *and* after the current one has been quiet for [`LATCH_SWITCH_QUIET`].
+/// Everything else is dropped. A re-INVITE with a new address starts again.
 #[derive(Debug, Clone)]
 pub struct Latch {
     signalled: SocketAddr,
-    latched: Option<SocketAddr>,
+    signalling_ip: Option<IpAddr>,
+    latched: Option<(SocketAddr, Instant)>,
+    candidate: Option<Candidate>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    src: SocketAddr,
+    ssrc: u32,
+    last_seq: u16,
+    run: u32,
 }
 
 impl Latch {
-    /// Starts with the address from SDP.
-    pub fn new(signalled: SocketAddr) -> Latch {
+    /// Starts with the address from SDP; `signalling_ip` (where the peer's SIP came from), when
+    /// known, is the only other host allowed to prove itself.
+    pub fn new(signalled: SocketAddr, signalling_ip: Option<IpAddr>) -> Latch {
         Latch {
             signalled,
+            signalling_ip,
             latched: None,
+            candidate: None,
         }
     }
 
     /// Where to send now.
     pub fn target(&self) -> SocketAddr {
-        self.latched.unwrap_or(self.signalled)
+        self.latched.map(|(a, _)| a).unwrap_or(self.signalled)
     }
 
-    /// A packet came from `src`: true to accept it.
-    pub fn accept(&mut self, src: SocketAddr) -> bool {
-        match self.latched {
-            None => {
-                self.latched = Some(src);
-                true
-            }
-            Some(l) => l == src,
+    /// The source we believe, once one has proved itself.
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched.map(|(a, _)| a)
+    }
+
+    /// A packet of a negotiated payload type came from `src`: true to accept it.
+    pub fn accept(&mut self, src: SocketAddr, ssrc: u32, seq: u16, now: Instant) -> bool {
+        // The SDP address is the peer's own word: it is believed at once, and wins back a
+        // stream that some other source had taken.
+        if src == self.signalled || self.latched.is_some_and(|(l, _)| l == src) {
+            self.latched = Some((src, now));
+            self.candidate = None;
+            return true;
         }
+        let may_learn =
+            src.ip() == self.signalled.ip() || self.signalling_ip.is_none_or(|ip| ip == src.ip());
+        if !may_learn {
+            return false;
+        }
+        let run = match self.candidate {
+            Some(c)
+                if c.src == src
+                    && c.ssrc == ssrc
+                    && seq.wrapping_sub(c.last_seq).wrapping_sub(1) < PROBATION_MAX_GAP =>
+            {
+                c.run + 1
+            }
+            _ => 1,
+        };
+        self.candidate = Some(Candidate {
+            src,
+            ssrc,
+            last_seq: seq,
+            run,
+        });
+        if run < LATCH_PROBATION {
+            return false;
+        }
+        let may_take_over = match self.latched {
+            None => true,
+            Some((_, last)) => now.saturating_duration_since(last) >= LATCH_SWITCH_QUIET,
+        };
+        if may_take_over {
+            self.latched = Some((src, now));
+            self.candidate = None;
+        }
+        may_take_over
     }
 
     /// New SDP (re-INVITE): send there and latch again.
+    pub fn reset(&mut self, signalled: SocketAddr) {
+        self.signalled = signalled;
+        self.latched = None;
+        self.candidate = None;
+    }
+}
+
+/// Where RTCP goes and which RTCP is believed: the SDP's RTCP address, or any port on the host
+/// the RTP stream latched to (NATs give RTCP its own port). RTCP carries only statistics, so
+/// that is evidence enough; a stranger's reports are dropped.
+#[derive(Debug, Clone)]
+pub struct RtcpLatch {
+    signalled: SocketAddr,
+    latched: Option<SocketAddr>,
+}
+
+impl RtcpLatch {
+    /// Starts with the address from SDP.
+    pub fn new(signalled: SocketAddr) -> RtcpLatch {
+        RtcpLatch {
+            signalled,
+            latched: None,
+        }
+    }
+
+    /// Where to send reports now.
+    pub fn target(&self) -> SocketAddr {
+        self.latched.unwrap_or(self.signalled)
+    }
+
+    /// A report came from `src`; `rtp_source` is the RTP latch's believed source.
+    pub fn accept(&mut self, src: SocketAddr, rtp_source: Option<SocketAddr>) -> bool {
+        let believed = src == self.signalled
+            || self.latched == Some(src)
+            || rtp_source.is_some_and(|r| r.ip() == src.ip());
+        if believed {
+            self.latched = Some(src);
+        }
+        believed
+    }
+
+    /// New SDP (re-INVITE).
     pub fn reset(&mut self, signalled: SocketAddr) {
         self.signalled = signalled;
         self.latched = None;
@@ -295,6 +406,90 @@ impl Latch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn latch_believes_the_sdp_address_at_once() {
+        let now = Instant::now();
+        let mut l = Latch::new(sa("10.0.0.1:4000"), None);
+        assert!(l.accept(sa("10.0.0.1:4000"), 9, 100, now));
+        assert_eq!(l.latched(), Some(sa("10.0.0.1:4000")));
+        // A stranger with a perfect run cannot take a live stream.
+        for i in 0..20u16 {
+            let t = now + std::time::Duration::from_millis(20 * u64::from(i));
+            assert!(l.accept(sa("10.0.0.1:4000"), 9, 101 + i, t));
+            assert!(!l.accept(sa("6.6.6.6:1234"), 5, 500 + i, t));
+        }
+        assert_eq!(l.target(), sa("10.0.0.1:4000"));
+    }
+
+    #[test]
+    fn latch_learns_a_natted_source_only_from_a_consistent_run() {
+        let now = Instant::now();
+        let mut l = Latch::new(sa("192.168.1.5:4000"), None);
+        // Sprayed packets: one each from many ports, or jumping sequence numbers.
+        for i in 0..10u16 {
+            assert!(!l.accept(sa(&format!("6.6.6.6:{}", 2000 + i)), 1, i, now));
+        }
+        for i in 0..10u16 {
+            assert!(!l.accept(sa("6.6.6.6:3000"), 1, i * 100, now));
+        }
+        // Alternating SSRCs never make a run either.
+        for i in 0..10u16 {
+            assert!(!l.accept(sa("6.6.6.6:3001"), u32::from(i % 2), i, now));
+        }
+        assert_eq!(l.latched(), None);
+        assert_eq!(l.target(), sa("192.168.1.5:4000"));
+        // The phone behind NAT: four in a row (one lost on the way is fine).
+        let nat = sa("7.7.7.7:31000");
+        assert!(!l.accept(nat, 42, 10, now));
+        assert!(!l.accept(nat, 42, 11, now));
+        assert!(!l.accept(nat, 42, 13, now));
+        assert!(l.accept(nat, 42, 14, now));
+        assert_eq!(l.target(), nat);
+        // The SDP address, once heard, takes the stream back at once.
+        assert!(l.accept(sa("192.168.1.5:4000"), 1, 1, now));
+        assert_eq!(l.target(), sa("192.168.1.5:4000"));
+        // Knowing where the signalling came from, only that host (or the SDP host) may learn.
+        let mut l = Latch::new(sa("192.168.1.5:4000"), Some("7.7.7.7".parse().expect("ip")));
+        for i in 0..10u16 {
+            assert!(!l.accept(sa("6.6.6.6:3000"), 1, i, now));
+        }
+        let learned: Vec<bool> = (0..4u16).map(|i| l.accept(nat, 42, i, now)).collect();
+        assert_eq!(learned, [false, false, false, true]);
+    }
+
+    #[test]
+    fn latch_moves_only_after_the_old_source_went_quiet() {
+        let t0 = Instant::now();
+        let mut l = Latch::new(sa("10.0.0.1:4000"), None);
+        assert!(l.accept(sa("10.0.0.1:4000"), 9, 1, t0));
+        let new = sa("10.0.0.1:5000");
+        let soon = t0 + std::time::Duration::from_millis(200);
+        for i in 0..8u16 {
+            assert!(!l.accept(new, 3, i, soon), "old source still live");
+        }
+        let later = t0 + LATCH_SWITCH_QUIET + std::time::Duration::from_millis(1);
+        // Its run is proven already; the old source's silence is what it waited for.
+        assert!(l.accept(new, 3, 8, later));
+        assert_eq!(l.target(), new);
+        l.reset(sa("10.0.0.9:4000"));
+        assert_eq!(l.latched(), None);
+        assert_eq!(l.target(), sa("10.0.0.9:4000"));
+    }
+
+    #[test]
+    fn rtcp_is_believed_from_the_sdp_address_or_the_rtp_host() {
+        let mut r = RtcpLatch::new(sa("10.0.0.1:4001"));
+        assert!(!r.accept(sa("6.6.6.6:9"), None));
+        assert_eq!(r.target(), sa("10.0.0.1:4001"));
+        assert!(r.accept(sa("7.7.7.7:31001"), Some(sa("7.7.7.7:31000"))));
+        assert_eq!(r.target(), sa("7.7.7.7:31001"));
+        assert!(!r.accept(sa("6.6.6.6:9"), Some(sa("7.7.7.7:31000"))));
+    }
 
     #[test]
     fn parse_and_write_round_trip() {
@@ -354,18 +549,5 @@ mod tests {
             r.record(2, i as u16, i * 160, i * 160 + wobble, 160);
         }
         assert!((150..=160).contains(&r.jitter()), "{}", r.jitter());
-    }
-
-    #[test]
-    fn latch_follows_the_first_source_only() {
-        let sdp: SocketAddr = "10.0.0.5:4000".parse().expect("a");
-        let nat: SocketAddr = "203.0.113.7:61000".parse().expect("a");
-        let mut l = Latch::new(sdp);
-        assert_eq!(l.target(), sdp);
-        assert!(l.accept(nat));
-        assert_eq!(l.target(), nat);
-        assert!(!l.accept("198.51.100.1:5000".parse().expect("a")));
-        l.reset(sdp);
-        assert_eq!(l.target(), sdp);
     }
 }

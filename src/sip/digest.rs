@@ -1,5 +1,6 @@
 //! Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): challenges, credential checks,
-//! nonces that expire, nonce-count replay protection and a per-address failure limit.
+//! nonces that expire, nonce-count replay protection (single use without qop) and the digest
+//! `uri` checked against the request. Counting failures is [`super::auth_guard`]'s job.
 //!
 //! Nonces are stateless to issue: `base64url(issued_at ‖ random ‖ HMAC-SHA256(secret, issued_at ‖
 //! random ‖ realm))` (the random part makes every challenge unique, even within one second),
@@ -14,8 +15,7 @@ use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::headers::split_comma_list;
 
@@ -296,20 +296,21 @@ impl NonceIssuer {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Checks a nonce and its nonce-count (`nc`, hex) for `realm` at `unix_now`, and records
-    /// the count when fresh.
-    pub fn check(
-        &mut self,
-        nonce: &str,
-        nc: Option<&str>,
-        realm: &str,
-        unix_now: u64,
-    ) -> NonceCheck {
+    /// Whether `nonce` is one we issued for `realm` and still unexpired: [`NonceCheck::Fresh`],
+    /// [`NonceCheck::Stale`] or [`NonceCheck::Invalid`]. Records nothing.
+    pub fn validate(&self, nonce: &str, realm: &str, unix_now: u64) -> NonceCheck {
+        match self.expiry(nonce, realm, unix_now) {
+            Ok(_) => NonceCheck::Fresh,
+            Err(c) => c,
+        }
+    }
+
+    fn expiry(&self, nonce: &str, realm: &str, unix_now: u64) -> Result<u64, NonceCheck> {
         let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce) else {
-            return NonceCheck::Invalid;
+            return Err(NonceCheck::Invalid);
         };
         if raw.len() != 32 {
-            return NonceCheck::Invalid;
+            return Err(NonceCheck::Invalid);
         }
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&raw[..8]);
@@ -321,22 +322,39 @@ impl NonceIssuer {
             .fold(0u8, |a, (x, y)| a | (x ^ y))
             != 0
         {
-            return NonceCheck::Invalid;
+            return Err(NonceCheck::Invalid);
         }
         let expires = issued.saturating_add(self.lifetime.as_secs());
         if unix_now >= expires || issued > unix_now + 60 {
-            return NonceCheck::Stale;
+            return Err(NonceCheck::Stale);
         }
-        self.sweep(unix_now);
-        // Without qop there is no nonce-count; the nonce is then good until it expires.
-        let Some(nc) = nc else {
-            return NonceCheck::Fresh;
+        Ok(expires)
+    }
+
+    /// Checks a nonce and its nonce-count (`nc`, hex) for `realm` at `unix_now`, and records the
+    /// use when fresh. An answer without qop has no nonce-count: its nonce is then good for one
+    /// use only (RFC 7616 §5.13: a sniffed header must not work again).
+    pub fn check(
+        &mut self,
+        nonce: &str,
+        nc: Option<&str>,
+        realm: &str,
+        unix_now: u64,
+    ) -> NonceCheck {
+        let expires = match self.expiry(nonce, realm, unix_now) {
+            Ok(e) => e,
+            Err(c) => return c,
         };
-        let Ok(nc) = u32::from_str_radix(nc, 16) else {
-            return NonceCheck::Invalid;
+        self.sweep(unix_now);
+        let nc = match nc {
+            Some(nc) => match u32::from_str_radix(nc, 16) {
+                Ok(n) if n > 0 && n < u32::MAX => n,
+                _ => return NonceCheck::Invalid,
+            },
+            None => u32::MAX,
         };
         let entry = self.counts.entry(nonce.to_string()).or_insert((0, expires));
-        if nc <= entry.0 {
+        if nc <= entry.0 || entry.0 == u32::MAX {
             return NonceCheck::Replayed;
         }
         entry.0 = nc;
@@ -393,113 +411,101 @@ pub enum Verdict {
     Valid,
     /// The nonce is ours but expired: challenge again with `stale=true`.
     Stale,
-    /// Wrong password, unknown user, replay or foreign nonce.
-    Invalid,
+    /// A real guess that failed: our nonce, the right request, a wrong response (wrong
+    /// password or unknown user). Only these count toward blocking.
+    WrongPassword,
+    /// Not a guess: a nonce we never issued, a replayed nonce-count or qop-less nonce, a
+    /// digest `uri` that is not this request's, or malformed credentials. Challenged again and
+    /// not counted, so forged nonces cannot lock anybody out.
+    Rejected(&'static str),
 }
 
-/// Checks `creds` for a request with `method`, given the user's HA1 for each algorithm.
+/// Checks `creds` for a request with `method` to `request_uri`, given the user's HA1 for each
+/// algorithm.
+///
+/// The order matters: the nonce is checked before the response, so a forged or stale nonce is
+/// answered without ever comparing a password (no oracle, nothing to count); a stale nonce
+/// gets `stale=true` whatever the response was (the client retries with its stored password
+/// once, and a wrong one is then counted on a fresh nonce). The replay table is touched only
+/// after the response matched, so a wrong guess cannot burn a legitimate client's
+/// nonce-count.
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     nonces: &mut NonceIssuer,
     creds: &DigestCredentials,
     method: &str,
+    request_uri: &str,
     realm: &str,
     ha1_for: impl Fn(DigestAlgorithm) -> Option<String>,
     allowed: &[DigestAlgorithm],
     unix_now: u64,
 ) -> Verdict {
     let Some(alg) = DigestAlgorithm::from_token(&creds.algorithm) else {
-        return Verdict::Invalid;
+        return Verdict::Rejected("unknown algorithm");
     };
     if !allowed.contains(&alg) || creds.realm != realm {
-        return Verdict::Invalid;
+        return Verdict::Rejected("algorithm or realm not ours");
     }
     if let Some(qop) = &creds.qop {
         if !qop.eq_ignore_ascii_case("auth") || creds.nc.is_none() || creds.cnonce.is_none() {
-            return Verdict::Invalid;
+            return Verdict::Rejected("qop parameters missing");
         }
     }
+    if !digest_uri_matches(&creds.uri, request_uri) {
+        return Verdict::Rejected("digest uri is not the request's");
+    }
+    match nonces.validate(&creds.nonce, realm, unix_now) {
+        NonceCheck::Fresh => {}
+        NonceCheck::Stale => return Verdict::Stale,
+        NonceCheck::Replayed | NonceCheck::Invalid => return Verdict::Rejected("not our nonce"),
+    }
     let Some(ha1) = ha1_for(alg) else {
-        return Verdict::Invalid;
+        return Verdict::WrongPassword;
     };
-    // Check the response before touching the replay table, so a wrong guess cannot burn a
-    // legitimate client's nonce-count.
     if !ct_eq(&creds.expected_response(alg, method, &ha1), &creds.response) {
-        return Verdict::Invalid;
+        return Verdict::WrongPassword;
     }
     match nonces.check(&creds.nonce, creds.nc.as_deref(), realm, unix_now) {
         NonceCheck::Fresh => Verdict::Valid,
         NonceCheck::Stale => Verdict::Stale,
-        NonceCheck::Replayed | NonceCheck::Invalid => Verdict::Invalid,
+        NonceCheck::Replayed | NonceCheck::Invalid => Verdict::Rejected("nonce replayed"),
     }
 }
 
-/// Counts authentication failures per source address in a sliding window and says when an
-/// address must be refused outright (brute-force protection).
-pub struct AuthFailureLimiter {
-    max_failures: u32,
-    window: Duration,
-    block_for: Duration,
-    entries: HashMap<IpAddr, FailureEntry>,
-}
-
-struct FailureEntry {
-    window_start: Instant,
-    failures: u32,
-    blocked_until: Option<Instant>,
-}
-
-impl AuthFailureLimiter {
-    /// At most `max_failures` within `window`; then refuse the address for `block_for`.
-    pub fn new(max_failures: u32, window: Duration, block_for: Duration) -> Self {
-        AuthFailureLimiter {
-            max_failures,
-            window,
-            block_for,
-            entries: HashMap::new(),
-        }
+/// Whether the digest `uri` names the request's Request-URI (RFC 7616 §3.4.6), tolerating what
+/// real clients send: scheme and host must agree (case-insensitive), and the user too when the
+/// digest uri has one (escapes decoded); a bare `sip:host:port` (SIPp and some phones answer
+/// with the server's address) is accepted for any user at that host. A port on one side only,
+/// parameters and headers are ignored.
+pub fn digest_uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    fn parts(uri: &str) -> Option<(String, Option<String>, String, Option<u16>)> {
+        let uri = uri.trim().trim_start_matches('<').trim_end_matches('>');
+        let (scheme, rest) = uri.split_once(':')?;
+        let rest = rest.split(['?']).next()?;
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (
+                Some(super::headers::percent_decode(u.split(':').next()?)),
+                h,
+            ),
+            None => (None, rest),
+        };
+        let hostport = hostport.split(';').next()?;
+        let (host, port) = super::headers::split_host_port(hostport)?;
+        Some((
+            scheme.to_ascii_lowercase(),
+            user,
+            host.to_ascii_lowercase(),
+            port,
+        ))
     }
-
-    /// True while `ip` is blocked.
-    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.entries
-            .get(&ip)
-            .and_then(|e| e.blocked_until)
-            .is_some_and(|until| now < until)
-    }
-
-    /// Records a failure; returns true when this failure starts a block (log it once).
-    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.entries.len() > 100_000 {
-            let window = self.window;
-            self.entries.retain(|_, e| {
-                e.blocked_until.is_some_and(|u| u > now)
-                    || now.duration_since(e.window_start) < window
-            });
+    match (parts(digest_uri), parts(request_uri)) {
+        (Some((s1, u1, h1, p1)), Some((s2, u2, h2, p2))) => {
+            s1 == s2
+                && (u1.is_none() || u1 == u2)
+                && h1 == h2
+                && (p1.is_none() || p2.is_none() || p1 == p2)
         }
-        let e = self.entries.entry(ip).or_insert(FailureEntry {
-            window_start: now,
-            failures: 0,
-            blocked_until: None,
-        });
-        if now.duration_since(e.window_start) >= self.window {
-            e.window_start = now;
-            e.failures = 0;
-        }
-        e.failures += 1;
-        if e.failures > self.max_failures && e.blocked_until.is_none_or(|u| u <= now) {
-            e.blocked_until = Some(now + self.block_for);
-            return true;
-        }
-        false
-    }
-
-    /// Records a success: the address's failure count starts again.
-    pub fn record_success(&mut self, ip: IpAddr) {
-        if let Some(e) = self.entries.get_mut(&ip) {
-            if e.blocked_until.is_none() {
-                e.failures = 0;
-            }
-        }
+        _ => false,
     }
 }
 
@@ -600,38 +606,99 @@ mod tests {
         let nonce = n.issue("demo", 1_000);
         let stored = |_alg| Some(ha1(DigestAlgorithm::Md5, "100", "demo", "demo100"));
         let algs = [DigestAlgorithm::Md5, DigestAlgorithm::Sha256];
+        let ruri = "sip:demo";
         let ok = client_creds(&nonce, "00000001", "demo100");
         assert_eq!(
-            verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_010),
+            verify(&mut n, &ok, "REGISTER", ruri, "demo", stored, &algs, 1_010),
             Verdict::Valid
         );
-        // Same nc again: replay.
-        assert_eq!(
-            verify(&mut n, &ok, "REGISTER", "demo", stored, &algs, 1_011),
-            Verdict::Invalid
-        );
+        // Same nc again: replay (not a guess).
+        assert!(matches!(
+            verify(&mut n, &ok, "REGISTER", ruri, "demo", stored, &algs, 1_011),
+            Verdict::Rejected(_)
+        ));
         let next = client_creds(&nonce, "00000002", "demo100");
         assert_eq!(
-            verify(&mut n, &next, "REGISTER", "demo", stored, &algs, 1_012),
+            verify(&mut n, &next, "REGISTER", ruri, "demo", stored, &algs, 1_012),
             Verdict::Valid
         );
         let wrong = client_creds(&nonce, "00000003", "guess");
         assert_eq!(
-            verify(&mut n, &wrong, "REGISTER", "demo", stored, &algs, 1_013),
-            Verdict::Invalid
+            verify(&mut n, &wrong, "REGISTER", ruri, "demo", stored, &algs, 1_013),
+            Verdict::WrongPassword
         );
-        let late = client_creds(&nonce, "00000004", "demo100");
-        assert_eq!(
-            verify(&mut n, &late, "REGISTER", "demo", stored, &algs, 1_300),
-            Verdict::Stale
-        );
-        // A nonce from another secret is not ours.
+        // A stale nonce is answered stale whatever the response: no oracle, no count.
+        for pw in ["demo100", "guess"] {
+            let late = client_creds(&nonce, "00000004", pw);
+            assert_eq!(
+                verify(&mut n, &late, "REGISTER", ruri, "demo", stored, &algs, 1_300),
+                Verdict::Stale
+            );
+        }
+        // A nonce from another secret is not ours: rejected before any password is compared.
         let other = NonceIssuer::new([8; 32], Duration::from_secs(300)).issue("demo", 1_000);
-        let foreign = client_creds(&other, "00000001", "demo100");
+        for pw in ["demo100", "guess"] {
+            let foreign = client_creds(&other, "00000001", pw);
+            assert!(matches!(
+                verify(&mut n, &foreign, "REGISTER", ruri, "demo", stored, &algs, 1_010),
+                Verdict::Rejected(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn sniffed_answers_do_not_work_again_or_elsewhere() {
+        let mut n = NonceIssuer::new([7; 32], Duration::from_secs(300));
+        let stored = |_alg| Some(ha1(DigestAlgorithm::Md5, "100", "demo", "demo100"));
+        let algs = [DigestAlgorithm::Md5];
+        // Without qop: one use only.
+        let nonce = n.issue("demo", 1_000);
+        let mut c = client_creds(&nonce, "00000001", "demo100");
+        (c.qop, c.nc, c.cnonce) = (None, None, None);
+        let h = ha1(DigestAlgorithm::Md5, "100", "demo", "demo100");
+        c.response = c.expected_response(DigestAlgorithm::Md5, "REGISTER", &h);
         assert_eq!(
-            verify(&mut n, &foreign, "REGISTER", "demo", stored, &algs, 1_010),
-            Verdict::Invalid
+            verify(&mut n, &c, "REGISTER", "sip:demo", "demo", stored, &algs, 1_001),
+            Verdict::Valid
         );
+        assert!(matches!(
+            verify(&mut n, &c, "REGISTER", "sip:demo", "demo", stored, &algs, 1_002),
+            Verdict::Rejected(_)
+        ));
+        // The digest uri must be the request's.
+        let nonce = n.issue("demo", 1_000);
+        let c = client_creds(&nonce, "00000001", "demo100");
+        assert!(matches!(
+            verify(
+                &mut n,
+                &c,
+                "REGISTER",
+                "sip:other.example",
+                "demo",
+                stored,
+                &algs,
+                1_001
+            ),
+            Verdict::Rejected(_)
+        ));
+        assert!(digest_uri_matches(
+            "sip:100@10.0.0.1",
+            "sip:100@10.0.0.1:5060"
+        ));
+        assert!(digest_uri_matches(
+            "sip:100@Host;transport=tcp",
+            "sip:100@host"
+        ));
+        assert!(digest_uri_matches("sip:%31%30%30@host", "sip:100@host"));
+        assert!(!digest_uri_matches(
+            "sip:100@host:5070",
+            "sip:100@host:5060"
+        ));
+        assert!(!digest_uri_matches("sip:9001@host", "sip:100@host"));
+        assert!(digest_uri_matches("sip:host:5060", "sip:+4420@host:5060"));
+        assert!(!digest_uri_matches("sip:other:5060", "sip:+4420@host:5060"));
+        assert!(!digest_uri_matches("sips:100@host", "sip:100@host"));
+        assert!(!digest_uri_matches("garbage", "sip:100@host"));
     }
 
     #[test]
@@ -651,19 +718,5 @@ mod tests {
         );
         assert_eq!(v.len(), 2);
         assert!(v[0].contains("algorithm=MD5") && v[0].ends_with("stale=true"));
-    }
-
-    #[test]
-    fn limiter_blocks_after_too_many_failures() {
-        let now = Instant::now();
-        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        let mut l = AuthFailureLimiter::new(3, Duration::from_secs(60), Duration::from_secs(300));
-        for _ in 0..3 {
-            assert!(!l.record_failure(ip, now));
-        }
-        assert!(!l.is_blocked(ip, now));
-        assert!(l.record_failure(ip, now));
-        assert!(l.is_blocked(ip, now + Duration::from_secs(299)));
-        assert!(!l.is_blocked(ip, now + Duration::from_secs(300)));
     }
 }

@@ -335,6 +335,55 @@ pub fn uri_host(uri: &str) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// Writes `user` as the user part of a SIP URI we send: every byte outside RFC 3261's
+/// unreserved and user-unreserved sets (CR, LF, `@`, `<`, `>`, `;`, `?`, `%`, spaces, ...) is
+/// `%XX`-escaped, so a value that came from another message can never end the header or add
+/// one (a From user of `%0d%0aCall-Info:...` stays inside the URI as escapes).
+pub fn escape_user(user: &str) -> String {
+    let mut out = String::with_capacity(user.len());
+    for b in user.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b'/'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Writes `display` as a quoted display name (RFC 3261 `quoted-string`): control characters
+/// are dropped, `"` and `\` are escaped, and the whole is kept short.
+pub fn quote_display(display: &str) -> String {
+    let mut out = String::with_capacity(display.len() + 2);
+    out.push('"');
+    for c in display.chars().filter(|c| !c.is_control()).take(64) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// Decodes `%xx` escapes; invalid escapes are kept as they are.
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -394,6 +443,21 @@ mod tests {
             split_comma_list("<sip:a@b>;q=1, \"x,y\" <sip:c@d>").len(),
             2
         );
+    }
+
+    #[test]
+    fn values_copied_into_messages_cannot_add_lines() {
+        let hostile = percent_decode("x%0d%0aCall-Info: <sip:a>;answer-after=0");
+        let user = escape_user(&hostile);
+        assert!(
+            !user.contains(['\r', '\n', ' ', '<', '>', ':', ';']),
+            "{user}"
+        );
+        assert_eq!(percent_decode(&user), hostile, "escapes round-trip");
+        assert_eq!(escape_user("+1-555.(0)"), "+1-555.(0)");
+        assert_eq!(escape_user("a@b%c"), "a%40b%25c");
+        let d = quote_display("Eve\r\nAlert-Info: x \"\\");
+        assert_eq!(d, "\"EveAlert-Info: x \\\"\\\\\"");
     }
 
     #[test]

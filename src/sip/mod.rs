@@ -9,6 +9,7 @@
 //! 4. [`endpoint`]: dispatch by method, digest auth, registrar, UAS dialogs; asks
 //!    [`crate::call`] what to do with a routed call.
 
+pub mod auth_guard;
 pub mod dialog;
 pub mod digest;
 pub mod endpoint;

@@ -166,6 +166,26 @@ impl TenantStore {
                 });
             }
         }
+        // A realm names whose passwords a challenge asks for: two tenants sharing one (or one
+        // tenant's realm being another's domain) would let one tenant's users be challenged
+        // as the other's.
+        let realm = cfg.realm();
+        for t in snap.tenants().filter(|t| t.id() != cfg.id) {
+            if t.realm() == realm || t.config.domains.iter().any(|d| d == realm) {
+                errors.push(ValidationError {
+                    path: "realm".into(),
+                    message: format!("realm {realm} is another tenant's ({})", t.id()),
+                });
+            }
+            for (i, d) in cfg.domains.iter().enumerate() {
+                if t.realm() == d {
+                    errors.push(ValidationError {
+                        path: format!("domains.{i}"),
+                        message: format!("domain {d} is another tenant's realm ({})", t.id()),
+                    });
+                }
+            }
+        }
         for (i, n) in cfg.numbers.iter().enumerate() {
             if snap.by_number(&n.number).is_some_and(|t| t.id() != cfg.id) {
                 errors.push(ValidationError {

@@ -125,6 +125,24 @@ pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// Checks a tenant document. Clear-text secrets must already be hashed.
+/// A host name: letters, digits, `-` and `.` only, lower case, at most 253 characters.
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// An IP literal or `localhost`: what reaches the node itself rather than a tenant's name.
+fn is_node_address(d: &str) -> bool {
+    d == "localhost"
+        || d.ends_with(".localhost")
+        || d.parse::<std::net::IpAddr>().is_ok()
+        || d.trim_matches(['[', ']'])
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+}
+
 pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
     let mut cx = Ctx {
         cfg,
@@ -146,16 +164,43 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
     }
     let mut seen_domains = HashSet::new();
     for (i, d) in cfg.domains.iter().enumerate() {
-        if d.is_empty()
-            || d.contains(|c: char| c.is_whitespace() || c == '@' || c.is_ascii_uppercase())
-        {
+        if !valid_domain(d) {
             cx.err(
                 format!("domains.{i}"),
                 format!("invalid domain {d:?} (lower case host name)"),
             );
+        } else if is_node_address(d) {
+            // Requests to the node's own addresses go to `tenant.default`; a tenant claiming
+            // one would capture every phone that registers by IP.
+            cx.err(
+                format!("domains.{i}"),
+                format!(
+                    "{d} is an address, not a domain (use tenant.default for requests by address)"
+                ),
+            );
         }
         if !seen_domains.insert(d) {
             cx.err(format!("domains.{i}"), format!("duplicate domain {d}"));
+        }
+    }
+
+    if let Some(r) = &cfg.realm {
+        // It is written into WWW-Authenticate as a quoted string.
+        if r.is_empty()
+            || r.len() > 128
+            || !r
+                .bytes()
+                .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            cx.err(
+                "realm",
+                "must be 1-128 printable characters without spaces, quotes or backslashes",
+            );
+        } else if is_node_address(r) {
+            cx.err(
+                "realm",
+                format!("{r} is an address of the node, not a realm"),
+            );
         }
     }
 

@@ -408,6 +408,7 @@ impl Endpoint {
             call: id,
             lease,
             audio,
+            signalling_ip: call.peer.addr.ip(),
         });
     }
 

@@ -30,7 +30,8 @@ pub use mwi::MailboxCounts;
 pub use outbound::CallerId;
 pub use trunk_reg::TrunkRegState;
 
-use super::digest::{challenge_values, AuthFailureLimiter, DigestAlgorithm, NonceIssuer};
+use super::auth_guard::{AuthGuard, GuardLimits};
+use super::digest::{challenge_values, DigestAlgorithm, NonceIssuer};
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
 use super::registrar::Registrar;
 use super::response::ResponseBuilder;
@@ -145,12 +146,8 @@ pub struct EndpointConfig {
     pub nonce_lifetime: Duration,
     /// Nonce HMAC secret (random per start unless configured).
     pub nonce_secret: [u8; 32],
-    /// Failed authentications allowed per source address in `auth_window`.
-    pub auth_max_failures: u32,
-    /// Window for counting failures.
-    pub auth_window: Duration,
-    /// How long an address stays refused.
-    pub auth_block: Duration,
+    /// Brute-force limits (see [`crate::sip::auth_guard`]).
+    pub auth_limits: GuardLimits,
     /// RFC 3261 timer base values.
     pub timers: TimerConfig,
     /// `Server` / `User-Agent` value.
@@ -171,9 +168,13 @@ impl Default for EndpointConfig {
             algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
             nonce_lifetime: Duration::from_secs(300),
             nonce_secret: rand::random(),
-            auth_max_failures: 10,
-            auth_window: Duration::from_secs(60),
-            auth_block: Duration::from_secs(300),
+            auth_limits: GuardLimits {
+                max_failures: 10,
+                max_users: 10,
+                window: Duration::from_secs(60),
+                block: Duration::from_secs(300),
+                block_max: Duration::from_secs(86_400),
+            },
             timers: TimerConfig::default(),
             server_name: concat!("Switchyard/", env!("CARGO_PKG_VERSION")).into(),
             drain_retry_after: 30,
@@ -208,6 +209,8 @@ pub enum CallEvent {
         lease: crate::media::RtpPortLease,
         /// Negotiated audio.
         audio: crate::sdp::NegotiatedAudio,
+        /// Where the party's SIP came from (the media latch trusts that host besides SDP's).
+        signalling_ip: std::net::IpAddr,
     },
     /// An outgoing leg for call `parent` was started (INVITE sent).
     LegStarted {
@@ -335,8 +338,10 @@ pub struct EndpointStats {
     pub calls_ended: u64,
     /// Digest failures.
     pub auth_failures: u64,
-    /// Requests refused because their address is blocked.
+    /// Requests refused because their (user, address) or address is blocked.
     pub auth_blocked: u64,
+    /// Blocks started (a user from an address, or a scanning address).
+    pub auth_blocks_started: u64,
     /// Server transactions alive.
     pub server_transactions: usize,
     /// Client transactions alive.
@@ -415,7 +420,7 @@ pub struct Endpoint {
     ports: RtpPortPool,
     registrar: Registrar,
     nonces: NonceIssuer,
-    limiter: AuthFailureLimiter,
+    limiter: AuthGuard,
     server_txs: HashMap<TxKey, ServerTxEntry>,
     client_txs: HashMap<String, ClientTxEntry>,
     calls: HashMap<u64, Call>,
@@ -455,8 +460,7 @@ impl Endpoint {
         registrar: Registrar,
     ) -> Endpoint {
         let nonces = NonceIssuer::new(cfg.nonce_secret, cfg.nonce_lifetime);
-        let limiter =
-            AuthFailureLimiter::new(cfg.auth_max_failures, cfg.auth_window, cfg.auth_block);
+        let limiter = AuthGuard::new(cfg.auth_limits);
         Endpoint {
             cfg,
             tenants,

@@ -10,6 +10,7 @@ use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
 use crate::sip::dialog::Dialog;
 use crate::sip::digest::authorization_for;
+use crate::sip::headers::{escape_user, quote_display};
 use crate::sip::message::{SipRequest, SipResponse};
 use crate::sip::response::{new_branch, random_token, ResponseBuilder};
 use crate::sip::transaction::ClientInviteTransaction;
@@ -128,7 +129,7 @@ impl Endpoint {
             let Some(peer) = binding_peer(&b) else {
                 continue;
             };
-            let to = format!("<sip:{extension}@{domain}>");
+            let to = format!("<sip:{}@{domain}>", escape_user(extension));
             if self
                 .start_leg(now, parent, peer, &b.uri, &to, caller, &domain, None)
                 .is_some()
@@ -167,9 +168,10 @@ impl Endpoint {
         let display = caller
             .display
             .as_deref()
-            .map(|d| format!("\"{}\" ", d.replace(['"', '\\', '\r', '\n'], "")))
+            .map(|d| format!("{} ", quote_display(d)))
             .unwrap_or_default();
-        let local_party = format!("{display}<sip:{}@{domain}>", caller.user);
+        // The caller's user part came from another message (decoded): escape it again.
+        let local_party = format!("{display}<sip:{}@{domain}>", escape_user(&caller.user));
         let session_id = rand::random::<u32>() as u64;
         let mut webrtc = None;
         let sdp = if matches!(peer.transport, TransportKind::Ws | TransportKind::Wss) {
@@ -274,7 +276,7 @@ impl Endpoint {
             addr,
             conn: None,
         };
-        let ruri = format!("sip:{}@{address}", plan.dial);
+        let ruri = format!("sip:{}@{address}", escape_user(&plan.dial));
         let to = format!("<{ruri}>");
         let shown = CallerId {
             user: match (&plan.trunk.caller_id, caller.fixed) {
@@ -451,6 +453,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             call: id,
             lease,
             audio,
+            signalling_ip: c.peer.addr.ip(),
         });
     }
 
@@ -503,6 +506,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                     call: id,
                     lease,
                     audio,
+                    signalling_ip: c.peer.addr.ip(),
                 });
             }
             (Ok(audio), None) => {

@@ -1,6 +1,7 @@
 //! REGISTER: tenant by To domain, digest auth, then the registrar.
 
 use super::{Endpoint, Now, Peer, TxKey};
+use crate::sip::auth_guard::Blocked;
 use crate::sip::digest::{verify, DigestAlgorithm, DigestCredentials, Verdict};
 use crate::sip::message::SipRequest;
 use crate::sip::registrar::RegisterOutcome;
@@ -19,7 +20,8 @@ pub(super) enum AuthResult {
 }
 
 impl Endpoint {
-    /// Checks `Authorization` (or `Proxy-Authorization` when `proxy`) against `tenant`.
+    /// Checks `Authorization` (or `Proxy-Authorization` when `proxy`) against `tenant`,
+    /// counting only real password guesses (see [`crate::sip::auth_guard`]).
     pub(super) fn authenticate(
         &mut self,
         now: Now,
@@ -29,7 +31,9 @@ impl Endpoint {
         proxy: bool,
     ) -> AuthResult {
         let ip = peer.addr.ip();
-        if self.limiter.is_blocked(ip, now.instant) {
+        if self.limiter.source_blocked(ip, now.instant) {
+            // A scanner: not even a challenge (it would only feed the scan).
+            let _ = self.limiter.check(ip, "", now.instant);
             self.stats.auth_blocked += 1;
             return AuthResult::Blocked;
         }
@@ -48,6 +52,11 @@ impl Endpoint {
         let Some(creds) = candidates.into_iter().find(|c| c.realm == realm) else {
             return AuthResult::Challenge { stale: false };
         };
+        if let Some(what) = self.limiter.check(ip, &creds.username, now.instant) {
+            self.stats.auth_blocked += 1;
+            tracing::debug!(source = %ip, username = ?creds.username, ?what, "authentication refused: blocked");
+            return AuthResult::Blocked;
+        }
         let user = tenant.user_by_username(&creds.username);
         let (md5, sha) = user
             .map(|u| (u.ha1_md5.clone(), u.ha1_sha256.clone()))
@@ -56,6 +65,7 @@ impl Endpoint {
             &mut self.nonces,
             &creds,
             req.method().to_string().as_str(),
+            &req.uri().to_string(),
             realm,
             |alg| match alg {
                 DigestAlgorithm::Md5 => md5.clone(),
@@ -66,16 +76,29 @@ impl Endpoint {
         );
         match verdict {
             Verdict::Valid => {
-                self.limiter.record_success(ip);
+                self.limiter.success(ip, &creds.username);
                 AuthResult::User(creds.username)
             }
             Verdict::Stale => AuthResult::Challenge { stale: true },
-            Verdict::Invalid => {
+            Verdict::Rejected(why) => {
+                // Not a password guess (forged or replayed nonce, another request's digest):
+                // challenged, never counted, so nobody can lock a user out with junk.
+                tracing::info!(source = %ip, username = ?creds.username, tenant = %tenant.id(), why, digest_uri = ?creds.uri, request_uri = %req.uri(), "digest credentials rejected");
+                AuthResult::Challenge { stale: false }
+            }
+            Verdict::WrongPassword => {
                 self.stats.auth_failures += 1;
-                // The username is the phone's; never log what it sent as response or nonce.
-                tracing::info!(source = %ip, username = %creds.username, tenant = %tenant.id(), "digest authentication failed");
-                if self.limiter.record_failure(ip, now.instant) {
-                    tracing::warn!(source = %ip, "too many failed authentications: address refused for a while");
+                // The username is the phone's (Debug-escaped: it is hostile text); never log
+                // what it sent as response or nonce.
+                tracing::info!(source = %ip, username = ?creds.username, tenant = %tenant.id(), "digest authentication failed");
+                if let Some((what, lasts)) = self.limiter.failure(ip, &creds.username, now.instant)
+                {
+                    let scope = match what {
+                        Blocked::User => "this username from this address",
+                        Blocked::Source => "every username from this address (scanning)",
+                    };
+                    tracing::warn!(source = %ip, username = ?creds.username, secs = lasts.as_secs(), scope, "too many failed authentications: refused for a while");
+                    self.stats.auth_blocks_started += 1;
                     return AuthResult::Blocked;
                 }
                 AuthResult::Challenge { stale: false }

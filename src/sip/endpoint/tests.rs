@@ -40,10 +40,8 @@ impl Harness {
         let base = NEXT_PORT.fetch_add(20, Ordering::SeqCst);
         let ports = RtpPortPool::new("127.0.0.1".parse().expect("ip"), base, base + 19);
         let registrar = Registrar::open(RegistrarConfig::default(), None).expect("registrar");
-        let cfg = EndpointConfig {
-            auth_max_failures: 3,
-            ..EndpointConfig::default()
-        };
+        let mut cfg = EndpointConfig::default();
+        cfg.auth_limits.max_failures = 3;
         let ep = Endpoint::new(cfg, store.clone(), ports.clone(), registrar);
         Harness {
             ep,
@@ -440,11 +438,80 @@ fn brute_force_is_cut_off_with_403() {
         last = codes(&h.send(peer, &register(11 + i * 2, Some(&auth), 3600)));
     }
     assert_eq!(last, vec![403]);
-    // Even the right password is refused from that address for now; another address is fine.
-    assert_eq!(codes(&h.send(peer, &register(40, None, 3600))), vec![403]);
+    // Even the right password for 100 is refused from that address for now...
+    let right = |h: &mut Harness, peer, user: &str, cseq: u32| {
+        let req = |auth: Option<&str>, cseq| {
+            register(cseq, auth, 3600).replace("100@", &format!("{user}@"))
+        };
+        let out = h.send(peer, &req(None, cseq));
+        let ch = header(&out[0], "WWW-Authenticate").unwrap_or_default();
+        let auth = digest_header(
+            &format!("WWW-Authenticate: {ch}"),
+            user,
+            &format!("demo{user}"),
+            "REGISTER",
+            "sip:127.0.0.1",
+            DigestAlgorithm::Md5,
+            1,
+        );
+        codes(&h.send(peer, &req(Some(&auth), cseq + 1)))
+    };
+    assert_eq!(right(&mut h, peer, "100", 40), vec![403]);
+    // ...but the other users behind that address (an office NAT) still register, and 100 from
+    // another address is fine.
+    assert_eq!(right(&mut h, peer, "101", 42), vec![200]);
     assert_eq!(
-        codes(&h.send(udp_peer("192.0.2.67:5999"), &register(41, None, 3600))),
-        vec![401]
+        right(&mut h, udp_peer("192.0.2.67:5999"), "100", 44),
+        vec![200]
+    );
+}
+
+#[test]
+fn forged_nonces_and_other_requests_digests_lock_nobody_out() {
+    let mut h = Harness::new();
+    let peer = udp_peer("192.0.2.70:5999");
+    // Far more junk than the limit allows: foreign nonces, a digest for another URI.
+    for i in 0..20u32 {
+        let forged = "Digest username=\"100\", realm=\"demo\", nonce=\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\", uri=\"sip:127.0.0.1\", response=\"0123456789abcdef0123456789abcdef\", algorithm=MD5";
+        assert_eq!(
+            codes(&h.send(peer, &register(100 + i, Some(forged), 3600))),
+            vec![401]
+        );
+    }
+    let out = h.send(peer, &register(200, None, 3600));
+    let ch = header(&out[0], "WWW-Authenticate").unwrap_or_default();
+    for i in 0..20u32 {
+        let elsewhere = digest_header(
+            &format!("WWW-Authenticate: {ch}"),
+            "100",
+            "guess",
+            "REGISTER",
+            "sip:elsewhere.example",
+            DigestAlgorithm::Md5,
+            i + 1,
+        );
+        assert_eq!(
+            codes(&h.send(peer, &register(201 + i, Some(&elsewhere), 3600))),
+            vec![401]
+        );
+    }
+    assert_eq!(
+        h.ep.stats().auth_failures,
+        0,
+        "none of that was a password guess"
+    );
+    let ok = digest_header(
+        &format!("WWW-Authenticate: {ch}"),
+        "100",
+        "demo100",
+        "REGISTER",
+        "sip:127.0.0.1",
+        DigestAlgorithm::Md5,
+        1,
+    );
+    assert_eq!(
+        codes(&h.send(peer, &register(300, Some(&ok), 3600))),
+        vec![200]
     );
 }
 
