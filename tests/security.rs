@@ -164,3 +164,410 @@ fn sdp_pointing_at_a_victim_is_not_flooded_past_the_grace_period() {
         server.log_text()
     );
 }
+
+/// Sends `msg` from `sock` to the server and returns the first answer.
+fn ask(sock: &UdpSocket, port: u16, msg: &str) -> String {
+    let r = udp_exchange(sock, port, msg, Duration::from_millis(1500));
+    r.into_iter()
+        .find(|m| m.starts_with("SIP/2.0"))
+        .unwrap_or_default()
+}
+
+fn header_value(msg: &str, name: &str) -> String {
+    msg.split("\r\n")
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Registers a raw UDP socket as user 101 (digest answered with the library's client code).
+fn register_raw_101(sock: &UdpSocket, port: u16) {
+    let me = sock.local_addr().expect("addr");
+    let req = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKr{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:101@127.0.0.1>;tag=reg\r\nTo: <sip:101@127.0.0.1>\r\nCall-ID: reg-{}@x\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:101@{me}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n",
+            me.port()
+        )
+    };
+    let first = ask(sock, port, &req(1, ""));
+    let challenge = header_value(&first, "WWW-Authenticate");
+    let auth = switchyard::sip::digest::authorization_for(
+        &challenge,
+        "REGISTER",
+        &format!("sip:127.0.0.1:{port}"),
+        "101",
+        "demo101",
+    )
+    .expect("answer the challenge");
+    let ok = ask(sock, port, &req(2, &format!("Authorization: {auth}\r\n")));
+    assert!(ok.starts_with("SIP/2.0 200"), "register: {ok}");
+}
+
+/// A caller whose From user carries an escaped CRLF and an auto-answer header: the phone's
+/// INVITE must carry it escaped inside the URI, never as a header of its own.
+#[test]
+fn header_injection_through_the_from_user_never_reaches_the_phone() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    });
+    let phone = UdpSocket::bind("127.0.0.1:0").expect("phone");
+    register_raw_101(&phone, p.sip);
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    let me = caller.local_addr().expect("addr");
+    let hostile = "x%0d%0aCall-Info:%20%3Csip:a%3E%3Banswer-after=0%0d%0aAlert-Info:%20auto";
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:+15550101@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKinj1\r\nMax-Forwards: 70\r\nFrom: \"Eve \\\"the boss\\\"\" <sip:{hostile}@127.0.0.1>;tag=inj\r\nTo: <sip:+15550101@127.0.0.1>\r\nCall-ID: inj-1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        port = p.sip
+    );
+    caller
+        .send_to(invite.as_bytes(), ("127.0.0.1", p.sip))
+        .expect("send");
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = None;
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline && got.is_none() {
+        if let Ok((n, _)) = phone.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.starts_with("INVITE ") {
+                got = Some(m);
+            }
+        }
+    }
+    let to_phone = got.unwrap_or_else(|| {
+        let mut buf = [0u8; 4096];
+        caller
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let answer = caller
+            .recv_from(&mut buf)
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "the phone was not called; caller got {answer}\n{}",
+            server.log_text()
+        )
+    });
+    let (head, _) = to_phone.split_once("\r\n\r\n").expect("head");
+    for line in head.split("\r\n") {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        assert!(
+            !matches!(name.as_str(), "call-info" | "alert-info" | "x"),
+            "injected header reached the phone: {line:?}\n{to_phone}"
+        );
+    }
+    let from = header_value(&to_phone, "From");
+    assert!(from.contains("%0D%0A"), "the user stays escaped: {from}");
+    // Hang the call up: the phone refuses it.
+    let via = header_value(&to_phone, "Via");
+    let busy = format!(
+        "SIP/2.0 486 Busy Here\r\nVia: {via}\r\nFrom: {from}\r\nTo: {};tag=ph\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header_value(&to_phone, "To"),
+        header_value(&to_phone, "Call-ID"),
+        header_value(&to_phone, "CSeq")
+    );
+    let _ = phone.send_to(busy.as_bytes(), ("127.0.0.1", p.sip));
+}
+
+/// Password guesses for 101 from one address get that username refused there, without
+/// locking out user 100 behind the same address; the blocks show in /metrics.
+#[test]
+fn guessing_one_users_password_blocks_that_user_not_the_office() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_AUTH_MAX_FAILURES", "5")]);
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "register_wrong_password.xml",
+        &[
+            "-m", "12", "-r", "50", "-s", "101", "-au", "101", "-ap", "guess",
+        ],
+    );
+    assert!(ok, "guesses must all be refused:\n{out}");
+    let log = server.log_text();
+    assert!(
+        log.contains("too many failed authentications") && log.contains("username=\"101\""),
+        "{log}"
+    );
+    assert!(!log.contains("guess"), "a password reached the log");
+    // The real 100 behind the same address still registers; 101 itself is refused for now.
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "register_only.xml",
+        &["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"],
+    );
+    assert!(ok, "user 100 was locked out by 101's guesses:\n{out}");
+    let (ok, _) = sipp(
+        &server,
+        &p,
+        "register_only.xml",
+        &[
+            "-m", "1", "-s", "101", "-au", "101", "-ap", "demo101", "-timeout", "5s",
+        ],
+    );
+    assert!(!ok, "101 must be refused from the guessing address for now");
+    let m = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", server.api_port))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(value("switchyard_sip_auth_blocks_total") >= 1, "{m}");
+    assert!(value("switchyard_sip_auth_refused_total") >= 1, "{m}");
+}
+
+/// Junk keys from one address get 429, but the valid admin key from that same address (every
+/// admin behind a proxy) keeps working.
+#[test]
+fn junk_api_keys_never_lock_out_the_valid_key() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{}/v1/tenants", server.api_port);
+    let mut limited = false;
+    for i in 0..30 {
+        let r = http
+            .get(&url)
+            .bearer_auth(format!("junk-{i}"))
+            .send()
+            .expect("junk");
+        limited |= r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    }
+    assert!(limited, "junk keys were never throttled");
+    let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("admin");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+}
+
+fn tenant_etag(server: &Server) -> String {
+    let r = reqwest::blocking::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo",
+            server.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("get");
+    r.headers()["etag"].to_str().expect("etag").to_string()
+}
+
+/// ETags are keyed: the same document gives different tags under different node secrets (so a
+/// tag reveals nothing about the hashes inside), and the same tag on nodes sharing one.
+#[test]
+fn etags_are_keyed_by_the_node_secret() {
+    let a = "aa".repeat(32);
+    let b = "bb".repeat(32);
+    let tag = |secret: &str| {
+        let p = ports();
+        let s = Server::start(&p, &[("SWITCHYARD_SIP_NONCE_SECRET", secret)]);
+        tenant_etag(&s)
+    };
+    let (ta, tb, ta2) = (tag(&a), tag(&b), tag(&a));
+    assert_ne!(ta, tb, "the tag must depend on the secret");
+    assert_eq!(ta, ta2, "nodes sharing the secret agree");
+}
+
+/// A tenant's own write key cannot take domains, realms or numbers, or raise its limits; and
+/// even the operator cannot give a tenant the node's address or another tenant's realm.
+#[test]
+fn tenant_keys_cannot_take_what_is_the_operators() {
+    use serde_json::{json, Value};
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let http = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{}/v1/tenants", server.api_port);
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/demo-tenant.json")).expect("demo"),
+    )
+    .expect("json");
+    let mut acme = demo.clone();
+    acme["id"] = json!("acme");
+    acme["name"] = json!("Acme");
+    acme["domains"] = json!(["acme.example"]);
+    acme["realm"] = json!("acme.example");
+    acme["numbers"] = json!([]);
+    let r = http
+        .post(&base)
+        .bearer_auth(ADMIN_KEY)
+        .json(&acme)
+        .send()
+        .expect("create");
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::CREATED,
+        "{}",
+        r.text().unwrap_or_default()
+    );
+    let key: Value = http
+        .post(format!("{base}/acme/keys"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "ops"}))
+        .send()
+        .expect("key")
+        .json()
+        .expect("json");
+    let key = key["key"].as_str().expect("key").to_string();
+    let get = |path: &str| {
+        let r = http
+            .get(format!("{base}/acme{path}"))
+            .bearer_auth(&key)
+            .send()
+            .expect("get");
+        let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+        (tag, r.json::<Value>().expect("json"))
+    };
+    let put = |path: &str, body: &Value, tag: &str| {
+        http.put(format!("{base}/acme{path}"))
+            .bearer_auth(&key)
+            .header("If-Match", tag)
+            .json(body)
+            .send()
+            .expect("put")
+    };
+    // Raise its own limits, claim the demo DID, take demo's domain: 403 each, naming the field.
+    let (tag, mut limits) = get("/limits");
+    limits["max_concurrent_calls"] = json!(1_000_000);
+    let r = put("/limits", &limits, &tag);
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let (tag, _) = get("/numbers");
+    let r = put(
+        "/numbers",
+        &json!([{"number": "+15559990000", "target": {"type": "echo"}}]),
+        &tag,
+    );
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let (tag, mut doc) = get("");
+    doc["domains"] = json!(["demo.switchyard.test"]);
+    let r = put("", &doc, &tag);
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let body: Value = r.json().expect("problem");
+    assert_eq!(body["errors"][0]["path"], "domains", "{body}");
+    // What is the tenant's own still works through its key.
+    let (tag, mut doc) = get("");
+    doc["name"] = json!("Acme Inc");
+    assert_eq!(put("", &doc, &tag).status(), reqwest::StatusCode::OK);
+    // Not even the operator may give a tenant the node's address or demo's realm.
+    for (field, value) in [
+        ("domains", json!(["127.0.0.1"])),
+        ("realm", json!("demo.switchyard.test")),
+    ] {
+        let r = http
+            .get(format!("{base}/acme"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .expect("get");
+        let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+        let mut doc: Value = r.json().expect("json");
+        doc[field] = value;
+        let r = http
+            .put(format!("{base}/acme"))
+            .bearer_auth(ADMIN_KEY)
+            .header("If-Match", tag)
+            .json(&doc)
+            .send()
+            .expect("put");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}"
+        );
+    }
+}
+
+/// `limits.max_call_secs` ends a call that runs longer (the caller gets our BYE), with the
+/// cause in the log.
+#[test]
+fn calls_end_at_the_tenants_maximum_length() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["limits"]["max_call_secs"] = serde_json::json!(2);
+    });
+    let started = Instant::now();
+    // SIPp would hang up after 8 s; our BYE after 2 s comes first (an unexpected BYE for SIPp).
+    let (ok, _) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&sine(440.0, 6.0, 4000.0)),
+        &["-s", "+15550600", "-d", "8000", "-timeout", "15s"],
+    );
+    assert!(!ok, "SIPp should have been hung up on");
+    assert!(started.elapsed() < Duration::from_secs(7));
+    let log = server.log_text();
+    assert!(log.contains("maximum call length reached"), "{log}");
+}
+
+/// Outgoing legs count toward the tenant's concurrent calls: with a limit of one, the
+/// incoming call is that one and the phone is never rung.
+#[test]
+fn outgoing_legs_count_toward_the_tenant_call_limit() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    edit_demo(&server, |doc| {
+        doc["limits"]["max_concurrent_calls"] = serde_json::json!(1);
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+    });
+    let phone = UdpSocket::bind("127.0.0.1:0").expect("phone");
+    register_raw_101(&phone, p.sip);
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
+    let me = caller.local_addr().expect("addr");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:+15550101@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlim1\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=lim\r\nTo: <sip:+15550101@127.0.0.1>\r\nCall-ID: lim-1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        port = p.sip
+    );
+    caller
+        .send_to(invite.as_bytes(), ("127.0.0.1", p.sip))
+        .expect("send");
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = phone.recv_from(&mut buf) {
+            assert!(
+                !buf[..n].starts_with(b"INVITE "),
+                "the phone was rung past the limit"
+            );
+        }
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("tenant call limit reached: outgoing leg refused"),
+        "{log}"
+    );
+}

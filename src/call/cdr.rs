@@ -172,6 +172,8 @@ pub fn hangup_cause(by: EndedBy, code: Option<u16>, reason: &str) -> &'static st
             let r = reason.to_ascii_lowercase();
             if r.contains("media timeout") {
                 "media_timeout"
+            } else if r.contains("maximum call length") {
+                "max_duration"
             } else if r.contains("no ack") {
                 "no_ack"
             } else if r.contains("admin api") {

@@ -39,7 +39,7 @@ struct PendingAck {
 /// The server side of one call: its dialog, its media port and where it stands.
 pub(super) struct Call {
     span: tracing::Span,
-    tenant: String,
+    pub(super) tenant: String,
     pub(super) dialog: Dialog,
     pub(super) peer: Peer,
     state: CallState,
@@ -252,6 +252,8 @@ impl Endpoint {
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
         self.invite_calls.insert(key.clone(), id);
         *self.tenant_calls.entry(call.tenant.clone()).or_default() += 1;
+        let longest = Duration::from_secs(u64::from(tenant.config.limits.max_call_secs));
+        self.schedule(Some(now.instant + longest), TimerRef::MaxLength(id));
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
 

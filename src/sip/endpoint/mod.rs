@@ -407,6 +407,8 @@ enum TimerRef {
     ClientReinvite(String),
     TrunkReg(trunk_reg::TrunkKey),
     Call(u64),
+    /// `limits.max_call_secs` of a call or outgoing leg is up.
+    MaxLength(u64),
     Housekeeping,
 }
 
@@ -866,6 +868,12 @@ impl Endpoint {
                 TimerRef::TrunkReg(key) => self.trunk_reg_timeout(now, key),
                 TimerRef::ClientReinvite(branch) => self.reinvite_timeout(now, branch),
                 TimerRef::Call(id) => self.call_timeout(now, id),
+                TimerRef::MaxLength(id) => {
+                    if self.calls.contains_key(&id) || self.out_calls.contains_key(&id) {
+                        tracing::info!(call = id, "maximum call length reached: hanging up");
+                        self.hangup_call(now, id, "maximum call length reached");
+                    }
+                }
                 TimerRef::Housekeeping => {
                     self.registrar.expire(now.unix);
                     self.expire_subscriptions(now);

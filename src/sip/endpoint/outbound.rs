@@ -31,6 +31,8 @@ pub(super) enum OutState {
 /// One outgoing leg.
 pub(super) struct OutCall {
     span: tracing::Span,
+    /// The parent call's tenant: the leg counts toward its concurrent-call limit.
+    tenant: String,
     pub(super) peer: Peer,
     request_uri: String,
     local_party: String,
@@ -152,6 +154,30 @@ impl Endpoint {
         domain: &str,
         credentials: Option<(String, String)>,
     ) -> Option<u64> {
+        // Outgoing legs count toward the tenant's concurrent calls like incoming ones: a
+        // forwarding loop or a dial fan-out cannot run past the limit.
+        let tenant = match (self.calls.get(&parent), self.out_calls.get(&parent)) {
+            (Some(c), _) => c.tenant.clone(),
+            (None, Some(l)) => l.tenant.clone(),
+            (None, None) => {
+                tracing::warn!(parent, "outgoing leg for a call that is gone: not started");
+                return None;
+            }
+        };
+        let (limit, longest) = self
+            .tenants
+            .snapshot()
+            .tenant(&tenant)
+            .map(|t| {
+                let l = &t.config.limits;
+                (l.max_concurrent_calls as usize, u64::from(l.max_call_secs))
+            })
+            .unwrap_or((0, 0));
+        let active = self.tenant_calls.get(&tenant).copied().unwrap_or(0);
+        if active >= limit {
+            tracing::warn!(%tenant, active, "tenant call limit reached: outgoing leg refused");
+            return None;
+        }
         let media = match self.ports.allocate() {
             Ok(l) => l,
             Err(e) => {
@@ -198,8 +224,10 @@ impl Endpoint {
         let contact = self.contact_for(&caller.user, peer.transport);
         let span = tracing::info_span!("leg", call_id = %call_id, parent);
         span.in_scope(|| tracing::info!(to = %request_uri, peer = %peer.addr, "dialing"));
+        *self.tenant_calls.entry(tenant.clone()).or_default() += 1;
         let leg = OutCall {
             span,
+            tenant,
             peer,
             request_uri: request_uri.to_string(),
             local_party,
@@ -226,6 +254,10 @@ impl Endpoint {
         };
         let bytes = leg.invite_bytes(None, super::ALLOW, &self.cfg.server_name);
         self.out_calls.insert(id, leg);
+        self.schedule(
+            Some(now.instant + std::time::Duration::from_secs(longest)),
+            TimerRef::MaxLength(id),
+        );
         self.start_invite_tx(now, id, branch, peer, bytes.clone());
         self.events
             .push_back(CallEvent::LegStarted { leg: id, parent });
@@ -590,6 +622,9 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         let Some(c) = self.out_calls.remove(&id) else {
             return;
         };
+        if let Some(n) = self.tenant_calls.get_mut(&c.tenant) {
+            *n = n.saturating_sub(1);
+        }
         self.dialogs
             .remove(&(c.call_id.clone(), c.local_tag.clone()));
         self.client_invites.retain(|_, (_, leg)| *leg != id);
