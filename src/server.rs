@@ -141,6 +141,7 @@ pub fn open_store(settings: &Settings) -> Result<(LocalDb, Arc<TenantStore>), Se
     let db = LocalDb::open(&settings.data_dir)?;
     let default = (!settings.tenant.default.is_empty()).then(|| settings.tenant.default.clone());
     let store = Arc::new(TenantStore::open(db.clone(), default)?);
+    store.set_node_addresses(Vec::new(), settings.tenant.allow_local_trunks);
     Ok((db, store))
 }
 
@@ -341,6 +342,12 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             _ => primary_ip(),
         },
     };
+    store.set_node_addresses(
+        std::iter::once(public_ip)
+            .chain(bound_ip.filter(|ip: &IpAddr| !ip.is_unspecified()))
+            .collect(),
+        settings.tenant.allow_local_trunks,
+    );
     let (rtp_first, rtp_last) = settings.rtp_ports()?;
     let rtp_bind: IpAddr = if settings.media.bind_address.is_empty() {
         IpAddr::from([0, 0, 0, 0])

@@ -219,6 +219,9 @@ pub struct ApiSettings {
 pub struct TenantSettings {
     /// Tenant used when the request host is an IP address or an unknown domain.
     pub default: String,
+    /// Let trunks point at this node's own addresses (loopback, the public address): only for
+    /// a provider or test peer running on the same machine. Off: such trunks are refused.
+    pub allow_local_trunks: bool,
 }
 
 /// `[shutdown]`

@@ -571,3 +571,63 @@ fn outgoing_legs_count_toward_the_tenant_call_limit() {
         "{log}"
     );
 }
+
+/// Trunk fields end up in REGISTER and INVITE lines: control characters are refused, and so
+/// is a trunk pointing back at the node (loopback) unless the operator allows local trunks.
+#[test]
+fn trunk_fields_that_would_reach_the_wire_are_validated() {
+    use serde_json::{json, Value};
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_TENANT_ALLOW_LOCAL_TRUNKS", "false")]);
+    let http = reqwest::blocking::Client::new();
+    let url = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/trunks",
+        server.api_port
+    );
+    let good = json!({"id": "carrier", "address": "192.0.2.10:5060", "username": "acct1",
+        "password": "pw", "caller_id": "+15550100", "allowed_prefixes": ["+1"]});
+    let attempts = [
+        ("address", json!("127.0.0.1:5060")),
+        ("address", json!("169.254.169.254:80")),
+        ("address", json!("0.0.0.0:5060")),
+        ("username", json!("acct\r\nX-Evil: 1")),
+        (
+            "caller_id",
+            json!("+1555\r\nCall-Info: <sip:a>;answer-after=0"),
+        ),
+        ("username", json!("a b")),
+    ];
+    for (field, value) in attempts {
+        let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("get");
+        let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+        let mut trunk = good.clone();
+        trunk[field] = value.clone();
+        let r = http
+            .put(&url)
+            .bearer_auth(ADMIN_KEY)
+            .header("If-Match", tag)
+            .json(&json!([trunk]))
+            .send()
+            .expect("put");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{field} = {value} was accepted"
+        );
+        let body: Value = r.json().expect("problem");
+        assert!(
+            body.to_string().contains(&format!("0.{field}")),
+            "the problem names the field: {body}"
+        );
+    }
+    let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("get");
+    let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let r = http
+        .put(&url)
+        .bearer_auth(ADMIN_KEY)
+        .header("If-Match", tag)
+        .json(&json!([good]))
+        .send()
+        .expect("put");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+}

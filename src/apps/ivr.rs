@@ -63,6 +63,7 @@ impl IvrApp {
                 // Multi-digit routes ("42"): a short pause ends the entry.
                 inter_digit_timeout: Duration::from_secs(2),
                 overall_timeout: None,
+                secret: false,
             }),
         ]
     }

@@ -242,7 +242,7 @@ impl MailboxMenuApp {
         self.state = MenuState::AskPin { mailbox, tries };
         vec![
             Verb::play(&["system/enter-pin"], true),
-            Verb::Gather(GatherSpec::until_pound(12, Duration::from_secs(10))),
+            Verb::Gather(GatherSpec::until_pound(12, Duration::from_secs(10)).secret()),
         ]
     }
 
@@ -382,17 +382,27 @@ impl App for MailboxMenuApp {
                 self.ask_pin(digits, 0)
             }
             (MenuState::AskPin { mailbox, tries }, AppEvent::Gathered { digits, .. }) => {
-                let ok = cx
-                    .tenant
-                    .config
-                    .mailboxes
-                    .iter()
-                    .find(|m| m.id == mailbox)
-                    .and_then(|m| m.pin_hash.as_deref())
-                    .is_some_and(|h| !digits.is_empty() && verify_pin(&digits, h));
+                // A locked mailbox answers like a wrong PIN, without even checking it: the
+                // guesser learns nothing, and the lock outlives the call.
+                let open = cx.services.pin_allowed(&tenant, &mailbox);
+                let ok = open
+                    && cx
+                        .tenant
+                        .config
+                        .mailboxes
+                        .iter()
+                        .find(|m| m.id == mailbox)
+                        .and_then(|m| m.pin_hash.as_deref())
+                        .is_some_and(|h| !digits.is_empty() && verify_pin(&digits, h));
+                if open && cx.services.pin_result(&tenant, &mailbox, ok) {
+                    tracing::warn!(%tenant, %mailbox, caller = %cx.caller.number(), "voicemail: too many wrong PINs: PIN entry locked for a while");
+                }
                 if ok {
                     tracing::info!(%tenant, %mailbox, "voicemail: mailbox opened");
                     return self.main_menu(cx, mailbox, 0);
+                }
+                if !open {
+                    tracing::warn!(%tenant, %mailbox, caller = %cx.caller.number(), "voicemail: PIN entry locked (too many wrong PINs)");
                 }
                 tracing::warn!(%tenant, %mailbox, caller = %cx.caller.number(), "voicemail: wrong PIN");
                 if tries + 1 >= PIN_TRIES {
@@ -540,6 +550,49 @@ mod tests {
             cx.services.take_changes(),
             vec![("t1".to_string(), "100".to_string())]
         );
+    }
+
+    #[test]
+    fn wrong_pins_lock_the_mailbox_across_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = context_in(tenant(), dir.path().to_path_buf());
+        // Three calls' worth of guesses (each call allows three): the sixth is past the lock.
+        let mut wrong = 0;
+        for _ in 0..2 {
+            let mut s = Script::new(MailboxMenuApp::new(false), cx.clone());
+            s.event(AppEvent::Start);
+            for guess in ["0000", "1111", "2222"] {
+                s.event(gathered(guess));
+                wrong += 1;
+            }
+        }
+        assert!(wrong > crate::call::PIN_MAX_FAILURES);
+        // The right PIN in a new call is refused while the lock lasts.
+        let mut s = Script::new(MailboxMenuApp::new(false), cx.clone());
+        s.event(AppEvent::Start);
+        let v = s.event(gathered("1234"));
+        assert_eq!(
+            v[0],
+            Verb::play(&["system/wrong-pin", "system/enter-pin"], true)
+        );
+    }
+
+    #[test]
+    fn pins_are_stored_slowly_hashed_and_old_hashes_still_verify() {
+        let h = crate::tenant::model::hash_pin("1234");
+        assert!(h.starts_with("pbkdf2-sha256$20000$"), "{h}");
+        assert!(verify_pin("1234", &h) && !verify_pin("1235", &h));
+        // sha256$salt$hash written by earlier versions.
+        let old = "sha256$0001020304050607$".to_string()
+            + &{
+                use sha2::{Digest, Sha256};
+                let mut d = Sha256::new();
+                d.update([0u8, 1, 2, 3, 4, 5, 6, 7]);
+                d.update(b"4321");
+                hex::encode(d.finalize())
+            };
+        assert!(verify_pin("4321", &old) && !verify_pin("4322", &old));
+        assert!(!verify_pin("1234", "pbkdf2-sha256$0$00$00"));
     }
 
     #[test]

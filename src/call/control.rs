@@ -131,6 +131,8 @@ pub struct GatherSpec {
     pub inter_digit_timeout: Duration,
     /// Longest the whole collection may take, prompt included (None: no limit).
     pub overall_timeout: Option<Duration>,
+    /// The digits are a secret (a PIN): the log shows `*` for each.
+    pub secret: bool,
 }
 
 impl GatherSpec {
@@ -142,6 +144,7 @@ impl GatherSpec {
             first_digit_timeout: timeout,
             inter_digit_timeout: timeout,
             overall_timeout: None,
+            secret: false,
         }
     }
 
@@ -153,7 +156,14 @@ impl GatherSpec {
             first_digit_timeout: timeout,
             inter_digit_timeout: Duration::from_secs(5),
             overall_timeout: None,
+            secret: false,
         }
+    }
+
+    /// The same collection, with the digits masked in the log (PIN entry).
+    pub fn secret(mut self) -> GatherSpec {
+        self.secret = true;
+        self
     }
 }
 

@@ -47,7 +47,17 @@ pub struct Services {
     /// The history store, blob storage and the spool in front of them (None in unit tests
     /// that need no stores).
     pub stores: Option<Stores>,
+    /// Wrong voicemail PINs per mailbox, across calls (see [`Services::pin_allowed`]).
+    pins: Mutex<crate::sip::auth_guard::AuthGuard>,
 }
+
+/// Wrong PINs a mailbox takes within [`PIN_WINDOW`] before PIN entry is locked (the lock
+/// starts at 15 minutes and doubles, up to a day).
+pub const PIN_MAX_FAILURES: u32 = 5;
+const PIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// PIN attempts are counted per mailbox, whatever address the call came from.
+const PIN_KEY_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 impl Services {
     /// Services with voicemail under `voicemail_dir` and call recordings beside it in
@@ -65,7 +75,41 @@ impl Services {
             mail: MailStore::new(voicemail_dir),
             changed: Mutex::new(Vec::new()),
             left: Mutex::new(Vec::new()),
+            pins: Mutex::new(crate::sip::auth_guard::AuthGuard::new(
+                crate::sip::auth_guard::GuardLimits {
+                    max_failures: PIN_MAX_FAILURES,
+                    max_users: u32::MAX,
+                    window: PIN_WINDOW,
+                    block: PIN_WINDOW,
+                    block_max: std::time::Duration::from_secs(86_400),
+                },
+            )),
         }
+    }
+
+    /// Whether PIN entry for `tenant`'s `mailbox` is open now (not locked by wrong PINs from
+    /// earlier calls: guessing a PIN takes more than hanging up and calling again). Reads the
+    /// monotonic clock: apps see only unix seconds.
+    pub fn pin_allowed(&self, tenant: &str, mailbox: &str) -> bool {
+        let mut g = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        g.check(
+            PIN_KEY_IP,
+            &format!("{tenant}/{mailbox}"),
+            std::time::Instant::now(),
+        )
+        .is_none()
+    }
+
+    /// Records a PIN attempt for a mailbox; returns true when this failure locked it.
+    pub fn pin_result(&self, tenant: &str, mailbox: &str, ok: bool) -> bool {
+        let now = std::time::Instant::now();
+        let mut g = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{tenant}/{mailbox}");
+        if ok {
+            g.success(PIN_KEY_IP, &key);
+            return false;
+        }
+        g.failure(PIN_KEY_IP, &key, now).is_some()
     }
 
     /// The same, with every record and audio file going through `stores`.

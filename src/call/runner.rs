@@ -398,7 +398,11 @@ impl CallRunner {
                 }
             }
             CallEvent::Digit { call, digit } => {
-                tracing::info!(call, %digit, source = "SipInfo", "digit received");
+                let secret = self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|e| e.session.digits_are_secret());
+                tracing::info!(call, digit = %masked(digit, secret), source = "SipInfo", "digit received");
                 if let Some(e) = self.calls.get_mut(&call) {
                     e.session.on_digit(digit, false, now, unix);
                 }
@@ -601,7 +605,8 @@ impl CallRunner {
                         }
                     }
                     LegEvent::Digit { digit, source } => {
-                        tracing::info!(call, %digit, ?source, "digit received");
+                        let shown = masked(digit, e.session.digits_are_secret());
+                        tracing::info!(call, digit = %shown, ?source, "digit received");
                         e.session.on_digit(digit, true, now, unix);
                     }
                     LegEvent::PlaybackDone { interrupted, tag } => {
@@ -809,4 +814,14 @@ fn tenant_prompts(tenant: &str, audio: &[Audio]) -> Vec<Audio> {
             other => other.clone(),
         })
         .collect()
+}
+
+/// A digit as the log shows it: `*` while a PIN is being entered (logs are read by more
+/// people than may open a mailbox).
+fn masked(digit: char, secret: bool) -> char {
+    if secret {
+        '*'
+    } else {
+        digit
+    }
 }

@@ -588,6 +588,11 @@ impl CallSession {
         self.effects.pop_front()
     }
 
+    /// Whether a digit pressed now goes into a secret collection (a PIN): the log masks it.
+    pub fn digits_are_secret(&self) -> bool {
+        self.gather.as_ref().is_some_and(|g| g.spec.secret)
+    }
+
     fn finish_gather(&mut self, end: GatherEnd, now: Instant, unix: u64) {
         let Some(g) = self.gather.take() else { return };
         self.deliver(
@@ -858,6 +863,7 @@ mod tests {
             first_digit_timeout: Duration::from_secs(5),
             inter_digit_timeout: Duration::from_secs(2),
             overall_timeout: None,
+            secret: false,
         }
     }
 

@@ -88,31 +88,60 @@ impl TenantConfig {
     }
 }
 
-/// `sha256$<salt hex>$<hex of sha256(salt ‖ pin)>`.
+/// PBKDF2 rounds for voicemail PINs: a PIN has few digits, so what protects a leaked
+/// document is the cost of each guess (a few ms here, per try and per PIN).
+const PIN_ROUNDS: u32 = 20_000;
+
+/// `pbkdf2-sha256$<rounds>$<salt hex>$<hex of PBKDF2-HMAC-SHA256(pin, salt, rounds)>`.
 pub fn hash_pin(pin: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let salt: [u8; 8] = rand::random();
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(pin.as_bytes());
-    format!("sha256${}${}", hex::encode(salt), hex::encode(h.finalize()))
+    let salt: [u8; 16] = rand::random();
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(pin.as_bytes(), &salt, PIN_ROUNDS, &mut out);
+    format!(
+        "pbkdf2-sha256${PIN_ROUNDS}${}${}",
+        hex::encode(salt),
+        hex::encode(out)
+    )
 }
 
-/// Checks a PIN against a [`hash_pin`] string.
+/// Whether `pin` matches a stored hash (compared in constant time). Hashes of the older
+/// `sha256$salt$hash` form still verify, so stored mailboxes keep working until their PIN is
+/// next set.
 pub fn verify_pin(pin: &str, stored: &str) -> bool {
     use sha2::{Digest, Sha256};
-    let mut parts = stored.split('$');
-    let (Some("sha256"), Some(salt), Some(hash)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let (computed, expected) = match parts.as_slice() {
+        ["pbkdf2-sha256", rounds, salt, hash] => {
+            let (Ok(rounds), Ok(salt)) = (rounds.parse::<u32>(), hex::decode(salt)) else {
+                return false;
+            };
+            if !(1..=1_000_000).contains(&rounds) {
+                return false;
+            }
+            let mut out = [0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(pin.as_bytes(), &salt, rounds, &mut out);
+            (out.to_vec(), *hash)
+        }
+        ["sha256", salt, hash] => {
+            let Ok(salt) = hex::decode(salt) else {
+                return false;
+            };
+            let mut h = Sha256::new();
+            h.update(&salt);
+            h.update(pin.as_bytes());
+            (h.finalize().to_vec(), *hash)
+        }
+        _ => return false,
+    };
+    let Ok(expected) = hex::decode(expected) else {
         return false;
     };
-    let Ok(salt) = hex::decode(salt) else {
-        return false;
-    };
-    let mut h = Sha256::new();
-    h.update(&salt);
-    h.update(pin.as_bytes());
-    hex::encode(h.finalize()) == hash
+    computed.len() == expected.len()
+        && computed
+            .iter()
+            .zip(&expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// A DID and where calls to it go.

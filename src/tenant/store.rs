@@ -37,6 +37,15 @@ pub struct TenantStore {
     default_tenant: Option<String>,
     /// Serialises writers so revision numbers and snapshots are built in order.
     write_lock: Mutex<()>,
+    /// The node's own addresses, which trunks may not point at (see [`Self::set_node_addresses`]).
+    node_addresses: Mutex<NodeAddresses>,
+}
+
+/// The node's addresses, for refusing trunks that would point back at it.
+#[derive(Debug, Clone, Default)]
+struct NodeAddresses {
+    ips: Vec<std::net::IpAddr>,
+    allow_local_trunks: bool,
 }
 
 const REVISION_KEY: &[u8] = b"revision";
@@ -56,9 +65,52 @@ impl TenantStore {
             current: ArcSwap::from_pointee(Snapshot::default()),
             default_tenant,
             write_lock: Mutex::new(()),
+            node_addresses: Mutex::new(NodeAddresses::default()),
         };
         store.rebuild()?;
         Ok(store)
+    }
+
+    /// The node's own addresses (besides loopback): trunks pointing at them are refused unless
+    /// `allow_local_trunks` (a provider or test peer on this machine).
+    pub fn set_node_addresses(&self, ips: Vec<std::net::IpAddr>, allow_local_trunks: bool) {
+        let mut n = self
+            .node_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *n = NodeAddresses {
+            ips,
+            allow_local_trunks,
+        };
+    }
+
+    /// Trunks must reach a provider, not this node (a tenant could otherwise make the node
+    /// call itself, or reach services bound to loopback).
+    fn check_trunks_leave_the_node(&self, cfg: &TenantConfig) -> Vec<ValidationError> {
+        let n = self
+            .node_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if n.allow_local_trunks {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        for (i, t) in cfg.trunks.iter().enumerate() {
+            let ip = t
+                .address
+                .as_deref()
+                .and_then(crate::sip::headers::split_host_port)
+                .and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
+            if let Some(ip) = ip.filter(|ip| ip.is_loopback() || n.ips.contains(ip)) {
+                errors.push(ValidationError {
+                    path: format!("trunks.{i}.address"),
+                    message: format!(
+                        "{ip} is this node's own address (the operator can allow it with tenant.allow_local_trunks)"
+                    ),
+                });
+            }
+        }
+        errors
     }
 
     /// The current snapshot. Cheap: one atomic load and a reference count.
@@ -157,7 +209,7 @@ impl TenantStore {
     /// Domains and DIDs must each belong to one tenant only.
     fn check_cross_tenant(&self, cfg: &TenantConfig) -> Result<(), TenantStoreError> {
         let snap = self.snapshot();
-        let mut errors = Vec::new();
+        let mut errors = self.check_trunks_leave_the_node(cfg);
         for (i, d) in cfg.domains.iter().enumerate() {
             if let Some(t) = snap.by_domain(d).filter(|t| t.id() != cfg.id) {
                 errors.push(ValidationError {

@@ -93,6 +93,61 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// An optional `+` and 1-20 digits: what may go into a From user or Request-URI we send.
+fn valid_phone_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    !digits.is_empty() && digits.len() <= 20 && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// A SIP user name we send as is (digest username, REGISTER address of record): RFC 3261
+/// `user` characters without escapes, at most 64.
+fn valid_sip_user(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'_'
+                        | b'.'
+                        | b'!'
+                        | b'~'
+                        | b'*'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'&'
+                        | b'='
+                        | b'+'
+                        | b'$'
+                        | b','
+                )
+        })
+}
+
+/// Whether a trunk address is `IP[:port]` (names are not resolved yet); the IP must be one a
+/// provider can have. Loopback, unspecified, multicast, broadcast and link-local (cloud
+/// metadata) addresses reach the node itself or its host's internals, not a provider.
+fn trunk_address_problem(address: &str) -> Option<&'static str> {
+    let Some((host, _port)) = crate::sip::headers::split_host_port(address) else {
+        return Some("must be IP[:port]");
+    };
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        return Some("must be IP[:port] (names are not resolved yet)");
+    };
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Some("must be a provider's unicast address");
+    }
+    let internal = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if internal {
+        return Some("must not be a link-local or broadcast address");
+    }
+    None
+}
+
 fn valid_dialable(ext: &str) -> bool {
     !ext.is_empty()
         && ext.len() <= 32
@@ -258,9 +313,7 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
             }
         }
         if let Some(cid) = &u.caller_id {
-            let digits = cid.strip_prefix('+').unwrap_or(cid);
-            if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit())
-            {
+            if !valid_phone_number(cid) {
                 cx.err(
                     format!("{p}.caller_id"),
                     "must be a phone number: an optional + and 1-20 digits",
@@ -380,6 +433,35 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
                 );
             }
         }
+        if let Some(a) = &t.address {
+            if let Some(why) = trunk_address_problem(a) {
+                cx.err(format!("{p}.address"), why);
+            }
+        }
+        if t.username.as_deref().is_some_and(|u| !valid_sip_user(u)) {
+            cx.err(
+                format!("{p}.username"),
+                "must be 1-64 characters of letters, digits and -_.!~*'()&=+$,",
+            );
+        }
+        if t.password
+            .as_deref()
+            .is_some_and(|pw| pw.chars().any(char::is_control) || pw.len() > 128)
+        {
+            cx.err(
+                format!("{p}.password"),
+                "must be at most 128 characters, no control characters",
+            );
+        }
+        if t.caller_id
+            .as_deref()
+            .is_some_and(|c| !valid_phone_number(c))
+        {
+            cx.err(
+                format!("{p}.caller_id"),
+                "must be a phone number: an optional + and 1-20 digits",
+            );
+        }
         if t.register && (t.address.is_none() || t.username.is_none()) {
             cx.err(
                 format!("{p}.register"),
@@ -399,6 +481,9 @@ pub fn validate(cfg: &TenantConfig) -> Result<(), ValidationErrors> {
         }
         if r.strip > 32 {
             cx.err(format!("{p}.strip"), "must be 0-32");
+        }
+        if r.prepend.len() > 20 || !r.prepend.chars().all(|c| c.is_ascii_digit() || c == '+') {
+            cx.err(format!("{p}.prepend"), "must be at most 20 digits (and +)");
         }
         if r.prefix.is_empty() || !r.prefix.chars().all(|c| c.is_ascii_digit() || c == '+') {
             cx.err(

@@ -94,6 +94,8 @@ impl Server {
             .env("SWITCHYARD_MEDIA_PROMPTS_DIR", repo().join("prompts"))
             .env("SWITCHYARD_API_LISTEN", format!("127.0.0.1:{}", ports.api))
             .env("SWITCHYARD_API_ADMIN_KEY", ADMIN_KEY)
+            // Every test peer (providers included) runs on this machine.
+            .env("SWITCHYARD_TENANT_ALLOW_LOCAL_TRUNKS", "true")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(logf);
