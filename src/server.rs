@@ -238,6 +238,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let mut tcp_port = None;
     let mut ws_port = None;
     let mut wss_port = None;
+    let stream_limits = crate::sip::transport::StreamLimits {
+        max_connections: settings.sip.tcp_max_connections as usize,
+        max_per_ip: settings.sip.tcp_max_connections_per_ip as usize,
+        idle: Duration::from_secs(settings.sip.tcp_idle_timeout_secs),
+    };
     let mut bound_ip = None;
     let mut bound: Vec<String> = Vec::new();
     for l in &listeners {
@@ -278,12 +283,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 bound.push(format!("tcp {local}"));
                 tcp_port = Some(local.port());
                 bound_ip.get_or_insert(local.ip());
-                spawn_tcp_listener(
-                    s,
-                    to_endpoint.clone(),
-                    Duration::from_secs(settings.sip.tcp_idle_timeout_secs),
-                    settings.sip.tcp_max_connections as usize,
-                );
+                spawn_tcp_listener(s, to_endpoint.clone(), stream_limits);
             }
             TransportKind::Ws | TransportKind::Wss => {
                 let secure = l.transport == TransportKind::Wss;
@@ -323,13 +323,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     ws_port = Some(local.port());
                 }
                 bound_ip.get_or_insert(local.ip());
-                spawn_ws_listener(
-                    s,
-                    tls,
-                    to_endpoint.clone(),
-                    Duration::from_secs(settings.sip.tcp_idle_timeout_secs),
-                    settings.sip.tcp_max_connections as usize,
-                );
+                spawn_ws_listener(s, tls, to_endpoint.clone(), stream_limits);
             }
         }
     }
@@ -396,6 +390,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             ..TimerConfig::default()
         },
         drain_retry_after: settings.shutdown.retry_after_secs,
+        max_server_transactions: settings.sip.max_transactions as usize,
+        max_transactions_per_source: settings.sip.max_transactions_per_source as usize,
+        max_subscriptions_per_user: settings.sip.max_subscriptions_per_user as usize,
         ..EndpointConfig::default()
     };
     tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");

@@ -169,10 +169,18 @@ pub struct SipSettings {
     pub default_expires: u32,
     /// RFC 3261 T1 in milliseconds.
     pub t1_ms: u64,
+    /// Server transactions alive at once (beyond: new requests are dropped unanswered).
+    pub max_transactions: u32,
+    /// Server transactions alive at once from one address; trunks' addresses are exempt.
+    pub max_transactions_per_source: u32,
+    /// MWI subscriptions one user may hold (beyond: 403).
+    pub max_subscriptions_per_user: u32,
     /// Close TCP connections idle this long.
     pub tcp_idle_timeout_secs: u64,
     /// Most simultaneous TCP connections (and, separately, WebSocket connections).
     pub tcp_max_connections: u32,
+    /// Open TCP/WebSocket connections from one address (more are closed at once).
+    pub tcp_max_connections_per_ip: u32,
     /// PEM certificate chain for `wss:` listeners.
     pub tls_cert: String,
     /// PEM private key for `wss:` listeners.
@@ -280,8 +288,12 @@ impl Default for SipSettings {
             max_expires: 7200,
             default_expires: 3600,
             t1_ms: 500,
+            max_transactions: 100_000,
+            max_transactions_per_source: 1_000,
+            max_subscriptions_per_user: 20,
             tcp_idle_timeout_secs: 600,
             tcp_max_connections: 4096,
+            tcp_max_connections_per_ip: 100,
             tls_cert: String::new(),
             tls_key: String::new(),
         }

@@ -631,3 +631,101 @@ fn trunk_fields_that_would_reach_the_wire_are_validated() {
         .expect("put");
     assert_eq!(r.status(), reqwest::StatusCode::OK);
 }
+
+/// An unauthenticated INVITE over UDP gets one 407, not a train of Timer G retransmissions:
+/// a spoofed source cannot turn us into an amplifier.
+#[test]
+fn challenges_to_unverified_sources_are_not_retransmitted() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = sock.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:101@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKamp1\r\nMax-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=amp\r\nTo: <sip:101@127.0.0.1>\r\nCall-ID: amp-1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:100@{me}>\r\nContent-Length: 0\r\n\r\n",
+        port = p.sip
+    );
+    // Sent once, never ACKed; whatever comes back in 5 s is counted (Timer G would have
+    // repeated the 407 at 0.5, 1.5, 3.5 s).
+    let got = udp_exchange(&sock, p.sip, &invite, Duration::from_secs(5));
+    let finals: Vec<&String> = got
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 407"))
+        .collect();
+    assert_eq!(finals.len(), 1, "{got:?}\n{}", server.log_text());
+    let bytes: usize = got.iter().map(String::len).sum();
+    assert!(
+        bytes < 3 * invite.len(),
+        "{bytes} bytes back for a {}-byte INVITE",
+        invite.len()
+    );
+}
+
+/// One address cannot hold more server transactions than its share: past the bound its new
+/// requests go unanswered, while another address is served.
+#[test]
+fn one_source_cannot_fill_the_transaction_table() {
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_MAX_TRANSACTIONS_PER_SOURCE", "20")]);
+    // Not 127.0.0.1: the demo tenant's sandbox trunk is there, and trunks are exempt.
+    let flood = UdpSocket::bind("127.0.0.3:0").expect("bind");
+    let me = flood.local_addr().expect("addr");
+    for i in 0..60 {
+        let options = format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKfl{i}\r\nMax-Forwards: 70\r\nFrom: <sip:f@127.0.0.1>;tag=f{i}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: fl-{i}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            port = p.sip
+        );
+        flood
+            .send_to(options.as_bytes(), ("127.0.0.1", p.sip))
+            .expect("send");
+    }
+    let answered = udp_exchange(&flood, p.sip, "", Duration::from_millis(1500))
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 200"))
+        .count();
+    assert_eq!(answered, 20, "{}", server.log_text());
+    let other = UdpSocket::bind("127.0.0.2:0").expect("bind");
+    let me = other.local_addr().expect("addr");
+    let options = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKok\r\nMax-Forwards: 70\r\nFrom: <sip:o@127.0.0.1>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ok@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        port = p.sip
+    );
+    let got = udp_exchange(&other, p.sip, &options, Duration::from_millis(1500));
+    assert!(got.iter().any(|m| m.starts_with("SIP/2.0 200")), "{got:?}");
+}
+
+/// TCP connections per address are bounded, and a connection that never sends a SIP message
+/// is closed long before the normal idle timeout.
+#[test]
+fn tcp_connections_are_bounded_per_address_and_silent_ones_closed() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_TCP_MAX_CONNECTIONS_PER_IP", "5")]);
+    let open = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| TcpStream::connect(("127.0.0.1", p.sip)).expect("connect"))
+            .collect()
+    };
+    let conns = open(8);
+    std::thread::sleep(Duration::from_millis(300));
+    // Closed by the server: a read returns 0 (EOF) or an error at once.
+    let closed = |c: &TcpStream| {
+        let mut c = c.try_clone().expect("clone");
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut b = [0u8; 16];
+        matches!(c.read(&mut b), Ok(0))
+            || matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    };
+    let refused = conns.iter().filter(|c| closed(c)).count();
+    assert_eq!(refused, 3, "{}", server.log_text());
+    // The five accepted ones said nothing: they are closed within the first-message window
+    // (10 s), not the 600 s idle timeout.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut all_closed = false;
+    while Instant::now() < deadline && !all_closed {
+        std::thread::sleep(Duration::from_millis(500));
+        all_closed = conns.iter().all(&closed);
+    }
+    assert!(all_closed, "silent connections were kept open");
+}

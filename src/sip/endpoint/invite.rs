@@ -531,7 +531,10 @@ impl Endpoint {
             return;
         }
         let reliable = peer.transport.is_reliable();
-        self.server_txs.insert(
+        if !self.may_open_transaction(peer.addr.ip()) {
+            return;
+        }
+        self.insert_server_tx(
             cancel_key.clone(),
             super::ServerTxEntry {
                 tx: super::ServerTx::NonInvite(super::ServerNonInviteTransaction::new(

@@ -154,6 +154,12 @@ pub struct EndpointConfig {
     pub server_name: String,
     /// `Retry-After` seconds in 503 while draining.
     pub drain_retry_after: u32,
+    /// Server transactions alive at once, from everybody.
+    pub max_server_transactions: usize,
+    /// Server transactions alive at once from one address (trunks exempt).
+    pub max_transactions_per_source: usize,
+    /// MWI subscriptions one user may hold.
+    pub max_subscriptions_per_user: usize,
 }
 
 impl Default for EndpointConfig {
@@ -178,6 +184,9 @@ impl Default for EndpointConfig {
             timers: TimerConfig::default(),
             server_name: concat!("Switchyard/", env!("CARGO_PKG_VERSION")).into(),
             drain_retry_after: 30,
+            max_server_transactions: 100_000,
+            max_transactions_per_source: 1_000,
+            max_subscriptions_per_user: 20,
         }
     }
 }
@@ -344,6 +353,8 @@ pub struct EndpointStats {
     pub auth_blocks_started: u64,
     /// Server transactions alive.
     pub server_transactions: usize,
+    /// Requests dropped because the transaction bounds were reached.
+    pub requests_dropped: u64,
     /// Client transactions alive.
     pub client_transactions: usize,
 }
@@ -394,6 +405,31 @@ struct ServerTxEntry {
     peer: Peer,
 }
 
+/// Server transactions alive per source address, for the per-source bound.
+#[derive(Default)]
+struct TxCounts {
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+impl TxCounts {
+    fn add(&mut self, ip: IpAddr) {
+        *self.by_ip.entry(ip).or_default() += 1;
+    }
+
+    fn remove(&mut self, ip: IpAddr) {
+        if let Some(n) = self.by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+
+    fn of(&self, ip: IpAddr) -> usize {
+        self.by_ip.get(&ip).copied().unwrap_or(0)
+    }
+}
+
 struct ClientTxEntry {
     tx: ClientNonInviteTransaction,
     peer: Peer,
@@ -424,6 +460,7 @@ pub struct Endpoint {
     nonces: NonceIssuer,
     limiter: AuthGuard,
     server_txs: HashMap<TxKey, ServerTxEntry>,
+    server_tx_counts: TxCounts,
     client_txs: HashMap<String, ClientTxEntry>,
     calls: HashMap<u64, Call>,
     dialogs: HashMap<(String, String), u64>,
@@ -471,6 +508,7 @@ impl Endpoint {
             nonces,
             limiter,
             server_txs: HashMap::new(),
+            server_tx_counts: TxCounts::default(),
             client_txs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -598,6 +636,36 @@ impl Endpoint {
         }
     }
 
+    /// Whether a new server transaction from `ip` fits the bounds: `max_server_transactions`
+    /// in all, `max_transactions_per_source` per address (trunks' addresses are exempt: a
+    /// carrier legitimately keeps thousands). Past them the request is dropped unanswered: a
+    /// flood gets nothing back, and a real client retransmits.
+    fn may_open_transaction(&mut self, ip: IpAddr) -> bool {
+        if self.server_txs.len() >= self.cfg.max_server_transactions {
+            self.stats.requests_dropped += 1;
+            return false;
+        }
+        if self.server_tx_counts.of(ip) >= self.cfg.max_transactions_per_source {
+            let trunk = self
+                .tenants
+                .snapshot()
+                .tenants()
+                .any(|t| t.trunk_for_source(ip).is_some());
+            if !trunk {
+                self.stats.requests_dropped += 1;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn insert_server_tx(&mut self, key: TxKey, entry: ServerTxEntry) {
+        self.server_tx_counts.add(entry.peer.addr.ip());
+        if let Some(old) = self.server_txs.insert(key, entry) {
+            self.server_tx_counts.remove(old.peer.addr.ip());
+        }
+    }
+
     fn handle_request(&mut self, now: Now, peer: Peer, req: SipRequest) {
         let method = req.method();
         match method {
@@ -617,14 +685,16 @@ impl Endpoint {
             }
             return;
         }
+        if !self.may_open_transaction(peer.addr.ip()) {
+            return;
+        }
         let reliable = peer.transport.is_reliable();
         let tx = if method == Method::Invite {
             ServerTx::Invite(ServerInviteTransaction::new(reliable, self.cfg.timers))
         } else {
             ServerTx::NonInvite(ServerNonInviteTransaction::new(reliable, self.cfg.timers))
         };
-        self.server_txs
-            .insert(key.clone(), ServerTxEntry { tx, peer });
+        self.insert_server_tx(key.clone(), ServerTxEntry { tx, peer });
 
         if let Some(unsupported) = self.unsupported_requirements(&req) {
             let b = ResponseBuilder::new(420).header("Unsupported", unsupported);
@@ -661,6 +731,25 @@ impl Endpoint {
 
     /// Sends a response through the request's server transaction.
     fn respond(&mut self, now: Now, key: &TxKey, req: &SipRequest, b: ResponseBuilder) {
+        self.respond_with(now, key, req, b, false)
+    }
+
+    /// Answers a request from a source that proved nothing (a challenge, a refusal) without
+    /// Timer G repeats of an INVITE's final response (see
+    /// [`ServerInviteTransaction::send_response_once`]): a spoofed source must not make us
+    /// an amplifier.
+    fn respond_once(&mut self, now: Now, key: &TxKey, req: &SipRequest, b: ResponseBuilder) {
+        self.respond_with(now, key, req, b, true)
+    }
+
+    fn respond_with(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        req: &SipRequest,
+        b: ResponseBuilder,
+        once: bool,
+    ) {
         let Some(entry) = self.server_txs.get_mut(key) else {
             return;
         };
@@ -670,7 +759,12 @@ impl Endpoint {
         let mut events = Vec::new();
         match &mut entry.tx {
             ServerTx::Invite(tx) => {
-                if let Some(b) = tx.send_response(code, bytes, now.instant) {
+                let sent = if once {
+                    tx.send_response_once(code, bytes, now.instant)
+                } else {
+                    tx.send_response(code, bytes, now.instant)
+                };
+                if let Some(b) = sent {
                     events.push(TxEvent::Transmit(b));
                 }
             }
@@ -695,7 +789,9 @@ impl Endpoint {
                     }
                 }
                 TxEvent::Terminated => {
-                    self.server_txs.remove(key);
+                    if let Some(e) = self.server_txs.remove(key) {
+                        self.server_tx_counts.remove(e.peer.addr.ip());
+                    }
                     self.invite_calls.remove(key);
                 }
             }
@@ -736,7 +832,7 @@ impl Endpoint {
         for v in challenge_values(realm, &nonce, &algorithms, stale) {
             b = b.header(header, v);
         }
-        self.respond(now, key, req, b);
+        self.respond_once(now, key, req, b);
     }
 
     fn handle_response(&mut self, now: Now, resp: SipResponse) {

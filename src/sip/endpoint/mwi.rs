@@ -92,6 +92,18 @@ impl Endpoint {
         else {
             return self.respond(now, &key, &req, ResponseBuilder::new(404));
         };
+        // Each subscription holds state and draws NOTIFYs: a user (or a stolen password)
+        // cannot pile them up.
+        let held = self
+            .subscriptions
+            .values()
+            .filter(|s| s.tenant == tenant.id() && s.mailbox == mailbox)
+            .count();
+        if held >= self.cfg.max_subscriptions_per_user {
+            tracing::warn!(tenant = %tenant.id(), %mailbox, held, "too many message-summary subscriptions");
+            let b = ResponseBuilder::new(403).reason("Forbidden (too many subscriptions)");
+            return self.respond(now, &key, &req, b);
+        }
         let local_tag = random_token();
         let Ok(dialog) = Dialog::new_uas(&req, &local_tag, 1) else {
             let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");

@@ -126,7 +126,7 @@ impl Endpoint {
             }
             AuthResult::Blocked => {
                 let b = ResponseBuilder::new(403).reason("Forbidden (too many failed attempts)");
-                self.respond(now, key, req, b);
+                self.respond_once(now, key, req, b);
                 None
             }
         }

@@ -89,6 +89,24 @@ impl ServerInviteTransaction {
         Some(response)
     }
 
+    /// Like [`send_response`](Self::send_response), but a final error response is sent once,
+    /// not repeated on Timer G: for challenges and refusals to sources that proved nothing
+    /// (spoofed addresses must not turn a 500-byte INVITE into kilobytes sent elsewhere). A
+    /// real client retransmits its INVITE if the response is lost, and that retransmission
+    /// is answered again.
+    pub fn send_response_once(
+        &mut self,
+        code: u16,
+        response: Bytes,
+        now: Instant,
+    ) -> Option<Bytes> {
+        let out = self.send_response(code, response, now);
+        if self.state == ServerInviteState::Completed {
+            self.timer_g = None;
+        }
+        out
+    }
+
     /// An ACK matched this transaction (ACK for a non-2xx final response).
     pub fn on_ack(&mut self, now: Instant) -> Vec<TxEvent> {
         if self.state != ServerInviteState::Completed {
@@ -280,6 +298,19 @@ mod tests {
         assert_eq!(tx.on_request_retransmission(), None);
         let evs = run_until(&mut tx, now, Duration::from_secs(40));
         assert_eq!(evs, vec![(Duration::from_secs(32), TxEvent::Terminated)]);
+    }
+
+    #[test]
+    fn a_response_sent_once_is_repeated_only_for_a_retransmitted_invite() {
+        let t0 = Instant::now();
+        let mut tx = ServerInviteTransaction::new(false, TimerConfig::default());
+        let resp = Bytes::from_static(b"SIP/2.0 407 Proxy Authentication Required\r\n\r\n");
+        assert!(tx.send_response_once(407, resp.clone(), t0).is_some());
+        // No Timer G: the next deadline is Timer H only.
+        assert_eq!(tx.poll_timeout(), Some(t0 + TimerConfig::default().t64()));
+        assert_eq!(tx.on_request_retransmission(), Some(resp));
+        let ev = tx.handle_timeout(t0 + TimerConfig::default().t64());
+        assert!(ev.contains(&TxEvent::TimedOut) || tx.is_terminated());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! line, then exactly `Content-Length` body bytes. Also recognises RFC 5626 keep-alives (a
 //! double CRLF "ping" between messages, answered with a single CRLF "pong").
 //!
-//! Pure: bytes in, frames out; the TCP task only moves bytes.
+//! Pure: bytes in, frames out; the TCP task only moves bytes. Linear: each byte is searched
+//! for the end of the header section once (a sender trickling a 64 KiB header one byte at a
+//! time costs 64 KiB of scanning, not 2 GiB), and a header section is parsed once while its
+//! body arrives.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -31,6 +34,12 @@ pub enum FramingError {
 pub struct StreamFramer {
     buf: BytesMut,
     max_message: usize,
+    /// Bytes of `buf` already searched for the blank line (without finding it).
+    scanned: usize,
+    /// Total length of the message at the front once its header section is known.
+    pending_total: Option<usize>,
+    /// Bytes searched for blank lines so far (the work done, for tests).
+    searched: u64,
 }
 
 impl StreamFramer {
@@ -39,6 +48,9 @@ impl StreamFramer {
         StreamFramer {
             buf: BytesMut::with_capacity(4096),
             max_message,
+            scanned: 0,
+            pending_total: None,
+            searched: 0,
         }
     }
 
@@ -54,10 +66,14 @@ impl StreamFramer {
 
     /// The next complete frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        if let Some(total) = self.pending_total {
+            return Ok(self.take_message(total));
+        }
         // Leading CRLFs: a double CRLF is a ping; single ones are tolerated and skipped.
         let mut crlfs = 0;
         while self.buf.len() >= 2 && &self.buf[..2] == b"\r\n" {
             self.buf.advance(2);
+            self.scanned = self.scanned.saturating_sub(2);
             crlfs += 1;
             if crlfs == 2 {
                 return Ok(Some(Frame::Ping));
@@ -67,7 +83,12 @@ impl StreamFramer {
             // Could be the first half of a ping; a lone CRLF is harmless either way.
             return Ok(None);
         }
-        let Some(head_end) = find(&self.buf, b"\r\n\r\n") else {
+        // Resume the search where the last one stopped (3 bytes back: the blank line may
+        // straddle two reads).
+        let from = self.scanned.saturating_sub(3);
+        self.searched += (self.buf.len() - from) as u64;
+        let Some(head_end) = find(&self.buf[from..], b"\r\n\r\n").map(|i| i + from) else {
+            self.scanned = self.buf.len();
             if self.buf.len() > self.max_message {
                 return Err(FramingError::HeadersTooLarge(self.max_message));
             }
@@ -79,10 +100,18 @@ impl StreamFramer {
         if total > self.max_message {
             return Err(FramingError::BadContentLength);
         }
+        self.pending_total = Some(total);
+        Ok(self.take_message(total))
+    }
+
+    /// The message at the front once all `total` bytes are here.
+    fn take_message(&mut self, total: usize) -> Option<Frame> {
         if self.buf.len() < total {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+        self.pending_total = None;
+        self.scanned = 0;
+        Some(Frame::Message(self.buf.split_to(total).freeze()))
     }
 }
 
@@ -134,6 +163,33 @@ mod tests {
         assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
         assert_eq!(f.next_frame(), Ok(None));
         assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn a_trickled_header_is_scanned_once() {
+        // One byte per read: the work must stay proportional to the bytes, which the
+        // `scanned` mark shows (it only moves forward until the message is cut).
+        let mut f = StreamFramer::new(70_000);
+        let mut head = b"OPTIONS sip:a SIP/2.0\r\n".to_vec();
+        while head.len() < 60_000 {
+            head.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        head.extend_from_slice(b"Content-Length: 2\r\n\r\nhi");
+        let mut frames = 0;
+        for b in &head {
+            f.push(std::slice::from_ref(b));
+            if let Ok(Some(Frame::Message(m))) = f.next_frame() {
+                assert_eq!(m.len(), head.len());
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 1);
+        // Rescanning from the start would search ~head²/2 = 1.8e9 bytes.
+        assert!(
+            f.searched < 5 * head.len() as u64,
+            "searched {} bytes",
+            f.searched
+        );
     }
 
     #[test]

@@ -54,19 +54,78 @@ pub enum Inbound {
     },
 }
 
-/// Accepts connections on `listener` until the process ends, at most `max_connections` at a
-/// time (extra ones are closed at once), running `serve` for each in a task of its own.
+/// Bounds on stream connections (TCP, WebSocket), from `[sip]` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections from one address (an office NAT needs a few dozen; a flood needs more).
+    pub max_per_ip: usize,
+    /// Idle time before a connection that has sent a SIP message is closed.
+    pub idle: std::time::Duration,
+}
+
+/// How long a new connection may stay silent before its first SIP message: a socket that was
+/// opened and left (to use up connection slots) goes long before the normal idle timeout.
+pub const FIRST_MESSAGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl StreamLimits {
+    /// How long to wait for the next read, before or after the first message.
+    pub fn wait(&self, got_message: bool) -> std::time::Duration {
+        if got_message {
+            self.idle
+        } else {
+            self.idle.min(FIRST_MESSAGE_WITHIN)
+        }
+    }
+}
+
+/// Connections per source address, released when a connection's task ends.
+#[derive(Clone, Default)]
+struct PerIp(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection's place in [`PerIp`]; dropping it gives the place back.
+struct PerIpSlot(PerIp, std::net::IpAddr);
+
+impl PerIp {
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<PerIpSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the process ends, at most `limits.max_connections`
+/// at a time and `limits.max_per_ip` from one address (extra ones are closed at once), running
+/// `serve` for each in a task of its own.
 pub(crate) fn accept_loop<F, Fut>(
     listener: tokio::net::TcpListener,
     what: &'static str,
-    max_connections: usize,
+    limits: StreamLimits,
     serve: F,
 ) -> tokio::task::JoinHandle<()>
 where
     F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::default();
     tokio::spawn(async move {
         loop {
             let (stream, addr) = match listener.accept().await {
@@ -81,11 +140,16 @@ where
                 tracing::warn!(peer = %addr, "{what} connection limit reached: closing new connection");
                 continue;
             };
+            let Some(slot) = per_ip.take(addr.ip(), limits.max_per_ip) else {
+                tracing::warn!(peer = %addr, "{what} connections from this address at their limit: closing new connection");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let fut = serve(stream, addr);
             tokio::spawn(async move {
                 fut.await;
                 drop(permit);
+                drop(slot);
             });
         }
     })

@@ -1,12 +1,11 @@
 //! TCP listener and connections.
 
 use super::framing::{Frame, StreamFramer};
-use super::Inbound;
+use super::{Inbound, StreamLimits};
 use crate::sip::endpoint::{Peer, TransportKind};
 use crate::sip::message::MAX_MESSAGE_SIZE;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -50,11 +49,10 @@ impl TcpConnections {
 pub fn spawn_tcp_listener(
     listener: TcpListener,
     to_endpoint: mpsc::Sender<Inbound>,
-    idle_timeout: Duration,
-    max_connections: usize,
+    limits: StreamLimits,
 ) -> tokio::task::JoinHandle<()> {
-    super::accept_loop(listener, "tcp", max_connections, move |stream, addr| {
-        connection(stream, addr, to_endpoint.clone(), idle_timeout)
+    super::accept_loop(listener, "tcp", limits, move |stream, addr| {
+        connection(stream, addr, to_endpoint.clone(), limits)
     })
 }
 
@@ -62,7 +60,7 @@ async fn connection(
     stream: TcpStream,
     addr: std::net::SocketAddr,
     to_endpoint: mpsc::Sender<Inbound>,
-    idle: Duration,
+    limits: StreamLimits,
 ) {
     let conn = super::next_conn_id();
     let (mut rd, mut wr) = stream.into_split();
@@ -92,8 +90,10 @@ async fn connection(
     };
     let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut got_message = false;
     'read: loop {
-        let n = match tokio::time::timeout(idle, rd.read(&mut buf)).await {
+        let wait = limits.wait(got_message);
+        let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
             Err(_) => {
                 tracing::debug!(peer = %addr, "tcp connection idle: closing");
                 break;
@@ -105,6 +105,7 @@ async fn connection(
         loop {
             match framer.next_frame() {
                 Ok(Some(Frame::Message(data))) => {
+                    got_message = true;
                     if to_endpoint
                         .send(Inbound::Message { peer, data })
                         .await

@@ -7,7 +7,7 @@
 //! messages, `Inbound::Closed`): answers, and requests to a browser registered over it, go
 //! back on the same connection, which is the only way to reach a browser.
 
-use super::{next_conn_id, Inbound};
+use super::{next_conn_id, Inbound, StreamLimits};
 use crate::sip::endpoint::{Peer, TransportKind};
 use crate::sip::message::MAX_MESSAGE_SIZE;
 use bytes::Bytes;
@@ -82,37 +82,29 @@ pub fn spawn_ws_listener(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     to_endpoint: mpsc::Sender<Inbound>,
-    idle_timeout: Duration,
-    max_connections: usize,
+    limits: StreamLimits,
 ) -> tokio::task::JoinHandle<()> {
-    super::accept_loop(
-        listener,
-        "websocket",
-        max_connections,
-        move |stream, addr| {
-            let tx = to_endpoint.clone();
-            let tls = tls.clone();
-            async move {
-                match tls {
-                    Some(acceptor) => {
-                        // A stalled TLS handshake must not hold a connection slot forever.
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => {
-                                connection(s, addr, TransportKind::Wss, tx, idle_timeout).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+    super::accept_loop(listener, "websocket", limits, move |stream, addr| {
+        let tx = to_endpoint.clone();
+        let tls = tls.clone();
+        async move {
+            match tls {
+                Some(acceptor) => {
+                    // A stalled TLS handshake must not hold a connection slot forever.
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => connection(s, addr, TransportKind::Wss, tx, limits).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
                         }
+                        Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
                     }
-                    None => connection(stream, addr, TransportKind::Ws, tx, idle_timeout).await,
                 }
+                None => connection(stream, addr, TransportKind::Ws, tx, limits).await,
             }
-        },
-    )
+        }
+    })
 }
 
 /// The handshake answer: the `sip` subprotocol, or 400 for a client that does not speak it.
@@ -142,7 +134,7 @@ async fn connection<S>(
     addr: SocketAddr,
     transport: TransportKind,
     to_endpoint: mpsc::Sender<Inbound>,
-    idle: Duration,
+    limits: StreamLimits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -191,8 +183,9 @@ async fn connection<S>(
         addr,
         conn: Some(conn),
     };
+    let mut got_message = false;
     loop {
-        let msg = match tokio::time::timeout(idle, source.next()).await {
+        let msg = match tokio::time::timeout(limits.wait(got_message), source.next()).await {
             Err(_) => {
                 tracing::debug!(peer = %addr, "websocket idle: closing");
                 break;
@@ -211,6 +204,7 @@ async fn connection<S>(
         if data.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
+        got_message = true;
         if to_endpoint
             .send(Inbound::Message { peer, data })
             .await
