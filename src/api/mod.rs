@@ -320,6 +320,18 @@ async fn count_responses(State(st): State<Arc<ApiState>>, req: Request, next: Ne
                     status,
                 },
             });
+            // A change is acknowledged only once what it queued (its audit entry, voicemail
+            // and prompt metadata before it) is fsynced in the spool.
+            if let Err(why) = stores.spool.synced().await {
+                tracing::error!(%why, "admin API change not durable in the spool");
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "spool-unavailable",
+                    format!("the change was made but could not be made durable: {why}"),
+                )
+                .retry_after(10)
+                .into_response();
+            }
         }
     }
     resp
@@ -532,15 +544,19 @@ async fn node(
         .as_ref()
         .map(|s| {
             let sp = &s.spool.status;
-            [("history store", &sp.history), ("blob storage", &sp.blob)]
-                .into_iter()
-                .map(|(name, q)| StoreInfo {
-                    name: name.into(),
-                    spool_depth: q.depth.load(Ordering::Relaxed),
-                    oldest_age_secs: q.oldest_age().as_secs(),
-                    failing_secs: q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
-                })
-                .collect()
+            [
+                ("history store", &sp.history),
+                ("blob storage", &sp.blob),
+                ("spool disk", &sp.disk),
+            ]
+            .into_iter()
+            .map(|(name, q)| StoreInfo {
+                name: name.into(),
+                spool_depth: q.depth.load(Ordering::Relaxed),
+                oldest_age_secs: q.oldest_age().as_secs(),
+                failing_secs: q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
+            })
+            .collect()
         })
         .unwrap_or_default();
     Ok(Json(NodeInfo {
@@ -705,7 +721,11 @@ async fn metrics(
         ];
         for (metric, kind, help, figure) in families {
             s.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
-            for (q, queue) in [(&sp.history, "history"), (&sp.blob, "blob")] {
+            for (q, queue) in [
+                (&sp.history, "history"),
+                (&sp.blob, "blob"),
+                (&sp.disk, "spool_disk"),
+            ] {
                 s.push_str(&format!("{metric}{{queue=\"{queue}\"}} {}\n", figure(q)));
             }
         }

@@ -285,6 +285,12 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), MailStoreError>
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
+    // The rename is durable only once the folder's entry is: without this a power cut can
+    // leave the message's audio with no metadata (or the old folder) after the caller
+    // heard "message saved".
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

@@ -215,6 +215,8 @@ impl PromptStore {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
+        // The new name is durable once the folder is: acknowledged uploads survive a power cut.
+        std::fs::File::open(&dir)?.sync_all()?;
         if let Some(sp) = &self.spool {
             sp.push_blob(BlobJob::Put {
                 key: prompt_key(tenant, name),

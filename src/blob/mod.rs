@@ -109,6 +109,9 @@ pub struct BlobRead {
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The folder of a `file://` store: object_store's local store renames into place
+    /// without fsync, so we fsync the object and its folder before saying it is stored.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -190,7 +193,36 @@ impl BlobStore {
         Ok(BlobStore {
             inner,
             url: url.to_string(),
+            local_root: url.strip_prefix("file://").map(std::path::PathBuf::from),
         })
+    }
+
+    /// For a `file://` store: makes the object at `key` durable (file, then every folder up to
+    /// the root, since a new folder's entry is as volatile as the file's). A cloud store's
+    /// success answer already means durable.
+    async fn make_durable(&self, key: &str) -> Result<(), BlobError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let path = ObjectPath::from(key);
+        let file = path
+            .parts()
+            .fold(root.clone(), |p, part| p.join(part.as_ref()));
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == root {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        Ok(())
     }
 
     /// The store's URL.
@@ -207,6 +239,7 @@ impl BlobStore {
             let mut buf = Vec::with_capacity(size as usize);
             f.read_to_end(&mut buf).await?;
             self.inner.put(&path, Bytes::from(buf).into()).await?;
+            self.make_durable(key).await?;
             return Ok(size);
         }
         let mut w = object_store::buffered::BufWriter::new(self.inner.clone(), path);
@@ -221,13 +254,14 @@ impl BlobStore {
                 .map_err(BlobError::from)?;
         }
         tokio::io::AsyncWriteExt::shutdown(&mut w).await?;
+        self.make_durable(key).await?;
         Ok(size)
     }
 
     /// Stores `bytes` under `key`.
     pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         self.inner.put(&ObjectPath::from(key), bytes.into()).await?;
-        Ok(())
+        self.make_durable(key).await
     }
 
     /// The size of the object at `key`.

@@ -19,7 +19,12 @@
 //! acceptance and the file's removal replays it harmlessly; a restart resumes the spool.
 //!
 //! The one window left is between [`Spool::push_history`] and the writer thread's fsync
-//! (a few milliseconds): a crash there loses what was queued.
+//! (a few milliseconds): a crash there loses what was queued. Whoever must not acknowledge
+//! before the fsync (the admin API) waits for [`Spool::synced`].
+//!
+//! When a write fails (a full disk), the writer keeps the entries in memory, in order, and
+//! retries every second; nothing already in the spool is touched, [`Spool::synced`] answers
+//! with the error, and `/health/ready` reports the spool as failing until a write succeeds.
 //!
 //! [`SpoolStatus`] carries depth, oldest age and how long a store has been failing, for
 //! `/metrics` and `/health/ready`.
@@ -72,7 +77,13 @@ pub enum BlobJob {
 enum Item {
     History(HistoryOp),
     Blob(BlobJob),
+    /// Answered once everything queued before it is on disk (or with why it is not).
+    Barrier(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
+
+/// Entries the writer keeps in memory while the disk refuses them; beyond this the oldest
+/// are dropped (with an error in the log) rather than exhaust memory.
+const MAX_UNWRITTEN: usize = 1_000_000;
 
 /// Health figures of one queue and the store behind it.
 #[derive(Debug, Default)]
@@ -146,6 +157,8 @@ pub struct SpoolStatus {
     pub history: QueueStatus,
     /// The blob queue.
     pub blob: QueueStatus,
+    /// Writing the spool itself (the local disk): failing while it is full or broken.
+    pub disk: QueueStatus,
 }
 
 /// The spool handle (cheap to clone). See the module documentation.
@@ -301,6 +314,17 @@ impl Spool {
         let _ = self.tx.send(Item::History(op));
     }
 
+    /// Waits until everything queued before this call is fsynced in the spool; `Err` names
+    /// why not (a full disk: the entries are kept in memory and retried).
+    pub async fn synced(&self) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Item::Barrier(tx)).is_err() {
+            return Err("the spool writer has stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the spool writer has stopped".into()))
+    }
+
     /// Queues a blob job.
     pub fn push_blob(&self, job: BlobJob) {
         self.unwritten.fetch_add(1, Ordering::SeqCst);
@@ -369,72 +393,122 @@ struct Writer {
 
 impl Writer {
     fn run(self, rx: mpsc::Receiver<Item>) {
-        let Writer {
-            history_dir,
-            blob_dir,
-            wake_history,
-            wake_blob,
-            unwritten,
-            status,
-        } = &self;
-        while let Ok(first) = rx.recv() {
-            let mut ops = Vec::new();
-            let mut jobs = Vec::new();
-            let mut next = Some(first);
+        let mut ops: Vec<HistoryOp> = Vec::new();
+        let mut jobs: std::collections::VecDeque<BlobJob> = std::collections::VecDeque::new();
+        loop {
+            // With entries waiting for a disk that refused them, wake up to retry.
+            let first = if ops.is_empty() && jobs.is_empty() {
+                match rx.recv() {
+                    Ok(i) => Some(i),
+                    Err(_) => return,
+                }
+            } else {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(i) => Some(i),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let mut barriers = Vec::new();
+            let mut next = first;
             while let Some(item) = next.take() {
                 match item {
                     Item::History(op) => ops.push(op),
-                    Item::Blob(job) => jobs.push(job),
+                    Item::Blob(job) => jobs.push_back(job),
+                    Item::Barrier(b) => barriers.push(b),
                 }
-                if ops.len() < HISTORY_BATCH {
+                if ops.len() < HISTORY_BATCH * 4 {
                     next = rx.try_recv().ok();
                 }
             }
-            if !ops.is_empty() {
-                let name = entry_name(ops.len());
-                match serde_json::to_vec(&ops)
-                    .map_err(std::io::Error::other)
-                    .and_then(|b| write_durable(history_dir, &name, &b))
-                {
-                    Ok(()) => {
-                        status
-                            .history
-                            .depth
-                            .fetch_add(ops.len() as u64, Ordering::Relaxed);
-                        let _ = status.history.oldest_ms.compare_exchange(
-                            0,
-                            unix_ms(),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                        wake_history.notify_one();
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, ops = ops.len(), "cannot write the history spool; these entries are lost")
-                    }
-                }
-                unwritten.fetch_sub(ops.len() as u64, Ordering::SeqCst);
+            let written = self.write_history(&mut ops) && self.write_blobs(&mut jobs);
+            if written {
+                self.status.disk.ok();
             }
-            for job in jobs {
-                let name = entry_name(1);
-                match serde_json::to_vec(&job)
-                    .map_err(std::io::Error::other)
-                    .and_then(|b| write_durable(blob_dir, &name, &b))
-                {
-                    Ok(()) => {
-                        status.blob.depth.fetch_add(1, Ordering::Relaxed);
-                        let _ = status.blob.oldest_ms.compare_exchange(
-                            0,
-                            unix_ms(),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                        wake_blob.notify_one();
-                    }
-                    Err(e) => tracing::error!(error = %e, ?job, "cannot write the blob spool"),
-                }
-                unwritten.fetch_sub(1, Ordering::SeqCst);
+            self.bound(&mut ops, &mut jobs);
+            let answer = if ops.is_empty() && jobs.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "spool write failed ({}); {} entries kept in memory and retried",
+                    self.status.disk.last_error(),
+                    ops.len() + jobs.len()
+                ))
+            };
+            for b in barriers {
+                let _ = b.send(answer.clone());
             }
+        }
+    }
+
+    /// Writes `ops` in batches; what could not be written stays in `ops`. False on a failure.
+    fn write_history(&self, ops: &mut Vec<HistoryOp>) -> bool {
+        while !ops.is_empty() {
+            let n = ops.len().min(HISTORY_BATCH);
+            let name = entry_name(n);
+            let res = serde_json::to_vec(&ops[..n])
+                .map_err(std::io::Error::other)
+                .and_then(|b| write_durable(&self.history_dir, &name, &b));
+            if let Err(e) = res {
+                self.disk_failed(&e, "history");
+                return false;
+            }
+            ops.drain(..n);
+            let st = &self.status.history;
+            st.depth.fetch_add(n as u64, Ordering::Relaxed);
+            let _ =
+                st.oldest_ms
+                    .compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+            self.unwritten.fetch_sub(n as u64, Ordering::SeqCst);
+            self.wake_history.notify_one();
+        }
+        true
+    }
+
+    /// Writes blob jobs in order; what could not be written stays in `jobs`.
+    fn write_blobs(&self, jobs: &mut std::collections::VecDeque<BlobJob>) -> bool {
+        while let Some(job) = jobs.front() {
+            let res = serde_json::to_vec(job)
+                .map_err(std::io::Error::other)
+                .and_then(|b| write_durable(&self.blob_dir, &entry_name(1), &b));
+            if let Err(e) = res {
+                self.disk_failed(&e, "blob");
+                return false;
+            }
+            jobs.pop_front();
+            let st = &self.status.blob;
+            st.depth.fetch_add(1, Ordering::Relaxed);
+            let _ =
+                st.oldest_ms
+                    .compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+            self.unwritten.fetch_sub(1, Ordering::SeqCst);
+            self.wake_blob.notify_one();
+        }
+        true
+    }
+
+    fn disk_failed(&self, e: &std::io::Error, queue: &str) {
+        // Once per failing stretch at error level; the figures say how long it lasts.
+        if self.status.disk.failing_for().is_none() {
+            tracing::error!(error = %e, queue, "cannot write the spool (disk full?): entries kept in memory and retried every second");
+        }
+        self.status.disk.fail(&e.to_string());
+    }
+
+    /// Keeps memory bounded while the disk refuses writes.
+    fn bound(&self, ops: &mut Vec<HistoryOp>, jobs: &mut std::collections::VecDeque<BlobJob>) {
+        if ops.len() > MAX_UNWRITTEN {
+            let drop = ops.len() - MAX_UNWRITTEN;
+            ops.drain(..drop);
+            self.unwritten.fetch_sub(drop as u64, Ordering::SeqCst);
+            tracing::error!(
+                dropped = drop,
+                "spool disk still failing: oldest history entries dropped"
+            );
+        }
+        while jobs.len() > MAX_UNWRITTEN {
+            jobs.pop_front();
+            self.unwritten.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

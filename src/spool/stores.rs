@@ -139,6 +139,10 @@ impl Stores {
     /// Why the node is not ready, when a store has been failing longer than `after`.
     pub fn failing(&self, after: Duration) -> Option<String> {
         let s = &self.spool.status;
+        // The spool's own disk refusing writes is not ready at once: nothing new is durable.
+        if s.disk.failing_for().is_some() {
+            return Some(format!("spool disk failing: {}", s.disk.last_error()));
+        }
         for (what, q) in [("history store", &s.history), ("blob storage", &s.blob)] {
             if let Some(d) = q.failing_for().filter(|d| *d >= after) {
                 return Some(format!(

@@ -141,3 +141,37 @@ fn entry_names_sort_in_push_order_and_carry_counts() {
     assert_eq!(name_figures(&a).0, 3);
     assert!(name_figures(&a).1 > 1_600_000_000_000);
 }
+
+#[tokio::test]
+async fn a_refusing_disk_keeps_entries_and_says_so_until_it_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    spool.push_history(audit("before"));
+    assert_eq!(spool.synced().await, Ok(()));
+    assert_eq!(entries(&spool.history_dir).len(), 1);
+    // The queue folder becomes unwritable (as on a full disk: every create fails).
+    let hist = spool.history_dir.clone();
+    let aside = dir.path().join("aside");
+    std::fs::rename(&hist, &aside).unwrap();
+    std::fs::write(&hist, b"not a folder").unwrap();
+    for i in 0..3 {
+        spool.push_history(audit(&format!("during{i}")));
+    }
+    let err = spool
+        .synced()
+        .await
+        .expect_err("the write cannot be durable");
+    assert!(err.contains("kept in memory"), "{err}");
+    assert!(spool.status.disk.failing_for().is_some());
+    // What was spooled before is untouched; the disk recovers and the kept entries land.
+    std::fs::remove_file(&hist).unwrap();
+    std::fs::rename(&aside, &hist).unwrap();
+    until("the retry", || entries(&hist).len() == 2).await;
+    assert_eq!(spool.synced().await, Ok(()));
+    assert!(spool.status.disk.failing_for().is_none());
+    let all: Vec<HistoryOp> = entries(&hist)
+        .iter()
+        .flat_map(|f| serde_json::from_slice::<Vec<HistoryOp>>(&std::fs::read(f).unwrap()).unwrap())
+        .collect();
+    assert_eq!(all.len(), 4);
+}
