@@ -18,6 +18,7 @@ use crate::history::{schema_version, HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::tenant::TenantConfig;
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 use std::io::Read;
 use std::path::Path;
 
@@ -75,7 +76,7 @@ pub struct Manifest {
     pub history_backend: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct TreeDump {
     name: String,
     /// (key, value), hex-encoded.
@@ -227,6 +228,74 @@ fn read(file: &Path) -> Result<Contents, BackupError> {
     })
 }
 
+/// Domains, realms and numbers each belong to one restored tenant (what the store enforces
+/// on every write).
+fn check_tenants_apart(tenants: &[TenantConfig]) -> Result<(), BackupError> {
+    let mut owner: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for t in tenants {
+        let names = t
+            .domains
+            .iter()
+            .map(|d| format!("domain or realm {d}"))
+            .chain(std::iter::once(format!("domain or realm {}", t.realm())))
+            .chain(t.numbers.iter().map(|n| format!("number {}", n.number)));
+        let mut own = std::collections::HashSet::new();
+        for name in names {
+            if !own.insert(name.clone()) {
+                continue; // a tenant's realm is usually its first domain
+            }
+            if let Some(other) = owner.insert(name.clone(), &t.id) {
+                return Err(BackupError::Bad(format!(
+                    "{name} belongs to tenants {other} and {}",
+                    t.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tree's name and its (key, value) entries, decoded from a backup.
+type DecodedTree = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Replaces the trees' contents in one sled transaction: a crash or an error part way leaves
+/// the old configuration whole, never a mix of old and new trees.
+fn replace_trees(db: &LocalDb, decoded: Vec<DecodedTree>) -> Result<(), BackupError> {
+    use sled::transaction::{ConflictableTransactionError, TransactionError};
+    let mut trees = Vec::new();
+    let mut old_keys = Vec::new();
+    for (name, _) in &decoded {
+        let tree = db.tree(name)?;
+        let keys: Vec<sled::IVec> = tree
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(LocalDbError::from)?;
+        old_keys.push(keys);
+        trees.push(tree);
+    }
+    let result: Result<(), TransactionError<()>> = trees.as_slice().transaction(|views| {
+        for ((view, keys), (_, entries)) in views.iter().zip(&old_keys).zip(&decoded) {
+            for k in keys {
+                view.remove(k.clone())?;
+            }
+            for (k, v) in entries {
+                view.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        Ok::<(), ConflictableTransactionError<()>>(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TransactionError::Storage(e)) => return Err(LocalDbError::from(e).into()),
+        Err(TransactionError::Abort(())) => {
+            return Err(BackupError::Bad("restore transaction aborted".into()))
+        }
+    }
+    db.flush()?;
+    Ok(())
+}
+
 /// What a restore did.
 #[derive(Debug)]
 pub struct Restored {
@@ -246,6 +315,7 @@ pub fn restore(
 ) -> Result<Restored, BackupError> {
     let c = read(file)?;
     let mut decoded = Vec::new();
+    let mut tenants = Vec::new();
     for t in &c.trees {
         if !TREES.contains(&t.name.as_str()) {
             return Err(BackupError::Bad(format!("unknown tree {}", t.name)));
@@ -255,14 +325,21 @@ pub fn restore(
             let k = hex::decode(k).map_err(|e| BackupError::Bad(e.to_string()))?;
             let v = hex::decode(v).map_err(|e| BackupError::Bad(e.to_string()))?;
             if t.name == "tenants" {
-                serde_json::from_slice::<TenantConfig>(&v).map_err(|e| {
+                let cfg = serde_json::from_slice::<TenantConfig>(&v).map_err(|e| {
                     BackupError::Bad(format!("tenant {}: {e}", String::from_utf8_lossy(&k)))
                 })?;
+                // The same rules as any write: a hand-edited or hostile backup cannot bring
+                // in a tenant the API would refuse.
+                crate::tenant::validate::validate(&cfg).map_err(|e| {
+                    BackupError::Bad(format!("tenant {}: {e}", String::from_utf8_lossy(&k)))
+                })?;
+                tenants.push(cfg);
             }
             entries.push((k, v));
         }
         decoded.push((t.name.clone(), entries));
     }
+    check_tenants_apart(&tenants)?;
     if let Some(bytes) = &c.history {
         if !bytes.starts_with(b"SQLite format 3\0") {
             return Err(BackupError::Bad(
@@ -270,14 +347,7 @@ pub fn restore(
             ));
         }
     }
-    for (name, entries) in decoded {
-        let tree = db.tree(&name)?;
-        tree.clear().map_err(LocalDbError::from)?;
-        for (k, v) in entries {
-            tree.insert(k, v).map_err(LocalDbError::from)?;
-        }
-    }
-    db.flush()?;
+    replace_trees(db, decoded)?;
     let mut history_restored = false;
     if let (Some(bytes), Some(path)) = (&c.history, sqlite_history) {
         if let Some(dir) = path.parent() {
@@ -387,5 +457,48 @@ mod tests {
             restore(&junk, &db_b, None),
             Err(BackupError::Bad(_))
         ));
+
+        // A hand-edited backup whose tenant claims the node's address (or two tenants with one
+        // domain) is refused as a whole: nothing of it is written.
+        let c = read(&file).unwrap();
+        let mut trees = c.trees.clone();
+        let t = trees.iter_mut().find(|t| t.name == "tenants").unwrap();
+        let (k, v) = t.entries[0].clone();
+        let mut cfg: TenantConfig = serde_json::from_slice(&hex::decode(&v).unwrap()).unwrap();
+        cfg.name = "Changed".into();
+        let mut twin = cfg.clone();
+        twin.id = "twin".into();
+        t.entries.push((
+            hex::encode("twin"),
+            hex::encode(serde_json::to_vec(&twin).unwrap()),
+        ));
+        let twins = dir.path().join("twins.backup");
+        let write = |path: &Path, trees: &Vec<TreeDump>| {
+            let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+            append(
+                &mut tar,
+                "manifest.json",
+                &serde_json::to_vec(&c.manifest).unwrap(),
+            )
+            .unwrap();
+            append(&mut tar, "config.json", &serde_json::to_vec(trees).unwrap()).unwrap();
+            tar.into_inner().unwrap();
+        };
+        write(&twins, &trees);
+        let err = restore(&twins, &db_b, None).unwrap_err();
+        assert!(err.to_string().contains("belongs to tenants"), "{err}");
+        let t = trees.iter_mut().find(|t| t.name == "tenants").unwrap();
+        t.entries.truncate(1);
+        cfg.domains = vec!["127.0.0.1".into()];
+        t.entries[0] = (k, hex::encode(serde_json::to_vec(&cfg).unwrap()));
+        let bad = dir.path().join("bad.backup");
+        write(&bad, &trees);
+        assert!(matches!(
+            restore(&bad, &db_b, None),
+            Err(BackupError::Bad(_))
+        ));
+        let kept = crate::tenant::TenantStore::open(db_b.clone(), None).unwrap();
+        assert_eq!(kept.get("demo").unwrap().unwrap().name, "Demo tenant");
+        assert!(kept.get("twin").unwrap().is_none());
     }
 }

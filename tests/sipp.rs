@@ -116,6 +116,11 @@ fn cancel_before_answer_gets_487() {
 /// of final responses, SIPp's of INVITE and BYE) must still complete every call. T1 is 100 ms
 /// here so that a call whose every ACK copy was lost ends by our own BYE (after 64·T1 = 6.4 s)
 /// within the test.
+///
+/// SIPp's T2 is 800 ms to match: with its default 4 s, a BYE whose 200s were lost four times
+/// was retransmitted 7.5 s after the first, past our BYE transaction's 64·T1 (Timer J,
+/// RFC 3261 §17.2.2), and drew a correct 481 that SIPp counted as a failed call (the test
+/// failed about one run in two). Both ends now share one timer scale, as real peers do.
 #[test]
 fn calls_complete_under_packet_loss() {
     if !peer_available("sipp") {
@@ -136,6 +141,8 @@ fn calls_complete_under_packet_loss() {
         "200",
         "-lost",
         "10",
+        "-T2",
+        "800",
     ];
     let (ok, out) = sipp(&server, &p, "invite_trunk.xml", &args);
     assert!(

@@ -915,7 +915,8 @@ fn looks_external(tenant: &crate::tenant::Tenant, s: &str) -> bool {
 
 /// The digit carried by an INFO body: `Ok(None)` for bodies that are not DTMF,
 /// `Err` for DTMF bodies that cannot be read.
-fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
+#[allow(clippy::result_unit_err)]
+pub fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let raw = match ct {
         // Signal=5\r\nDuration=160 (the de-facto format from Cisco, Asterisk, FreeSWITCH).

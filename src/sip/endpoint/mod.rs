@@ -19,6 +19,7 @@
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
 
 mod invite;
+pub use invite::info_digit;
 mod mwi;
 mod outbound;
 mod refer;

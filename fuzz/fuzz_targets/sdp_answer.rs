@@ -1,0 +1,24 @@
+//! Fuzzes offer/answer: parse an offer, negotiate, build our answer, and the answer must
+//! parse and negotiate again (what a re-INVITE does with it).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchyard::sdp::{build_answer, negotiate, LocalMedia, SessionDescription};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(offer) = SessionDescription::parse(data) else {
+        return;
+    };
+    let Ok(neg) = negotiate(&offer) else {
+        return;
+    };
+    let local = LocalMedia {
+        address: "192.0.2.1".parse().expect("ip"),
+        port: 20_000,
+        session_id: 1,
+        session_version: 2,
+    };
+    let answer = build_answer(&offer, &neg, &local);
+    let parsed = SessionDescription::parse(answer.as_bytes()).expect("our answer parses");
+    assert!(!parsed.media.is_empty());
+});
