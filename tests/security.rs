@@ -10,12 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn sine(freq: f32, secs: f32, amp: f32) -> Vec<i16> {
-    (0..(8000.0 * secs) as usize)
-        .map(|i| ((2.0 * std::f32::consts::PI * freq * i as f32 / 8000.0).sin() * amp) as i16)
-        .collect()
-}
-
 /// An RTP packet as an attacker forges it: the payload type we would accept, its own SSRC,
 /// consecutive sequence numbers.
 fn forged_rtp(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -79,7 +73,7 @@ fn rtp_bleed_spraying_the_port_range_gets_no_audio_and_injects_nothing() {
         &server,
         &p,
         "media_stream.xml",
-        Some(&sine(1000.0, 3.0, 8000.0)),
+        Some(&sine_wave(1000.0, 3.0)),
         &["-s", "+15550600", "-d", "4000"],
     );
     stop.store(true, Ordering::SeqCst);
@@ -207,57 +201,70 @@ fn register_raw_101(sock: &UdpSocket, port: u16) {
     assert!(ok.starts_with("SIP/2.0 200"), "register: {ok}");
 }
 
+/// Number +15550101 rings user 101 (plus `edit`), and a raw UDP phone registers as 101.
+fn did_101_with_raw_phone(server: &Server, edit: impl FnOnce(&mut serde_json::Value)) -> UdpSocket {
+    edit_demo(server, |doc| {
+        doc["numbers"]
+            .as_array_mut()
+            .expect("numbers")
+            .push(serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
+        edit(doc);
+    });
+    let phone = UdpSocket::bind("127.0.0.1:0").expect("phone");
+    register_raw_101(&phone, server.sip_port);
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    phone
+}
+
+/// A trunk caller's INVITE to +15550101 with `from` as its From header value.
+fn invite_101(caller: &UdpSocket, port: u16, from: &str, tag: &str) {
+    let me = caller.local_addr().expect("addr");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:+15550101@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{tag}\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: <sip:+15550101@127.0.0.1>\r\nCall-ID: {tag}@x\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    caller
+        .send_to(invite.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+}
+
+/// The first INVITE the phone receives within `wait`.
+fn invite_reaching(phone: &UdpSocket, wait: Duration) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = phone.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.starts_with("INVITE ") {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
 /// A caller whose From user carries an escaped CRLF and an auto-answer header: the phone's
 /// INVITE must carry it escaped inside the URI, never as a header of its own.
 #[test]
 fn header_injection_through_the_from_user_never_reaches_the_phone() {
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
-    });
-    let phone = UdpSocket::bind("127.0.0.1:0").expect("phone");
-    register_raw_101(&phone, p.sip);
+    let phone = did_101_with_raw_phone(&server, |_| {});
     let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
-    let me = caller.local_addr().expect("addr");
     let hostile = "x%0d%0aCall-Info:%20%3Csip:a%3E%3Banswer-after=0%0d%0aAlert-Info:%20auto";
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-    let invite = format!(
-        "INVITE sip:+15550101@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKinj1\r\nMax-Forwards: 70\r\nFrom: \"Eve \\\"the boss\\\"\" <sip:{hostile}@127.0.0.1>;tag=inj\r\nTo: <sip:+15550101@127.0.0.1>\r\nCall-ID: inj-1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:eve@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len(),
-        port = p.sip
+    invite_101(
+        &caller,
+        p.sip,
+        &format!("\"Eve \\\"the boss\\\"\" <sip:{hostile}@127.0.0.1>"),
+        "inj1",
     );
-    caller
-        .send_to(invite.as_bytes(), ("127.0.0.1", p.sip))
-        .expect("send");
-    phone
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut got = None;
-    let mut buf = [0u8; 8192];
-    while Instant::now() < deadline && got.is_none() {
-        if let Ok((n, _)) = phone.recv_from(&mut buf) {
-            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if m.starts_with("INVITE ") {
-                got = Some(m);
-            }
-        }
-    }
-    let to_phone = got.unwrap_or_else(|| {
-        let mut buf = [0u8; 4096];
-        caller
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        let answer = caller
-            .recv_from(&mut buf)
-            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
-            .unwrap_or_default();
+    let to_phone = invite_reaching(&phone, Duration::from_secs(5)).unwrap_or_else(|| {
+        let answer = udp_exchange(&caller, p.sip, "", Duration::from_millis(200));
         panic!(
-            "the phone was not called; caller got {answer}\n{}",
+            "the phone was not called; caller got {answer:?}\n{}",
             server.log_text()
         )
     });
@@ -517,7 +524,7 @@ fn calls_end_at_the_tenants_maximum_length() {
         &server,
         &p,
         "media_stream.xml",
-        Some(&sine(440.0, 6.0, 4000.0)),
+        Some(&sine_wave(440.0, 6.0)),
         &["-s", "+15550600", "-d", "8000", "-timeout", "15s"],
     );
     assert!(!ok, "SIPp should have been hung up on");
@@ -532,39 +539,15 @@ fn calls_end_at_the_tenants_maximum_length() {
 fn outgoing_legs_count_toward_the_tenant_call_limit() {
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
+    let phone = did_101_with_raw_phone(&server, |doc| {
         doc["limits"]["max_concurrent_calls"] = serde_json::json!(1);
-        doc["numbers"]
-            .as_array_mut()
-            .expect("numbers")
-            .push(serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}));
     });
-    let phone = UdpSocket::bind("127.0.0.1:0").expect("phone");
-    register_raw_101(&phone, p.sip);
     let caller = UdpSocket::bind("127.0.0.1:0").expect("caller");
-    let me = caller.local_addr().expect("addr");
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-    let invite = format!(
-        "INVITE sip:+15550101@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlim1\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=lim\r\nTo: <sip:+15550101@127.0.0.1>\r\nCall-ID: lim-1@x\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len(),
-        port = p.sip
+    invite_101(&caller, p.sip, "<sip:+15557654321@127.0.0.1>", "lim1");
+    assert!(
+        invite_reaching(&phone, Duration::from_secs(3)).is_none(),
+        "the phone was rung past the limit"
     );
-    caller
-        .send_to(invite.as_bytes(), ("127.0.0.1", p.sip))
-        .expect("send");
-    phone
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut buf = [0u8; 8192];
-    while Instant::now() < deadline {
-        if let Ok((n, _)) = phone.recv_from(&mut buf) {
-            assert!(
-                !buf[..n].starts_with(b"INVITE "),
-                "the phone was rung past the limit"
-            );
-        }
-    }
     let log = server.log_text();
     assert!(
         log.contains("tenant call limit reached: outgoing leg refused"),
@@ -728,4 +711,123 @@ fn tcp_connections_are_bounded_per_address_and_silent_ones_closed() {
         all_closed = conns.iter().all(&closed);
     }
     assert!(all_closed, "silent connections were kept open");
+}
+
+/// The data directory holds trunk passwords and HA1 hashes: it is the owner's alone, and so is
+/// every file the server writes there.
+#[test]
+fn data_dir_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = ports();
+    let data = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = Server::start_in(&p, &[], data);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(server.data_path()), 0o700, "data_dir");
+    let mut checked = 0;
+    let mut stack = vec![server.data_path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = e.path();
+            // The test harness writes the server's log itself, with its own umask.
+            if path.file_name().is_some_and(|n| n == "server.log") {
+                continue;
+            }
+            let m = mode(&path);
+            assert_eq!(m & 0o077, 0, "{} is {m:o}", path.display());
+            checked += 1;
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    assert!(checked > 3, "only {checked} entries checked");
+}
+
+/// `/metrics` is open on loopback by default; with `api.metrics = "key"` it needs a key.
+#[test]
+fn metrics_need_a_key_when_so_configured() {
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_API_METRICS", "key")]);
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{}/metrics", server.api_port);
+    let r = http.get(&url).send().expect("metrics");
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let r = http
+        .get(&url)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("metrics");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert!(r.text().expect("text").contains("switchyard_calls_active"));
+}
+
+/// A sniffed Proxy-Authorization header works for nothing else: not for another call to
+/// another destination, not again.
+#[test]
+fn a_sniffed_digest_answer_cannot_be_replayed() {
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let sock = UdpSocket::bind("127.0.0.5:0").expect("bind");
+    let me = sock.local_addr().expect("addr");
+    let invite = |to: &str, cid: &str, cseq: u32, auth: &str| {
+        format!(
+            "INVITE sip:{to}@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{cid}{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag={cid}\r\nTo: <sip:{to}@127.0.0.1>\r\nCall-ID: {cid}@x\r\nCSeq: {cseq} INVITE\r\nContact: <sip:100@{me}>\r\n{auth}Content-Length: 0\r\n\r\n",
+            port = p.sip
+        )
+    };
+    let first = udp_exchange(
+        &sock,
+        p.sip,
+        &invite("500", "r1", 1, ""),
+        Duration::from_millis(500),
+    );
+    let challenge = first
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 407"))
+        .map(|m| header_value(m, "Proxy-Authenticate"))
+        .expect("challenged");
+    let answer = switchyard::sip::digest::authorization_for(
+        &challenge,
+        "INVITE",
+        &format!("sip:500@127.0.0.1:{}", p.sip),
+        "100",
+        "demo100",
+    )
+    .expect("answer");
+    let auth = format!("Proxy-Authorization: {answer}\r\n");
+    // The legitimate call goes through (the echo test, extension 500, answers).
+    let ok = udp_exchange(
+        &sock,
+        p.sip,
+        &invite("500", "r1", 2, &auth),
+        Duration::from_millis(800),
+    );
+    assert!(ok.iter().any(|m| m.starts_with("SIP/2.0 200")), "{ok:?}");
+    // The same header on a new call, to the same place or elsewhere: challenged again.
+    for (to, cid) in [("500", "r2"), ("101", "r3")] {
+        let replay = udp_exchange(
+            &sock,
+            p.sip,
+            &invite(to, cid, 1, &auth),
+            Duration::from_millis(800),
+        );
+        // The first call's 200 is still retransmitted (we never ACK it): only this call counts.
+        let replay: Vec<&String> = replay
+            .iter()
+            .filter(|m| m.contains(&format!("Call-ID: {cid}@x")))
+            .collect();
+        assert!(
+            replay.iter().any(|m| m.starts_with("SIP/2.0 407"))
+                && !replay.iter().any(|m| m.starts_with("SIP/2.0 200")),
+            "replayed answer accepted for {to}: {replay:?}"
+        );
+    }
+    assert!(server.log_text().contains("digest credentials rejected"));
 }

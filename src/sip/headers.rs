@@ -335,6 +335,28 @@ pub fn uri_host(uri: &str) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// RFC 3261 `unreserved` and `user-unreserved` bytes that mean nothing special anywhere in a
+/// header (`;` and `?` are left out: they end a user part in many parsers).
+pub fn is_user_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')'
+                | b'&'
+                | b'='
+                | b'+'
+                | b'$'
+                | b','
+        )
+}
+
 /// Writes `user` as the user part of a SIP URI we send: every byte outside RFC 3261's
 /// unreserved and user-unreserved sets (CR, LF, `@`, `<`, `>`, `;`, `?`, `%`, spaces, ...) is
 /// `%XX`-escaped, so a value that came from another message can never end the header or add
@@ -342,25 +364,7 @@ pub fn uri_host(uri: &str) -> Option<String> {
 pub fn escape_user(user: &str) -> String {
     let mut out = String::with_capacity(user.len());
     for b in user.bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'_'
-                    | b'.'
-                    | b'!'
-                    | b'~'
-                    | b'*'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'&'
-                    | b'='
-                    | b'+'
-                    | b'$'
-                    | b','
-                    | b'/'
-            );
-        if keep {
+        if is_user_char(b) || b == b'/' {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

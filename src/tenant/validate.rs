@@ -102,27 +102,7 @@ fn valid_phone_number(s: &str) -> bool {
 /// A SIP user name we send as is (digest username, REGISTER address of record): RFC 3261
 /// `user` characters without escapes, at most 64.
 fn valid_sip_user(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'_'
-                        | b'.'
-                        | b'!'
-                        | b'~'
-                        | b'*'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'&'
-                        | b'='
-                        | b'+'
-                        | b'$'
-                        | b','
-                )
-        })
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(crate::sip::headers::is_user_char)
 }
 
 /// Whether a trunk address is `IP[:port]` (names are not resolved yet); the IP must be one a
