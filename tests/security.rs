@@ -831,3 +831,119 @@ fn a_sniffed_digest_answer_cannot_be_replayed() {
     }
     assert!(server.log_text().contains("digest credentials rejected"));
 }
+
+/// Message-waiting subscriptions hold state and draw NOTIFYs: one user cannot pile them up.
+#[test]
+fn subscriptions_per_user_are_bounded() {
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_MAX_SUBSCRIPTIONS_PER_USER", "2")]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = sock.local_addr().expect("addr");
+    let subscribe = |cid: &str, cseq: u32, auth: &str| {
+        format!(
+            "SUBSCRIBE sip:100@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKs{cid}{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag={cid}\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {cid}@x\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:100@{me}>\r\nEvent: message-summary\r\nAccept: application/simple-message-summary\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n",
+            port = p.sip
+        )
+    };
+    let mut codes = Vec::new();
+    for cid in ["m1", "m2", "m3"] {
+        let first = ask(&sock, p.sip, &subscribe(cid, 1, ""));
+        let challenge = header_value(&first, "WWW-Authenticate");
+        let auth = switchyard::sip::digest::authorization_for(
+            &challenge,
+            "SUBSCRIBE",
+            &format!("sip:100@127.0.0.1:{}", p.sip),
+            "100",
+            "demo100",
+        )
+        .expect("answer");
+        let answer = udp_exchange(
+            &sock,
+            p.sip,
+            &subscribe(cid, 2, &format!("Authorization: {auth}\r\n")),
+            Duration::from_millis(800),
+        );
+        let code = answer
+            .iter()
+            .find(|m| m.starts_with("SIP/2.0") && m.contains(&format!("Call-ID: {cid}@x")))
+            .and_then(|m| m.split_whitespace().nth(1).map(str::to_string))
+            .unwrap_or_default();
+        codes.push(code);
+    }
+    assert_eq!(codes, ["200", "200", "403"], "{}", server.log_text());
+}
+
+/// A SIPp scenario for `*97` that enters `pins` (each ended by `#`) by SIP INFO, one after
+/// another, and then takes the server's BYE (three wrong PINs end the call).
+fn wrong_pins_scenario(dir: &std::path::Path, pins: &[&str]) -> std::path::PathBuf {
+    let listen =
+        std::fs::read_to_string(repo().join("integration/sipp/mailbox_listen.xml")).expect("xml");
+    let head_end = listen
+        .find("  <pause milliseconds=\"1200\"/>")
+        .expect("the PIN part of mailbox_listen.xml");
+    let mut xml = listen[..head_end].to_string();
+    xml.push_str("  <pause milliseconds=\"1200\"/>\n");
+    let mut cseq = 3;
+    for pin in pins {
+        for digit in pin.chars().chain(std::iter::once('#')) {
+            xml.push_str(&format!(
+                "  <send retrans=\"500\">\n    <![CDATA[\n\n      INFO [next_url] SIP/2.0\n      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n      [routes]\n      Max-Forwards: 70\n      From: <sip:[caller]@[remote_ip]:[remote_port]>;tag=[pid]SIPpTag04[call_number]\n      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n      Call-ID: [call_id]\n      CSeq: {cseq} INFO\n      Content-Type: application/dtmf-relay\n      Content-Length: [len]\n\n      Signal={digit}\n      Duration=160\n\n    ]]>\n  </send>\n  <recv response=\"200\">\n  </recv>\n  <pause milliseconds=\"150\"/>\n"
+            ));
+            cseq += 1;
+        }
+        xml.push_str("  <pause milliseconds=\"400\"/>\n");
+    }
+    xml.push_str("  <recv request=\"BYE\" timeout=\"30000\">\n  </recv>\n  <send>\n    <![CDATA[\n\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n    ]]>\n  </send>\n</scenario>\n");
+    let path = dir.join("wrong_pins.xml");
+    std::fs::write(&path, xml).expect("write scenario");
+    path
+}
+
+/// Guessing a mailbox PIN takes more than calling again: after five wrong PINs over two calls
+/// the mailbox refuses even the right PIN, and the PIN never appears in the log.
+#[test]
+fn voicemail_pin_guesses_lock_the_mailbox_across_calls() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let guesses = wrong_pins_scenario(dir.path(), &["0000", "1111", "2222"]);
+    let guesses = guesses.to_str().expect("path");
+    let args = [
+        "-s", "*97", "-key", "caller", "100", "-au", "100", "-ap", "demo100",
+    ];
+    for call in 0..2 {
+        let (ok, out) = sipp_with_audio(&server, &p, guesses, Some(&vec![0i16; 8000 * 30]), &args);
+        assert!(ok, "guessing call {call}: {out}\n{}", server.log_text());
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("too many wrong PINs: PIN entry locked"),
+        "{log}"
+    );
+    // The owner's right PIN, in a third call, does not open it while the lock lasts.
+    let right = wrong_pins_scenario(dir.path(), &["1234", "1234", "1234"]);
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        right.to_str().expect("path"),
+        Some(&vec![0i16; 8000 * 30]),
+        &args,
+    );
+    assert!(ok, "locked call: {out}\n{}", server.log_text());
+    let log = server.log_text();
+    assert!(!log.contains("mailbox opened"), "{log}");
+    assert!(log.contains("PIN entry locked (too many wrong PINs)"));
+    // Every key pressed in these calls was PIN entry: the log shows none of them.
+    let shown: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("digit received"))
+        .filter_map(|l| l.split("digit=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert!(
+        !shown.is_empty() && shown.iter().all(|d| *d == "*"),
+        "{shown:?}"
+    );
+}
