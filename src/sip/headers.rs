@@ -314,13 +314,20 @@ fn find_unquoted(s: &str, needle: char) -> Option<usize> {
     None
 }
 
-/// `user` from `sip:user:pw@host;params`, percent-decoded.
+/// `user` from `sip:user:pw@host;params`, percent-decoded, unless decoding would produce
+/// control characters: such a user (`x%0d%0aCall-Info:…`) is kept as it was sent, still
+/// escaped, so no raw CR, LF or other control byte ever reaches a log line, a call record or
+/// a message built from it.
 pub fn uri_user(uri: &str) -> Option<String> {
     let rest = uri.split_once(':')?.1;
     let at = rest.find('@')?;
     let userinfo = &rest[..at];
     let user = userinfo.split(':').next()?;
-    Some(percent_decode(user))
+    let decoded = percent_decode(user);
+    if decoded.chars().any(char::is_control) {
+        return Some(user.to_string());
+    }
+    Some(decoded)
 }
 
 /// `host` from `sip:user@host:port;params`, lower-cased.
@@ -446,6 +453,15 @@ mod tests {
         assert_eq!(
             split_comma_list("<sip:a@b>;q=1, \"x,y\" <sip:c@d>").len(),
             2
+        );
+    }
+
+    #[test]
+    fn users_with_control_characters_stay_escaped() {
+        assert_eq!(uri_user("sip:%2B1555@h").as_deref(), Some("+1555"));
+        assert_eq!(
+            uri_user("sip:x%0d%0aCall-Info%3A%20a@h").as_deref(),
+            Some("x%0d%0aCall-Info%3A%20a")
         );
     }
 
