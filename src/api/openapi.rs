@@ -96,12 +96,14 @@ fn add_common(responses: &mut Map<String, Value>) {
         ("401", "No API key, or an unknown one."),
         (
             "403",
-            "The key may not do this (read-only key, or an admin-only operation).",
+            "The key may not do this (read-only key, an admin-only operation, or a tenant key \
+             changing what only the operator sets: domains, realm, owned numbers, limits).",
         ),
         ("404", "No such resource, or one of another tenant."),
         (
             "503",
-            "The local store or the SIP endpoint is unavailable; try again.",
+            "The local store or the SIP endpoint is unavailable, or a change could not be made \
+             durable in the spool (disk full); try again.",
         ),
     ];
     for (code, description) in common {
