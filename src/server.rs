@@ -226,6 +226,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.tenant.default = "demo".into();
     }
     let (db, store) = open_store(&settings)?;
+    let data_at = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir.clone());
+    tracing::info!(data_dir = %data_at.display(), "data (tenants, registrations, spool, voicemail; history and blobs unless [history]/[blob] say otherwise) lives here");
     if demo && store.get("demo")?.is_none() {
         let rev = store.put(demo_tenant()?)?;
         tracing::info!(revision = rev, "demo tenant loaded");
@@ -331,10 +333,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     crate::api::set_etag_secret(&nonce_secret);
     let public_ip = match settings.public_ip()? {
         Some(ip) => ip,
-        None => match bound_ip {
-            Some(ip) if !ip.is_unspecified() => ip,
-            _ => primary_ip(),
-        },
+        None => {
+            let (ip, from) = match bound_ip {
+                Some(ip) if !ip.is_unspecified() => (ip, "the SIP listen address"),
+                _ => (primary_ip(), "this host's primary address"),
+            };
+            tracing::info!(public = %ip, from, "sip.public_address not set: Via, Contact and SDP carry {ip}; phones and trunks must reach this node there (set sip.public_address behind NAT or a load balancer)");
+            ip
+        }
     };
     store.set_node_addresses(
         std::iter::once(public_ip)
@@ -443,6 +449,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             source,
         })?;
     tracing::info!(addr = %api_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), admin_key = !settings.api.admin_key.is_empty(), "admin API listening");
+    if settings.api.admin_key.is_empty() {
+        tracing::warn!("api.admin_key is empty: nobody can create tenants or keys through the admin API (tenant keys still work); set SWITCHYARD_API_ADMIN_KEY to manage tenants");
+    }
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(64);
     let api_state = ApiState::new(

@@ -99,10 +99,32 @@ fn looping_prompt_is_played_sample_exact_on_the_grid() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
+    demo_long_is_played_sample_exact(&server, &p);
+}
+
+/// Started as an operator would (from an empty directory, no prompt folder): the prompts built
+/// into the binary play, sample for sample.
+#[test]
+fn built_in_prompts_play_from_any_working_directory() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start_from_empty_dir(&p);
+    demo_long_is_played_sample_exact(&server, &p);
+    assert!(
+        !server.log_text().contains("not found"),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// Calls the looping demo prompt and checks what the server sends against the WAV file.
+fn demo_long_is_played_sample_exact(server: &Server, p: &Ports) {
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
     let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
+        server,
+        p,
         "media_stream.xml",
         Some(&vec![0i16; 8000]),
         &["-s", "+15550601", "-d", "3000"],

@@ -1,6 +1,7 @@
 //! The prompt cache: WAV files decoded and resampled to 8 kHz once, then shared (`Arc`) by
 //! every call that plays them. Loading happens on the caller's thread when a prompt is first
-//! asked for, never on a media worker.
+//! asked for, never on a media worker. System prompts are built into the binary (`build.rs`);
+//! a file of the same name in `media.prompts_dir` replaces one, and new names add to them.
 
 use super::wav;
 use std::collections::HashMap;
@@ -127,11 +128,18 @@ impl PromptCache {
         if !crate::tenant::validate::valid_prompt_name(name) {
             return Err(PromptError::BadName(name.to_string()));
         }
+        // The prompt folder first (an operator's own recordings replace or add to ours), then
+        // the system prompts built into the binary.
         let path = self.dir.join(format!("{name}.wav"));
-        let bytes = std::fs::read(&path).map_err(|_| PromptError::NotFound {
-            name: name.to_string(),
-            path: path.display().to_string(),
-        })?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => std::borrow::Cow::Owned(b),
+            Err(_) => {
+                std::borrow::Cow::Borrowed(embedded(name).ok_or_else(|| PromptError::NotFound {
+                    name: name.to_string(),
+                    path: path.display().to_string(),
+                })?)
+            }
+        };
         let decoded = wav::decode(&bytes).map_err(|error| PromptError::Invalid {
             name: name.to_string(),
             error,
@@ -181,5 +189,46 @@ impl PromptCache {
             .map(|(_, a)| a.len() * 2)
             .sum();
         system + tenants
+    }
+}
+
+mod built_in {
+    include!(concat!(env!("OUT_DIR"), "/system_prompts.rs"));
+}
+
+/// A system prompt built into the binary (`system/welcome`), if there is one.
+pub fn embedded(name: &str) -> Option<&'static [u8]> {
+    built_in::SYSTEM_PROMPTS
+        .binary_search_by(|(n, _)| n.cmp(&name))
+        .ok()
+        .map(|i| built_in::SYSTEM_PROMPTS[i].1)
+}
+
+/// Names of the system prompts built into the binary.
+pub fn embedded_names() -> impl Iterator<Item = &'static str> {
+    built_in::SYSTEM_PROMPTS.iter().map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_prompts_are_built_in_and_a_folder_overrides_them() {
+        assert!(embedded_names().count() >= 30);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PromptCache::new(dir.path().join("nowhere"));
+        let welcome = cache.get("system/welcome").expect("built in");
+        assert!(welcome.len() > 8000);
+        assert!(cache.get("system/no-such-prompt").is_err());
+        // A file in the folder wins over the built-in one.
+        std::fs::create_dir_all(dir.path().join("p/system")).unwrap();
+        std::fs::write(
+            dir.path().join("p/system/welcome.wav"),
+            wav::encode_pcm16(&[1000i16; 800], 8000, 1),
+        )
+        .unwrap();
+        let own = PromptCache::new(dir.path().join("p"));
+        assert_eq!(own.get("system/welcome").expect("own").len(), 800);
     }
 }

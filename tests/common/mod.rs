@@ -77,9 +77,29 @@ impl Server {
         extra_env: &[(&str, &str)],
         data_dir: tempfile::TempDir,
     ) -> Server {
+        Self::launch(ports, extra_env, data_dir, false)
+    }
+
+    /// A server as an operator would start one: its working directory an empty folder, no
+    /// prompt folder named (the system prompts are the ones built into the binary).
+    pub fn start_from_empty_dir(ports: &Ports) -> Server {
+        Self::launch(ports, &[], tempfile::tempdir().expect("tmp"), true)
+    }
+
+    fn launch(
+        ports: &Ports,
+        extra_env: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+        bare: bool,
+    ) -> Server {
         let log = data_dir.path().join("server.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        if bare {
+            let cwd = data_dir.path().join("cwd");
+            std::fs::create_dir_all(&cwd).expect("cwd");
+            cmd.current_dir(cwd);
+        }
         cmd.arg("serve")
             .arg("--demo")
             .env("SWITCHYARD_DATA_DIR", data_dir.path())
@@ -91,7 +111,14 @@ impl Server {
                 "SWITCHYARD_MEDIA_RTP_PORTS",
                 format!("{}-{}", ports.rtp_first, ports.rtp_first + 19),
             )
-            .env("SWITCHYARD_MEDIA_PROMPTS_DIR", repo().join("prompts"))
+            .env(
+                "SWITCHYARD_MEDIA_PROMPTS_DIR",
+                if bare {
+                    "prompts".into()
+                } else {
+                    repo().join("prompts")
+                },
+            )
             .env("SWITCHYARD_API_LISTEN", format!("127.0.0.1:{}", ports.api))
             .env("SWITCHYARD_API_ADMIN_KEY", ADMIN_KEY)
             // Every test peer (providers included) runs on this machine.
