@@ -49,6 +49,7 @@ pub mod apps;
 pub mod backup;
 pub mod blob;
 pub mod call;
+pub mod doctor;
 pub mod history;
 pub mod localdb;
 pub mod media;

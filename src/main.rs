@@ -36,6 +36,10 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Check this machine for what the settings need: listeners bind, data directory writable
+    /// and private, history and blob stores answer, a public address phones can reach, free
+    /// RTP ports. Prints what to fix; exits 1 when something will not work.
+    Doctor,
     /// Check a settings file (and the environment) without starting anything.
     CheckConfig {
         /// The settings file.
@@ -102,6 +106,31 @@ fn init_logging(settings: &Settings, json: bool) {
     }
 }
 
+fn doctor(settings: &Settings) -> Result<()> {
+    use switchyard::doctor::Level;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let findings = runtime.block_on(switchyard::doctor::run(settings));
+    for f in &findings {
+        let tag = match f.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        println!("{tag} {}: {}", f.what, f.detail);
+    }
+    let failed = findings.iter().filter(|f| f.level == Level::Fail).count();
+    if failed > 0 {
+        // A verdict, not an error of the program: no backtrace, just the count and exit 1.
+        println!("{failed} check(s) failed: fix them before starting the server");
+        std::process::exit(1);
+    }
+    println!("nothing blocks the server from starting");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let settings =
@@ -118,6 +147,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Tenant { command } => tenant_command(&settings, command),
+        Command::Doctor => doctor(&settings),
         Command::Backup { file } => backup(&settings, &file),
         Command::Restore { file } => restore(&settings, &file),
         Command::CheckConfig { file } => {
