@@ -81,7 +81,9 @@ impl Server {
     }
 
     /// A server as an operator would start one: its working directory an empty folder, no
-    /// prompt folder named (the system prompts are the ones built into the binary).
+    /// prompt folder named (the system prompts are the ones built into the binary). The
+    /// binary is the release build named by `SWITCHYARD_RELEASE_BINARY` when set (`.ci/run`
+    /// builds it), else the test build.
     pub fn start_from_empty_dir(ports: &Ports) -> Server {
         Self::launch(ports, &[], tempfile::tempdir().expect("tmp"), true)
     }
@@ -94,7 +96,11 @@ impl Server {
     ) -> Server {
         let log = data_dir.path().join("server.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let binary = match std::env::var("SWITCHYARD_RELEASE_BINARY") {
+            Ok(release) if bare => repo().join(release),
+            _ => PathBuf::from(env!("CARGO_BIN_EXE_switchyard")),
+        };
+        let mut cmd = Command::new(binary);
         if bare {
             let cwd = data_dir.path().join("cwd");
             std::fs::create_dir_all(&cwd).expect("cwd");
