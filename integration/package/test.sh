@@ -36,9 +36,11 @@ if dpkg -s switchyard >/dev/null 2>&1; then
 fi
 
 echo "== building the packages =="
-# The release build (.ci/run made it already, so this costs nothing there); cargo-deb strips
-# the binary. The second package is the same tree under a higher version.
-cargo deb --locked -o "$work/a.deb" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+# The release build (.ci/run made it already, so this costs nothing there). cargo-deb packs it
+# without building again (its own build overrides profile settings and would rebuild every
+# crate) and strips it. The second package is the same tree under a higher version.
+cargo build --release --locked >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+cargo deb --no-build -o "$work/a.deb" >>"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 cargo deb --no-build --deb-version 0.1.1-1 -o "$work/b.deb" >>"$work/build.log" 2>&1 \
   || { cat "$work/build.log"; exit 1; }
 
