@@ -955,11 +955,7 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
     assert!(ok, "*97: {out}\n{}", server.log_text());
     // The PIN (1234, by SIP INFO) is masked in the log; the menu choice after it is not.
     let log = server.log_text();
-    let digits: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("digit received"))
-        .filter_map(|l| l.split("digit=").nth(1)?.split_whitespace().next())
-        .collect();
+    let digits = logged_digits(&log);
     assert!(
         digits.starts_with(&["*", "*", "*", "*"])
             && !digits.iter().any(|d| ["2", "3", "4"].contains(d)),

@@ -649,6 +649,14 @@ fn challenges_to_unverified_sources_are_not_retransmitted() {
     );
 }
 
+/// An OPTIONS from `sock` to the server, its own transaction and dialog named by `tag`.
+fn options(sock: &UdpSocket, port: u16, tag: &str) -> String {
+    let me = sock.local_addr().expect("addr");
+    format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{tag}\r\nMax-Forwards: 70\r\nFrom: <sip:o@127.0.0.1>;tag={tag}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {tag}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// One address cannot hold more server transactions than its share: past the bound its new
 /// requests go unanswered, while another address is served.
 #[test]
@@ -657,14 +665,12 @@ fn one_source_cannot_fill_the_transaction_table() {
     let server = Server::start(&p, &[("SWITCHYARD_SIP_MAX_TRANSACTIONS_PER_SOURCE", "20")]);
     // Not 127.0.0.1: the demo tenant's sandbox trunk is there, and trunks are exempt.
     let flood = UdpSocket::bind("127.0.0.3:0").expect("bind");
-    let me = flood.local_addr().expect("addr");
     for i in 0..60 {
-        let options = format!(
-            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKfl{i}\r\nMax-Forwards: 70\r\nFrom: <sip:f@127.0.0.1>;tag=f{i}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: fl-{i}@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            port = p.sip
-        );
         flood
-            .send_to(options.as_bytes(), ("127.0.0.1", p.sip))
+            .send_to(
+                options(&flood, p.sip, &format!("fl{i}")).as_bytes(),
+                ("127.0.0.1", p.sip),
+            )
             .expect("send");
     }
     let answered = udp_exchange(&flood, p.sip, "", Duration::from_millis(1500))
@@ -673,12 +679,12 @@ fn one_source_cannot_fill_the_transaction_table() {
         .count();
     assert_eq!(answered, 20, "{}", server.log_text());
     let other = UdpSocket::bind("127.0.0.2:0").expect("bind");
-    let me = other.local_addr().expect("addr");
-    let options = format!(
-        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKok\r\nMax-Forwards: 70\r\nFrom: <sip:o@127.0.0.1>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ok@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-        port = p.sip
+    let got = udp_exchange(
+        &other,
+        p.sip,
+        &options(&other, p.sip, "ok"),
+        Duration::from_millis(1500),
     );
-    let got = udp_exchange(&other, p.sip, &options, Duration::from_millis(1500));
     assert!(got.iter().any(|m| m.starts_with("SIP/2.0 200")), "{got:?}");
 }
 
@@ -943,11 +949,7 @@ fn voicemail_pin_guesses_lock_the_mailbox_across_calls() {
     assert!(!log.contains("mailbox opened"), "{log}");
     assert!(log.contains("PIN entry locked (too many wrong PINs)"));
     // Every key pressed in these calls was PIN entry: the log shows none of them.
-    let shown: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("digit received"))
-        .filter_map(|l| l.split("digit=").nth(1)?.split_whitespace().next())
-        .collect();
+    let shown = logged_digits(&log);
     assert!(
         !shown.is_empty() && shown.iter().all(|d| *d == "*"),
         "{shown:?}"

@@ -330,6 +330,15 @@ pub fn import_tenant(server: &Server, doc: &serde_json::Value) -> std::process::
         .expect("import")
 }
 
+/// The digits the server logged as received (`digit=…` of each "digit received" line), in
+/// order: `*` for digits of a secret entry such as a PIN.
+pub fn logged_digits(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("digit received"))
+        .filter_map(|l| l.split("digit=").nth(1)?.split_whitespace().next())
+        .collect()
+}
+
 /// Sends one UDP message and collects whatever arrives within `wait`.
 pub fn udp_exchange(sock: &UdpSocket, to: u16, msg: &str, wait: Duration) -> Vec<String> {
     sock.send_to(msg.as_bytes(), ("127.0.0.1", to))
