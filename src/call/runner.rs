@@ -8,7 +8,7 @@ use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
 use crate::media::engine::params_from_sdp;
 use crate::media::leg::{InbandDtmf, LegEvent};
-use crate::media::{Audio, LegId, MediaEngine, MediaEvent};
+use crate::media::{Audio, LegId, MediaEngine, MediaEvent, MediaReservations};
 use crate::sip::endpoint::CallEvent;
 use crate::sip::endpoint::CallerId;
 use crate::sip::endpoint::EndedBy;
@@ -113,6 +113,8 @@ struct Entry {
 /// Every live call's session and media leg.
 pub struct CallRunner {
     engine: MediaEngine,
+    /// What the SIP side reserved for each call until its media starts.
+    reservations: MediaReservations,
     services: Arc<Services>,
     factory: AppFactory,
     calls: HashMap<u64, Entry>,
@@ -130,6 +132,7 @@ impl CallRunner {
     /// A runner driving `engine`, with apps built by `factory`.
     pub fn new(
         engine: MediaEngine,
+        reservations: MediaReservations,
         services: Arc<Services>,
         factory: AppFactory,
         rtp_timeout: Duration,
@@ -137,6 +140,7 @@ impl CallRunner {
     ) -> CallRunner {
         CallRunner {
             engine,
+            reservations,
             services,
             factory,
             calls: HashMap::new(),
@@ -248,14 +252,18 @@ impl CallRunner {
             }
             CallEvent::MediaStart {
                 call,
-                lease,
                 audio,
                 signalling_ip,
             } => {
+                let Some(reserved) = self.reservations.take(call) else {
+                    // The call ended before its media could start (its ports are free).
+                    tracing::debug!(call, "media start for a call with nothing reserved");
+                    return;
+                };
                 let mut params = params_from_sdp(&audio, self.rtp_timeout, self.inband);
                 // Browser legs are vouched for by ICE; their signalling may come through a
                 // reverse proxy on another host.
-                if params.webrtc.is_none() {
+                if reserved.webrtc.is_none() {
                     params.signalling_ip = Some(signalling_ip);
                 }
                 // Bridged legs must live on one media worker: the second is created beside
@@ -270,8 +278,8 @@ impl CallRunner {
                         .and_then(|c| c.media),
                 };
                 let created = match beside {
-                    Some(other) => self.engine.create_leg_beside(other, lease, params),
-                    None => self.engine.create_leg(lease, params),
+                    Some(other) => self.engine.create_leg_beside(other, reserved, params),
+                    None => self.engine.create_leg(reserved, params),
                 };
                 let leg = match created {
                     Ok(leg) => leg,

@@ -17,7 +17,7 @@ use super::leg::{
 };
 use super::prompts::{PromptCache, PromptError};
 use super::recorder::{spawn_writer, WriterMsg};
-use super::RtpPortLease;
+use super::{ReservedMedia, RtpPortLease};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
@@ -113,7 +113,7 @@ pub struct MediaConfig {
 enum Command {
     Create {
         id: LegId,
-        lease: RtpPortLease,
+        media: ReservedMedia,
         params: LegParams,
     },
     Update {
@@ -260,14 +260,15 @@ impl MediaEngine {
         &self.inner.prompts
     }
 
-    /// Starts media for a leg on the least recently chosen worker. The lease's sockets move
-    /// into the engine; the port is freed when the leg is destroyed.
-    pub fn create_leg(&self, lease: RtpPortLease, params: LegParams) -> Result<LegId, MediaError> {
+    /// Starts media for a leg on the least recently chosen worker. The reserved sockets (and a
+    /// browser's WebRTC transport) move into the engine; the port is freed when the leg is
+    /// destroyed.
+    pub fn create_leg(&self, media: ReservedMedia, params: LegParams) -> Result<LegId, MediaError> {
         let n = self.inner.workers.len().max(1);
         let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % n;
         let id = self.new_id(worker);
-        discard_early(&lease, &params);
-        self.send(worker, Command::Create { id, lease, params })?;
+        discard_early(&media);
+        self.send(worker, Command::Create { id, media, params })?;
         Ok(id)
     }
 
@@ -275,12 +276,12 @@ impl MediaEngine {
     pub fn create_leg_beside(
         &self,
         other: LegId,
-        lease: RtpPortLease,
+        media: ReservedMedia,
         params: LegParams,
     ) -> Result<LegId, MediaError> {
         let id = self.new_id(other.worker());
-        discard_early(&lease, &params);
-        self.send(other.worker(), Command::Create { id, lease, params })?;
+        discard_early(&media);
+        self.send(other.worker(), Command::Create { id, media, params })?;
         Ok(id)
     }
 
@@ -515,8 +516,8 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Create { id, lease, params } => {
-                    if let Err(e) = self.create(id, lease, params) {
+                Command::Create { id, media, params } => {
+                    if let Err(e) = self.create(id, media, params) {
                         tracing::error!(error = %e, "cannot start media for a leg");
                         let _ = self.events.send(MediaEvent::Closed {
                             leg: id,
@@ -593,9 +594,10 @@ impl Worker {
     fn create(
         &mut self,
         id: LegId,
-        mut lease: RtpPortLease,
+        media: ReservedMedia,
         params: LegParams,
     ) -> Result<(), MediaError> {
+        let ReservedMedia { mut lease, webrtc } = media;
         let (rtp, rtcp) = lease.take_sockets().ok_or(MediaError::NoSockets)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
@@ -611,7 +613,6 @@ impl Worker {
         self.poll
             .registry()
             .register(&mut rtcp, Token(slot * 2 + 1), Interest::READABLE)?;
-        let webrtc = params.webrtc.as_ref().and_then(|h| h.take());
         self.slots[slot] = Some(Entry {
             id,
             webrtc,
@@ -863,7 +864,6 @@ pub fn params_from_sdp(
         ) && !neg.remote_addr.is_unspecified(),
         rtp_timeout,
         inband,
-        webrtc: neg.webrtc.clone(),
         signalling_ip: None,
     }
 }
@@ -872,9 +872,9 @@ pub fn params_from_sdp(
 /// (the peer sends only once it has our answer, which goes out after this): it is dropped
 /// unread, here on the caller's thread so nothing the peer sends later is lost. Browser legs
 /// keep theirs; ICE and DTLS vouch for those packets.
-fn discard_early(lease: &RtpPortLease, params: &LegParams) {
-    if params.webrtc.is_none() {
-        lease.discard_queued();
+fn discard_early(media: &ReservedMedia) {
+    if media.webrtc.is_none() {
+        media.lease.discard_queued();
     }
 }
 
@@ -923,7 +923,6 @@ mod tests {
             expect_rx: true,
             rtp_timeout: Duration::from_millis(600),
             inband: InbandDtmf::Auto,
-            webrtc: None,
             signalling_ip: None,
         }
     }
@@ -1004,7 +1003,7 @@ mod tests {
         let port = lease.port();
         let leg = engine
             .create_leg(
-                lease,
+                lease.into(),
                 params(phone.local_addr().expect("a"), Law::Ulaw, 0, Some(101)),
             )
             .expect("leg");
@@ -1049,14 +1048,14 @@ mod tests {
         let (port_a, port_b) = (la.port(), lb.port());
         let a = engine
             .create_leg(
-                la,
+                la.into(),
                 params(pa.local_addr().expect("a"), Law::Ulaw, 0, Some(101)),
             )
             .expect("a");
         let b = engine
             .create_leg_beside(
                 a,
-                lb,
+                lb.into(),
                 params(pb.local_addr().expect("b"), Law::Alaw, 8, None),
             )
             .expect("b");
@@ -1123,7 +1122,7 @@ mod tests {
         let port = lease.port();
         let leg = engine
             .create_leg(
-                lease,
+                lease.into(),
                 params(phone.local_addr().expect("a"), Law::Alaw, 8, Some(101)),
             )
             .expect("leg");

@@ -56,8 +56,6 @@ pub struct LegParams {
     pub rtp_timeout: Duration,
     /// In-band DTMF detection.
     pub inband: InbandDtmf,
-    /// A browser leg's WebRTC transport (taken by the engine when the leg starts).
-    pub webrtc: Option<super::webrtc::WebRtcHandle>,
     /// Where the peer's signalling came from: besides the SDP host, the only host whose
     /// packets may teach the latch a new source (a phone behind NAT sends media from there).
     /// `None` lets any host prove itself.
@@ -733,7 +731,6 @@ mod tests {
             expect_rx: true,
             rtp_timeout: Duration::from_secs(10),
             inband: InbandDtmf::Auto,
-            webrtc: None,
             signalling_ip: None,
         }
     }

@@ -7,6 +7,8 @@
 //!   [`jitter`]: the sample-based jitter buffer that aligns everything on the 20 ms grid.
 //! - [`wav`] and [`prompts`]: prompts decoded and resampled once, shared by all calls;
 //!   [`recorder`]: the thread that writes recordings, header always valid.
+//! - [`reserve`]: what the SIP side reserved for a call (ports, a browser's WebRTC
+//!   transport) until the call layer starts its leg.
 //! - [`leg`]: one leg's media logic with no I/O; [`engine`]: the workers that run many legs on
 //!   one shared 20 ms tick per core, and the command/event API the call layer uses.
 
@@ -18,6 +20,7 @@ pub mod leg;
 pub mod ports;
 pub mod prompts;
 pub mod recorder;
+pub mod reserve;
 pub mod rtcp;
 pub mod rtp;
 pub mod wav;
@@ -25,3 +28,4 @@ pub mod webrtc;
 
 pub use engine::{Audio, LegId, MediaConfig, MediaEngine, MediaError, MediaEvent};
 pub use ports::{PortError, RtpPortLease, RtpPortPool};
+pub use reserve::{MediaReservations, ReserveError, ReservedMedia};

@@ -9,13 +9,12 @@
 //! port) and answers the browser's checks; the browser nominates the pair. Audio is G.711
 //! (PCMU, PCMA) with `telephone-event/8000`, which Chromium offers beside Opus.
 //!
-//! The SIP endpoint creates the transport when it answers a browser's offer (or makes an offer
-//! to a browser), because the SDP comes from it; the call layer then hands it to the media
-//! engine with the leg ([`WebRtcHandle`]).
+//! The SIP endpoint asks for the transport through its media interface when it answers a
+//! browser's offer (or makes an offer to a browser), because the SDP comes from it; the
+//! transport waits among the call's [`super::reserve::ReservedMedia`] until the call layer
+//! starts the leg. The SIP side only ever sees SDP text.
 
-use crate::sdp::{AudioCodec, Direction, NegotiatedAudio, SessionDescription};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
@@ -36,17 +35,6 @@ pub enum WebRtcError {
     /// str0m refused.
     #[error("WebRTC: {0}")]
     Rtc(String),
-}
-
-/// True for an SDP that asks for WebRTC media (DTLS-SRTP audio with ICE), which only a
-/// [`WebRtcTransport`] can answer.
-pub fn is_webrtc(sdp: &SessionDescription, text: &[u8]) -> bool {
-    let has_fingerprint = String::from_utf8_lossy(text).contains("a=fingerprint:");
-    has_fingerprint
-        && sdp
-            .media
-            .iter()
-            .any(|m| m.kind == "audio" && m.port != 0 && m.proto.contains("SAVPF"))
 }
 
 /// A browser leg's WebRTC state. See the module documentation.
@@ -80,42 +68,6 @@ pub struct WebRtcOutput {
     /// Plain RTP packets from the browser, with where they came from.
     pub rtp: Vec<(SocketAddr, Vec<u8>)>,
 }
-
-/// The transport handed from the SIP endpoint to the media engine (taken once).
-#[derive(Clone)]
-pub struct WebRtcHandle(Arc<Mutex<Option<Box<WebRtcTransport>>>>);
-
-impl WebRtcHandle {
-    /// Wraps a transport.
-    pub fn new(t: WebRtcTransport) -> WebRtcHandle {
-        WebRtcHandle(Arc::new(Mutex::new(Some(Box::new(t)))))
-    }
-
-    /// Takes the transport out (None when it was taken already).
-    pub fn take(&self) -> Option<Box<WebRtcTransport>> {
-        self.0.lock().ok()?.take()
-    }
-
-    /// Runs `f` on the transport while it is still here (before media starts).
-    pub fn with<R>(&self, f: impl FnOnce(&mut WebRtcTransport) -> R) -> Option<R> {
-        let mut g = self.0.lock().ok()?;
-        g.as_deref_mut().map(f)
-    }
-}
-
-impl std::fmt::Debug for WebRtcHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebRtcHandle")
-    }
-}
-
-impl PartialEq for WebRtcHandle {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for WebRtcHandle {}
 
 fn new_rtc(now: Instant) -> Rtc {
     rtc_config(true).build(now)
@@ -344,54 +296,6 @@ fn audio_mid(sdp: &str) -> Option<Mid> {
     None
 }
 
-/// What the engine needs of a browser leg's SDP (ours or the browser's answer): codec and
-/// payload types from its audio m-line. The address is the leg's own (a browser leg is
-/// reached through its transport, never by the SDP's `c=` line, which is often 0.0.0.0).
-pub fn negotiated(
-    sdp: &str,
-    local: SocketAddr,
-    offered_direction: Direction,
-    handle: WebRtcHandle,
-) -> Result<NegotiatedAudio, WebRtcError> {
-    let d =
-        SessionDescription::parse(sdp.as_bytes()).map_err(|e| WebRtcError::Sdp(e.to_string()))?;
-    let (i, m) = d
-        .media
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.kind == "audio" && m.port != 0)
-        .ok_or_else(|| WebRtcError::Sdp("no audio".into()))?;
-    let mut codec = None;
-    let mut dtmf_pt = None;
-    for f in &m.formats {
-        let Ok(pt) = f.parse::<u8>() else { continue };
-        let Some(map) = m.rtpmap(pt) else {
-            continue;
-        };
-        match (map.name.to_ascii_uppercase().as_str(), map.rate) {
-            ("PCMU", 8000) if codec.is_none() => codec = Some((AudioCodec::Pcmu, pt)),
-            ("PCMA", 8000) if codec.is_none() => codec = Some((AudioCodec::Pcma, pt)),
-            ("TELEPHONE-EVENT", 8000) if dtmf_pt.is_none() => dtmf_pt = Some(pt),
-            _ => {}
-        }
-    }
-    let (codec, codec_pt) = codec.ok_or_else(|| WebRtcError::Sdp("no G.711 codec".into()))?;
-    let direction = m.direction.or(d.direction).unwrap_or(Direction::SendRecv);
-    Ok(NegotiatedAudio {
-        media_index: i,
-        codec,
-        codec_pt,
-        dtmf_pt,
-        remote_addr: local.ip(),
-        remote_port: local.port(),
-        offered_direction,
-        direction,
-        rtcp_mux: true,
-        ptime: 20,
-        webrtc: Some(handle),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,21 +321,16 @@ mod tests {
         );
         let (offer, pending) = change.apply().unwrap();
         let offer_text = offer.to_sdp_string();
-        assert!(is_webrtc(
-            &SessionDescription::parse(offer_text.as_bytes()).unwrap(),
+        assert!(crate::sdp::is_browser_offer(
+            &crate::sdp::SessionDescription::parse(offer_text.as_bytes()).unwrap(),
             offer_text.as_bytes()
         ));
         let (mut ours, answer) = WebRtcTransport::answer(&offer_text, server_addr, now).unwrap();
         assert!(answer.contains("a=ice-lite"), "{answer}");
         assert!(answer.contains("telephone-event/8000"), "{answer}");
-        let neg = negotiated(
-            &answer,
-            server_addr,
-            Direction::SendRecv,
-            WebRtcHandle::new(WebRtcTransport::offer(server_addr, now).unwrap().0),
-        )
-        .unwrap();
-        assert_eq!(neg.codec, AudioCodec::Pcmu);
+        let neg = crate::sdp::browser_audio(&answer, server_addr, crate::sdp::Direction::SendRecv)
+            .unwrap();
+        assert_eq!(neg.codec, crate::sdp::AudioCodec::Pcmu);
         assert_eq!(neg.dtmf_pt, Some(DTMF_PT));
         browser
             .sdp_api()

@@ -287,8 +287,9 @@ pub struct NegotiatedAudio {
     pub rtcp_mux: bool,
     /// Packetisation time in ms.
     pub ptime: u32,
-    /// A browser leg's WebRTC transport (DTLS-SRTP, ICE), on its way to the media engine.
-    pub webrtc: Option<crate::media::webrtc::WebRtcHandle>,
+    /// A browser leg (DTLS-SRTP and ICE): the media side's WebRTC transport carries it, and
+    /// `remote_addr`/`remote_port` are our own leg's address.
+    pub browser: bool,
 }
 
 impl NegotiatedAudio {
@@ -348,10 +349,68 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
                 .ptime
                 .filter(|p| (10..=60).contains(p) && p % 10 == 0)
                 .unwrap_or(20),
-            webrtc: None,
+            browser: false,
         });
     }
     Err(SdpError::NoCommonCodec)
+}
+
+/// True for an SDP that asks for WebRTC media (DTLS-SRTP audio with ICE), which only the
+/// media side's WebRTC transport can answer: [`negotiate`] is not for it.
+pub fn is_browser_offer(sdp: &SessionDescription, text: &[u8]) -> bool {
+    let has_fingerprint = String::from_utf8_lossy(text).contains("a=fingerprint:");
+    has_fingerprint
+        && sdp
+            .media
+            .iter()
+            .any(|m| m.kind == "audio" && m.port != 0 && m.proto.contains("SAVPF"))
+}
+
+/// What a browser leg's SDP (our answer to the browser, or the browser's answer to our offer)
+/// says of its audio: codec and payload types from the audio m-line. The address is `local`,
+/// the leg's own (a browser leg is reached through its WebRTC transport, never by the SDP's
+/// `c=` line, which is often 0.0.0.0).
+pub fn browser_audio(
+    sdp: &str,
+    local: std::net::SocketAddr,
+    offered_direction: Direction,
+) -> Result<NegotiatedAudio, SdpError> {
+    let d = SessionDescription::parse(sdp.as_bytes())?;
+    let (i, m) = d
+        .media
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.kind == "audio" && m.port != 0)
+        .ok_or(SdpError::Malformed("no audio stream"))?;
+    let mut codec = None;
+    let mut dtmf_pt = None;
+    for f in &m.formats {
+        let Ok(pt) = f.parse::<u8>() else { continue };
+        let Some(map) = m.rtpmap(pt) else {
+            continue;
+        };
+        match (map.name.to_ascii_uppercase().as_str(), map.rate) {
+            ("PCMU", 8000) if codec.is_none() => codec = Some((AudioCodec::Pcmu, pt)),
+            ("PCMA", 8000) if codec.is_none() => codec = Some((AudioCodec::Pcma, pt)),
+            ("TELEPHONE-EVENT", 8000) if dtmf_pt.is_none() => dtmf_pt = Some(pt),
+            _ => {}
+        }
+    }
+    let (codec, codec_pt) = codec.ok_or(SdpError::NoCommonCodec)?;
+    let direction = m.direction.or(d.direction).unwrap_or(Direction::SendRecv);
+    Ok(NegotiatedAudio {
+        media_index: i,
+        codec,
+        codec_pt,
+        dtmf_pt,
+        remote_addr: local.ip(),
+        remote_port: local.port(),
+        offered_direction,
+        direction,
+        rtcp_mux: true,
+        ptime: 20,
+        browser: true,
+    })
 }
 
 /// Our side of an answer.

@@ -1,13 +1,14 @@
 //! The registrar's bindings (RFC 3261 §10.3): which contacts a user is reachable at, until when.
 //!
-//! Bindings live in memory for the call path and are written to the local database so a
-//! restart keeps phones reachable without waiting for them to re-register. Expiry is wall
+//! Bindings live in memory for the call path. Every change is also queued as a
+//! [`BindingsChanged`] for the runtime to write to disk off the SIP loop, and what was written
+//! is handed back to [`Registrar::new`] at start, so a restart keeps phones reachable without
+//! waiting for them to re-register. The registrar itself touches no disk. Expiry is wall
 //! clock (unix seconds) because it must mean the same thing after a restart.
 
 use super::message::SipRequest;
-use crate::localdb::LocalDbError;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// One registered contact.
@@ -78,11 +79,21 @@ pub enum RegisterOutcome {
     TooManyContacts,
 }
 
+/// A user's bindings changed: the whole list to store under `key` (empty: delete the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingsChanged {
+    /// Opaque storage key (tenant and user).
+    pub key: String,
+    /// The user's bindings now.
+    pub bindings: Vec<Binding>,
+}
+
 /// Registered contacts for every tenant's users.
 pub struct Registrar {
     config: RegistrarConfig,
     bindings: HashMap<String, Vec<Binding>>,
-    tree: Option<sled::Tree>,
+    /// Changes not yet taken by the runtime for writing.
+    changes: VecDeque<BindingsChanged>,
 }
 
 fn key(tenant: &str, user: &str) -> String {
@@ -90,45 +101,35 @@ fn key(tenant: &str, user: &str) -> String {
 }
 
 impl Registrar {
-    /// A registrar persisting to `tree` (none: memory only, for tests). Loads what is stored.
-    pub fn open(
-        config: RegistrarConfig,
-        tree: Option<sled::Tree>,
-    ) -> Result<Registrar, LocalDbError> {
-        let mut bindings = HashMap::new();
-        if let Some(t) = &tree {
-            for item in t.iter() {
-                let (k, v) = item?;
-                let k = String::from_utf8_lossy(&k).into_owned();
-                let list: Vec<Binding> =
-                    serde_json::from_slice(&v).map_err(|source| LocalDbError::Decode {
-                        key: k.clone(),
-                        source,
-                    })?;
+    /// A registrar starting from `stored`: what earlier [`BindingsChanged`] wrote, by key.
+    pub fn new(config: RegistrarConfig, stored: Vec<(String, Vec<Binding>)>) -> Registrar {
+        let bindings = stored
+            .into_iter()
+            .map(|(k, list)| {
                 // Connections do not survive a restart: their bindings are unreachable.
                 let list: Vec<Binding> = list.into_iter().filter(|b| b.conn.is_none()).collect();
-                bindings.insert(k, list);
-            }
-        }
-        Ok(Registrar {
+                (k, list)
+            })
+            .filter(|(_, list)| !list.is_empty())
+            .collect();
+        Registrar {
             config,
             bindings,
-            tree,
-        })
+            changes: VecDeque::new(),
+        }
     }
 
-    fn persist(&self, k: &str) {
-        let Some(tree) = &self.tree else { return };
-        let result = match self.bindings.get(k) {
-            Some(list) if !list.is_empty() => match serde_json::to_vec(list) {
-                Ok(v) => tree.insert(k.as_bytes(), v).map(|_| ()),
-                Err(_) => Ok(()),
-            },
-            _ => tree.remove(k.as_bytes()).map(|_| ()),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "could not persist registration");
-        }
+    /// The next change to write, oldest first.
+    pub fn poll_change(&mut self) -> Option<BindingsChanged> {
+        self.changes.pop_front()
+    }
+
+    fn persist(&mut self, k: &str) {
+        let bindings = self.bindings.get(k).cloned().unwrap_or_default();
+        self.changes.push_back(BindingsChanged {
+            key: k.to_string(),
+            bindings,
+        });
     }
 
     /// Applies a REGISTER from an authenticated `user` of `tenant`.
@@ -315,7 +316,7 @@ mod tests {
 
     #[test]
     fn register_refresh_unregister() {
-        let mut r = Registrar::open(RegistrarConfig::default(), None).expect("open");
+        let mut r = Registrar::new(RegistrarConfig::default(), Vec::new());
         let src: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
         let out = r.register(
             "demo",
@@ -361,29 +362,37 @@ mod tests {
     }
 
     #[test]
-    fn bindings_survive_reopen() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let db = crate::localdb::LocalDb::open(dir.path()).expect("db");
+    fn every_change_is_queued_and_a_new_registrar_starts_from_what_was_written() {
         let src: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
-        {
-            let mut r = Registrar::open(
-                RegistrarConfig::default(),
-                Some(db.tree("reg").expect("tree")),
-            )
-            .expect("open");
-            r.register(
-                "demo",
-                "100",
-                &register("<sip:100@10.0.0.1>", "3600", 1),
-                src,
-                1000,
-            );
+        let mut written: HashMap<String, Vec<Binding>> = HashMap::new();
+        let mut r = Registrar::new(RegistrarConfig::default(), Vec::new());
+        r.register(
+            "demo",
+            "100",
+            &register("<sip:100@10.0.0.1>", "3600", 1),
+            src,
+            1000,
+        );
+        let over_tcp = register("<sip:101@10.0.0.2;transport=tcp>", "3600", 1);
+        r.register_on("demo", "101", &over_tcp, src, Some(7), 1000);
+        while let Some(c) = r.poll_change() {
+            written.insert(c.key, c.bindings);
         }
-        let r = Registrar::open(
+        assert_eq!(written.len(), 2);
+        let r = Registrar::new(
             RegistrarConfig::default(),
-            Some(db.tree("reg").expect("tree")),
-        )
-        .expect("open");
+            written.clone().into_iter().collect(),
+        );
         assert_eq!(r.lookup("demo", "100", 1001).len(), 1);
+        assert!(
+            r.lookup("demo", "101", 1001).is_empty(),
+            "a binding over a connection does not survive a restart"
+        );
+        // Expiry is a change too: the key is written empty (deleted).
+        let mut r = r;
+        r.expire(1000 + 3601);
+        let c = r.poll_change().expect("change");
+        assert!(c.bindings.is_empty());
+        assert!(r.poll_change().is_none());
     }
 }

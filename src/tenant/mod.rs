@@ -12,5 +12,5 @@ pub mod store;
 pub mod validate;
 
 pub use model::TenantConfig;
-pub use snapshot::{Snapshot, Tenant};
+pub use snapshot::{Snapshot, SnapshotCell, Tenant};
 pub use store::{TenantStore, TenantStoreError};

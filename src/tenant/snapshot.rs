@@ -196,6 +196,42 @@ fn ip_in(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
+/// The current [`Snapshot`], shared: the tenant store swaps in a new one on every change and
+/// readers (the SIP endpoint, the API) load whichever is current. Holding one needs no access
+/// to where documents are stored, so the SIP core reads configuration without a database.
+#[derive(Clone, Default)]
+pub struct SnapshotCell(Arc<arc_swap::ArcSwap<Snapshot>>);
+
+impl SnapshotCell {
+    /// A cell holding `snapshot`.
+    pub fn new(snapshot: Snapshot) -> SnapshotCell {
+        SnapshotCell(Arc::new(arc_swap::ArcSwap::from_pointee(snapshot)))
+    }
+
+    /// The current snapshot. Cheap: one atomic load and a reference count.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// Replaces the current snapshot (readers holding the old one keep it).
+    pub fn store(&self, snapshot: Snapshot) {
+        self.0.store(Arc::new(snapshot));
+    }
+
+    /// Current revision.
+    pub fn revision(&self) -> u64 {
+        self.0.load().revision
+    }
+}
+
+impl std::fmt::Debug for SnapshotCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCell")
+            .field("revision", &self.revision())
+            .finish()
+    }
+}
+
 /// Every tenant at one revision.
 #[derive(Debug, Default)]
 pub struct Snapshot {

@@ -2,10 +2,9 @@
 //! the live [`Snapshot`] swapped atomically after each change.
 
 use super::model::TenantConfig;
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, SnapshotCell};
 use super::validate::{validate, ValidationError, ValidationErrors};
 use crate::localdb::{LocalDb, LocalDbError};
-use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex};
 
 /// Why a change was refused or failed.
@@ -33,7 +32,7 @@ pub struct TenantStore {
     db: LocalDb,
     tenants: sled::Tree,
     meta: sled::Tree,
-    current: ArcSwap<Snapshot>,
+    current: SnapshotCell,
     default_tenant: Option<String>,
     /// Serialises writers so revision numbers and snapshots are built in order.
     write_lock: Mutex<()>,
@@ -62,7 +61,7 @@ impl TenantStore {
             db,
             tenants,
             meta,
-            current: ArcSwap::from_pointee(Snapshot::default()),
+            current: SnapshotCell::default(),
             default_tenant,
             write_lock: Mutex::new(()),
             node_addresses: Mutex::new(NodeAddresses::default()),
@@ -115,12 +114,18 @@ impl TenantStore {
 
     /// The current snapshot. Cheap: one atomic load and a reference count.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.current.load()
+    }
+
+    /// The cell this store swaps its snapshots into, for readers that must not see the store
+    /// itself (the SIP endpoint).
+    pub fn snapshots(&self) -> SnapshotCell {
+        self.current.clone()
     }
 
     /// Current revision.
     pub fn revision(&self) -> u64 {
-        self.current.load().revision
+        self.current.revision()
     }
 
     fn read_revision(&self) -> Result<u64, TenantStoreError> {
@@ -152,7 +157,7 @@ impl TenantStore {
             self.load_all()?,
             self.default_tenant.clone(),
         );
-        self.current.store(Arc::new(snap));
+        self.current.store(snap);
         Ok(())
     }
 

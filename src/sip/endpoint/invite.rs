@@ -4,8 +4,10 @@
 
 use super::{CallEvent, CallInfo, Endpoint, Now, Peer, TimerRef, TxKey};
 use crate::call::control::Caller;
-use crate::media::RtpPortLease;
-use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
+use crate::sdp::{
+    browser_audio, build_answer, is_browser_offer, negotiate, Direction, LocalMedia,
+    NegotiatedAudio, SessionDescription,
+};
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::uri_user;
 use crate::sip::message::SipRequest;
@@ -46,11 +48,10 @@ pub(super) struct Call {
     invite_key: TxKey,
     invite: SipRequest,
     pending_ack: Option<PendingAck>,
-    /// The RTP port pair until media starts (then the media engine holds it).
-    media: Option<RtpPortLease>,
-    /// Our RTP port (announced in every SDP of the call).
+    /// Our RTP port (announced in every SDP of the call); the media backend holds the ports
+    /// under the call's id until the call layer starts its media.
     pub(super) rtp_port: u16,
-    /// True once `CallEvent::MediaStart` was emitted.
+    /// True once `CallEvent::MediaStart` was emitted (the call layer takes the reserved media).
     media_started: bool,
     /// Where the call was routed.
     target: Target,
@@ -84,7 +85,7 @@ impl Endpoint {
         }
         let dialed = uri_user(&req.uri().to_string()).unwrap_or_default();
         let host = req.uri().host().to_string();
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         let Some(tenant) = snap.resolve(Some(&host), Some(&dialed)).cloned() else {
             return self.respond(
                 now,
@@ -143,7 +144,7 @@ impl Endpoint {
 
         // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
         let mut audio = None;
-        let mut webrtc_offer = None;
+        let mut browser_offer = None;
         if !req.body().is_empty() {
             let is_sdp = req.header("Content-Type").is_some_and(|ct| {
                 ct.trim()
@@ -154,24 +155,23 @@ impl Endpoint {
                 let b = ResponseBuilder::new(415).header("Accept", "application/sdp");
                 return self.respond(now, &key, &req, b);
             }
-            let neg = SessionDescription::parse(req.body()).and_then(|offer| {
-                if crate::media::webrtc::is_webrtc(&offer, req.body()) {
-                    // A browser: answered by the WebRTC transport once the port is known.
-                    webrtc_offer = Some(offer);
-                    return Err(crate::sdp::SdpError::NoCommonCodec);
-                }
-                negotiate(&offer).map(|n| (offer, n))
-            });
-            match neg {
-                Ok(pair) => audio = Some(pair),
-                Err(_) if webrtc_offer.is_some() => {}
-                Err(e) => {
-                    return self.refuse_sdp(now, &key, &req, &e);
+            let offer = match SessionDescription::parse(req.body()) {
+                Ok(o) => o,
+                Err(e) => return self.refuse_sdp(now, &key, &req, &e),
+            };
+            if is_browser_offer(&offer, req.body()) {
+                // A browser: answered by the media side's WebRTC transport once ports exist.
+                browser_offer = Some(offer);
+            } else {
+                match negotiate(&offer) {
+                    Ok(n) => audio = Some((offer, n)),
+                    Err(e) => return self.refuse_sdp(now, &key, &req, &e),
                 }
             }
         }
-        let media = match self.ports.allocate() {
-            Ok(l) => l,
+        let id = self.next_call;
+        let rtp_port = match self.media.reserve(id) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot answer call");
                 return self.respond(
@@ -182,24 +182,20 @@ impl Endpoint {
                 );
             }
         };
+        self.next_call += 1;
 
         let mut webrtc_answer = None;
-        if let Some(offer) = webrtc_offer {
-            let local = std::net::SocketAddr::new(self.cfg.public_ip, media.port());
-            let answered = crate::media::webrtc::WebRtcTransport::answer(
-                &String::from_utf8_lossy(req.body()),
-                local,
-                now.instant,
-            )
-            .and_then(|(t, answer)| {
-                let neg = crate::media::webrtc::negotiated(
-                    &answer,
-                    local,
-                    crate::sdp::Direction::SendRecv,
-                    crate::media::webrtc::WebRtcHandle::new(t),
-                )?;
-                Ok((answer, neg))
-            });
+        if let Some(offer) = browser_offer {
+            let local = std::net::SocketAddr::new(self.cfg.public_ip, rtp_port);
+            let answered = self
+                .media
+                .answer_browser(id, &String::from_utf8_lossy(req.body()), now.instant)
+                .map_err(|e| e.to_string())
+                .and_then(|answer| {
+                    browser_audio(&answer, local, Direction::SendRecv)
+                        .map(|neg| (answer, neg))
+                        .map_err(|e| e.to_string())
+                });
             match answered {
                 Ok((answer, neg)) => {
                     webrtc_answer = Some(answer);
@@ -207,17 +203,17 @@ impl Endpoint {
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "browser offer refused");
+                    self.media.release(id);
                     return self.refuse_sdp(now, &key, &req, &e);
                 }
             }
         }
 
-        let id = self.next_call;
-        self.next_call += 1;
         let span = tracing::info_span!("call", call_id = %req.call_id, tenant = %tenant.id());
         span.in_scope(|| tracing::info!(%caller, from = %caller.number(), %dialed, target = ?target, source = %peer.addr, "call started"));
         let local_tag = random_token();
         let Ok(dialog) = Dialog::new_uas(&req, &local_tag, rand::random::<u16>() as u32) else {
+            self.media.release(id);
             let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
             return self.respond(now, &key, &req, b);
         };
@@ -234,8 +230,7 @@ impl Endpoint {
             invite_key: key.clone(),
             invite: req,
             pending_ack: None,
-            rtp_port: media.port(),
-            media: Some(media),
+            rtp_port,
             media_started: false,
             target: target.clone(),
             audio: audio.as_ref().map(|(_, n)| n.clone()),
@@ -402,13 +397,12 @@ impl Endpoint {
         if call.media_started || (call.state == CallState::Ringing && !call.early_media) {
             return;
         }
-        let (Some(audio), Some(lease)) = (call.audio.clone(), call.media.take()) else {
+        let Some(audio) = call.audio.clone() else {
             return;
         };
         call.media_started = true;
         self.events.push_back(CallEvent::MediaStart {
             call: id,
-            lease,
             audio,
             signalling_ip: call.peer.addr.ip(),
         });
@@ -803,6 +797,7 @@ impl Endpoint {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
+        self.media.release(id);
         self.dialogs
             .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
         self.invite_calls.remove(&call.invite_key);
@@ -875,11 +870,6 @@ impl Endpoint {
         self.calls.get(&id).map(|c| c.tenant.as_str())
     }
 
-    /// A mailbox's message counts changed (message waiting is sent by the MWI code).
-    pub fn mailbox_changed(&mut self, now: Now, tenant: &str, mailbox: &str) {
-        self.notify_message_waiting(now, tenant, mailbox);
-    }
-
     /// Hangs up every call (drain timeout reached).
     pub fn hangup_all(&mut self, now: Now) {
         let ids: Vec<u64> = self
@@ -935,18 +925,21 @@ pub fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
     };
     let mut chars = raw.chars();
     match (chars.next(), chars.next()) {
-        (Some(c), None) if crate::media::dtmf::digit_code(c).is_some() => {
+        (Some(c), None) if DTMF_EVENTS.contains(&(c.to_ascii_uppercase() as u8)) => {
             Ok(Some(c.to_ascii_uppercase()))
         }
         // Some phones send the event number ("10" for *, "11" for #).
         _ => raw
             .parse::<usize>()
             .ok()
-            .and_then(|n| crate::media::dtmf::DIGITS.get(n).map(|&b| b as char))
+            .and_then(|n| DTMF_EVENTS.get(n).map(|&b| b as char))
             .map(Some)
             .ok_or(()),
     }
 }
+
+/// DTMF digits by RFC 4733 event number (INFO bodies use the same numbering).
+const DTMF_EVENTS: &[u8; 16] = b"0123456789*#ABCD";
 
 /// Our own offer (late-offer INVITE, outgoing legs): PCMU, PCMA and telephone-event.
 pub(super) fn our_offer(local: &LocalMedia) -> String {

@@ -9,6 +9,8 @@
 //!
 //! Responsibilities, by file:
 //! - `mod.rs`: transaction table, dispatch by method, stateless answers to bad input, timers.
+//! - `media.rs`: the media backend as the endpoint sees it (a port for SDP, a browser's SDP);
+//!   sockets and DTLS stay on the media side.
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
 //! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
@@ -20,6 +22,10 @@
 
 mod invite;
 pub use invite::info_digit;
+mod media;
+#[cfg(test)]
+pub use media::FakeMedia;
+pub use media::{MediaBackend, MediaRefused};
 mod mwi;
 mod outbound;
 mod refer;
@@ -27,7 +33,6 @@ mod register;
 mod reinvite;
 mod trunk_reg;
 
-pub use mwi::MailboxCounts;
 pub use outbound::CallerId;
 pub use trunk_reg::TrunkRegState;
 
@@ -40,8 +45,7 @@ use super::transaction::{
     ClientInviteTransaction, ClientNonInviteTransaction, ServerInviteTransaction,
     ServerNonInviteTransaction, TimerConfig, TxEvent,
 };
-use crate::media::RtpPortPool;
-use crate::tenant::TenantStore;
+use crate::tenant::SnapshotCell;
 use bytes::Bytes;
 use invite::Call;
 use rsip::Method;
@@ -211,12 +215,11 @@ pub enum CallEvent {
         /// Where the dialed string leads.
         target: crate::tenant::model::Target,
     },
-    /// A call is answered and its audio negotiated: start media on this port pair.
+    /// A call is answered and its audio negotiated: start its media. What the media backend
+    /// reserved under this id (ports, a browser's transport) is the call layer's to take now.
     MediaStart {
         /// Call id (the endpoint's).
         call: u64,
-        /// The RTP/RTCP port pair, bound; dropping it frees the ports.
-        lease: crate::media::RtpPortLease,
         /// Negotiated audio.
         audio: crate::sdp::NegotiatedAudio,
         /// Where the party's SIP came from (the media latch trusts that host besides SDP's).
@@ -291,6 +294,26 @@ pub enum CallEvent {
         code: Option<u16>,
         /// Why, as logged (`caller hung up`, `no RTP from the caller (media timeout)`, …).
         reason: String,
+    },
+}
+
+/// Work the endpoint needs done outside it, because it touches the disk. The runtime does it
+/// off the SIP loop; a result, where there is one, comes back as an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Store a user's registrations (empty: delete them), so a restart keeps phones
+    /// reachable. Write these in order.
+    SaveBindings(super::registrar::BindingsChanged),
+    /// Count a mailbox's messages and give them back with [`Endpoint::mailbox_counts`].
+    /// `changed`: the counts changed (a message arrived or was read), so every phone of the
+    /// mailbox is told, not only the subscriptions.
+    CountMailbox {
+        /// Tenant id.
+        tenant: String,
+        /// Mailbox id.
+        mailbox: String,
+        /// The mailbox changed (rather than: a subscription needs its counts).
+        changed: bool,
     },
 }
 
@@ -455,8 +478,8 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIB
 /// The SIP endpoint. See the module documentation.
 pub struct Endpoint {
     cfg: EndpointConfig,
-    tenants: Arc<TenantStore>,
-    ports: RtpPortPool,
+    tenants: SnapshotCell,
+    media: Box<dyn MediaBackend>,
     registrar: Registrar,
     nonces: NonceIssuer,
     limiter: AuthGuard,
@@ -476,7 +499,12 @@ pub struct Endpoint {
     draining: bool,
     stats: EndpointStats,
     subscriptions: HashMap<(String, String), mwi::Subscription>,
-    mailbox_counts: Option<MailboxCounts>,
+    /// Message waiting is offered (the runtime counts mailboxes for us).
+    message_waiting: bool,
+    /// Last known (new, saved) counts by (tenant, mailbox).
+    mailbox_counts: HashMap<(String, String), (usize, usize)>,
+    /// Work for the runtime (see [`Work`]); registrar changes are taken from it directly.
+    work: VecDeque<Work>,
     /// Outgoing legs by id (ids shared with `calls`).
     out_calls: HashMap<u64, outbound::OutCall>,
     /// Our INVITE transactions by branch, with their leg.
@@ -495,8 +523,8 @@ impl Endpoint {
     /// A new endpoint.
     pub fn new(
         cfg: EndpointConfig,
-        tenants: Arc<TenantStore>,
-        ports: RtpPortPool,
+        tenants: SnapshotCell,
+        media: Box<dyn MediaBackend>,
         registrar: Registrar,
     ) -> Endpoint {
         let nonces = NonceIssuer::new(cfg.nonce_secret, cfg.nonce_lifetime);
@@ -504,7 +532,7 @@ impl Endpoint {
         Endpoint {
             cfg,
             tenants,
-            ports,
+            media,
             registrar,
             nonces,
             limiter,
@@ -522,7 +550,9 @@ impl Endpoint {
             draining: false,
             stats: EndpointStats::default(),
             subscriptions: HashMap::new(),
-            mailbox_counts: None,
+            message_waiting: false,
+            mailbox_counts: HashMap::new(),
+            work: VecDeque::new(),
             out_calls: HashMap::new(),
             client_invites: HashMap::new(),
             client_reinvites: HashMap::new(),
@@ -564,6 +594,14 @@ impl Endpoint {
     /// Next queued message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// Next piece of disk work for the runtime (see [`Work`]).
+    pub fn poll_work(&mut self) -> Option<Work> {
+        if let Some(c) = self.registrar.poll_change() {
+            return Some(Work::SaveBindings(c));
+        }
+        self.work.pop_front()
     }
 
     /// Next event for the call layer.
@@ -649,7 +687,7 @@ impl Endpoint {
         if self.server_tx_counts.of(ip) >= self.cfg.max_transactions_per_source {
             let trunk = self
                 .tenants
-                .snapshot()
+                .load()
                 .tenants()
                 .any(|t| t.trunk_for_source(ip).is_some());
             if !trunk {

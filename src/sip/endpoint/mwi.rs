@@ -3,8 +3,9 @@
 //! contact of the mailbox's users (what most desk phones expect without subscribing) whenever
 //! a mailbox's counts change.
 //!
-//! The counts come from the call layer through [`Endpoint::set_mailbox_counts`]; the endpoint
-//! keeps no message data of its own.
+//! The endpoint reads no mailbox: it asks the runtime to count one ([`super::Work::CountMailbox`])
+//! and is given the counts back ([`Endpoint::mailbox_counts`]), which it keeps. A new
+//! subscription whose mailbox it has no counts for gets its first NOTIFY when they arrive.
 
 use super::{Endpoint, Now, Peer, TxKey};
 use crate::sip::dialog::Dialog;
@@ -12,10 +13,6 @@ use crate::sip::message::SipRequest;
 use crate::sip::response::{new_branch, random_token, ResponseBuilder};
 use crate::tenant::Tenant;
 use bytes::Bytes;
-use std::sync::Arc;
-
-/// Looks up a mailbox's (new, saved) message counts: `(tenant, mailbox)`.
-pub type MailboxCounts = Arc<dyn Fn(&str, &str) -> (usize, usize) + Send + Sync>;
 
 /// Longest subscription we grant.
 const MAX_EXPIRES: u64 = 3600;
@@ -28,12 +25,65 @@ pub(super) struct Subscription {
     dialog: Dialog,
     peer: Peer,
     expires_at: u64,
+    /// The first NOTIFY went out (it waits for the mailbox's counts).
+    notified: bool,
 }
 
 impl Endpoint {
-    /// Where message counts come from (without it, SUBSCRIBE to message-summary gets 489).
-    pub fn set_mailbox_counts(&mut self, f: MailboxCounts) {
-        self.mailbox_counts = Some(f);
+    /// Offer message waiting: the runtime will answer [`super::Work::CountMailbox`] (without
+    /// it, SUBSCRIBE to message-summary gets 489).
+    pub fn enable_message_waiting(&mut self) {
+        self.message_waiting = true;
+    }
+
+    /// A mailbox's messages changed (a message left, heard, saved or deleted): its counts are
+    /// asked for, and its phones told when they come back.
+    pub fn mailbox_changed(&mut self, tenant: &str, mailbox: &str) {
+        if self.message_waiting {
+            self.work.push_back(super::Work::CountMailbox {
+                tenant: tenant.to_string(),
+                mailbox: mailbox.to_string(),
+                changed: true,
+            });
+        }
+    }
+
+    /// The counts the runtime found for a mailbox ([`super::Work::CountMailbox`]): kept, sent
+    /// to subscriptions still waiting for their first NOTIFY, and when `changed` to every
+    /// subscription and registered phone of the mailbox.
+    pub fn mailbox_counts(
+        &mut self,
+        now: Now,
+        tenant: &str,
+        mailbox: &str,
+        counts: (usize, usize),
+        changed: bool,
+    ) {
+        let key = (tenant.to_string(), mailbox.to_string());
+        // Only mailboxes of configured users are kept: the table cannot grow past the config.
+        let known = self.tenants.load().tenant(tenant).is_some_and(|t| {
+            t.config
+                .users
+                .iter()
+                .any(|u| u.mailbox.as_deref() == Some(mailbox))
+        });
+        if !known {
+            self.mailbox_counts.remove(&key);
+            return;
+        }
+        self.mailbox_counts.insert(key, counts);
+        if changed {
+            return self.notify_message_waiting(now, tenant, mailbox);
+        }
+        let waiting: Vec<(String, String)> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| !s.notified && s.tenant == tenant && s.mailbox == mailbox)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &waiting {
+            self.notify_subscription(now, id, false);
+        }
     }
 
     /// Message-summary subscriptions alive.
@@ -51,7 +101,7 @@ impl Endpoint {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        if event != "message-summary" || self.mailbox_counts.is_none() {
+        if event != "message-summary" || !self.message_waiting {
             let b = ResponseBuilder::new(489)
                 .reason("Bad Event")
                 .header("Allow-Events", "message-summary");
@@ -75,7 +125,7 @@ impl Endpoint {
             return self.notify_subscription(now, &id, expires == 0);
         }
 
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         let host = req.uri().host().to_string();
         let Some(tenant) = snap.resolve(Some(&host), None).cloned() else {
             let b = ResponseBuilder::new(404).reason("Unknown Domain");
@@ -117,6 +167,16 @@ impl Endpoint {
         self.respond(now, &key, &req, b);
         let id = (req.call_id.clone(), local_tag);
         tracing::info!(tenant = %tenant.id(), %mailbox, expires, "message-summary subscription");
+        let counts_known = self
+            .mailbox_counts
+            .contains_key(&(tenant.id().to_string(), mailbox.clone()));
+        if !counts_known && expires != 0 {
+            self.work.push_back(super::Work::CountMailbox {
+                tenant: tenant.id().to_string(),
+                mailbox: mailbox.clone(),
+                changed: false,
+            });
+        }
         self.subscriptions.insert(
             id.clone(),
             Subscription {
@@ -126,10 +186,14 @@ impl Endpoint {
                 dialog,
                 peer,
                 expires_at: now.unix + expires,
+                notified: false,
             },
         );
-        // RFC 6665 §4.2.1: the first NOTIFY follows the 200 at once.
-        self.notify_subscription(now, &id, expires == 0);
+        // RFC 6665 §4.2.1: the first NOTIFY follows the 200 at once, or as soon as the
+        // mailbox is counted.
+        if counts_known || expires == 0 {
+            self.notify_subscription(now, &id, expires == 0);
+        }
     }
 
     /// Sends the current counts in a subscription's dialog; `terminate` ends it.
@@ -154,6 +218,7 @@ impl Endpoint {
         let Some(sub) = self.subscriptions.get_mut(id) else {
             return;
         };
+        sub.notified = true;
         let peer = sub.peer;
         let bytes = Bytes::from(sub.dialog.request(
             "NOTIFY",
@@ -171,8 +236,8 @@ impl Endpoint {
     fn summary_body(&self, tenant: &str, mailbox: &str, account: &str) -> String {
         let (new, saved) = self
             .mailbox_counts
-            .as_ref()
-            .map(|f| f(tenant, mailbox))
+            .get(&(tenant.to_string(), mailbox.to_string()))
+            .copied()
             .unwrap_or((0, 0));
         format!(
             "Messages-Waiting: {}\r\nMessage-Account: {account}\r\nVoice-Message: {new}/{saved} (0/0)\r\n",
@@ -192,7 +257,7 @@ impl Endpoint {
         for id in &subs {
             self.notify_subscription(now, id, false);
         }
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         let Some(tenant) = snap.tenant(tenant_id).cloned() else {
             return;
         };

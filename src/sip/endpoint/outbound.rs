@@ -6,7 +6,6 @@
 //! once answered).
 
 use super::{CallEvent, Endpoint, Now, Peer, TimerRef, TransportKind};
-use crate::media::RtpPortLease;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
 use crate::sip::dialog::Dialog;
 use crate::sip::digest::authorization_for;
@@ -45,7 +44,9 @@ pub(super) struct OutCall {
     cancelled: bool,
     dialog: Option<Dialog>,
     ack: Option<Bytes>,
-    media: Option<RtpPortLease>,
+    /// True once `CallEvent::MediaStart` was emitted (early media or the answer); until then
+    /// the media backend holds the leg's ports under its id.
+    media_started: bool,
     rtp_port: u16,
     session_id: u64,
     session_version: u64,
@@ -58,8 +59,9 @@ pub(super) struct OutCall {
     auth_sent: bool,
     /// The callee put the call on hold (its last re-INVITE).
     on_hold: bool,
-    /// A browser leg's WebRTC transport (our offer; the answer completes it).
-    webrtc: Option<crate::media::webrtc::WebRtcHandle>,
+    /// A browser leg: our offer came from the media side's WebRTC transport, and the
+    /// browser's answer completes it there.
+    browser: bool,
 }
 
 impl OutCall {
@@ -116,7 +118,7 @@ impl Endpoint {
         extension: &str,
         caller: &CallerId,
     ) -> usize {
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         let Some(t) = snap.tenant(tenant).cloned() else {
             return 0;
         };
@@ -166,7 +168,7 @@ impl Endpoint {
         };
         let (limit, longest) = self
             .tenants
-            .snapshot()
+            .load()
             .tenant(&tenant)
             .map(|t| {
                 let l = &t.config.limits;
@@ -178,14 +180,14 @@ impl Endpoint {
             tracing::warn!(%tenant, active, "tenant call limit reached: outgoing leg refused");
             return None;
         }
-        let media = match self.ports.allocate() {
-            Ok(l) => l,
+        let id = self.next_call;
+        let rtp_port = match self.media.reserve(id) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "no RTP port for an outgoing leg");
                 return None;
             }
         };
-        let id = self.next_call;
         self.next_call += 1;
         let branch = new_branch();
         let via = self.via_for(peer.transport, &branch);
@@ -199,24 +201,21 @@ impl Endpoint {
         // The caller's user part came from another message (decoded): escape it again.
         let local_party = format!("{display}<sip:{}@{domain}>", escape_user(&caller.user));
         let session_id = rand::random::<u32>() as u64;
-        let mut webrtc = None;
-        let sdp = if matches!(peer.transport, TransportKind::Ws | TransportKind::Wss) {
-            // A browser: DTLS-SRTP and ICE, offered by its WebRTC transport.
-            let local = std::net::SocketAddr::new(self.cfg.public_ip, media.port());
-            match crate::media::webrtc::WebRtcTransport::offer(local, now.instant) {
-                Ok((t, offer)) => {
-                    webrtc = Some(crate::media::webrtc::WebRtcHandle::new(t));
-                    offer
-                }
+        let browser = matches!(peer.transport, TransportKind::Ws | TransportKind::Wss);
+        let sdp = if browser {
+            // A browser: DTLS-SRTP and ICE, offered by the media side's WebRTC transport.
+            match self.media.offer_browser(id, now.instant) {
+                Ok(offer) => offer,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot make an offer to a browser");
+                    self.media.release(id);
                     return None;
                 }
             }
         } else {
             super::invite::our_offer(&LocalMedia {
                 address: self.cfg.public_ip,
-                port: media.port(),
+                port: rtp_port,
                 session_id,
                 session_version: 1,
             })
@@ -240,8 +239,8 @@ impl Endpoint {
             cancelled: false,
             dialog: None,
             ack: None,
-            rtp_port: media.port(),
-            media: Some(media),
+            rtp_port,
+            media_started: false,
             session_id,
             session_version: 2,
             started: now.instant,
@@ -250,7 +249,7 @@ impl Endpoint {
             credentials,
             auth_sent: false,
             on_hold: false,
-            webrtc,
+            browser,
         };
         let bytes = leg.invite_bytes(None, super::ALLOW, &self.cfg.server_name);
         self.out_calls.insert(id, leg);
@@ -288,7 +287,7 @@ impl Endpoint {
         number: &str,
         caller: &CallerId,
     ) -> usize {
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         let Some(t) = snap.tenant(tenant).cloned() else {
             return 0;
         };
@@ -470,20 +469,18 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         let Some(c) = self.out_calls.get_mut(&id) else {
             return;
         };
-        if c.cancelled || c.media.is_none() {
+        if c.cancelled || c.media_started {
             return;
         }
-        let Ok(audio) = leg_audio(c, &resp.raw.body, self.cfg.public_ip) else {
+        let public_ip = self.cfg.public_ip;
+        let Ok(audio) = leg_audio(self.media.as_mut(), id, c, &resp.raw.body, public_ip) else {
             return;
         };
-        let Some(lease) = c.media.take() else {
-            return;
-        };
+        c.media_started = true;
         c.span.in_scope(|| tracing::info!("early media"));
         self.events.push_back(CallEvent::LegEarlyMedia { leg: id });
         self.events.push_back(CallEvent::MediaStart {
             call: id,
-            lease,
             audio,
             signalling_ip: c.peer.addr.ip(),
         });
@@ -529,19 +526,19 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         let Some(c) = self.out_calls.get_mut(&id) else {
             return;
         };
-        let audio = leg_audio(c, &resp.raw.body, public_ip);
-        match (audio, c.media.take()) {
-            (Ok(audio), Some(lease)) => {
+        let audio = leg_audio(self.media.as_mut(), id, c, &resp.raw.body, public_ip);
+        let started = std::mem::replace(&mut c.media_started, true);
+        match (audio, started) {
+            (Ok(audio), false) => {
                 c.span.in_scope(|| tracing::info!("leg answered"));
                 self.events.push_back(CallEvent::LegAnswered { leg: id });
                 self.events.push_back(CallEvent::MediaStart {
                     call: id,
-                    lease,
                     audio,
                     signalling_ip: c.peer.addr.ip(),
                 });
             }
-            (Ok(audio), None) => {
+            (Ok(audio), true) => {
                 // Media started with early media; the final answer may change it.
                 c.span.in_scope(|| tracing::info!("leg answered"));
                 self.events.push_back(CallEvent::LegAnswered { leg: id });
@@ -622,6 +619,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         let Some(c) = self.out_calls.remove(&id) else {
             return;
         };
+        self.media.release(id);
         if let Some(n) = self.tenant_calls.get_mut(&c.tenant) {
             *n = n.saturating_sub(1);
         }
@@ -748,29 +746,27 @@ pub(super) fn binding_peer(b: &crate::sip::registrar::Binding) -> Option<Peer> {
 }
 
 /// The audio a called party answered with; for a browser, its answer completes the WebRTC
-/// transport's offer.
+/// transport's offer on the media side.
 fn leg_audio(
+    media: &mut dyn super::MediaBackend,
+    id: u64,
     c: &OutCall,
     body: &[u8],
     public_ip: std::net::IpAddr,
 ) -> Result<NegotiatedAudio, String> {
-    match &c.webrtc {
-        None => SessionDescription::parse(body)
+    if !c.browser {
+        return SessionDescription::parse(body)
             .and_then(|a| negotiate(&a))
-            .map_err(|e| e.to_string()),
-        Some(handle) => {
-            let text = String::from_utf8_lossy(body);
-            handle
-                .with(|t| t.accept_answer(&text))
-                .ok_or("the browser answered twice")?
-                .map_err(|e| e.to_string())?;
-            crate::media::webrtc::negotiated(
-                &text,
-                std::net::SocketAddr::new(public_ip, c.rtp_port),
-                crate::sdp::Direction::SendRecv,
-                handle.clone(),
-            )
-            .map_err(|e| e.to_string())
-        }
+            .map_err(|e| e.to_string());
     }
+    let text = String::from_utf8_lossy(body);
+    media
+        .browser_answered(id, &text)
+        .map_err(|e| e.to_string())?;
+    crate::sdp::browser_audio(
+        &text,
+        std::net::SocketAddr::new(public_ip, c.rtp_port),
+        crate::sdp::Direction::SendRecv,
+    )
+    .map_err(|e| e.to_string())
 }

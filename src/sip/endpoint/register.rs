@@ -133,7 +133,7 @@ impl Endpoint {
     }
 
     fn resolve_tenant_for(&self, req: &SipRequest) -> Option<Arc<Tenant>> {
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         let host = req.to.host();
         snap.resolve(host.as_deref(), None).cloned()
     }

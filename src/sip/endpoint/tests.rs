@@ -4,18 +4,18 @@ use super::*;
 use crate::sip::digest::{ha1, DigestCredentials};
 use crate::sip::registrar::RegistrarConfig;
 use crate::tenant::TenantConfig;
-use std::sync::atomic::{AtomicU16, Ordering};
-
-static NEXT_PORT: AtomicU16 = AtomicU16::new(42000);
 
 struct Harness {
     ep: Endpoint,
-    media: HashMap<u64, crate::media::RtpPortLease>,
+    /// The media backend: what the endpoint reserved and did not release.
+    media: FakeMedia,
+    /// Calls whose media the stand-in call layer took (until they end).
+    started: std::collections::HashSet<u64>,
     digits: Vec<char>,
-    ports: RtpPortPool,
-    store: Arc<TenantStore>,
+    /// Disk work the endpoint asked for.
+    work: Vec<Work>,
+    tenants: SnapshotCell,
     now: Now,
-    _dir: tempfile::TempDir,
 }
 
 const PHONE: &str = "127.0.0.1:5999";
@@ -31,30 +31,54 @@ fn udp_peer(addr: &str) -> Peer {
 
 impl Harness {
     fn new() -> Harness {
-        let dir = tempfile::tempdir().expect("tmp");
-        let db = crate::localdb::LocalDb::open(dir.path()).expect("db");
-        let store = Arc::new(TenantStore::open(db, Some("demo".into())).expect("store"));
-        store
-            .put(crate::server::demo_tenant().expect("demo"))
-            .expect("put demo");
-        let base = NEXT_PORT.fetch_add(20, Ordering::SeqCst);
-        let ports = RtpPortPool::new("127.0.0.1".parse().expect("ip"), base, base + 19);
-        let registrar = Registrar::open(RegistrarConfig::default(), None).expect("registrar");
+        let demo = crate::server::demo_tenant().expect("demo");
+        let tenants = SnapshotCell::new(crate::tenant::Snapshot::new(
+            1,
+            vec![demo],
+            Some("demo".into()),
+        ));
+        let media = FakeMedia::default();
+        let registrar = Registrar::new(RegistrarConfig::default(), Vec::new());
         let mut cfg = EndpointConfig::default();
         cfg.auth_limits.max_failures = 3;
-        let ep = Endpoint::new(cfg, store.clone(), ports.clone(), registrar);
+        let ep = Endpoint::new(cfg, tenants.clone(), Box::new(media.clone()), registrar);
         Harness {
             ep,
-            media: HashMap::new(),
+            media,
+            started: Default::default(),
             digits: Vec::new(),
-            ports,
-            store,
+            work: Vec::new(),
+            tenants,
             now: Now {
                 instant: Instant::now(),
                 unix: 1_700_000_000,
             },
-            _dir: dir,
         }
+    }
+
+    /// RTP port pairs held: reserved by the endpoint or taken by the call layer.
+    fn media_in_use(&self) -> usize {
+        self.media.reserved().len() + self.started.len()
+    }
+
+    /// The demo tenant's document as the endpoint sees it now.
+    fn tenant(&self) -> TenantConfig {
+        self.tenants
+            .load()
+            .tenant("demo")
+            .expect("demo")
+            .config
+            .clone()
+    }
+
+    /// Swaps in a new snapshot with `cfg` as the demo tenant (what the store does on a write).
+    fn put_tenant(&self, cfg: TenantConfig) {
+        let revision = self.tenants.revision() + 1;
+        self.tenants.store(crate::tenant::Snapshot::new(
+            revision,
+            vec![cfg],
+            Some("demo".into()),
+        ));
     }
 
     fn advance(&mut self, d: Duration) -> Vec<String> {
@@ -99,11 +123,12 @@ impl Harness {
                         }
                     }
                 }
-                CallEvent::MediaStart { call, lease, .. } => {
-                    self.media.insert(call, lease);
+                CallEvent::MediaStart { call, .. } => {
+                    assert!(self.media.take(call), "media starts on what was reserved");
+                    self.started.insert(call);
                 }
                 CallEvent::Ended { call, .. } => {
-                    self.media.remove(&call);
+                    self.started.remove(&call);
                 }
                 CallEvent::MediaUpdate { .. }
                 | CallEvent::LegStarted { .. }
@@ -115,6 +140,9 @@ impl Harness {
                 | CallEvent::LegEarlyMedia { .. } => {}
                 CallEvent::Digit { digit, .. } => self.digits.push(digit),
             }
+        }
+        while let Some(w) = self.ep.poll_work() {
+            self.work.push(w);
         }
         let mut out = Vec::new();
         while let Some(t) = self.ep.poll_transmit() {
@@ -195,7 +223,7 @@ fn trunk_call_is_answered_and_2xx_retransmitted_until_ack() {
     let out = h.send(peer, &invite("+15550100", "z9hG4bKi1", "c1", "", SDP));
     assert_eq!(codes(&out), vec![100, 180, 200]);
     assert!(out[2].contains("m=audio "));
-    assert_eq!(h.ports.in_use(), 1);
+    assert_eq!(h.media_in_use(), 1);
     let tag = to_tag(&out[2]);
     // RFC 3261 §13.3.1.4: the 200 is resent at T1, 2·T1, … while no ACK arrives.
     assert_eq!(codes(&h.advance(Duration::from_millis(500))), vec![200]);
@@ -212,7 +240,7 @@ fn trunk_call_is_answered_and_2xx_retransmitted_until_ack() {
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(h.ep.live_calls(), 0);
     assert_eq!(
-        h.ports.in_use(),
+        h.media_in_use(),
         0,
         "the RTP port is returned when the call ends"
     );
@@ -241,7 +269,7 @@ fn missing_ack_hangs_up_with_bye_after_64_t1() {
     assert_eq!(vias.len(), 1);
     assert!(out.iter().filter(|m| code(m) == 200).count() >= 7);
     assert_eq!(h.ep.live_calls(), 0);
-    assert_eq!(h.ports.in_use(), 0);
+    assert_eq!(h.media_in_use(), 0);
 }
 
 #[test]
@@ -249,12 +277,12 @@ fn retransmitted_invite_while_ringing_gets_the_180_again_and_cancel_gives_487() 
     let mut h = Harness::new();
     let peer = udp_peer(PHONE);
     // 509 is reached by users only: use a DID-less target through a user login instead.
-    let mut cfg: TenantConfig = h.store.get("demo").expect("get").expect("demo");
+    let mut cfg: TenantConfig = h.tenant();
     cfg.numbers.push(crate::tenant::model::Number {
         number: "+15550509".into(),
         target: crate::tenant::model::Target::RingTest,
     });
-    h.store.put(cfg).expect("put");
+    h.put_tenant(cfg);
     let out = h.send(peer, &invite("+15550509", "z9hG4bKi3", "c3", "", SDP));
     assert_eq!(codes(&out), vec![100, 180]);
     assert_eq!(
@@ -264,7 +292,7 @@ fn retransmitted_invite_while_ringing_gets_the_180_again_and_cancel_gives_487() 
     let cancel = "CANCEL sip:+15550509@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKi3;rport\r\nMax-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=f1\r\nTo: <sip:+15550509@127.0.0.1>\r\nCall-ID: c3\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     let out = h.send(peer, cancel);
     assert_eq!(codes(&out), vec![200, 487]);
-    assert_eq!(h.ports.in_use(), 0);
+    assert_eq!(h.media_in_use(), 0);
     // The 487 is retransmitted (Timer G) until the ACK, which ends it.
     assert_eq!(codes(&h.advance(Duration::from_millis(500))), vec![487]);
     let tag = to_tag(&out[1]);
@@ -299,7 +327,7 @@ fn reinvite_hold_and_resume() {
     let out = h.send(peer, &in_dialog("INVITE", 3, "z9hG4bKr5", "c4", &tag, SDP));
     assert!(out[0].contains("a=sendrecv"));
     // Same port throughout, and the o= version increases.
-    assert_eq!(h.ports.in_use(), 1);
+    assert_eq!(h.media_in_use(), 1);
 }
 
 fn digest_header(
@@ -625,9 +653,9 @@ fn config_change_reaches_new_calls_not_calls_in_progress() {
     let out = h.send(peer, &invite("+15550100", "z9hG4bKc1", "k1", "", SDP));
     let tag = to_tag(&out[2]);
     h.send(peer, &in_dialog("ACK", 1, "z9hG4bKca", "k1", &tag, ""));
-    let mut cfg: TenantConfig = h.store.get("demo").expect("get").expect("demo");
+    let mut cfg: TenantConfig = h.tenant();
     cfg.numbers.retain(|n| n.number != "+15550100");
-    h.store.put(cfg).expect("put");
+    h.put_tenant(cfg);
     // New call: the number is gone.
     assert_eq!(
         codes(&h.send(peer, &invite("+15550100", "z9hG4bKc2", "k2", "", SDP))),
@@ -724,9 +752,9 @@ fn torture_corpus() {
 #[test]
 fn tenant_call_limit_answers_503() {
     let mut h = Harness::new();
-    let mut cfg: TenantConfig = h.store.get("demo").expect("get").expect("demo");
+    let mut cfg: TenantConfig = h.tenant();
     cfg.limits.max_concurrent_calls = 1;
-    h.store.put(cfg).expect("put");
+    h.put_tenant(cfg);
     let peer = udp_peer(PHONE);
     let out = h.send(peer, &invite("+15550100", "z9hG4bKl1", "l1", "", SDP));
     assert_eq!(codes(&out), vec![100, 180, 200]);
@@ -775,4 +803,159 @@ fn sip_info_digits_join_the_call() {
     // INFO outside a dialog.
     let stray = info(5, "application/dtmf", "1").replace(&tag, "nope");
     assert_eq!(codes(&h.send(peer, &stray)), vec![481]);
+}
+
+/// Registers user 100 from `peer` (challenge, then SHA-256 digest).
+fn register_100(h: &mut Harness, peer: Peer) {
+    let out = h.send(peer, &register(1, None, 3600));
+    let challenge = out[0]
+        .split("\r\n")
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
+        .expect("challenge")
+        .to_string();
+    let auth = digest_header(
+        &challenge,
+        "100",
+        "demo100",
+        "REGISTER",
+        "sip:127.0.0.1",
+        DigestAlgorithm::Md5,
+        1,
+    );
+    assert_eq!(
+        codes(&h.send(peer, &register(2, Some(&auth), 3600))),
+        vec![200]
+    );
+}
+
+#[test]
+fn registrations_are_written_through_work_not_by_the_endpoint() {
+    let mut h = Harness::new();
+    register_100(&mut h, udp_peer("192.0.2.10:5999"));
+    let saved: Vec<_> = h
+        .work
+        .iter()
+        .filter_map(|w| match w {
+            Work::SaveBindings(c) => Some(c.clone()),
+            Work::CountMailbox { .. } => None,
+        })
+        .collect();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].bindings.len(), 1);
+    assert_eq!(saved[0].bindings[0].uri, "sip:100@10.9.9.9:5999");
+    // Expiry (housekeeping) writes the emptied list.
+    h.work.clear();
+    h.advance(Duration::from_secs(3700));
+    h.advance(Duration::from_secs(20));
+    assert!(h
+        .work
+        .iter()
+        .any(|w| matches!(w, Work::SaveBindings(c) if c.bindings.is_empty())));
+}
+
+fn subscribe(cseq: u32, auth: Option<&str>, tag: Option<&str>) -> String {
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let to_tag = tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "SUBSCRIBE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5999;branch=z9hG4bKsub{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=s1\r\nTo: <sip:100@127.0.0.1>{to_tag}\r\nCall-ID: sub-1\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:100@10.9.9.9:5999>\r\nEvent: message-summary\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn message_waiting_counts_come_in_as_input_and_the_endpoint_reads_no_mailbox() {
+    let mut h = Harness::new();
+    let peer = udp_peer("192.0.2.10:5999");
+    // Without a counting runtime message waiting is not offered.
+    assert_eq!(codes(&h.send(peer, &subscribe(1, None, None))), vec![489]);
+    h.ep.enable_message_waiting();
+    register_100(&mut h, peer);
+    h.work.clear();
+    let out = h.send(peer, &subscribe(2, None, None));
+    assert_eq!(codes(&out), vec![401]);
+    let challenge = header(&out[0], "WWW-Authenticate").expect("challenge");
+    let auth = digest_header(
+        &format!("WWW-Authenticate: {challenge}"),
+        "100",
+        "demo100",
+        "SUBSCRIBE",
+        "sip:100@127.0.0.1",
+        DigestAlgorithm::Md5,
+        1,
+    );
+    let out = h.send(peer, &subscribe(3, Some(&auth), None));
+    assert_eq!(codes(&out), vec![200], "the NOTIFY waits for the counts");
+    assert_eq!(
+        h.work,
+        vec![Work::CountMailbox {
+            tenant: "demo".into(),
+            mailbox: "100".into(),
+            changed: false
+        }]
+    );
+    h.work.clear();
+    h.ep.mailbox_counts(h.now, "demo", "100", (2, 5), false);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].starts_with("NOTIFY "), "{}", out[0]);
+    assert!(out[0].contains("Voice-Message: 2/5 (0/0)"), "{}", out[0]);
+    // A message arrives: counted again, then the subscription and the registered phone are
+    // both told.
+    h.ep.mailbox_changed("demo", "100");
+    assert!(h.drain().is_empty());
+    assert!(matches!(
+        &h.work[..],
+        [Work::CountMailbox { changed: true, .. }]
+    ));
+    h.ep.mailbox_counts(h.now, "demo", "100", (3, 5), true);
+    let out = h.drain();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out
+        .iter()
+        .all(|m| m.starts_with("NOTIFY ") && m.contains("Voice-Message: 3/5")));
+    // Counts for a mailbox nobody has are not kept (the table is bounded by the config).
+    h.ep.mailbox_counts(h.now, "demo", "nobody", (1, 0), true);
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn media_is_reserved_through_the_backend_and_released_however_calls_end() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    // Answered and hung up; refused before media (no common codec); cancelled while ringing.
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKm1", "m1", "", SDP));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+    assert!(out[2].contains("m=audio 40002 "), "{}", out[2]);
+    assert_eq!(
+        h.media.reserved(),
+        Vec::<u64>::new(),
+        "taken at media start"
+    );
+    let tag = to_tag(&out[2]);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKm1a", "m1", &tag, ""));
+    h.send(peer, &in_dialog("BYE", 2, "z9hG4bKm1b", "m1", &tag, ""));
+    let g729 = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\n";
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKm2", "m2", "", g729))),
+        vec![100, 488]
+    );
+    assert_eq!(h.media_in_use(), 0);
+    // A browser's offer is answered with the SDP the backend made.
+    let browser = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 0 101\r\na=rtpmap:0 PCMU/8000\r\na=fingerprint:sha-256 AA\r\n";
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKm3", "m3", "", browser));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+    assert!(out[2].contains("a=fingerprint:sha-256 00"), "{}", out[2]);
+    let tag = to_tag(&out[2]);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKm3a", "m3", &tag, ""));
+    h.send(peer, &in_dialog("BYE", 2, "z9hG4bKm3b", "m3", &tag, ""));
+    assert_eq!(h.media_in_use(), 0);
+    // No ports: 503, and nothing is held.
+    h.media.exhaust();
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKm4", "m4", "", SDP))),
+        vec![100, 503]
+    );
+    assert_eq!(h.media_in_use(), 0);
 }

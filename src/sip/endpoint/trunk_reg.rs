@@ -52,7 +52,7 @@ pub(super) type TrunkKey = (String, String);
 impl Endpoint {
     /// Starts, keeps or drops provider registrations to match the tenants' trunks.
     pub fn sync_trunk_registrations(&mut self, now: Now) {
-        let snap = self.tenants.snapshot();
+        let snap = self.tenants.load();
         if self
             .trunk_reg_snapshot
             .as_ref()

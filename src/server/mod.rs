@@ -11,6 +11,8 @@
 //! reaches a running server, which holds the database lock). The result is left next to it
 //! as `NAME.done` or `NAME.error`.
 
+mod adapters;
+
 use crate::api::live::Control;
 use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::blob::{BlobError, BlobStore};
@@ -18,8 +20,8 @@ use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, Services};
 use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
-use crate::media::RtpPortPool;
 use crate::media::{MediaConfig, MediaEngine, MediaError};
+use crate::media::{MediaReservations, RtpPortPool};
 use crate::settings::Settings;
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Now, TransportKind};
 use crate::sip::registrar::{Registrar, RegistrarConfig};
@@ -39,7 +41,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 /// The demo tenant shipped with the binary (`serve --demo`).
-pub const DEMO_TENANT: &str = include_str!("../config/demo-tenant.json");
+pub const DEMO_TENANT: &str = include_str!("../../config/demo-tenant.json");
 
 /// Start-up and run-time failures.
 #[derive(Debug, thiserror::Error)]
@@ -360,15 +362,17 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         })?
     };
     let ports = RtpPortPool::new(rtp_bind, rtp_first, rtp_last);
-    let registrar = Registrar::open(
+    let reservations = MediaReservations::new(ports, public_ip);
+    let registrations = db.tree("registrations")?;
+    let registrar = Registrar::new(
         RegistrarConfig {
             min_expires: settings.sip.min_expires,
             max_expires: settings.sip.max_expires,
             default_expires: settings.sip.default_expires,
             max_contacts: 10,
         },
-        Some(db.tree("registrations")?),
-    )?;
+        adapters::stored_bindings(&registrations)?,
+    );
     let cfg = EndpointConfig {
         public_host: public_ip.to_string(),
         public_ip,
@@ -402,7 +406,12 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         ..EndpointConfig::default()
     };
     tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");
-    let mut endpoint = Endpoint::new(cfg, store.clone(), ports, registrar);
+    let mut endpoint = Endpoint::new(
+        cfg,
+        store.snapshots(),
+        Box::new(adapters::EndpointMedia(reservations.clone())),
+        registrar,
+    );
     let stores = open_stores(&settings)?;
     stores.spawn_drains();
     let services = Arc::new(Services::with_stores(
@@ -416,13 +425,12 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         services.clone(),
         Duration::from_secs(settings.history.retention_interval_secs),
     );
-    {
-        let services = services.clone();
-        endpoint.set_mailbox_counts(Arc::new(move |tenant: &str, mailbox: &str| {
-            let c = services.mail.counts(tenant, mailbox);
-            (c.new, c.saved)
-        }));
-    }
+    endpoint.enable_message_waiting();
+    let (work, mut work_done) = adapters::EndpointWork::start(registrations, services.clone())
+        .map_err(|source| ServerError::Io {
+            what: "starting the registration and mailbox threads".into(),
+            source,
+        })?;
     let (engine, mut media_events) = MediaEngine::start(MediaConfig {
         workers: settings.media.workers as usize,
         prompts_dir: PathBuf::from(&settings.media.prompts_dir),
@@ -430,6 +438,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     })?;
     let mut runner = CallRunner::new(
         engine.clone(),
+        reservations,
         services.clone(),
         crate::apps::for_target,
         Duration::from_secs(settings.media.rtp_timeout_secs),
@@ -556,6 +565,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     }
                 }
             }
+            Some(done) = work_done.recv() => match done {
+                adapters::WorkDone::MailboxCounts { tenant, mailbox, counts, changed } => {
+                    endpoint.mailbox_counts(now(), &tenant, &mailbox, counts, changed);
+                }
+            },
             ev = media_events.recv() => {
                 if let Some(ev) = ev {
                     runner.on_media_event(ev, Instant::now(), unix_now());
@@ -568,14 +582,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
         }
         pump(&mut endpoint, &mut runner);
-        flush(&mut endpoint, udp_socket.as_deref(), &tcp);
+        flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
             endpoint.sync_trunk_registrations(now());
             // Mailboxes changed through the admin API: message-waiting NOTIFYs.
             runner.collect_changes();
             pump(&mut endpoint, &mut runner);
-            flush(&mut endpoint, udp_socket.as_deref(), &tcp);
+            flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
             publish(&live, &endpoint, &engine);
             last_publish = Instant::now();
         }
@@ -589,7 +603,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 }
                 endpoint.hangup_all(now());
                 pump(&mut endpoint, &mut runner);
-                flush(&mut endpoint, udp_socket.as_deref(), &tcp);
+                flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
                 final_deadline = Some(Instant::now() + Duration::from_secs(2));
             }
             if let Some(f) = final_deadline {
@@ -601,6 +615,10 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     }
     let _ = api_stop.send(());
     engine.shutdown();
+    while let Some(w) = endpoint.poll_work() {
+        work.submit(w);
+    }
+    work.finish();
     // What the last calls left goes to the stores if they answer within a few seconds; the
     // rest stays in the spool for the next start.
     if !stores.spool.wait_empty(Duration::from_secs(5)).await {
@@ -655,7 +673,7 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
                 }
                 CallAction::Hold { call, hold } => endpoint.reinvite_hold(now(), call, hold),
                 CallAction::MailboxChanged { tenant, mailbox } => {
-                    endpoint.mailbox_changed(now(), &tenant, &mailbox)
+                    endpoint.mailbox_changed(&tenant, &mailbox)
                 }
             }
         }
@@ -706,7 +724,15 @@ fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inboun
     }
 }
 
-fn flush(endpoint: &mut Endpoint, udp: Option<&UdpSocket>, tcp: &TcpConnections) {
+fn flush(
+    endpoint: &mut Endpoint,
+    udp: Option<&UdpSocket>,
+    tcp: &TcpConnections,
+    work: &adapters::EndpointWork,
+) {
+    while let Some(w) = endpoint.poll_work() {
+        work.submit(w);
+    }
     while let Some(t) = endpoint.poll_transmit() {
         match (t.peer.transport, t.peer.conn) {
             (TransportKind::Udp, _) => {
