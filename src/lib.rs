@@ -59,3 +59,5 @@ pub mod settings;
 pub mod sip;
 pub mod spool;
 pub mod tenant;
+#[doc(hidden)]
+pub mod test_support;

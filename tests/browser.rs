@@ -22,13 +22,7 @@ fn browser_available() -> bool {
     let ok = repo()
         .join("integration/browser/node_modules/playwright-core")
         .exists();
-    if !ok {
-        if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("run npm ci in integration/browser (SWITCHYARD_REQUIRE_PEERS=1)");
-        }
-        eprintln!("SKIP: npm ci in integration/browser first");
-    }
-    ok
+    ok || switchyard::test_support::peer_missing("playwright-core (npm ci in integration/browser)")
 }
 
 /// A 48 kHz WAV tone for Chromium's fake microphone.

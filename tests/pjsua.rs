@@ -12,13 +12,9 @@ fn pjsua_available() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok {
-        if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("pjsua2 is required (SWITCHYARD_REQUIRE_PEERS=1): pip install -r integration/pjsua/requirements.txt");
-        }
-        eprintln!("SKIP: pjsua2 not installed (pip install -r integration/pjsua/requirements.txt)");
-    }
-    ok
+    ok || switchyard::test_support::peer_missing(
+        "pjsua2 (pip install -r integration/pjsua/requirements.txt)",
+    )
 }
 
 fn read_wav_8k(path: &std::path::Path) -> Vec<i16> {

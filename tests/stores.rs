@@ -23,10 +23,9 @@ fn tool(var: &str) -> Option<PathBuf> {
     match std::env::var(var) {
         Ok(v) => Some(PathBuf::from(v)),
         Err(_) => {
-            if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
-                panic!("{var} is required (SWITCHYARD_REQUIRE_PEERS=1); run integration/services/start.sh");
-            }
-            eprintln!("SKIP: {var} not set (integration/services/start.sh prints it)");
+            switchyard::test_support::peer_missing(&format!(
+                "{var} (integration/services/start.sh prints it)"
+            ));
             None
         }
     }

@@ -386,10 +386,7 @@ mod tests {
     }
 
     fn required(what: &str) {
-        if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{what} is required (SWITCHYARD_REQUIRE_PEERS=1) but its address is not set");
-        }
-        eprintln!("{what} not configured: suite skipped");
+        crate::test_support::peer_missing(what);
     }
 
     #[tokio::test]

@@ -70,6 +70,13 @@ pub enum CallAction {
         /// Hold or resume.
         hold: bool,
     },
+    /// Send a DTMF digit to this call or leg by SIP INFO (it takes no RFC 4733 events).
+    SendDigit {
+        /// Call or leg id.
+        call: u64,
+        /// The digit.
+        digit: char,
+    },
     /// A mailbox's message counts changed: tell its owner's phones (message waiting).
     MailboxChanged {
         /// Tenant id.
@@ -663,7 +670,13 @@ impl CallRunner {
                 }
                 self.maybe_finish(call);
             }
-            MediaEvent::RelayDigitByInfo { .. } => {}
+            MediaEvent::RelayDigitByInfo { to, digit } => {
+                // The receiving party negotiated no telephone-event: the digit goes by INFO.
+                if let Some(&call) = self.by_leg.get(&to) {
+                    self.actions
+                        .push_back(CallAction::SendDigit { call, digit });
+                }
+            }
         }
     }
 

@@ -290,7 +290,9 @@ async fn sqlite_suite() {
 #[tokio::test]
 async fn postgres_suite() {
     let Ok(base) = std::env::var("SWITCHYARD_TEST_POSTGRES_URL") else {
-        eprintln!("SWITCHYARD_TEST_POSTGRES_URL not set: PostgreSQL suite skipped");
+        crate::test_support::peer_missing(
+            "PostgreSQL (SWITCHYARD_TEST_POSTGRES_URL; integration/services/start.sh)",
+        );
         return;
     };
     let (url, drop) = fresh_postgres(&base).await;

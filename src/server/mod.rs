@@ -672,6 +672,9 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
                     runner.dial_done(call, started, Instant::now(), unix_now());
                 }
                 CallAction::Hold { call, hold } => endpoint.reinvite_hold(now(), call, hold),
+                CallAction::SendDigit { call, digit } => {
+                    endpoint.send_digit_info(now(), call, digit)
+                }
                 CallAction::MailboxChanged { tenant, mailbox } => {
                     endpoint.mailbox_changed(&tenant, &mailbox)
                 }

@@ -42,13 +42,10 @@ pub fn peer_available(program: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !found {
-        if std::env::var("SWITCHYARD_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{program} is required (SWITCHYARD_REQUIRE_PEERS=1) but not installed");
-        }
-        eprintln!("SKIP: {program} not installed (apt-get install sip-tester for SIPp)");
-    }
     found
+        || switchyard::test_support::peer_missing(&format!(
+            "{program} (integration/peers.sh installs it)"
+        ))
 }
 
 pub fn repo() -> PathBuf {

@@ -925,7 +925,7 @@ pub fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
     };
     let mut chars = raw.chars();
     match (chars.next(), chars.next()) {
-        (Some(c), None) if DTMF_EVENTS.contains(&(c.to_ascii_uppercase() as u8)) => {
+        (Some(c), None) if is_dtmf_digit(c.to_ascii_uppercase()) => {
             Ok(Some(c.to_ascii_uppercase()))
         }
         // Some phones send the event number ("10" for *, "11" for #).
@@ -940,6 +940,11 @@ pub fn info_digit(content_type: &str, body: &str) -> Result<Option<char>, ()> {
 
 /// DTMF digits by RFC 4733 event number (INFO bodies use the same numbering).
 const DTMF_EVENTS: &[u8; 16] = b"0123456789*#ABCD";
+
+/// True for the sixteen DTMF digits (upper case letters).
+pub(super) fn is_dtmf_digit(c: char) -> bool {
+    c.is_ascii() && DTMF_EVENTS.contains(&(c as u8))
+}
 
 /// Our own offer (late-offer INVITE, outgoing legs): PCMU, PCMA and telephone-event.
 pub(super) fn our_offer(local: &LocalMedia) -> String {

@@ -13,6 +13,7 @@
 //!   sockets and DTLS stay on the media side.
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
 //! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
+//! - `info.rs`: digits we relay by SIP INFO to a party without telephone-event.
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
 //! - `reinvite.rs`: our re-INVITEs that pass hold/resume from one party to the other.
@@ -20,6 +21,7 @@
 //! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
 
+mod info;
 mod invite;
 pub use invite::info_digit;
 mod media;

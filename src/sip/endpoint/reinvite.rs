@@ -68,7 +68,7 @@ impl Endpoint {
     }
 
     /// A request inside the dialog of a caller's call or of an outgoing leg.
-    fn in_dialog_request(
+    pub(super) fn in_dialog_request(
         &mut self,
         id: u64,
         method: &str,
@@ -84,7 +84,7 @@ impl Endpoint {
     }
 
     /// Where a caller's call or an outgoing leg is reached.
-    fn party_peer(&self, id: u64) -> Option<Peer> {
+    pub(super) fn party_peer(&self, id: u64) -> Option<Peer> {
         self.calls
             .get(&id)
             .map(|c| c.peer)

@@ -959,3 +959,36 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111 0 101\r\na=rtpmap:0 PCMU/8000\r\na=fingerprint:s
     );
     assert_eq!(h.media_in_use(), 0);
 }
+
+#[test]
+fn digits_are_relayed_by_info_in_the_dialog_and_our_info_round_trips() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKd1", "d1", "", SDP));
+    let tag = to_tag(&out[2]);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKd1a", "d1", &tag, ""));
+    let call = h.ep.calls_of("demo", h.now)[0].id;
+    h.ep.send_digit_info(h.now, call, '#');
+    h.ep.send_digit_info(h.now, call, 'x');
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "one INFO; a non-digit is not sent");
+    let info = &out[0];
+    assert!(
+        info.starts_with("INFO sip:carrier@127.0.0.1:5999 SIP/2.0"),
+        "{info}"
+    );
+    assert_eq!(header(info, "Call-ID"), Some("d1"));
+    assert!(
+        header(info, "To").is_some_and(|t| t.contains("tag=f1")),
+        "{info}"
+    );
+    assert_eq!(header(info, "Content-Type"), Some("application/dtmf-relay"));
+    // What we send is what we read (the same parser takes INFO from phones).
+    let body = info.split("\r\n\r\n").nth(1).expect("body");
+    assert_eq!(info_digit("application/dtmf-relay", body), Ok(Some('#')));
+    // Unanswered, it is retransmitted (a client transaction, Timer E).
+    assert!(h
+        .advance(Duration::from_millis(600))
+        .iter()
+        .any(|m| m.starts_with("INFO ")));
+}
