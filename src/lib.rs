@@ -16,6 +16,8 @@
 //!
 //! - [`sip`]: RFC 3261 message intake, transaction state machines, digest auth, registrar and
 //!   the [`sip::endpoint::Endpoint`] that takes bytes and time and returns bytes to send.
+//! - [`records`]: the plain data every layer passes around (call records, voicemail
+//!   messages, who called, how a call ended); imports nothing.
 //! - [`sdp`]: offer/answer for audio.
 //! - [`media`]: the RTP engine (G.711, RTP/RTCP, DTMF, jitter buffer, prompts, recording,
 //!   bridging) and RTP port allocation.
@@ -27,8 +29,11 @@
 //! - [`history`]: the history store (call records, voicemail and recording metadata, audit)
 //!   in SQLite or PostgreSQL.
 //! - [`blob`]: blob storage for audio (local folder, S3, Azure) through `object_store`.
+//! - [`mailstore`], [`promptstore`]: voicemail messages and greetings, tenants' prompts (local
+//!   working copies, mirrored to the stores through the spool).
 //! - [`spool`]: the local durable queue that moves records and audio to those stores, so
 //!   nothing is lost while they are down.
+//! - [`retention`]: each tenant's retention settings applied across the stores.
 //! - [`backup`]: `switchyard backup`/`restore`: configuration and the SQLite history in one
 //!   file.
 //! - [`settings`]: the TOML file and `SWITCHYARD_*` environment overrides.
@@ -52,7 +57,11 @@ pub mod call;
 pub mod doctor;
 pub mod history;
 pub mod localdb;
+pub mod mailstore;
 pub mod media;
+pub mod promptstore;
+pub mod records;
+pub mod retention;
 pub mod sdp;
 pub mod server;
 pub mod settings;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::apps::promptstore::{convert, UploadFormat};
+use switchyard::promptstore::{convert, UploadFormat};
 use switchyard::media::wav;
 
 fuzz_target!(|data: &[u8]| {

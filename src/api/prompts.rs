@@ -10,7 +10,7 @@ use super::audio::{self, AudioSource};
 use super::error::{FieldError, Problem};
 use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{authenticate, authorize, load_tenant, ApiState};
-use crate::apps::promptstore::{
+use crate::promptstore::{
     self, convert, references, PromptInfo, PromptStoreError, UploadFormat, MAX_UPLOAD_BYTES,
 };
 use axum::body::Bytes;

@@ -151,7 +151,7 @@ impl App for UserApp {
             AppEvent::DialResult(DialOutcome::Unavailable(_)) => {
                 elsewhere(None, false, 480, "Temporarily Unavailable")
             }
-            AppEvent::PeerHungUp => vec![Verb::hangup("called party hung up")],
+            AppEvent::PeerHungUp => vec![Verb::hangup_after_peer()],
             _ => vec![],
         }
     }
@@ -238,7 +238,7 @@ impl App for ExternalApp {
                 },
                 reason: "Outbound call failed".into(),
             }],
-            AppEvent::PeerHungUp => vec![Verb::hangup("called party hung up")],
+            AppEvent::PeerHungUp => vec![Verb::hangup_after_peer()],
             _ => vec![],
         }
     }

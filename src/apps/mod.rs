@@ -10,14 +10,14 @@
 //!   no answer/busy to forwarding or voicemail) and external destinations (outbound routes
 //!   checked here: everything no route allows is refused with 403 and logged; allowed numbers
 //!   are dialed through the route's trunk).
-//! - [`mailstore`]: where voicemail messages and greetings live.
+//!
+//! Where voicemail and prompts are kept is storage ([`crate::mailstore`],
+//! [`crate::promptstore`]), below the call layer.
 //!
 //! [`for_target`] is the one place that maps a routing [`Target`] to its app.
 
 pub mod basic;
 pub mod ivr;
-pub mod mailstore;
-pub mod promptstore;
 pub mod voicemail;
 
 use crate::call::control::{App, CallContext};

@@ -12,9 +12,9 @@
 //! `#` goes to the next one (a played new message becomes saved). Every change of the counts is
 //! reported to [`Services`](crate::call::Services) so phones get a message-waiting NOTIFY.
 
-use super::mailstore::{Folder, Message};
 use super::{say_count, say_digits};
 use crate::call::control::{App, AppEvent, CallContext, Caller, GatherSpec, Verb};
+use crate::mailstore::{Folder, Message};
 use crate::media::leg::RecordStop;
 use crate::media::Audio;
 use crate::tenant::model::verify_pin;

@@ -82,7 +82,9 @@ pub enum Verb {
     Route(Target),
     /// End the call.
     Hangup {
-        /// Why, for the log and the call record.
+        /// Why, for the call record.
+        cause: HangupCause,
+        /// Why, for the log.
         reason: String,
     },
 }
@@ -113,7 +115,16 @@ impl Verb {
     /// `Hangup` with a reason.
     pub fn hangup(reason: &str) -> Verb {
         Verb::Hangup {
+            cause: HangupCause::AppHangup,
             reason: reason.to_string(),
+        }
+    }
+
+    /// End the call because the party it was bridged to hung up.
+    pub fn hangup_after_peer() -> Verb {
+        Verb::Hangup {
+            cause: HangupCause::CalleeHangup,
+            reason: "called party hung up".to_string(),
         }
     }
 }
@@ -236,39 +247,7 @@ pub enum DialOutcome {
     Unavailable(u16),
 }
 
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// A registered user of the tenant (by extension).
-    User(String),
-    /// A call from one of the tenant's trunks.
-    Trunk {
-        /// Trunk id.
-        trunk: String,
-        /// The caller's number as the trunk gave it.
-        number: String,
-    },
-}
-
-impl std::fmt::Display for Caller {
-    /// `user:100` or `trunk:sandbox` (the form logs and call records use).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Caller::User(ext) => write!(f, "user:{ext}"),
-            Caller::Trunk { trunk, .. } => write!(f, "trunk:{trunk}"),
-        }
-    }
-}
-
-impl Caller {
-    /// The number to show (extension or external number).
-    pub fn number(&self) -> &str {
-        match self {
-            Caller::User(ext) => ext,
-            Caller::Trunk { number, .. } => number,
-        }
-    }
-}
+pub use crate::records::call::{Caller, HangupCause};
 
 /// What an app knows about its call. The tenant is the snapshot taken when the call arrived:
 /// a menu changed while the call is in it does not change under the caller.

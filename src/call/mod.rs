@@ -23,8 +23,8 @@ pub mod session;
 
 pub use runner::{CallAction, CallRunner};
 
-use crate::apps::mailstore::MailStore;
-use crate::apps::promptstore::PromptStore;
+use crate::mailstore::MailStore;
+use crate::promptstore::PromptStore;
 use crate::spool::Stores;
 use std::path::PathBuf;
 use std::sync::Mutex;

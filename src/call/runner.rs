@@ -2,7 +2,7 @@
 //! ([`CallEvent`]) and media events ([`MediaEvent`]); their effects become media engine
 //! commands (here) and SIP actions ([`CallAction`], applied by the server loop to the endpoint).
 
-use super::cdr::{self, CallRecord, Direction, LegRecord, Quality};
+use super::cdr::{self, CallRecord, Direction, HangupCause, LegRecord, Quality};
 use super::control::{CallContext, Caller};
 use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
@@ -49,6 +49,8 @@ pub enum CallAction {
     Hangup {
         /// Call id.
         call: u64,
+        /// Why, for the call record.
+        cause: HangupCause,
         /// Why, for the log.
         reason: String,
     },
@@ -102,7 +104,7 @@ struct Draft {
     to: String,
     start_unix: u64,
     answer_unix: Option<u64>,
-    end: Option<(u64, EndedBy, Option<u16>, String)>,
+    end: Option<(u64, EndedBy, Option<u16>, HangupCause)>,
     quality: Option<Quality>,
     legs: Vec<LegRecord>,
     media_closed: bool,
@@ -294,6 +296,7 @@ impl CallRunner {
                         tracing::error!(call, error = %e, "no media for call");
                         self.actions.push_back(CallAction::Hangup {
                             call,
+                            cause: HangupCause::Server,
                             reason: "no media".into(),
                         });
                         return;
@@ -368,6 +371,7 @@ impl CallRunner {
                     }
                     None => self.actions.push_back(CallAction::Hangup {
                         call: leg,
+                        cause: HangupCause::Server,
                         reason: "caller gone".into(),
                     }),
                 }
@@ -427,7 +431,8 @@ impl CallRunner {
                 call,
                 by,
                 code,
-                reason,
+                cause,
+                ..
             } => {
                 if let Some(child) = self.children.get(&call) {
                     let (parent, media) = (child.parent, child.media);
@@ -457,7 +462,7 @@ impl CallRunner {
                 };
                 e.session.on_ended();
                 e.ended = true;
-                e.draft.end = Some((unix, by, code, reason));
+                e.draft.end = Some((unix, by, code, cause));
                 let leg = e.leg;
                 // The caller's other legs (ringing phones, the bridged party) end with it.
                 self.apply(call);
@@ -490,9 +495,9 @@ impl CallRunner {
         };
         self.collect_changes();
         let d = e.draft;
-        let (end_unix, by, code, reason) =
+        let (end_unix, by, code, cause) =
             d.end
-                .unwrap_or((d.start_unix, EndedBy::Server, None, String::new()));
+                .unwrap_or((d.start_unix, EndedBy::Server, None, HangupCause::Server));
         let cx = e.session.context();
         let tenant = cx.tenant.id().to_string();
         let recordings = e.session.call_recordings();
@@ -514,7 +519,7 @@ impl CallRunner {
                 .unwrap_or(0),
             disposition: cdr::disposition(d.answer_unix.is_some(), by, code),
             ended_by: by,
-            hangup_cause: cdr::hangup_cause(by, code, &reason).to_string(),
+            hangup_cause: cause,
             sip_code: code,
             path: e.session.path(),
             voicemail: self.services.take_voicemail(call),
@@ -551,6 +556,7 @@ impl CallRunner {
             tracing::error!(call, error = %err, "cannot bridge the call's legs");
             self.actions.push_back(CallAction::Hangup {
                 call,
+                cause: HangupCause::Server,
                 reason: "bridge failed".into(),
             });
         }
@@ -602,6 +608,7 @@ impl CallRunner {
                     if event == LegEvent::RtpTimeout {
                         self.actions.push_back(CallAction::Hangup {
                             call,
+                            cause: HangupCause::MediaTimeout,
                             reason: "no RTP from the called party (media timeout)".into(),
                         });
                     }
@@ -615,6 +622,7 @@ impl CallRunner {
                         if !e.ended {
                             self.actions.push_back(CallAction::Hangup {
                                 call,
+                                cause: HangupCause::MediaTimeout,
                                 reason: "no RTP from the caller (media timeout)".into(),
                             });
                         }
@@ -654,14 +662,14 @@ impl CallRunner {
                 if let Some(child) = self.children.remove(&call) {
                     if let Some(e) = self.calls.get_mut(&child.parent) {
                         if let Some(l) = e.draft.legs.iter_mut().find(|l| l.leg == call) {
-                            l.quality = Some(Quality::from(&quality));
+                            l.quality = Some(cdr::quality(&quality));
                         }
                     }
                     self.maybe_finish(child.parent);
                     return;
                 }
                 if let Some(e) = self.calls.get_mut(&call) {
-                    e.draft.quality = Some(Quality::from(&quality));
+                    e.draft.quality = Some(cdr::quality(&quality));
                     if e.ended {
                         e.draft.media_closed = true;
                     } else {
@@ -714,9 +722,10 @@ impl CallRunner {
                     });
                     Ok(())
                 }
-                (Effect::Hangup { reason }, _) if !ended => {
+                (Effect::Hangup { cause, reason }, _) if !ended => {
                     self.actions.push_back(CallAction::Hangup {
                         call,
+                        cause: *cause,
                         reason: reason.clone(),
                     });
                     Ok(())
@@ -745,6 +754,7 @@ impl CallRunner {
                 (Effect::HangupLeg { leg }, _) => {
                     self.actions.push_back(CallAction::Hangup {
                         call: *leg,
+                        cause: HangupCause::Server,
                         reason: "caller's call ended or another phone answered".into(),
                     });
                     Ok(())
@@ -795,6 +805,7 @@ impl CallRunner {
                     // A prompt that cannot play would leave the caller in silence forever.
                     self.actions.push_back(CallAction::Hangup {
                         call,
+                        cause: HangupCause::Server,
                         reason: "prompt unavailable".into(),
                     });
                 }

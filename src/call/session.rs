@@ -9,6 +9,7 @@ use super::control::{
 };
 use crate::media::leg::{RecordOptions, RecordSlot, RecordStop};
 use crate::media::Audio;
+use crate::records::call::HangupCause;
 use crate::tenant::model::Target;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -35,7 +36,9 @@ pub enum Effect {
     },
     /// End the call (BYE, or a final error while ringing).
     Hangup {
-        /// Why.
+        /// Why, for the call record.
+        cause: HangupCause,
+        /// Why, for the log.
         reason: String,
     },
     /// Start playback.
@@ -667,15 +670,18 @@ impl CallSession {
                 Verb::Reject { code, reason } => {
                     self.ended = true;
                     let e = if self.answered {
-                        Effect::Hangup { reason }
+                        Effect::Hangup {
+                            cause: HangupCause::AppRefused,
+                            reason,
+                        }
                     } else {
                         Effect::Reject { code, reason }
                     };
                     self.effects.push_back(e);
                 }
-                Verb::Hangup { reason } => {
+                Verb::Hangup { cause, reason } => {
                     self.ended = true;
-                    self.effects.push_back(Effect::Hangup { reason });
+                    self.effects.push_back(Effect::Hangup { cause, reason });
                     if let Some(leg) = self.peer.take() {
                         self.effects.push_back(Effect::HangupLeg { leg });
                     }
@@ -779,6 +785,7 @@ impl CallSession {
                         tracing::warn!(call = self.cx.call, "routing loop: hanging up");
                         self.ended = true;
                         self.effects.push_back(Effect::Hangup {
+                            cause: HangupCause::AppHangup,
                             reason: "routing loop".into(),
                         });
                         return;

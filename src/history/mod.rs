@@ -15,8 +15,8 @@
 //! The pool connects lazily and the migrations run on first use, so the server starts (and
 //! takes calls) while the database is away; the spool keeps what it cannot write yet.
 
-use crate::apps::mailstore::{Folder, Message};
-use crate::call::cdr::{CallRecord, Direction, Disposition};
+use crate::records::call::{CallRecord, Direction, Disposition};
+use crate::records::voicemail::{Folder, Message};
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -906,7 +906,7 @@ async fn apply_one(
             .bind(r.billed_secs as i64)
             .bind(enum_text(&r.disposition))
             .bind(enum_text(&r.ended_by))
-            .bind(r.hangup_cause.clone())
+            .bind(r.hangup_cause.as_str())
             .bind(r.sip_code.map(i64::from))
             .bind(r.path.clone())
             .bind(r.voicemail.clone())

@@ -3,8 +3,7 @@
 //! of its own.
 
 use super::*;
-use crate::call::cdr::{LegRecord, Quality};
-use crate::sip::endpoint::EndedBy;
+use crate::records::call::{EndedBy, LegRecord, Quality};
 
 pub(crate) fn record(
     tenant: &str,
@@ -32,7 +31,7 @@ pub(crate) fn record(
         billed_secs: if disp == Disposition::Answered { 10 } else { 0 },
         disposition: disp,
         ended_by: EndedBy::Caller,
-        hangup_cause: "caller_hangup".into(),
+        hangup_cause: crate::records::call::HangupCause::CallerHangup,
         sip_code: None,
         path: "ivr:main:1 > user:100".into(),
         voicemail: None,

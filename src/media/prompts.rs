@@ -112,7 +112,7 @@ impl PromptCache {
     /// A prompt's audio, loading it on first use.
     pub fn get(&self, name: &str) -> Result<PromptAudio, PromptError> {
         if let Some(rest) = name.strip_prefix(TENANT_PREFIX) {
-            if !crate::tenant::validate::valid_prompt_name(rest) {
+            if !crate::records::names::valid_prompt_name(rest) {
                 return Err(PromptError::BadName(name.to_string()));
             }
             return self.tenant_prompt(name, rest);
@@ -125,7 +125,7 @@ impl PromptCache {
         {
             return Ok(p.clone());
         }
-        if !crate::tenant::validate::valid_prompt_name(name) {
+        if !crate::records::names::valid_prompt_name(name) {
             return Err(PromptError::BadName(name.to_string()));
         }
         // The prompt folder first (an operator's own recordings replace or add to ours), then

@@ -23,7 +23,7 @@ use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::{MediaConfig, MediaEngine, MediaError};
 use crate::media::{MediaReservations, RtpPortPool};
 use crate::settings::Settings;
-use crate::sip::endpoint::{Endpoint, EndpointConfig, Now, TransportKind};
+use crate::sip::endpoint::{Endpoint, EndpointConfig, HangupCause, Now, TransportKind};
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{
@@ -178,7 +178,7 @@ fn spawn_retention(
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60).min(every)).await;
         loop {
-            let r = stores.retention_pass(&tenants, &services.mail).await;
+            let r = crate::retention::retention_pass(&stores, &tenants, &services.mail).await;
             if r != Default::default() {
                 tracing::info!(
                     call_log_cuts = r.call_log_cuts,
@@ -546,7 +546,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     Control::Hangup { tenant, id, reply } => {
                         let ours = endpoint.call_tenant(id) == Some(tenant.as_str());
                         if ours {
-                            endpoint.hangup_call(now(), id, "hung up through the admin API");
+                            endpoint.hangup_call(now(), id, HangupCause::Admin, "hung up through the admin API");
                         }
                         let _ = reply.send(ours);
                     }
@@ -651,7 +651,11 @@ fn pump(endpoint: &mut Endpoint, runner: &mut CallRunner) {
                 CallAction::Reject { call, code, reason } => {
                     endpoint.reject_call(now(), call, code, &reason)
                 }
-                CallAction::Hangup { call, reason } => endpoint.hangup_call(now(), call, &reason),
+                CallAction::Hangup {
+                    call,
+                    cause,
+                    reason,
+                } => endpoint.hangup_call(now(), call, cause, &reason),
                 CallAction::Dial {
                     call,
                     tenant,

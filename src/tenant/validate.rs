@@ -73,17 +73,7 @@ impl Ctx<'_> {
     }
 }
 
-/// Prompt names are storage keys: letters, digits, `-`, `_`, `/` (system prompts live under
-/// `system/`), no `..`.
-pub fn valid_prompt_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.contains("..")
-        && !name.starts_with('/')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
-}
+pub use crate::records::names::valid_prompt_name;
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()

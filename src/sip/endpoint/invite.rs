@@ -3,7 +3,7 @@
 //! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
 
 use super::{CallEvent, CallInfo, Endpoint, Now, Peer, TimerRef, TxKey};
-use crate::call::control::Caller;
+use crate::records::call::{Caller, HangupCause};
 use crate::sdp::{
     browser_audio, build_answer, is_browser_offer, negotiate, Direction, LocalMedia,
     NegotiatedAudio, SessionDescription,
@@ -323,7 +323,7 @@ impl Endpoint {
             return;
         };
         if call.state != CallState::Ringing || !(300..700).contains(&code) {
-            return self.hangup(now, id, "rejected by the call app");
+            return self.hangup(now, id, HangupCause::AppRefused, "rejected by the call app");
         }
         let (key, invite) = (call.invite_key.clone(), call.invite.clone());
         call.span
@@ -333,7 +333,7 @@ impl Endpoint {
         if let Some(c) = self.calls.get_mut(&id) {
             c.final_code = Some(code);
         }
-        self.end_call(id, "refused");
+        self.end_call(id, HangupCause::AppRefused, "refused");
     }
 
     /// A response in the dialog of call `id` (To tag and Contact set).
@@ -451,7 +451,7 @@ impl Endpoint {
             call.pending_ack = None;
             call.span
                 .in_scope(|| tracing::warn!("no ACK for 200 OK within 64*T1: hanging up"));
-            self.hangup(now, id, "no ACK for 200 OK");
+            self.hangup(now, id, HangupCause::NoAck, "no ACK for 200 OK");
             return;
         }
         let bytes = p.bytes.clone();
@@ -507,7 +507,7 @@ impl Endpoint {
                         call.span.in_scope(
                             || tracing::info!(error = %e, "unusable SDP answer in ACK: hanging up"),
                         );
-                        self.hangup(now, id, "bad SDP answer in ACK");
+                        self.hangup(now, id, HangupCause::Server, "bad SDP answer in ACK");
                     }
                 }
             }
@@ -564,7 +564,7 @@ impl Endpoint {
         if let Some(c) = self.calls.get_mut(&id) {
             c.final_code = Some(487);
         }
-        self.end_call(id, "cancelled by caller");
+        self.end_call(id, HangupCause::CallerCancel, "cancelled by caller");
     }
 
     /// The call whose dialog an in-dialog request belongs to (Call-ID and our To tag).
@@ -581,11 +581,11 @@ impl Endpoint {
         };
         self.respond(now, &key, &req, ResponseBuilder::new(200));
         if self.out_calls.contains_key(&id) {
-            return self.end_leg(id, "callee hung up");
+            return self.end_leg(id, HangupCause::CalleeHangup, "callee hung up");
         }
         // A BYE before the 2xx was ACKed still ends the INVITE transaction cleanly: the ACK
         // (if it ever comes) finds no dialog and is dropped.
-        self.end_call(id, "caller hung up");
+        self.end_call(id, HangupCause::CallerHangup, "caller hung up");
     }
 
     /// INFO in a dialog: DTMF as `application/dtmf-relay` or `application/dtmf` joins the
@@ -757,7 +757,7 @@ impl Endpoint {
     }
 
     /// Ends a call from our side: BYE once it is answered, a final error while ringing.
-    pub(super) fn hangup(&mut self, now: Now, id: u64, why: &str) {
+    pub(super) fn hangup(&mut self, now: Now, id: u64, cause: HangupCause, why: &str) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -771,13 +771,13 @@ impl Endpoint {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.final_code = Some(480);
             }
-            return self.end_call(id, why);
+            return self.end_call(id, cause, why);
         }
         let branch = new_branch();
         let peer = call.peer;
         let bytes = self.build_bye(id, &branch);
         self.send_request(now, peer, branch, bytes);
-        self.end_call(id, why);
+        self.end_call(id, cause, why);
     }
 
     fn build_bye(&mut self, id: u64, branch: &str) -> Bytes {
@@ -793,7 +793,7 @@ impl Endpoint {
     }
 
     /// Forgets a call and frees its media port.
-    pub(super) fn end_call(&mut self, id: u64, why: &str) {
+    pub(super) fn end_call(&mut self, id: u64, cause: HangupCause, why: &str) {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
@@ -805,15 +805,15 @@ impl Endpoint {
         if let Some(n) = self.tenant_calls.get_mut(&call.tenant) {
             *n = n.saturating_sub(1);
         }
-        let by = if matches!(why, "caller hung up" | "cancelled by caller") {
-            super::EndedBy::Caller
-        } else {
-            super::EndedBy::Server
+        let by = match cause {
+            HangupCause::CallerHangup | HangupCause::CallerCancel => super::EndedBy::Caller,
+            _ => super::EndedBy::Server,
         };
         self.events.push_back(CallEvent::Ended {
             call: id,
             by,
             code: call.final_code,
+            cause,
             reason: why.to_string(),
         });
         let secs = call.started.elapsed().as_secs_f64();
@@ -828,11 +828,11 @@ impl Endpoint {
     }
 
     /// Hangs up one call from our side (media timeout, admin request).
-    pub fn hangup_call(&mut self, now: Now, id: u64, why: &str) {
+    pub fn hangup_call(&mut self, now: Now, id: u64, cause: HangupCause, why: &str) {
         if self.out_calls.contains_key(&id) {
-            return self.hangup_leg(now, id, why);
+            return self.hangup_leg(now, id, cause, why);
         }
-        self.hangup(now, id, why);
+        self.hangup(now, id, cause, why);
     }
 
     /// A tenant's calls in progress.
@@ -879,7 +879,7 @@ impl Endpoint {
             .copied()
             .collect();
         for id in ids {
-            self.hangup_call(now, id, "server shutting down");
+            self.hangup_call(now, id, HangupCause::Shutdown, "server shutting down");
         }
     }
 }

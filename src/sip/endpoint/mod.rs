@@ -209,7 +209,7 @@ pub enum CallEvent {
         /// The tenant as it was when the call arrived (kept for the whole call).
         tenant: Arc<crate::tenant::Tenant>,
         /// Who is calling.
-        caller: crate::call::control::Caller,
+        caller: crate::records::call::Caller,
         /// What was dialed.
         dialed: String,
         /// SIP Call-ID of the caller's dialog.
@@ -294,6 +294,8 @@ pub enum CallEvent {
         by: EndedBy,
         /// The final SIP status when it ended without being answered (487 cancelled, 403, …).
         code: Option<u16>,
+        /// Why, as call records say it.
+        cause: HangupCause,
         /// Why, as logged (`caller hung up`, `no RTP from the caller (media timeout)`, …).
         reason: String,
     },
@@ -319,19 +321,7 @@ pub enum Work {
     },
 }
 
-/// Who ended a call or leg.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum EndedBy {
-    /// The calling party (BYE or CANCEL from the caller).
-    Caller,
-    /// The called party (BYE or a final error from the callee's phone or provider).
-    Callee,
-    /// Switchyard (an app hung up or refused, a timeout, the admin API, shutdown).
-    Server,
-}
+pub use crate::records::call::{EndedBy, HangupCause};
 
 /// A call in progress, as the admin API lists it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -826,7 +816,7 @@ impl Endpoint {
                 TxEvent::TimedOut => {
                     tracing::debug!(branch = %key.branch, "server transaction timed out waiting for ACK");
                     if let Some(call) = self.invite_calls.remove(key) {
-                        self.end_call(call, "no ACK for final response");
+                        self.end_call(call, HangupCause::NoAck, "no ACK for final response");
                     }
                 }
                 TxEvent::Terminated => {
@@ -1008,7 +998,12 @@ impl Endpoint {
                 TimerRef::MaxLength(id) => {
                     if self.calls.contains_key(&id) || self.out_calls.contains_key(&id) {
                         tracing::info!(call = id, "maximum call length reached: hanging up");
-                        self.hangup_call(now, id, "maximum call length reached");
+                        self.hangup_call(
+                            now,
+                            id,
+                            HangupCause::MaxDuration,
+                            "maximum call length reached",
+                        );
                     }
                 }
                 TimerRef::Housekeeping => {

@@ -6,6 +6,7 @@
 //! once answered).
 
 use super::{CallEvent, Endpoint, Now, Peer, TimerRef, TransportKind};
+use crate::records::call::HangupCause;
 use crate::sdp::{build_answer, negotiate, LocalMedia, NegotiatedAudio, SessionDescription};
 use crate::sip::dialog::Dialog;
 use crate::sip::digest::authorization_for;
@@ -460,7 +461,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                             .push_back(CallEvent::LegFailed { leg: id, code });
                     }
                 }
-                self.end_leg_with(id, "refused", Some(code));
+                self.end_leg_with(id, HangupCause::CalleeRefused, "refused", Some(code));
             }
         }
     }
@@ -520,7 +521,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         self.dialogs.insert((call_id, local_tag), id);
         if cancelled {
             // Answered while we were cancelling it (another phone won): hang it up at once.
-            return self.hangup_leg(now, id, "answered after cancel");
+            return self.hangup_leg(now, id, HangupCause::Server, "answered after cancel");
         }
         let public_ip = self.cfg.public_ip;
         let Some(c) = self.out_calls.get_mut(&id) else {
@@ -550,7 +551,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                     .in_scope(|| tracing::warn!(error = %e, "unusable SDP answer: hanging up"));
                 self.events
                     .push_back(CallEvent::LegFailed { leg: id, code: 488 });
-                self.hangup_leg(now, id, "bad SDP answer");
+                self.hangup_leg(now, id, HangupCause::Server, "bad SDP answer");
             }
         }
     }
@@ -577,7 +578,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
     }
 
     /// Ends an outgoing leg from our side: CANCEL while it rings, BYE once answered.
-    pub(super) fn hangup_leg(&mut self, now: Now, id: u64, why: &str) {
+    pub(super) fn hangup_leg(&mut self, now: Now, id: u64, cause: HangupCause, why: &str) {
         let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
             return;
         };
@@ -605,17 +606,17 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
                 };
                 let bytes = Bytes::from(dialog.request("BYE", &via, &extra, None));
                 self.send_request(now, peer, branch, bytes);
-                self.end_leg(id, why);
+                self.end_leg(id, cause, why);
             }
         }
     }
 
     /// Forgets a leg and frees its port.
-    pub(super) fn end_leg(&mut self, id: u64, why: &str) {
-        self.end_leg_with(id, why, None);
+    pub(super) fn end_leg(&mut self, id: u64, cause: HangupCause, why: &str) {
+        self.end_leg_with(id, cause, why, None);
     }
 
-    fn end_leg_with(&mut self, id: u64, why: &str, code: Option<u16>) {
+    fn end_leg_with(&mut self, id: u64, cause: HangupCause, why: &str, code: Option<u16>) {
         let Some(c) = self.out_calls.remove(&id) else {
             return;
         };
@@ -626,15 +627,15 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         self.dialogs
             .remove(&(c.call_id.clone(), c.local_tag.clone()));
         self.client_invites.retain(|_, (_, leg)| *leg != id);
-        let by = if matches!(why, "callee hung up" | "refused") {
-            super::EndedBy::Callee
-        } else {
-            super::EndedBy::Server
+        let by = match cause {
+            HangupCause::CalleeHangup | HangupCause::CalleeRefused => super::EndedBy::Callee,
+            _ => super::EndedBy::Server,
         };
         self.events.push_back(CallEvent::Ended {
             call: id,
             by,
             code,
+            cause,
             reason: why.to_string(),
         });
         let secs = c.started.elapsed().as_secs_f64();
@@ -650,7 +651,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             self.events
                 .push_back(CallEvent::LegFailed { leg: id, code: 408 });
         }
-        self.end_leg_with(id, "no response", Some(408));
+        self.end_leg_with(id, HangupCause::Server, "no response", Some(408));
     }
 
     /// A re-INVITE inside an outgoing leg's dialog (the callee holds or resumes): answered

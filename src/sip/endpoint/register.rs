@@ -218,7 +218,12 @@ impl Endpoint {
             )
             .collect();
         for id in calls {
-            self.hangup_call(now, id, "the party's connection closed");
+            self.hangup_call(
+                now,
+                id,
+                crate::records::call::HangupCause::ConnectionLost,
+                "the party's connection closed",
+            );
         }
     }
 }

@@ -11,7 +11,7 @@
 use crate::blob::voicemail_key;
 use crate::history::HistoryOp;
 use crate::spool::{BlobJob, Spool};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -34,34 +34,7 @@ pub enum MailStoreError {
     NotFound,
 }
 
-/// New or saved (heard).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Folder {
-    /// Not yet heard.
-    New,
-    /// Heard or saved.
-    Saved,
-}
-
-/// One message's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Message {
-    /// Message id (unique in its mailbox).
-    pub id: String,
-    /// Mailbox.
-    pub mailbox: String,
-    /// Caller's number or extension.
-    pub caller: String,
-    /// When it was left, unix seconds.
-    pub received_unix: u64,
-    /// Audio length.
-    pub duration_ms: u64,
-    /// New or saved.
-    pub folder: Folder,
-    /// The call that left it (endpoint call id).
-    pub call: u64,
-}
+pub use crate::records::voicemail::{Folder, Message};
 
 /// Counts for message waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
