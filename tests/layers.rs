@@ -96,6 +96,63 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("doctor", &["*"]),
 ];
 
+/// Crates a layer must not use: the SIP core and SDP take bytes and time and return what to
+/// do (no runtime, no sockets, no disk, no WebRTC stack, no HTTP schema); records are plain
+/// data. `sip::transport` is the SIP side's socket edge and is not listed.
+const FORBIDDEN_CRATES: &[(&str, &[&str])] = &[
+    (
+        "records",
+        &[
+            "tokio",
+            "sled",
+            "mio",
+            "str0m",
+            "sqlx",
+            "axum",
+            "object_store",
+        ],
+    ),
+    (
+        "sdp",
+        &[
+            "tokio",
+            "sled",
+            "mio",
+            "str0m",
+            "sqlx",
+            "axum",
+            "object_store",
+            "utoipa",
+        ],
+    ),
+    (
+        "sip",
+        &[
+            "tokio",
+            "sled",
+            "mio",
+            "str0m",
+            "sqlx",
+            "axum",
+            "object_store",
+            "utoipa",
+        ],
+    ),
+    (
+        "sip::endpoint",
+        &[
+            "tokio",
+            "sled",
+            "mio",
+            "str0m",
+            "sqlx",
+            "axum",
+            "object_store",
+            "utoipa",
+        ],
+    ),
+];
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src") {
         let p = entry.expect("entry").path();
@@ -216,6 +273,16 @@ fn named_paths(code: &str, here: &[String]) -> Vec<Vec<String>> {
     found
 }
 
+/// True when `code` names `krate` as a path root (`tokio::…`, `use tokio`).
+fn names_crate(code: &str, krate: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    code.match_indices(krate).any(|(i, _)| {
+        let before = code[..i].chars().next_back();
+        let after = &code[i + krate.len()..];
+        !before.is_some_and(is_ident) && (after.starts_with("::") || after.starts_with(';'))
+    })
+}
+
 #[test]
 fn layers_only_use_the_layers_below_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -243,7 +310,15 @@ fn layers_only_use_the_layers_below_them() {
             continue;
         };
         let text = std::fs::read_to_string(&file).expect("read");
-        for path in named_paths(&production_code(&text), &module) {
+        let code = production_code(&text);
+        if let Some((_, banned)) = FORBIDDEN_CRATES.iter().find(|(u, _)| *u == unit) {
+            for krate in banned.iter() {
+                if names_crate(&code, krate) {
+                    violations.insert(format!("{} ({unit}) uses the {krate} crate", rel.display()));
+                }
+            }
+        }
+        for path in named_paths(&code, &module) {
             let Some(target) = unit_of(&path) else {
                 continue;
             };
@@ -287,4 +362,10 @@ fn the_checker_resolves_paths_and_ignores_tests_comments_and_strings() {
     let here_mod: Vec<String> = ["sip", "endpoint"].iter().map(|s| s.to_string()).collect();
     let paths = named_paths("use super::auth_guard::G;", &here_mod);
     assert_eq!(unit_of(&paths[0]).as_deref(), Some("sip"));
+    assert!(names_crate("let x = tokio::spawn(f);", "tokio"));
+    assert!(names_crate("use sled;", "sled"));
+    assert!(!names_crate(
+        "let my_tokio::x = 1; fn tokio_ish() {}",
+        "tokio"
+    ));
 }

@@ -5,8 +5,7 @@
 use super::error::Problem;
 use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::{authenticate, authorize, ApiState};
-use crate::sip::endpoint::CallInfo;
-use crate::sip::registrar::Binding;
+use crate::sip::endpoint::LiveCall;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,6 +14,93 @@ use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
+
+/// A call in progress, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CallInfo {
+    /// Id to hang the call up with.
+    pub id: u64,
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// Caller (From).
+    pub from: String,
+    /// Called party (To).
+    pub to: String,
+    /// `ringing`, `answered` (200 sent, no ACK yet) or `up`.
+    pub state: String,
+    /// Seconds since the INVITE.
+    pub duration_secs: u64,
+    /// Negotiated codec.
+    pub codec: Option<String>,
+    /// Where the call was routed.
+    pub target: String,
+    /// The caller put the call on hold.
+    pub on_hold: bool,
+    /// Caller's source address.
+    pub source: String,
+    /// The call app running now (`ivr`, `voicemail`, `echo`, …).
+    pub app: Option<String>,
+    /// The apps the call went through (`ivr:main:1 > voicemail:100`).
+    pub path: Option<String>,
+}
+
+impl CallInfo {
+    /// The endpoint's view of a call with the call layer's (its app and path).
+    pub fn new(c: LiveCall, app: Option<String>, path: Option<String>) -> CallInfo {
+        CallInfo {
+            id: c.id,
+            call_id: c.call_id,
+            from: c.from,
+            to: c.to,
+            state: c.state.to_string(),
+            duration_secs: c.duration_secs,
+            codec: c.codec.map(str::to_string),
+            target: c.target,
+            on_hold: c.on_hold,
+            source: c.source.to_string(),
+            app,
+            path,
+        }
+    }
+}
+
+/// One registered contact, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Binding {
+    /// Contact URI as registered.
+    pub uri: String,
+    /// Unix second when it expires.
+    pub expires_at: u64,
+    /// Source address the REGISTER came from (where to reach a phone behind NAT).
+    pub source: String,
+    /// Transport the REGISTER used (`UDP`, `TCP`).
+    pub transport: String,
+    /// Call-ID of the registering REGISTER (RFC 3261 §10.3 step 7).
+    pub call_id: String,
+    /// CSeq of the registering REGISTER.
+    pub cseq: u32,
+    /// `q` value, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    /// User-Agent of the phone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl From<crate::sip::registrar::Binding> for Binding {
+    fn from(b: crate::sip::registrar::Binding) -> Binding {
+        Binding {
+            uri: b.uri,
+            expires_at: b.expires_at,
+            source: b.source.to_string(),
+            transport: b.transport,
+            call_id: b.call_id,
+            cseq: b.cseq,
+            q: b.q,
+            user_agent: b.user_agent,
+        }
+    }
+}
 
 /// A request to the endpoint task.
 #[derive(Debug)]
@@ -66,7 +152,7 @@ pub enum Control {
         /// User extension.
         extension: String,
         /// Answer.
-        reply: oneshot::Sender<Vec<Binding>>,
+        reply: oneshot::Sender<Vec<crate::sip::registrar::Binding>>,
     },
 }
 
@@ -325,6 +411,9 @@ pub(super) async fn registrations(
             extension,
             reply,
         })
-        .await?,
+        .await?
+        .into_iter()
+        .map(Binding::from)
+        .collect(),
     ))
 }

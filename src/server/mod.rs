@@ -13,7 +13,7 @@
 
 mod adapters;
 
-use crate::api::live::Control;
+use crate::api::live::{CallInfo, Control};
 use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::blob::{BlobError, BlobStore};
 use crate::call::control::DialTarget;
@@ -536,11 +536,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             Some(ctrl) = control_rx.recv() => {
                 match ctrl {
                     Control::Calls { tenant, reply } => {
-                        let mut calls = endpoint.calls_of(&tenant, now());
-                        for c in &mut calls {
-                            c.app = runner.app_of(c.id).map(str::to_string);
-                            c.path = runner.path_of(c.id);
-                        }
+                        let calls = endpoint
+                            .calls_of(&tenant, now())
+                            .into_iter()
+                            .map(|c| {
+                                let (app, path) = (runner.app_of(c.id), runner.path_of(c.id));
+                                CallInfo::new(c, app.map(str::to_string), path)
+                            })
+                            .collect();
                         let _ = reply.send(calls);
                     }
                     Control::Hangup { tenant, id, reply } => {

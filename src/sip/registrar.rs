@@ -12,14 +12,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// One registered contact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
     /// Contact URI as registered.
     pub uri: String,
     /// Unix second when it expires.
     pub expires_at: u64,
     /// Source address the REGISTER came from (where to reach a phone behind NAT).
-    #[schema(value_type = String)]
     pub source: SocketAddr,
     /// Transport the REGISTER used (`UDP`, `TCP`).
     pub transport: String,
@@ -36,7 +35,6 @@ pub struct Binding {
     /// The stream connection (TCP, WebSocket) the REGISTER came on: requests to this contact
     /// go on it (a browser is reachable no other way). Not shown in the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(ignore)]
     pub conn: Option<u64>,
 }
 

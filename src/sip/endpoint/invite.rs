@@ -2,7 +2,7 @@
 //! address), tenant and target resolution, SDP offer/answer, 180/200, 2xx retransmission until
 //! ACK (RFC 3261 §13.3.1.4), CANCEL → 487, BYE either way, re-INVITE for hold/resume.
 
-use super::{CallEvent, CallInfo, Endpoint, Now, Peer, TimerRef, TxKey};
+use super::{CallEvent, Endpoint, LiveCall, Now, Peer, TimerRef, TxKey};
 use crate::records::call::{Caller, HangupCause};
 use crate::sdp::{
     browser_audio, build_answer, is_browser_offer, negotiate, Direction, LocalMedia,
@@ -816,7 +816,7 @@ impl Endpoint {
             cause,
             reason: why.to_string(),
         });
-        let secs = call.started.elapsed().as_secs_f64();
+        let secs = self.secs_since(call.started);
         call.span.in_scope(|| {
             tracing::info!(
                 reason = why,
@@ -836,12 +836,12 @@ impl Endpoint {
     }
 
     /// A tenant's calls in progress.
-    pub fn calls_of(&self, tenant: &str, now: Now) -> Vec<CallInfo> {
-        let mut out: Vec<CallInfo> = self
+    pub fn calls_of(&self, tenant: &str, now: Now) -> Vec<LiveCall> {
+        let mut out: Vec<LiveCall> = self
             .calls
             .iter()
             .filter(|(_, c)| c.tenant == tenant)
-            .map(|(&id, c)| CallInfo {
+            .map(|(&id, c)| LiveCall {
                 id,
                 call_id: c.dialog.call_id.clone(),
                 from: c.dialog.remote_party.clone(),
@@ -850,15 +850,12 @@ impl Endpoint {
                     CallState::Ringing => "ringing",
                     CallState::Answered => "answered",
                     CallState::Confirmed => "up",
-                }
-                .to_string(),
+                },
                 duration_secs: now.instant.saturating_duration_since(c.started).as_secs(),
-                codec: c.audio.as_ref().map(|a| a.codec.name().to_string()),
+                codec: c.audio.as_ref().map(|a| a.codec.name()),
                 target: format!("{:?}", c.target),
                 on_hold: c.audio.as_ref().is_some_and(|a| a.is_hold()),
-                source: c.peer.addr.to_string(),
-                app: None,
-                path: None,
+                source: c.peer.addr,
             })
             .collect();
         out.sort_by_key(|c| c.id);

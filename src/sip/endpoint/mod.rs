@@ -323,9 +323,9 @@ pub enum Work {
 
 pub use crate::records::call::{EndedBy, HangupCause};
 
-/// A call in progress, as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct CallInfo {
+/// A call in progress, as the endpoint knows it (the admin API adds the call layer's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
     /// Id to hang the call up with.
     pub id: u64,
     /// SIP Call-ID.
@@ -335,21 +335,17 @@ pub struct CallInfo {
     /// Called party (To).
     pub to: String,
     /// `ringing`, `answered` (200 sent, no ACK yet) or `up`.
-    pub state: String,
+    pub state: &'static str,
     /// Seconds since the INVITE.
     pub duration_secs: u64,
     /// Negotiated codec.
-    pub codec: Option<String>,
+    pub codec: Option<&'static str>,
     /// Where the call was routed.
     pub target: String,
     /// The caller put the call on hold.
     pub on_hold: bool,
     /// Caller's source address.
-    pub source: String,
-    /// The call app running now (`ivr`, `voicemail`, `echo`, …).
-    pub app: Option<String>,
-    /// The apps the call went through (`ivr:main:1 > voicemail:100`).
-    pub path: Option<String>,
+    pub source: std::net::SocketAddr,
 }
 
 /// Counters for metrics and tests.
@@ -497,6 +493,8 @@ pub struct Endpoint {
     mailbox_counts: HashMap<(String, String), (usize, usize)>,
     /// Work for the runtime (see [`Work`]); registrar changes are taken from it directly.
     work: VecDeque<Work>,
+    /// The latest time handed in (the endpoint never reads the clock itself).
+    last_now: Option<Instant>,
     /// Outgoing legs by id (ids shared with `calls`).
     out_calls: HashMap<u64, outbound::OutCall>,
     /// Our INVITE transactions by branch, with their leg.
@@ -545,6 +543,7 @@ impl Endpoint {
             message_waiting: false,
             mailbox_counts: HashMap::new(),
             work: VecDeque::new(),
+            last_now: None,
             out_calls: HashMap::new(),
             client_invites: HashMap::new(),
             client_reinvites: HashMap::new(),
@@ -611,6 +610,13 @@ impl Endpoint {
         self.draining = true;
     }
 
+    /// Seconds from `since` to the latest time handed in, for log lines.
+    fn secs_since(&self, since: Instant) -> f64 {
+        self.last_now
+            .map(|n| n.saturating_duration_since(since).as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
     fn schedule(&mut self, at: Option<Instant>, r: TimerRef) {
         if let Some(at) = at {
             self.timers.push(Reverse((at, r)));
@@ -623,6 +629,7 @@ impl Endpoint {
 
     /// A message arrived from `peer`.
     pub fn handle_incoming(&mut self, now: Now, peer: Peer, data: &[u8]) {
+        self.last_now = self.last_now.max(Some(now.instant));
         if self.timers.is_empty() {
             self.schedule(
                 Some(now.instant + Duration::from_secs(10)),
@@ -917,6 +924,7 @@ impl Endpoint {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.last_now = self.last_now.max(Some(now.instant));
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now.instant {
                 break;

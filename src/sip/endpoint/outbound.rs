@@ -638,7 +638,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             cause,
             reason: why.to_string(),
         });
-        let secs = c.started.elapsed().as_secs_f64();
+        let secs = self.secs_since(c.started);
         c.span.in_scope(|| {
             tracing::info!(reason = why, duration_s = format!("{secs:.1}"), "leg ended")
         });
