@@ -7,13 +7,23 @@
 //! admin API read. With a spool attached ([`MailStore::with_spool`]) every change is also sent
 //! to the stores: the metadata (upserts and deletes) to the history store, the audio to blob
 //! storage under [`crate::blob::voicemail_key`].
+//!
+//! Writes (a new message's metadata, a folder change, a delete) fsync, and a slow disk must
+//! not stall the SIP loop that runs the voicemail apps: with a writer
+//! ([`MailStore::with_writer`]) they are queued to a thread of their own and the call returns
+//! at once. Folder changes and deletes are visible to every read at once (a table of pending
+//! changes is laid over the disk), a new message when it is fsynced; the change callback
+//! ([`MailStore::with_changes`], message waiting) runs once the write is on disk.
 
 use crate::blob::voicemail_key;
 use crate::history::HistoryOp;
 use crate::spool::{BlobJob, Spool};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Errors of the message store.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +60,112 @@ pub struct Counts {
 pub struct MailStore {
     dir: PathBuf,
     spool: Option<Spool>,
+    changed: Changed,
+    writer: Option<Arc<Writer>>,
+    /// Fault injection for tests: every write first waits this long (a slow disk).
+    write_delay: Duration,
+}
+
+/// Called with (tenant, mailbox) when a mailbox's messages changed on disk.
+pub type ChangeHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Told (tenant, mailbox) when a mailbox's messages changed on disk.
+#[derive(Clone, Default)]
+struct Changed(Option<ChangeHook>);
+
+/// A message by (tenant, mailbox, id).
+type MessageKey = (String, String, String);
+
+/// Pending changes by message, with the sequence number of the latest.
+type PendingTable = HashMap<MessageKey, (u64, Pending)>;
+
+impl std::fmt::Debug for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Changed(set)"
+        } else {
+            "Changed(none)"
+        })
+    }
+}
+
+impl Changed {
+    fn tell(&self, tenant: &str, mailbox: &str) {
+        if let Some(f) = &self.0 {
+            f(tenant, mailbox);
+        }
+    }
+}
+
+/// A write for the writer thread.
+#[derive(Debug)]
+enum MailWrite {
+    Commit {
+        tenant: String,
+        msg: Message,
+    },
+    Folder {
+        tenant: String,
+        mailbox: String,
+        id: String,
+        folder: Folder,
+        seq: u64,
+    },
+    Delete {
+        tenant: String,
+        mailbox: String,
+        id: String,
+        seq: u64,
+    },
+}
+
+/// What a read must already show of a change not yet on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Folder(Folder),
+    Deleted,
+}
+
+/// The writer thread's queue and the changes it has not finished.
+#[derive(Debug)]
+struct Writer {
+    tx: std::sync::mpsc::Sender<MailWrite>,
+    /// (tenant, mailbox, id) → the latest pending change and its sequence number.
+    pending: Mutex<PendingTable>,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl Writer {
+    fn table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self, tenant: &str, mailbox: &str, id: &str) -> Option<Pending> {
+        self.table()
+            .get(&(tenant.to_string(), mailbox.to_string(), id.to_string()))
+            .map(|(_, p)| *p)
+    }
+
+    /// Notes a change as pending; returns its sequence number.
+    fn note(&self, tenant: &str, mailbox: &str, id: &str, p: Pending) -> u64 {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.table().insert(
+            (tenant.to_string(), mailbox.to_string(), id.to_string()),
+            (seq, p),
+        );
+        seq
+    }
+
+    /// The change numbered `seq` is on disk (a later one for the same message stays).
+    fn done(&self, tenant: &str, mailbox: &str, id: &str, seq: u64) {
+        let key = (tenant.to_string(), mailbox.to_string(), id.to_string());
+        let mut t = self.table();
+        if t.get(&key).is_some_and(|(s, _)| *s == seq) {
+            t.remove(&key);
+        }
+    }
 }
 
 fn safe(part: &str) -> bool {
@@ -61,11 +177,20 @@ fn safe(part: &str) -> bool {
 }
 
 impl MailStore {
-    /// A store under `dir`.
+    /// A store under `dir`. The `SWITCHYARD_FAULT_MAILBOX_WRITE_MS` environment variable
+    /// makes every write wait that long first (a slow disk): the slow-disk test uses it.
     pub fn new(dir: impl Into<PathBuf>) -> MailStore {
+        let write_delay = std::env::var("SWITCHYARD_FAULT_MAILBOX_WRITE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
         MailStore {
             dir: dir.into(),
             spool: None,
+            changed: Changed::default(),
+            writer: None,
+            write_delay,
         }
     }
 
@@ -114,9 +239,118 @@ impl MailStore {
         Ok((id, path))
     }
 
-    /// Records a finished message's metadata (the audio is already written).
+    /// The same store writing synchronously (no writer thread): for callers that must answer
+    /// only once a change is fsynced (the admin API).
+    pub fn direct(&self) -> MailStore {
+        MailStore {
+            writer: None,
+            ..self.clone()
+        }
+    }
+
+    /// Who to tell when a mailbox's messages changed on disk (message waiting).
+    pub fn with_changes(mut self, f: ChangeHook) -> MailStore {
+        self.changed = Changed(Some(f));
+        self
+    }
+
+    /// Moves writes to a thread of their own (see the module documentation).
+    pub fn with_writer(self) -> std::io::Result<MailStore> {
+        let delay = self.write_delay;
+        self.with_writer_delayed(delay)
+    }
+
+    fn with_writer_delayed(mut self, delay: Duration) -> std::io::Result<MailStore> {
+        self.write_delay = delay;
+        let (tx, rx) = std::sync::mpsc::channel::<MailWrite>();
+        let writer = Arc::new(Writer {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
+        });
+        // The thread's copy writes synchronously; it holds the table only weakly so the
+        // thread ends when the last store handle is dropped.
+        let mut sync = self.clone();
+        sync.writer = None;
+        let table = Arc::downgrade(&writer);
+        std::thread::Builder::new()
+            .name("voicemail-writer".into())
+            .spawn(move || {
+                for w in rx {
+                    sync.apply(w, &table);
+                }
+            })?;
+        self.writer = Some(writer);
+        Ok(self)
+    }
+
+    /// Does one queued write (on the writer thread) and tells who listens.
+    fn apply(&self, w: MailWrite, table: &std::sync::Weak<Writer>) {
+        match w {
+            MailWrite::Commit { tenant, msg } => {
+                if let Err(e) = self.commit(&tenant, &msg) {
+                    tracing::error!(%tenant, mailbox = %msg.mailbox, id = %msg.id, error = %e, "voicemail: cannot store the message");
+                }
+            }
+            MailWrite::Folder {
+                tenant,
+                mailbox,
+                id,
+                folder,
+                seq,
+            } => {
+                if let Err(e) = self.set_folder(&tenant, &mailbox, &id, folder) {
+                    tracing::warn!(%tenant, %mailbox, %id, error = %e, "voicemail: folder change not stored");
+                }
+                if let Some(t) = table.upgrade() {
+                    t.done(&tenant, &mailbox, &id, seq);
+                }
+            }
+            MailWrite::Delete {
+                tenant,
+                mailbox,
+                id,
+                seq,
+            } => {
+                if let Err(e) = self.delete(&tenant, &mailbox, &id) {
+                    tracing::warn!(%tenant, %mailbox, %id, error = %e, "voicemail: delete not stored");
+                }
+                if let Some(t) = table.upgrade() {
+                    t.done(&tenant, &mailbox, &id, seq);
+                }
+            }
+        }
+    }
+
+    fn queue(&self, w: &Writer, write: MailWrite) -> Result<(), MailStoreError> {
+        w.tx.send(write)
+            .map_err(|_| MailStoreError::Io(std::io::Error::other("voicemail writer stopped")))
+    }
+
+    /// Waits as long as the fault injection says (a slow disk), on whatever thread writes.
+    fn slow_disk(&self) {
+        if !self.write_delay.is_zero() {
+            std::thread::sleep(self.write_delay);
+        }
+    }
+
+    /// Records a finished message's metadata (the audio is already written). With a writer it
+    /// is queued: listed, counted and announced once fsynced.
     pub fn commit(&self, tenant: &str, msg: &Message) -> Result<(), MailStoreError> {
         let dir = self.mailbox_dir(tenant, &msg.mailbox)?;
+        if !safe(&msg.id) {
+            return Err(MailStoreError::NotFound);
+        }
+        if let Some(w) = &self.writer {
+            return self.queue(
+                w,
+                MailWrite::Commit {
+                    tenant: tenant.to_string(),
+                    msg: msg.clone(),
+                },
+            );
+        }
+        self.slow_disk();
         write_json(&dir.join(format!("{}.json", msg.id)), msg)?;
         self.mirror(tenant, msg);
         if let Some(sp) = &self.spool {
@@ -126,6 +360,7 @@ impl MailStore {
                 false,
             );
         }
+        self.changed.tell(tenant, &msg.mailbox);
         Ok(())
     }
 
@@ -150,6 +385,16 @@ impl MailStore {
                     tracing::warn!(path = %path.display(), error = %e, "unreadable voicemail metadata skipped")
                 }
             }
+        }
+        if let Some(w) = &self.writer {
+            out.retain_mut(|m| match w.pending(tenant, mailbox, &m.id) {
+                Some(Pending::Deleted) => false,
+                Some(Pending::Folder(f)) => {
+                    m.folder = f;
+                    true
+                }
+                None => true,
+            });
         }
         out.sort_by(|a, b| (a.received_unix, &a.id).cmp(&(b.received_unix, &b.id)));
         Ok(out)
@@ -176,6 +421,11 @@ impl MailStore {
     ) -> Result<PathBuf, MailStoreError> {
         if !safe(id) {
             return Err(MailStoreError::NotFound);
+        }
+        if let Some(w) = &self.writer {
+            if w.pending(tenant, mailbox, id) == Some(Pending::Deleted) {
+                return Err(MailStoreError::NotFound);
+            }
         }
         let p = self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.wav"));
         if !self
@@ -208,10 +458,34 @@ impl MailStore {
                 path: path.display().to_string(),
                 error: e.to_string(),
             })?;
+        if let Some(w) = &self.writer {
+            match w.pending(tenant, mailbox, id) {
+                Some(Pending::Deleted) => return Err(MailStoreError::NotFound),
+                Some(Pending::Folder(f)) => m.folder = f,
+                None => {}
+            }
+            if m.folder != folder {
+                m.folder = folder;
+                let seq = w.note(tenant, mailbox, id, Pending::Folder(folder));
+                self.queue(
+                    w,
+                    MailWrite::Folder {
+                        tenant: tenant.to_string(),
+                        mailbox: mailbox.to_string(),
+                        id: id.to_string(),
+                        folder,
+                        seq,
+                    },
+                )?;
+            }
+            return Ok(m);
+        }
         if m.folder != folder {
             m.folder = folder;
+            self.slow_disk();
             write_json(&path, &m)?;
             self.mirror(tenant, &m);
+            self.changed.tell(tenant, mailbox);
         }
         Ok(m)
     }
@@ -222,6 +496,24 @@ impl MailStore {
             return Err(MailStoreError::NotFound);
         }
         let dir = self.mailbox_dir(tenant, mailbox)?;
+        if let Some(w) = &self.writer {
+            let listed = dir.join(format!("{id}.json")).exists()
+                && w.pending(tenant, mailbox, id) != Some(Pending::Deleted);
+            if !listed {
+                return Err(MailStoreError::NotFound);
+            }
+            let seq = w.note(tenant, mailbox, id, Pending::Deleted);
+            return self.queue(
+                w,
+                MailWrite::Delete {
+                    tenant: tenant.to_string(),
+                    mailbox: mailbox.to_string(),
+                    id: id.to_string(),
+                    seq,
+                },
+            );
+        }
+        self.slow_disk();
         std::fs::remove_file(dir.join(format!("{id}.json")))
             .map_err(|_| MailStoreError::NotFound)?;
         let _ = std::fs::remove_file(dir.join(format!("{id}.wav")));
@@ -235,6 +527,7 @@ impl MailStore {
                 key: voicemail_key(tenant, mailbox, id),
             });
         }
+        self.changed.tell(tenant, mailbox);
         Ok(())
     }
 
@@ -271,6 +564,19 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), MailStoreError>
 mod tests {
     use super::*;
 
+    /// A new message from 101 to mailbox 100, left at unix 1000 by call 7.
+    fn message(id: &str) -> Message {
+        Message {
+            id: id.into(),
+            mailbox: "100".into(),
+            caller: "101".into(),
+            received_unix: 1000,
+            duration_ms: 2500,
+            folder: Folder::New,
+            call: 7,
+        }
+    }
+
     #[test]
     fn messages_round_trip_and_counts() {
         let dir = tempfile::tempdir().unwrap();
@@ -278,15 +584,7 @@ mod tests {
         let (id, path) = s.new_message("t1", "100", 1000, 7).unwrap();
         std::fs::write(&path, b"RIFF").unwrap();
         assert!(s.list("t1", "100").unwrap().is_empty(), "no metadata yet");
-        let m = Message {
-            id: id.clone(),
-            mailbox: "100".into(),
-            caller: "101".into(),
-            received_unix: 1000,
-            duration_ms: 2500,
-            folder: Folder::New,
-            call: 7,
-        };
+        let m = message(&id);
         s.commit("t1", &m).unwrap();
         assert_eq!(s.list("t1", "100").unwrap(), vec![m.clone()]);
         assert_eq!(s.counts("t1", "100"), Counts { new: 1, saved: 0 });
@@ -298,5 +596,64 @@ mod tests {
         s.delete("t1", "100", &id).unwrap();
         assert!(s.list("t1", "100").unwrap().is_empty());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn with_a_writer_changes_return_at_once_and_reads_see_them_before_the_disk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let told: Arc<Mutex<Vec<String>>> = Arc::default();
+        let t = told.clone();
+        let s = MailStore::new(dir.path())
+            .with_changes(Arc::new(move |tenant: &str, mailbox: &str| {
+                t.lock().unwrap().push(format!("{tenant}/{mailbox}"))
+            }))
+            .with_writer_delayed(Duration::from_millis(300))
+            .unwrap();
+        let msg = message;
+        s.new_message("t1", "100", 1000, 7).unwrap(); // makes the mailbox folder
+        let started = std::time::Instant::now();
+        s.commit("t1", &msg("1000-7-0001")).unwrap();
+        s.commit("t1", &msg("1000-7-0002")).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "commit waits for no disk"
+        );
+        assert!(
+            s.list("t1", "100").unwrap().is_empty(),
+            "listed once fsynced"
+        );
+        // Both land within a bounded time, each announced.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.list("t1", "100").unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(s.counts("t1", "100"), Counts { new: 2, saved: 0 });
+        assert_eq!(told.lock().unwrap().len(), 2);
+        // A folder change and a delete are seen by reads at once, and land later.
+        let started = std::time::Instant::now();
+        let m = s
+            .set_folder("t1", "100", "1000-7-0001", Folder::Saved)
+            .unwrap();
+        assert_eq!(m.folder, Folder::Saved);
+        s.delete("t1", "100", "1000-7-0002").unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(s.counts("t1", "100"), Counts { new: 0, saved: 1 });
+        assert!(s.audio_path("t1", "100", "1000-7-0002").is_err());
+        assert!(matches!(
+            s.delete("t1", "100", "1000-7-0002"),
+            Err(MailStoreError::NotFound)
+        ));
+        while dir.path().join("t1/100/1000-7-0002.json").exists()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!dir.path().join("t1/100/1000-7-0002.json").exists());
+        let on_disk: Message = serde_json::from_slice(
+            &std::fs::read(dir.path().join("t1/100/1000-7-0001.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(on_disk.folder, Folder::Saved);
+        assert_eq!(s.counts("t1", "100"), Counts { new: 0, saved: 1 });
     }
 }

@@ -147,9 +147,9 @@ pub(super) async fn update_message(
     let m = st
         .services
         .mail
+        .direct()
         .set_folder(&tenant, &mailbox, &id, u.folder)
         .map_err(store_problem)?;
-    st.services.mailbox_changed(&tenant, &mailbox);
     Ok(Json(m))
 }
 
@@ -166,9 +166,9 @@ pub(super) async fn delete_message(
     find(&st, &tenant, &mailbox, &id)?;
     st.services
         .mail
+        .direct()
         .delete(&tenant, &mailbox, &id)
         .map_err(store_problem)?;
-    st.services.mailbox_changed(&tenant, &mailbox);
     tracing::info!(%tenant, %mailbox, %id, "voicemail deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -180,8 +180,8 @@ impl App for DepositApp {
                 };
                 match cx.services.mail.commit(cx.tenant.id(), &msg) {
                     Ok(()) => {
+                        // Message waiting follows once the store has it on disk.
                         tracing::info!(mailbox = %self.mailbox, id = %msg.id, duration_ms, ?reason, "voicemail left");
-                        cx.services.mailbox_changed(cx.tenant.id(), &self.mailbox);
                         cx.services
                             .voicemail_left(cx.call, format!("{}/{}", self.mailbox, msg.id));
                     }
@@ -291,13 +291,12 @@ impl MailboxMenuApp {
         audio.push(Audio::Prompt("system/message-menu".into()));
         if m.folder == Folder::New {
             // Heard now: it is no longer new.
-            if cx
-                .services
-                .mail
-                .set_folder(cx.tenant.id(), &mailbox, &m.id, Folder::Saved)
-                .is_ok()
+            if let Err(e) =
+                cx.services
+                    .mail
+                    .set_folder(cx.tenant.id(), &mailbox, &m.id, Folder::Saved)
             {
-                cx.services.mailbox_changed(cx.tenant.id(), &mailbox);
+                tracing::warn!(%mailbox, id = %m.id, error = %e, "voicemail: not marked heard");
             }
         }
         self.state = MenuState::Playing { mailbox, index };
@@ -440,7 +439,6 @@ impl App for MailboxMenuApp {
                     ("7", Some(id)) => {
                         if cx.services.mail.delete(&tenant, &mailbox, &id).is_ok() {
                             tracing::info!(%tenant, %mailbox, %id, "voicemail: message deleted");
-                            cx.services.mailbox_changed(&tenant, &mailbox);
                         }
                         self.state = MenuState::Deleted { mailbox, index };
                         vec![Verb::play(&["system/message-deleted"], true)]

@@ -27,14 +27,14 @@ use crate::mailstore::MailStore;
 use crate::promptstore::PromptStore;
 use crate::spool::Stores;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Services apps share: the voicemail message store, and the list of mailboxes whose counts
 /// changed (for message-waiting notifications).
 pub struct Services {
     /// Voicemail messages and greetings.
     pub mail: MailStore,
-    changed: Mutex<Vec<(String, String)>>,
+    changed: Arc<Mutex<Vec<(String, String)>>>,
     /// Finished calls by disposition (in [`cdr::Disposition::ALL`] order), for metrics.
     pub finished: [std::sync::atomic::AtomicU64; 6],
     /// Tenants' uploaded prompts (`data_dir/prompts`).
@@ -59,6 +59,15 @@ const PIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
 /// PIN attempts are counted per mailbox, whatever address the call came from.
 const PIN_KEY_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
+/// Adds (tenant, mailbox) to the changed list once.
+fn note_change(changed: &Mutex<Vec<(String, String)>>, tenant: &str, mailbox: &str) {
+    let mut c = changed.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = (tenant.to_string(), mailbox.to_string());
+    if !c.contains(&entry) {
+        c.push(entry);
+    }
+}
+
 impl Services {
     /// Services with voicemail under `voicemail_dir` and call recordings beside it in
     /// `recordings/`, without stores.
@@ -67,13 +76,19 @@ impl Services {
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
+        let changed: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let told = changed.clone();
+        // The store says when a mailbox changed on disk; message waiting reads it from here.
+        let mail = MailStore::new(voicemail_dir).with_changes(Arc::new(
+            move |tenant: &str, mailbox: &str| note_change(&told, tenant, mailbox),
+        ));
         Services {
             recordings_dir: data_dir.join("recordings"),
             stores: None,
             finished: Default::default(),
             prompts: PromptStore::new(data_dir.join("prompts")),
-            mail: MailStore::new(voicemail_dir),
-            changed: Mutex::new(Vec::new()),
+            mail,
+            changed,
             left: Mutex::new(Vec::new()),
             pins: Mutex::new(crate::sip::auth_guard::AuthGuard::new(
                 crate::sip::auth_guard::GuardLimits {
@@ -116,6 +131,13 @@ impl Services {
     pub fn with_stores(voicemail_dir: PathBuf, stores: Stores) -> Services {
         let mut s = Services::new(voicemail_dir);
         s.mail = s.mail.with_spool(stores.spool.clone());
+        // Voicemail writes fsync: on a thread of their own, never on the SIP loop.
+        match s.mail.clone().with_writer() {
+            Ok(m) => s.mail = m,
+            Err(e) => {
+                tracing::error!(error = %e, "no voicemail writer thread: voicemail writes block the call loop")
+            }
+        }
         s.prompts = s.prompts.with_spool(stores.spool.clone());
         s.stores = Some(stores);
         s
@@ -130,11 +152,7 @@ impl Services {
 
     /// Notes that a mailbox's message counts changed.
     pub fn mailbox_changed(&self, tenant: &str, mailbox: &str) {
-        let mut c = self.changed.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = (tenant.to_string(), mailbox.to_string());
-        if !c.contains(&entry) {
-            c.push(entry);
-        }
+        note_change(&self.changed, tenant, mailbox);
     }
 
     /// Notes the voicemail message a call left (for its call record).

@@ -237,7 +237,18 @@ pub fn sipp_with_audio(
     audio: Option<&[i16]>,
     args: &[&str],
 ) -> (bool, String) {
-    run_sipp(server.sip_port, ports, scenario, audio, &["-m", "1"], args)
+    sipp_with_audio_at(server.sip_port, ports, scenario, audio, args)
+}
+
+/// [`sipp_with_audio`] against a server known only by its SIP port (from another thread).
+pub fn sipp_with_audio_at(
+    sip_port: u16,
+    ports: &Ports,
+    scenario: &str,
+    audio: Option<&[i16]>,
+    args: &[&str],
+) -> (bool, String) {
+    run_sipp(sip_port, ports, scenario, audio, &["-m", "1"], args)
 }
 
 /// [`sipp_with_audio`] against a server known only by its SIP port (from another thread).
