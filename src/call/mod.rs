@@ -18,10 +18,12 @@
 
 pub mod cdr;
 pub mod control;
+pub mod media;
 pub mod runner;
 pub mod session;
 
-pub use runner::{CallAction, CallRunner};
+pub use media::{CallMedia, EngineMedia};
+pub use runner::{CallAction, CallRunner, FinishedCall};
 
 use crate::mailstore::MailStore;
 use crate::promptstore::PromptStore;

@@ -17,7 +17,7 @@ use crate::api::live::{CallInfo, Control};
 use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::blob::{BlobError, BlobStore};
 use crate::call::control::DialTarget;
-use crate::call::{CallAction, CallRunner, Services};
+use crate::call::{CallAction, CallRunner, EngineMedia, FinishedCall, Services};
 use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::{MediaConfig, MediaEngine, MediaError};
@@ -437,12 +437,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         tenant_prompts_dir: Some(services.prompts.dir().to_path_buf()),
     })?;
     let mut runner = CallRunner::new(
-        engine.clone(),
-        reservations,
+        Box::new(EngineMedia {
+            engine: engine.clone(),
+            reservations,
+            rtp_timeout: Duration::from_secs(settings.media.rtp_timeout_secs),
+            inband: settings.inband_dtmf()?,
+        }),
         services.clone(),
         crate::apps::for_target,
-        Duration::from_secs(settings.media.rtp_timeout_secs),
-        settings.inband_dtmf()?,
     );
 
     // Admin API.
@@ -585,6 +587,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             }
         }
         pump(&mut endpoint, &mut runner);
+        store_finished(&mut runner, &services);
         flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
@@ -635,6 +638,19 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     db.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Hands finished calls' records and recordings to the stores (through the spool).
+fn store_finished(runner: &mut CallRunner, services: &Services) {
+    while let Some(FinishedCall { record, recordings }) = runner.poll_finished() {
+        let Some(stores) = &services.stores else {
+            continue;
+        };
+        for path in recordings {
+            stores.recording_finished(&record.tenant, &record.id, &path);
+        }
+        stores.call_finished(record);
+    }
 }
 
 /// Passes endpoint events to the call layer and its actions back, until both are quiet.

@@ -4,11 +4,11 @@
 
 use super::cdr::{self, CallRecord, Direction, HangupCause, LegRecord, Quality};
 use super::control::{CallContext, Caller};
+use super::media::CallMedia;
 use super::session::{AppFactory, CallSession, Effect};
 use super::Services;
-use crate::media::engine::params_from_sdp;
-use crate::media::leg::{InbandDtmf, LegEvent};
-use crate::media::{Audio, LegId, MediaEngine, MediaEvent, MediaReservations};
+use crate::media::leg::LegEvent;
+use crate::media::{Audio, LegId, MediaEvent};
 use crate::sip::endpoint::CallEvent;
 use crate::sip::endpoint::CallerId;
 use crate::sip::endpoint::EndedBy;
@@ -16,7 +16,7 @@ use crate::tenant::model::Target;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Something the SIP side must do for a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,15 @@ pub enum CallAction {
     },
 }
 
+/// A call that is over: its record and the recordings made in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedCall {
+    /// The call record.
+    pub record: CallRecord,
+    /// Recording files written during the call (local paths), for blob storage.
+    pub recordings: Vec<std::path::PathBuf>,
+}
+
 /// An outgoing leg of a call.
 struct Child {
     parent: u64,
@@ -121,43 +130,37 @@ struct Entry {
 
 /// Every live call's session and media leg.
 pub struct CallRunner {
-    engine: MediaEngine,
-    /// What the SIP side reserved for each call until its media starts.
-    reservations: MediaReservations,
+    /// Media, through the call layer's interface (the engine, or a fake in tests).
+    media: Box<dyn CallMedia>,
     services: Arc<Services>,
     factory: AppFactory,
     calls: HashMap<u64, Entry>,
     children: HashMap<u64, Child>,
     by_leg: HashMap<LegId, u64>,
-    rtp_timeout: Duration,
-    inband: InbandDtmf,
     actions: VecDeque<CallAction>,
+    /// Finished calls' records, for the server to store.
+    finished: VecDeque<FinishedCall>,
     /// Digit-collection deadlines (call, when); entries whose session moved on are skipped
     /// when they come due, so the server loop never scans every call.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl CallRunner {
-    /// A runner driving `engine`, with apps built by `factory`.
+    /// A runner driving `media`, with apps built by `factory`.
     pub fn new(
-        engine: MediaEngine,
-        reservations: MediaReservations,
+        media: Box<dyn CallMedia>,
         services: Arc<Services>,
         factory: AppFactory,
-        rtp_timeout: Duration,
-        inband: InbandDtmf,
     ) -> CallRunner {
         CallRunner {
-            engine,
-            reservations,
+            media,
             services,
             factory,
             calls: HashMap::new(),
             children: HashMap::new(),
             by_leg: HashMap::new(),
-            rtp_timeout,
-            inband,
             actions: VecDeque::new(),
+            finished: VecDeque::new(),
             deadlines: BinaryHeap::new(),
         }
     }
@@ -175,6 +178,11 @@ impl CallRunner {
     /// The apps a call went through (`ivr:main:1 > voicemail:100`).
     pub fn path_of(&self, call: u64) -> Option<String> {
         self.calls.get(&call).map(|e| e.session.path())
+    }
+
+    /// Next finished call, whose record (and recordings) the server hands to the stores.
+    pub fn poll_finished(&mut self) -> Option<FinishedCall> {
+        self.finished.pop_front()
     }
 
     /// Next SIP action.
@@ -264,17 +272,6 @@ impl CallRunner {
                 audio,
                 signalling_ip,
             } => {
-                let Some(reserved) = self.reservations.take(call) else {
-                    // The call ended before its media could start (its ports are free).
-                    tracing::debug!(call, "media start for a call with nothing reserved");
-                    return;
-                };
-                let mut params = params_from_sdp(&audio, self.rtp_timeout, self.inband);
-                // Browser legs are vouched for by ICE; their signalling may come through a
-                // reverse proxy on another host.
-                if reserved.webrtc.is_none() {
-                    params.signalling_ip = Some(signalling_ip);
-                }
                 // Bridged legs must live on one media worker: the second is created beside
                 // the first.
                 let beside = match self.children.get(&call) {
@@ -286,12 +283,13 @@ impl CallRunner {
                         .and_then(|p| self.children.get(&p))
                         .and_then(|c| c.media),
                 };
-                let created = match beside {
-                    Some(other) => self.engine.create_leg_beside(other, reserved, params),
-                    None => self.engine.create_leg(reserved, params),
-                };
-                let leg = match created {
-                    Ok(leg) => leg,
+                let leg = match self.media.start(call, &audio, signalling_ip, beside) {
+                    Ok(Some(leg)) => leg,
+                    Ok(None) => {
+                        // The call ended before its media could start (its ports are free).
+                        tracing::debug!(call, "media start for a call with nothing reserved");
+                        return;
+                    }
                     Err(e) => {
                         tracing::error!(call, error = %e, "no media for call");
                         self.actions.push_back(CallAction::Hangup {
@@ -310,7 +308,7 @@ impl CallRunner {
                     return;
                 }
                 let Some(entry) = self.calls.get_mut(&call) else {
-                    let _ = self.engine.destroy(leg);
+                    let _ = self.media.destroy(leg);
                     return;
                 };
                 entry.leg = Some(leg);
@@ -411,9 +409,7 @@ impl CallRunner {
                     None => self.calls.get(&call).and_then(|e| e.leg),
                 };
                 if let Some(leg) = media {
-                    let _ = self
-                        .engine
-                        .update(leg, params_from_sdp(&audio, self.rtp_timeout, self.inband));
+                    let _ = self.media.update(leg, &audio);
                 }
             }
             CallEvent::Digit { call, digit } => {
@@ -439,7 +435,7 @@ impl CallRunner {
                     match media {
                         // Kept until its media closes, for its RTP figures.
                         Some(m) => {
-                            let _ = self.engine.destroy(m);
+                            let _ = self.media.destroy(m);
                         }
                         None => {
                             self.children.remove(&call);
@@ -468,7 +464,7 @@ impl CallRunner {
                 self.apply(call);
                 match leg {
                     Some(leg) => {
-                        let _ = self.engine.destroy(leg);
+                        let _ = self.media.destroy(leg);
                     }
                     None => {
                         if let Some(e) = self.calls.get_mut(&call) {
@@ -532,13 +528,10 @@ impl CallRunner {
         };
         cdr::log(&rec);
         self.services.call_finished(rec.disposition);
-        let Some(stores) = &self.services.stores else {
-            return;
-        };
-        for path in recordings {
-            stores.recording_finished(&tenant, &rec.id, path);
-        }
-        stores.call_finished(rec);
+        self.finished.push_back(FinishedCall {
+            record: rec,
+            recordings: recordings.to_vec(),
+        });
     }
 
     /// Bridges a call with the leg it answered to once both have media.
@@ -552,7 +545,7 @@ impl CallRunner {
         let Some(b) = self.children.get(&peer).and_then(|c| c.media) else {
             return;
         };
-        if let Err(err) = self.engine.bridge(a, b) {
+        if let Err(err) = self.media.bridge(a, b) {
             tracing::error!(call, error = %err, "cannot bridge the call's legs");
             self.actions.push_back(CallAction::Hangup {
                 call,
@@ -740,17 +733,14 @@ impl CallRunner {
                     Some(leg),
                 ) => {
                     let audio = tenant_prompts(e.session.context().tenant.id(), audio);
-                    self.engine
-                        .play_audio(leg, &audio, *repeat, *barge_in, *tag)
+                    self.media.play(leg, &audio, *repeat, *barge_in, *tag)
                 }
-                (Effect::StopPlayback, Some(leg)) => self.engine.stop_playback(leg),
-                (Effect::Echo, Some(leg)) => self.engine.echo(leg),
+                (Effect::StopPlayback, Some(leg)) => self.media.stop_playback(leg),
+                (Effect::Echo, Some(leg)) => self.media.echo(leg),
                 (Effect::Record { path, opts }, Some(leg)) => {
-                    self.engine.record(leg, path.clone(), opts.clone())
+                    self.media.record(leg, path.clone(), opts.clone())
                 }
-                (Effect::StopRecording(which), Some(leg)) => {
-                    self.engine.stop_recording(leg, *which)
-                }
+                (Effect::StopRecording(which), Some(leg)) => self.media.stop_recording(leg, *which),
                 (Effect::HangupLeg { leg }, _) => {
                     self.actions.push_back(CallAction::Hangup {
                         call: *leg,
@@ -857,3 +847,6 @@ fn masked(digit: char, secret: bool) -> char {
         digit
     }
 }
+
+#[cfg(test)]
+mod tests;
