@@ -15,18 +15,18 @@ use super::error::Problem;
 use super::page::{
     bad_cursor, check_limit, invalid, page_type, query_problem, PageParams, PageQuery,
 };
-use super::{authenticate, authorize, ApiState};
+use super::ApiState;
+use super::Key;
 use crate::blob::recording_key;
 use crate::call::cdr::{CallRecord, Direction, Disposition};
 use crate::history::{AuditEntry, CallCursor, CallFilter, CallStats, Recording};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -129,15 +129,8 @@ fn filter(q: &CallLogQuery) -> CallFilter {
     }
 }
 
-fn access(
-    st: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    tenant: &str,
-    write: bool,
-) -> Result<(), Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
-    authorize(&p, tenant, write)?;
+fn access(st: &ApiState, key: &Key, tenant: &str, write: bool) -> Result<(), Problem> {
+    key.tenant(tenant, write)?;
     if st.store.snapshot().tenant(tenant).is_none() {
         return Err(Problem::not_found("tenant"));
     }
@@ -149,12 +142,11 @@ fn access(
     responses((status = 200, body = CallLogPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_call_logs(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<CallLogQuery>, QueryRejection>,
 ) -> Result<Json<CallLogPage>, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     let Query(q) = query.map_err(|e| query_problem(e, CALL_LOG_FIELDS))?;
     let limit = q.limit.unwrap_or(100);
     check(&q)?;
@@ -179,11 +171,10 @@ pub(super) async fn list_call_logs(
     responses((status = 200, body = CallRecord), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn get_call_log(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<CallRecord>, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     st.stores()?
         .history
         .call(&tenant, &id)
@@ -197,12 +188,11 @@ pub(super) async fn get_call_log(
     responses((status = 200, body = CallStats), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn call_stats(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<CallLogQuery>, QueryRejection>,
 ) -> Result<Json<CallStats>, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     let Query(q) = query.map_err(|e| query_problem(e, CALL_LOG_FIELDS))?;
     check(&q)?;
     // Ignored here, but held to the same form as in the list.
@@ -229,12 +219,11 @@ fn safe_name(name: &str) -> bool {
     responses((status = 200, body = RecordingPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_recordings(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<RecordingPage>, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     let q = PageQuery::from_query(query)?;
     let limit = q.limit.unwrap_or(100);
     let after = cursor(q.cursor.as_deref())?;
@@ -265,11 +254,11 @@ pub(super) async fn list_recordings(
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 206, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
 pub(super) async fn get_recording(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     if !safe_name(&name) {
         return Err(Problem::not_found("recording"));
     }
@@ -289,11 +278,10 @@ pub(super) async fn get_recording(
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn delete_recording(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    access(&st, &headers, peer, &tenant, true)?;
+    access(&st, &key, &tenant, true)?;
     if !safe_name(&name) {
         return Err(Problem::not_found("recording"));
     }
@@ -330,12 +318,11 @@ pub struct AuditPage {
     responses((status = 200, body = AuditPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn audit_log(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditPage>, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     let Query(q) = query.map_err(|e| query_problem(e, &["limit"]))?;
     check_limit(q.limit)?;
     let items = st

@@ -4,14 +4,14 @@
 
 use super::error::Problem;
 use super::page::{page_type, PageParams, PageQuery, Paging};
-use super::{authenticate, authorize, ApiState};
+use super::ApiState;
+use super::Key;
 use crate::sip::endpoint::LiveCall;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -210,13 +210,11 @@ fn check_tenant(st: &ApiState, tenant: &str) -> Result<(), Problem> {
     responses((status = 200, body = CallPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_calls(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<CallPage>, Problem> {
-    let p = authenticate(&st, &headers, peer.ip())?;
-    authorize(&p, &tenant, false)?;
+    key.tenant(&tenant, false)?;
     check_tenant(&st, &tenant)?;
     let paging = Paging::from_query(query)?;
     let t = tenant.clone();
@@ -230,12 +228,10 @@ pub(super) async fn list_calls(
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn hangup(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    let p = authenticate(&st, &headers, peer.ip())?;
-    authorize(&p, &tenant, true)?;
+    key.tenant(&tenant, true)?;
     // Not a call id at all: no such call (rather than a parse error in plain text).
     let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
     let t = tenant.clone();
@@ -255,14 +251,12 @@ pub(super) async fn hangup(
 
 async fn recording(
     st: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
+    key: &Key,
     tenant: String,
     id: String,
     start: bool,
 ) -> Result<StatusCode, Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
-    authorize(&p, &tenant, true)?;
+    key.tenant(&tenant, true)?;
     let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
     let t = tenant.clone();
     match ask(st, |reply| Control::Recording {
@@ -295,11 +289,10 @@ async fn recording(
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(super) async fn start_recording(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    recording(&st, &headers, peer, tenant, id, true).await
+    recording(&st, &key, tenant, id, true).await
 }
 
 /// Stop recording a call in progress.
@@ -307,11 +300,10 @@ pub(super) async fn start_recording(
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(super) async fn stop_recording(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    recording(&st, &headers, peer, tenant, id, false).await
+    recording(&st, &key, tenant, id, false).await
 }
 
 /// Where a call is transferred to.
@@ -331,13 +323,11 @@ pub struct TransferRequest {
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn transfer(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, id)): Path<(String, String)>,
     body: Result<Json<TransferRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, Problem> {
-    let p = authenticate(&st, &headers, peer.ip())?;
-    authorize(&p, &tenant, true)?;
+    key.tenant(&tenant, true)?;
     let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
     let Json(req) = body.map_err(super::body_problem)?;
     let valid = !req.destination.is_empty()
@@ -392,12 +382,10 @@ pub(super) async fn transfer(
     responses((status = 200, body = [Binding]), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn registrations(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, extension)): Path<(String, String)>,
 ) -> Result<Json<Vec<Binding>>, Problem> {
-    let p = authenticate(&st, &headers, peer.ip())?;
-    authorize(&p, &tenant, false)?;
+    key.tenant(&tenant, false)?;
     let snap = st.store.snapshot();
     let known = snap
         .tenant(&tenant)

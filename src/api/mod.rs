@@ -337,6 +337,36 @@ async fn count_responses(State(st): State<Arc<ApiState>>, req: Request, next: Ne
     resp
 }
 
+/// The checked API key of a request: every route that needs a key takes this extractor, so
+/// authentication happens in one place. What the key may do with a tenant is
+/// [`Key::tenant`] (tenant isolation, read-only keys).
+#[derive(Debug, Clone)]
+pub struct Key(pub Principal);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Key {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &Arc<ApiState>,
+    ) -> Result<Key, Problem> {
+        // Served with connect info: the peer address counts unknown keys per source.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        authenticate(st, &parts.headers, peer).map(Key)
+    }
+}
+
+impl Key {
+    /// The key may act on `tenant` (write when `write`); see [`authorize`].
+    pub fn tenant(&self, tenant: &str, write: bool) -> Result<(), Problem> {
+        authorize(&self.0, tenant, write)
+    }
+}
+
 /// Checks the Bearer key; `Err` is the response to send (401, or 429 once an address has
 /// sent too many unknown keys).
 ///
@@ -532,12 +562,7 @@ pub struct NodeInfo {
 
 /// This node's version, SIP listeners and store health (any valid key).
 #[utoipa::path(get, path = "/v1/node", responses((status = 200, body = NodeInfo), (status = 401, body = Problem)))]
-async fn node(
-    State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<NodeInfo>, Problem> {
-    authenticate(&st, &headers, peer.ip())?;
+async fn node(State(st): State<Arc<ApiState>>, _key: Key) -> Result<Json<NodeInfo>, Problem> {
     let stores = st
         .services
         .stores

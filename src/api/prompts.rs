@@ -9,19 +9,19 @@
 use super::audio::{self, AudioSource};
 use super::error::{FieldError, Problem};
 use super::page::{page_type, PageParams, PageQuery, Paging};
-use super::{authenticate, authorize, load_tenant, ApiState};
+use super::Key;
+use super::{load_tenant, ApiState};
 use crate::promptstore::{
     self, convert, references, PromptInfo, PromptStoreError, UploadFormat, MAX_UPLOAD_BYTES,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -60,13 +60,11 @@ page_type! {
 
 fn access(
     st: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
+    key: &Key,
     tenant: &str,
     write: bool,
 ) -> Result<crate::tenant::TenantConfig, Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
-    authorize(&p, tenant, write)?;
+    key.tenant(tenant, write)?;
     load_tenant(st, tenant)
 }
 
@@ -109,12 +107,11 @@ fn problem(e: PromptStoreError) -> Problem {
     responses((status = 200, body = PromptPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_prompts(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<PromptPage>, Problem> {
-    let cfg = access(&st, &headers, peer, &tenant, false)?;
+    let cfg = access(&st, &key, &tenant, false)?;
     let paging = Paging::from_query(query)?;
     let list = st.services.prompts.list(&tenant).map_err(problem)?;
     let (list, next_cursor) = paging.page(list, |p| p.name.clone());
@@ -141,12 +138,12 @@ pub(super) async fn list_prompts(
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn put_prompt(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    access(&st, &headers, peer, &tenant, true)?;
+    access(&st, &key, &tenant, true)?;
     if !promptstore::valid_name(&name) {
         return Err(problem(PromptStoreError::BadName));
     }
@@ -203,11 +200,11 @@ pub(super) async fn put_prompt(
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 206, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
 pub(super) async fn get_prompt(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    access(&st, &headers, peer, &tenant, false)?;
+    access(&st, &key, &tenant, false)?;
     // The node's copy is the prompt (every node fetches what it lacks from blob storage): a
     // deleted prompt whose blob delete still waits in the spool is gone.
     let local = st.services.prompts.path(&tenant, &name).map_err(problem)?;
@@ -225,11 +222,10 @@ pub(super) async fn get_prompt(
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(super) async fn delete_prompt(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    let cfg = access(&st, &headers, peer, &tenant, true)?;
+    let cfg = access(&st, &key, &tenant, true)?;
     st.services.prompts.get(&tenant, &name).map_err(problem)?;
     let used = references(&cfg, &name);
     if !used.is_empty() {

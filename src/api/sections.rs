@@ -4,14 +4,13 @@
 //! never returned and are kept when a PUT leaves them out.
 
 use super::error::Problem;
-use super::{
-    authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
-};
+use super::Key;
+use super::{authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState};
 use crate::tenant::model::{
     Extension, IvrMenu, Limits, Mailbox, Number, OutboundRoute, TenantSettings, Trunk,
 };
 use crate::tenant::TenantConfig;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,7 +18,6 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -166,11 +164,10 @@ fn respond<S: Section>(value: S) -> Response {
 
 async fn get_section<S: Section>(
     st: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
+    key: &Key,
     tenant: &str,
 ) -> Result<Response, Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
+    let p = key.0.clone();
     authorize(&p, tenant, false)?;
     let cfg = load_tenant(st, tenant)?;
     Ok(respond(S::take(&cfg)))
@@ -178,12 +175,12 @@ async fn get_section<S: Section>(
 
 async fn put_section<S: Section>(
     st: &ApiState,
+    key: &Key,
     headers: &HeaderMap,
-    peer: SocketAddr,
     tenant: &str,
     body: Result<Json<S>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
+    let p = key.0.clone();
     authorize(&p, tenant, true)?;
     let mut cfg = load_tenant(st, tenant)?;
     check_if_match(headers, &etag_of(&S::take(&cfg)), S::NAME)?;
@@ -204,11 +201,10 @@ type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
     responses((status = 200, body = BTreeMap<String, IvrMenu>, headers(("ETag" = String)))))]
 pub(super) async fn get_ivrs(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<BTreeMap<String, IvrMenu>>(&st, &headers, peer, &tenant).await
+    get_section::<BTreeMap<String, IvrMenu>>(&st, &key, &tenant).await
 }
 
 /// Replace the IVR menu graph, validated as one document (`If-Match` required). It reaches new
@@ -217,23 +213,22 @@ pub(super) async fn get_ivrs(
     responses((status = 200, body = BTreeMap<String, IvrMenu>, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_ivrs(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<BTreeMap<String, IvrMenu>>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// The tenant's numbers (DIDs) and where they go.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/numbers", params(("tenant" = String, Path)), responses((status = 200, body = [Number], headers(("ETag" = String)))))]
 pub(super) async fn get_numbers(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<Vec<Number>>(&st, &headers, peer, &tenant).await
+    get_section::<Vec<Number>>(&st, &key, &tenant).await
 }
 
 /// Replace the numbers (`If-Match` required).
@@ -241,23 +236,22 @@ pub(super) async fn get_numbers(
     responses((status = 200, body = [Number], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_numbers(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Vec<Number>>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// The tenant's trunks (passwords are write-only).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/trunks", params(("tenant" = String, Path)), responses((status = 200, body = [Trunk], headers(("ETag" = String)))))]
 pub(super) async fn get_trunks(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<Vec<Trunk>>(&st, &headers, peer, &tenant).await
+    get_section::<Vec<Trunk>>(&st, &key, &tenant).await
 }
 
 /// Replace the trunks (`If-Match` required); a trunk without `password` keeps its stored one.
@@ -265,23 +259,22 @@ pub(super) async fn get_trunks(
     responses((status = 200, body = [Trunk], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_trunks(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Vec<Trunk>>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// The tenant's mailboxes (PIN hashes are write-only).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/mailboxes", params(("tenant" = String, Path)), responses((status = 200, body = [Mailbox], headers(("ETag" = String)))))]
 pub(super) async fn get_mailboxes(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<Vec<Mailbox>>(&st, &headers, peer, &tenant).await
+    get_section::<Vec<Mailbox>>(&st, &key, &tenant).await
 }
 
 /// Replace the mailboxes (`If-Match` required); give `pin` to set a PIN (stored hashed), leave
@@ -290,23 +283,22 @@ pub(super) async fn get_mailboxes(
     responses((status = 200, body = [Mailbox], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_mailboxes(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Vec<Mailbox>>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// Feature extensions (what 500, 600, `*97` … do).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/extensions", params(("tenant" = String, Path)), responses((status = 200, body = [Extension], headers(("ETag" = String)))))]
 pub(super) async fn get_extensions(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<Vec<Extension>>(&st, &headers, peer, &tenant).await
+    get_section::<Vec<Extension>>(&st, &key, &tenant).await
 }
 
 /// Replace the feature extensions (`If-Match` required).
@@ -314,23 +306,22 @@ pub(super) async fn get_extensions(
     responses((status = 200, body = [Extension], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_extensions(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Vec<Extension>>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// Outbound routes: which dialed prefixes may leave through which trunk (toll-fraud control).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/outbound-routes", params(("tenant" = String, Path)), responses((status = 200, body = [OutboundRoute], headers(("ETag" = String)))))]
 pub(super) async fn get_outbound_routes(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<Vec<OutboundRoute>>(&st, &headers, peer, &tenant).await
+    get_section::<Vec<OutboundRoute>>(&st, &key, &tenant).await
 }
 
 /// Replace the outbound routes (`If-Match` required).
@@ -338,23 +329,22 @@ pub(super) async fn get_outbound_routes(
     responses((status = 200, body = [OutboundRoute], headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_outbound_routes(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Vec<OutboundRoute>>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// Tenant settings (recording policy, retention).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/settings", params(("tenant" = String, Path)), responses((status = 200, body = TenantSettings, headers(("ETag" = String)))))]
 pub(super) async fn get_settings(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<TenantSettings>(&st, &headers, peer, &tenant).await
+    get_section::<TenantSettings>(&st, &key, &tenant).await
 }
 
 /// Replace the tenant settings (`If-Match` required).
@@ -362,23 +352,22 @@ pub(super) async fn get_settings(
     responses((status = 200, body = TenantSettings, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_settings(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<TenantSettings>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }
 
 /// Tenant limits (concurrent calls, longest call).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/limits", params(("tenant" = String, Path)), responses((status = 200, body = Limits, headers(("ETag" = String)))))]
 pub(super) async fn get_limits(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    get_section::<Limits>(&st, &headers, peer, &tenant).await
+    get_section::<Limits>(&st, &key, &tenant).await
 }
 
 /// Replace the tenant limits (`If-Match` required).
@@ -386,10 +375,10 @@ pub(super) async fn get_limits(
     responses((status = 200, body = Limits, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_limits(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Body<Limits>,
 ) -> Result<Response, Problem> {
-    put_section(&st, &headers, peer, &tenant, body).await
+    put_section(&st, &key, &headers, &tenant, body).await
 }

@@ -3,19 +3,16 @@
 use super::error::Problem;
 use super::keys::KeyInfo;
 use super::page::{page_type, PageParams, PageQuery, Paging};
-use super::{
-    authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
-    Principal,
-};
+use super::Key;
+use super::{authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState, Principal};
 use crate::tenant::TenantConfig;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -104,10 +101,6 @@ fn with_etag(status: StatusCode, cfg: TenantConfig) -> Response {
     (status, [(header::ETAG, tag)], Json(public(cfg))).into_response()
 }
 
-fn principal(st: &ApiState, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, Problem> {
-    authenticate(st, headers, peer.ip())
-}
-
 fn admin_only(p: &Principal) -> Result<(), Problem> {
     match p {
         Principal::Admin => Ok(()),
@@ -125,11 +118,10 @@ fn admin_only(p: &Principal) -> Result<(), Problem> {
     responses((status = 200, body = TenantPage), (status = 401, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_tenants(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<TenantPage>, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     let paging = Paging::from_query(query)?;
     let snap = st.store.snapshot();
     let all: Vec<TenantSummary> = snap
@@ -150,11 +142,10 @@ pub(super) async fn list_tenants(
     responses((status = 201, body = TenantConfig, headers(("ETag" = String))), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn create_tenant(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     body: Result<Json<TenantConfig>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     admin_only(&p)?;
     let Json(cfg) = body.map_err(body_problem)?;
     if st.store.get(&cfg.id)?.is_some() {
@@ -178,11 +169,10 @@ pub(super) async fn create_tenant(
     responses((status = 200, body = TenantConfig, headers(("ETag" = String))), (status = 404, body = Problem)))]
 pub(super) async fn get_tenant(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<Response, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     authorize(&p, &tenant, false)?;
     let cfg = load_tenant(&st, &tenant)?;
     Ok(with_etag(StatusCode::OK, cfg))
@@ -195,12 +185,12 @@ pub(super) async fn get_tenant(
     responses((status = 200, body = TenantConfig, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_tenant(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Result<Json<TenantConfig>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     authorize(&p, &tenant, true)?;
     let current = load_tenant(&st, &tenant)?;
     check_if_match(&headers, &etag_of(&current), "tenant")?;
@@ -245,11 +235,10 @@ pub(super) async fn put_tenant(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", params(("tenant" = String, Path)), responses((status = 204), (status = 404, body = Problem)))]
 pub(super) async fn delete_tenant(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     authorize(&p, &tenant, false)?;
     admin_only(&p)?;
     st.store.delete(&tenant)?;
@@ -267,12 +256,11 @@ pub(super) async fn delete_tenant(
     responses((status = 200, body = KeyPage), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_keys(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<KeyPage>, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     authorize(&p, &tenant, false)?;
     admin_only(&p)?;
     if st.store.get(&tenant)?.is_none() {
@@ -288,12 +276,11 @@ pub(super) async fn list_keys(
     responses((status = 201, body = CreatedKey), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn create_key(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedKey>), Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     authorize(&p, &tenant, true)?;
     admin_only(&p)?;
     if st.store.get(&tenant)?.is_none() {
@@ -325,11 +312,10 @@ pub(super) async fn create_key(
     responses((status = 204), (status = 404, body = Problem)))]
 pub(super) async fn revoke_key(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    let p = principal(&st, &headers, peer)?;
+    let p = key.0.clone();
     authorize(&p, &tenant, true)?;
     admin_only(&p)?;
     let removed = st

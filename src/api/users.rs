@@ -4,18 +4,16 @@
 
 use super::error::{FieldError, Problem};
 use super::page::{page_type, PageParams, PageQuery, Paging};
-use super::{
-    authenticate, authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState,
-};
+use super::Key;
+use super::{body_problem, check_if_match, etag_of, load_tenant, ApiState};
 use crate::tenant::model::User;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -85,15 +83,8 @@ fn user_index(cfg: &crate::tenant::TenantConfig, extension: &str) -> Result<usiz
         .ok_or_else(|| Problem::not_found("user"))
 }
 
-fn caller(
-    st: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    tenant: &str,
-    write: bool,
-) -> Result<(), Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
-    authorize(&p, tenant, write)
+fn caller(_st: &ApiState, key: &Key, tenant: &str, write: bool) -> Result<(), Problem> {
+    key.tenant(tenant, write)
 }
 
 /// A tenant's users, by extension.
@@ -101,12 +92,11 @@ fn caller(
     responses((status = 200, body = UserPage), (status = 422, body = Problem)))]
 pub(super) async fn list_users(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<UserPage>, Problem> {
-    caller(&st, &headers, peer, &tenant, false)?;
+    caller(&st, &key, &tenant, false)?;
     let cfg = load_tenant(&st, &tenant)?;
     let paging = Paging::from_query(query)?;
     let (users, next_cursor) = paging.page(cfg.users, |u| u.extension.clone());
@@ -119,11 +109,10 @@ pub(super) async fn list_users(
     responses((status = 200, body = User, headers(("ETag" = String)))))]
 pub(super) async fn get_user(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, extension)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    caller(&st, &headers, peer, &tenant, false)?;
+    caller(&st, &key, &tenant, false)?;
     let cfg = load_tenant(&st, &tenant)?;
     let u = cfg
         .users
@@ -138,12 +127,11 @@ pub(super) async fn get_user(
     responses((status = 201, body = User, headers(("ETag" = String))), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn create_user(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path(tenant): Path<String>,
     body: Result<Json<User>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    caller(&st, &headers, peer, &tenant, true)?;
+    caller(&st, &key, &tenant, true)?;
     let mut cfg = load_tenant(&st, &tenant)?;
     let Json(user) = body.map_err(body_problem)?;
     if cfg.users.iter().any(|u| u.extension == user.extension) {
@@ -170,12 +158,12 @@ pub(super) async fn create_user(
     responses((status = 200, body = User, headers(("ETag" = String))), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub(super) async fn put_user(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path((tenant, extension)): Path<(String, String)>,
     body: Result<Json<User>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    caller(&st, &headers, peer, &tenant, true)?;
+    caller(&st, &key, &tenant, true)?;
     let mut cfg = load_tenant(&st, &tenant)?;
     let index = user_index(&cfg, &extension)?;
     check_if_match(&headers, &etag_of(&cfg.users[index]), "user")?;
@@ -226,11 +214,10 @@ pub(super) async fn put_user(
     responses((status = 204), (status = 422, body = Problem)))]
 pub(super) async fn delete_user(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, extension)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    caller(&st, &headers, peer, &tenant, true)?;
+    caller(&st, &key, &tenant, true)?;
     let mut cfg = load_tenant(&st, &tenant)?;
     let index = user_index(&cfg, &extension)?;
     cfg.users.remove(index);
@@ -249,12 +236,11 @@ pub(super) async fn delete_user(
     responses((status = 204), (status = 422, body = Problem)))]
 pub(super) async fn set_password(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, extension)): Path<(String, String)>,
     body: Result<Json<NewPassword>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, Problem> {
-    caller(&st, &headers, peer, &tenant, true)?;
+    caller(&st, &key, &tenant, true)?;
     let Json(req) = body.map_err(body_problem)?;
     let len = req.password.chars().count();
     if !(8..=128).contains(&len) {

@@ -5,16 +5,16 @@
 use super::audio::{self, AudioSource};
 use super::error::Problem;
 use super::page::{page_type, PageParams, PageQuery, Paging};
-use super::{authenticate, authorize, body_problem, ApiState};
+use super::Key;
+use super::{body_problem, ApiState};
 use crate::blob::voicemail_key;
 use crate::mailstore::{Folder, MailStoreError, Message};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -52,14 +52,12 @@ pub struct MessageUpdate {
 /// Checks the key and that the mailbox exists in the tenant (another tenant's: 404).
 fn mailbox_access(
     st: &ApiState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
+    key: &Key,
     tenant: &str,
     mailbox: &str,
     write: bool,
 ) -> Result<(), Problem> {
-    let p = authenticate(st, headers, peer.ip())?;
-    authorize(&p, tenant, write)?;
+    key.tenant(tenant, write)?;
     let known = st
         .store
         .snapshot()
@@ -91,12 +89,11 @@ fn store_problem(e: MailStoreError) -> Problem {
     responses((status = 200, body = MessagePage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn list_messages(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, mailbox)): Path<(String, String)>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<MessagePage>, Problem> {
-    mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    mailbox_access(&st, &key, &tenant, &mailbox, false)?;
     let paging = Paging::from_query(query)?;
     let list = st
         .services
@@ -122,11 +119,10 @@ fn find(st: &ApiState, tenant: &str, mailbox: &str, id: &str) -> Result<Message,
     responses((status = 200, body = Message), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn get_message(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, mailbox, id)): Path<(String, String, String)>,
 ) -> Result<Json<Message>, Problem> {
-    mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    mailbox_access(&st, &key, &tenant, &mailbox, false)?;
     Ok(Json(find(&st, &tenant, &mailbox, &id)?))
 }
 
@@ -136,12 +132,11 @@ pub(super) async fn get_message(
     responses((status = 200, body = Message), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn update_message(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, mailbox, id)): Path<(String, String, String)>,
     body: Result<Json<MessageUpdate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Message>, Problem> {
-    mailbox_access(&st, &headers, peer, &tenant, &mailbox, true)?;
+    mailbox_access(&st, &key, &tenant, &mailbox, true)?;
     let Json(u) = body.map_err(body_problem)?;
     find(&st, &tenant, &mailbox, &id)?;
     let m = st
@@ -158,11 +153,10 @@ pub(super) async fn update_message(
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub(super) async fn delete_message(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    key: Key,
     Path((tenant, mailbox, id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, Problem> {
-    mailbox_access(&st, &headers, peer, &tenant, &mailbox, true)?;
+    mailbox_access(&st, &key, &tenant, &mailbox, true)?;
     find(&st, &tenant, &mailbox, &id)?;
     st.services
         .mail
@@ -178,11 +172,11 @@ pub(super) async fn delete_message(
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>), (status = 206, content_type = "audio/wav", body = Vec<u8>), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
 pub(super) async fn message_audio(
     State(st): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    key: Key,
     headers: HeaderMap,
     Path((tenant, mailbox, id)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
-    mailbox_access(&st, &headers, peer, &tenant, &mailbox, false)?;
+    mailbox_access(&st, &key, &tenant, &mailbox, false)?;
     find(&st, &tenant, &mailbox, &id)?;
     let local = st
         .services
