@@ -15,6 +15,7 @@ mod calllog;
 pub mod error;
 pub mod keys;
 pub mod live;
+mod metrics;
 pub mod openapi;
 mod operator;
 mod page;
@@ -607,163 +608,13 @@ async fn metrics(
             return p.into_response();
         }
     }
-    let l = &st.live;
-    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut s = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        s.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
-        "switchyard_calls_active",
-        "gauge",
-        "Calls in progress.",
-        g(&l.calls_active),
-    );
-    metric(
-        "switchyard_calls_started_total",
-        "counter",
-        "Calls accepted since start-up.",
-        g(&l.calls_started),
-    );
-    metric(
-        "switchyard_calls_ended_total",
-        "counter",
-        "Calls ended since start-up.",
-        g(&l.calls_ended),
-    );
-    s.push_str("# HELP switchyard_calls_finished_total Calls finished (call records written), by disposition.\n# TYPE switchyard_calls_finished_total counter\n");
-    for (d, n) in crate::call::cdr::Disposition::ALL
-        .iter()
-        .zip(st.services.finished.iter())
-    {
-        s.push_str(&format!(
-            "switchyard_calls_finished_total{{disposition=\"{}\"}} {}\n",
-            d.as_str(),
-            g(n)
-        ));
-    }
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        s.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
-        "switchyard_registrations",
-        "gauge",
-        "Registered contacts.",
-        g(&l.registrations),
-    );
-    metric(
-        "switchyard_sip_malformed_total",
-        "counter",
-        "Malformed SIP messages received.",
-        g(&l.sip_malformed),
-    );
-    metric(
-        "switchyard_sip_auth_failures_total",
-        "counter",
-        "Failed digest authentications.",
-        g(&l.sip_auth_failures),
-    );
-    metric(
-        "switchyard_sip_auth_refused_total",
-        "counter",
-        "Requests refused while their username and address, or their address, is blocked.",
-        g(&l.sip_auth_refused),
-    );
-    metric(
-        "switchyard_sip_auth_blocks_total",
-        "counter",
-        "Blocks started by too many failed authentications.",
-        g(&l.sip_auth_blocks),
-    );
-    metric(
-        "switchyard_media_legs",
-        "gauge",
-        "Media legs running.",
-        g(&l.media_legs),
-    );
-    metric(
-        "switchyard_rtp_packets_received_total",
-        "counter",
-        "RTP packets received.",
-        g(&l.rtp_packets_in),
-    );
-    metric(
-        "switchyard_rtp_packets_sent_total",
-        "counter",
-        "RTP packets sent.",
-        g(&l.rtp_packets_out),
-    );
-    metric(
-        "switchyard_rtp_late_ticks_total",
-        "counter",
-        "Media ticks that started more than 2 ms late.",
-        g(&l.rtp_late_ticks),
-    );
-    metric(
-        "switchyard_config_revision",
-        "gauge",
-        "Tenant configuration revision.",
-        st.store.revision(),
-    );
-    if let Some(stores) = &st.services.stores {
-        let sp = &stores.spool.status;
-        type Figure = fn(&crate::spool::QueueStatus) -> u64;
-        let families: [(&str, &str, &str, Figure); 5] = [
-            (
-                "switchyard_spool_depth",
-                "gauge",
-                "Entries waiting in the local spool for a store.",
-                |q| q.depth.load(Ordering::Relaxed),
-            ),
-            (
-                "switchyard_spool_oldest_age_seconds",
-                "gauge",
-                "Age of the oldest entry waiting in the spool.",
-                |q| q.oldest_age().as_secs(),
-            ),
-            (
-                "switchyard_spool_moved_total",
-                "counter",
-                "Entries moved from the spool to the store.",
-                |q| q.moved.load(Ordering::Relaxed),
-            ),
-            (
-                "switchyard_store_failures_total",
-                "counter",
-                "Failed attempts to write to a store.",
-                |q| q.failures.load(Ordering::Relaxed),
-            ),
-            (
-                "switchyard_store_failing_seconds",
-                "gauge",
-                "How long a store has been failing (0: working).",
-                |q| q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
-            ),
-        ];
-        for (metric, kind, help, figure) in families {
-            s.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
-            for (q, queue) in [
-                (&sp.history, "history"),
-                (&sp.blob, "blob"),
-                (&sp.disk, "spool_disk"),
-            ] {
-                s.push_str(&format!("{metric}{{queue=\"{queue}\"}} {}\n", figure(q)));
-            }
+    match metrics::exposition(&st) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics could not be encoded");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
-    s.push_str("# HELP switchyard_api_responses_total Admin API responses by status.\n# TYPE switchyard_api_responses_total counter\n");
-    if let Ok(m) = st.responses.lock() {
-        for (code, n) in m.iter() {
-            s.push_str(&format!(
-                "switchyard_api_responses_total{{status=\"{code}\"}} {n}\n"
-            ));
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
