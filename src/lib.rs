@@ -8,11 +8,21 @@
 //!
 //! ```text
 //!  sockets ──► sip::transport ──► sip::endpoint (sans-IO) ──► call ──► apps
-//!                                                                │
-//!                                                                └──► media engine
-//!                    ▲                   │   │
-//!                    └──── transmits ────┘   └─► tenant::Snapshot (Arc, swapped on change)
+//!     ▲                               │  │  │                   │
+//!     └──────── transmits ────────────┘  │  └─► Work (disk) ──► server threads
+//!                                        └─► MediaBackend ◄── media reservations ◄── call
 //! ```
+//!
+//! ## Layers
+//!
+//! Dependencies point down; `tests/layers.rs` reads every import and fails when one points
+//! up (the README's "Layout" has the table). From the bottom: [`records`]; [`sdp`], the SIP
+//! protocol pieces in [`sip`] and [`localdb`]; [`media`]; [`tenant`]; storage ([`blob`],
+//! [`history`], [`spool`], [`mailstore`], [`promptstore`], [`retention`]); the SIP endpoint
+//! ([`sip::endpoint`]: no sockets, no disk, no clock; media through
+//! [`sip::endpoint::MediaBackend`] in SDP terms, disk work as [`sip::endpoint::Work`]);
+//! [`call`] (the runner reaches media only through [`call::CallMedia`]); [`apps`]; [`api`];
+//! and the wiring ([`server`], [`settings`], [`doctor`], [`backup`]), which sees everything.
 //!
 //! - [`sip`]: RFC 3261 message intake, transaction state machines, digest auth, registrar and
 //!   the [`sip::endpoint::Endpoint`] that takes bytes and time and returns bytes to send.
@@ -43,6 +53,9 @@
 //!
 //! - Protocol logic never reads the clock or touches a socket: it receives [`sip::endpoint::Now`]
 //!   and returns transmits and deadlines, so RFC timers are tested on a fake clock.
+//! - Nothing on the SIP loop waits for a disk: registrations, mailbox counts, voicemail
+//!   writes, call records and audio go to threads of their own (see the README's "Layout"
+//!   for the reads that remain).
 //! - A call takes one tenant snapshot when it starts and keeps it: configuration changes reach
 //!   new calls at once and never disturb a call in progress.
 //! - Input from the network never panics the server: bad messages get `400` (with a Warning

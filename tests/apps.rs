@@ -500,6 +500,32 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     );
 }
 
+/// Digits a caller sends in RTP (RFC 4733) reach a bridged phone that negotiated no
+/// telephone-event as SIP INFO (application/dtmf-relay), in order: the engine cannot put them
+/// in the phone's RTP, so the runner has the endpoint send INFO in the phone's dialog.
+#[test]
+fn rfc4733_digits_reach_a_phone_without_telephone_event_as_sip_info() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let callee = phone_for_101(&server, "uas_answer_info.xml", &["-m", "1"], |_| {});
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "media_dtmf.xml",
+        &["-m", "1", "-s", "+15550101", "-d", "4000"],
+    );
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let (ok, out) = callee.join().expect("callee");
+    assert!(
+        ok,
+        "the phone must get INFO 1, 2, 3 and # in order:\n{out}\n{}",
+        server.log_text()
+    );
+}
+
 /// No answer: the phone rings for the user's ring timeout, is cancelled, and the caller goes
 /// to the user's mailbox, where the message records the caller's tone.
 #[test]
