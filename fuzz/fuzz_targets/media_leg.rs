@@ -22,7 +22,6 @@ fuzz_target!(|data: &[u8]| {
         expect_rx: true,
         rtp_timeout: Duration::from_secs(5),
         inband: InbandDtmf::Always,
-        webrtc: None,
         signalling_ip: Some("192.0.2.10".parse().expect("ip")),
     };
     let t0 = Instant::now();
