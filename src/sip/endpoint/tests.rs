@@ -370,6 +370,19 @@ fn digest_header(
     )
 }
 
+/// User 100's (password `demo100`) answer to a REGISTER challenge.
+fn register_digest(challenge: &str, alg: DigestAlgorithm, nc: u32) -> String {
+    digest_header(
+        challenge,
+        "100",
+        "demo100",
+        "REGISTER",
+        "sip:127.0.0.1",
+        alg,
+        nc,
+    )
+}
+
 fn register(cseq: u32, auth: Option<&str>, expires: u32) -> String {
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
@@ -391,15 +404,7 @@ fn register_with_md5_and_sha256_and_offer_order() {
         .collect();
     assert_eq!(challenges.len(), 2);
     assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
-    let auth = digest_header(
-        challenges[1],
-        "100",
-        "demo100",
-        "REGISTER",
-        "sip:127.0.0.1",
-        DigestAlgorithm::Sha256,
-        1,
-    );
+    let auth = register_digest(challenges[1], DigestAlgorithm::Sha256, 1);
     let out = h.send(peer, &register(2, Some(&auth), 3600));
     assert_eq!(codes(&out), vec![200]);
     assert!(header(&out[0], "Contact").is_some_and(|c| c.contains("expires=3600")));
@@ -410,29 +415,13 @@ fn register_with_md5_and_sha256_and_offer_order() {
         vec![401]
     );
     // MD5 on the same nonce, next nc: accepted. Too brief an interval: 423.
-    let auth = digest_header(
-        challenges[0],
-        "100",
-        "demo100",
-        "REGISTER",
-        "sip:127.0.0.1",
-        DigestAlgorithm::Md5,
-        2,
-    );
+    let auth = register_digest(challenges[0], DigestAlgorithm::Md5, 2);
     let out = h.send(peer, &register(4, Some(&auth), 10));
     assert_eq!(codes(&out), vec![423]);
     assert_eq!(header(&out[0], "Min-Expires"), Some("60"));
     // Expired nonce: stale=true.
     h.advance(Duration::from_secs(600));
-    let auth = digest_header(
-        challenges[0],
-        "100",
-        "demo100",
-        "REGISTER",
-        "sip:127.0.0.1",
-        DigestAlgorithm::Md5,
-        3,
-    );
+    let auth = register_digest(challenges[0], DigestAlgorithm::Md5, 3);
     let out = h.send(peer, &register(5, Some(&auth), 0));
     assert_eq!(codes(&out), vec![401]);
     assert!(out[0].contains("stale=true"));
@@ -528,15 +517,7 @@ fn forged_nonces_and_other_requests_digests_lock_nobody_out() {
         0,
         "none of that was a password guess"
     );
-    let ok = digest_header(
-        &format!("WWW-Authenticate: {ch}"),
-        "100",
-        "demo100",
-        "REGISTER",
-        "sip:127.0.0.1",
-        DigestAlgorithm::Md5,
-        1,
-    );
+    let ok = register_digest(&format!("WWW-Authenticate: {ch}"), DigestAlgorithm::Md5, 1);
     assert_eq!(
         codes(&h.send(peer, &register(300, Some(&ok), 3600))),
         vec![200]
@@ -805,7 +786,7 @@ fn sip_info_digits_join_the_call() {
     assert_eq!(codes(&h.send(peer, &stray)), vec![481]);
 }
 
-/// Registers user 100 from `peer` (challenge, then SHA-256 digest).
+/// Registers user 100 from `peer` (challenge, then an MD5 digest).
 fn register_100(h: &mut Harness, peer: Peer) {
     let out = h.send(peer, &register(1, None, 3600));
     let challenge = out[0]
@@ -813,15 +794,7 @@ fn register_100(h: &mut Harness, peer: Peer) {
         .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
         .expect("challenge")
         .to_string();
-    let auth = digest_header(
-        &challenge,
-        "100",
-        "demo100",
-        "REGISTER",
-        "sip:127.0.0.1",
-        DigestAlgorithm::Md5,
-        1,
-    );
+    let auth = register_digest(&challenge, DigestAlgorithm::Md5, 1);
     assert_eq!(
         codes(&h.send(peer, &register(2, Some(&auth), 3600))),
         vec![200]
