@@ -624,7 +624,10 @@ mod tests {
         );
         // Both land within a bounded time, each announced.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while s.list("t1", "100").unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        // The file is listed a moment before the listener is told, so wait for both.
+        while (s.list("t1", "100").unwrap().len() < 2 || told.lock().unwrap().len() < 2)
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(s.counts("t1", "100"), Counts { new: 2, saved: 0 });
