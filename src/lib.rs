@@ -10,7 +10,8 @@
 //!  sockets ──► sip::transport ──► sip::endpoint (sans-IO) ──► call ──► apps
 //!     ▲                               │  │  │                   │
 //!     └──────── transmits ────────────┘  │  └─► Work (disk) ──► server threads
-//!                                        └─► MediaBackend ◄── media reservations ◄── call
+//!                                     │  └─► MediaBackend ◄── media reservations ◄── call
+//!                                     └─► CallPolicy ◄── call::policy (routing, trust, limits)
 //! ```
 //!
 //! ## Layers
@@ -19,8 +20,9 @@
 //! up (the README's "Layout" has the table). From the bottom: [`records`]; [`sdp`], the SIP
 //! protocol pieces in [`sip`] and [`localdb`]; [`media`]; [`tenant`]; storage ([`blob`],
 //! [`history`], [`spool`], [`mailstore`], [`promptstore`], [`retention`]); the SIP endpoint
-//! ([`sip::endpoint`]: no sockets, no disk, no clock; media through
-//! [`sip::endpoint::MediaBackend`] in SDP terms, disk work as [`sip::endpoint::Work`]);
+//! ([`sip::endpoint`]: no sockets, no disk, no clock, seeded randomness ([`sip::ids`]); media
+//! through [`sip::endpoint::MediaBackend`] in SDP terms, routing decisions through
+//! [`sip::endpoint::CallPolicy`], disk work as [`sip::endpoint::Work`]);
 //! [`call`] (the runner reaches media only through [`call::CallMedia`]); [`apps`]; [`api`];
 //! and the wiring ([`server`], [`settings`], [`doctor`], [`backup`]), which sees everything.
 //!
@@ -52,10 +54,12 @@
 //! ## Rules the code keeps
 //!
 //! - Protocol logic never reads the clock or touches a socket: it receives [`sip::endpoint::Now`]
-//!   and returns transmits and deadlines, so RFC timers are tested on a fake clock.
-//! - Nothing on the SIP loop waits for a disk: registrations, mailbox counts, voicemail
-//!   writes, call records and audio go to threads of their own (see the README's "Layout"
-//!   for the reads that remain).
+//!   and returns transmits and deadlines, so RFC timers are tested on a fake clock. Its random
+//!   values come from a seed it is given, so a test sees the same bytes on every run.
+//! - Nothing on the SIP loop waits for a disk write: registrations, mailbox counts, voicemail
+//!   writes, call records and audio go to threads of their own, and audio to play is read by
+//!   the media engine's clip loader (see the README's "Layout" for the small reads that
+//!   remain).
 //! - A call takes one tenant snapshot when it starts and keeps it: configuration changes reach
 //!   new calls at once and never disturb a call in progress.
 //! - Input from the network never panics the server: bad messages get `400` (with a Warning

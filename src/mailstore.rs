@@ -117,6 +117,29 @@ enum MailWrite {
         id: String,
         seq: u64,
     },
+    /// Audio nobody lists yet: a message too short to keep, a greeting kept or dropped.
+    File(FileOp),
+}
+
+/// A change to a recording's file that no read waits for.
+#[derive(Debug)]
+enum FileOp {
+    Remove(PathBuf),
+    Rename { from: PathBuf, to: PathBuf },
+}
+
+impl FileOp {
+    fn run(&self) {
+        let done = match self {
+            FileOp::Remove(p) => std::fs::remove_file(p),
+            FileOp::Rename { from, to } => std::fs::rename(from, to),
+        };
+        if let Err(e) = done {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(op = ?self, error = %e, "voicemail: file change not made");
+            }
+        }
+    }
 }
 
 /// What a read must already show of a change not yet on disk.
@@ -224,7 +247,79 @@ impl MailStore {
         }
     }
 
-    /// Where a new message's audio goes; returns the new id and the path.
+    /// A new message's id: the time, the call and a random part. No disk work (the recorder
+    /// makes the mailbox folder when it writes the audio).
+    pub fn new_message_id(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+        unix: u64,
+        call: u64,
+    ) -> Result<String, MailStoreError> {
+        self.mailbox_dir(tenant, mailbox)?;
+        Ok(format!("{unix}-{call}-{:04x}", rand::random::<u16>()))
+    }
+
+    /// Where message `id`'s audio is written while it is recorded (nothing is checked on disk;
+    /// the message is listed once committed).
+    pub fn message_wav(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<PathBuf, MailStoreError> {
+        if !safe(id) {
+            return Err(MailStoreError::NotFound);
+        }
+        Ok(self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.wav")))
+    }
+
+    /// Where a new greeting is recorded until [`MailStore::finish_greeting`] keeps or drops it.
+    pub fn greeting_draft(&self, tenant: &str, mailbox: &str) -> Result<PathBuf, MailStoreError> {
+        Ok(self.mailbox_dir(tenant, mailbox)?.join("greeting.new.wav"))
+    }
+
+    /// Drops the audio of message `id`, recorded but not to be committed (too short).
+    pub fn discard_recording(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<(), MailStoreError> {
+        let path = self.message_wav(tenant, mailbox, id)?;
+        self.file_op(FileOp::Remove(path))
+    }
+
+    /// Keeps the greeting recorded last (it replaces the mailbox's greeting) or drops it.
+    pub fn finish_greeting(
+        &self,
+        tenant: &str,
+        mailbox: &str,
+        keep: bool,
+    ) -> Result<(), MailStoreError> {
+        let draft = self.greeting_draft(tenant, mailbox)?;
+        self.file_op(if keep {
+            FileOp::Rename {
+                from: draft,
+                to: self.mailbox_dir(tenant, mailbox)?.join("greeting.wav"),
+            }
+        } else {
+            FileOp::Remove(draft)
+        })
+    }
+
+    /// A file change: on the writer thread when there is one.
+    fn file_op(&self, op: FileOp) -> Result<(), MailStoreError> {
+        if let Some(w) = &self.writer {
+            return self.queue(w, MailWrite::File(op));
+        }
+        self.slow_disk();
+        op.run();
+        Ok(())
+    }
+
+    /// Where a new message's audio goes, its folder made; returns the new id and the path (for
+    /// tools and tests that write messages themselves).
     pub fn new_message(
         &self,
         tenant: &str,
@@ -232,10 +327,11 @@ impl MailStore {
         unix: u64,
         call: u64,
     ) -> Result<(String, PathBuf), MailStoreError> {
-        let dir = self.mailbox_dir(tenant, mailbox)?;
-        std::fs::create_dir_all(&dir)?;
-        let id = format!("{unix}-{call}-{:04x}", rand::random::<u16>());
-        let path = dir.join(format!("{id}.wav"));
+        let id = self.new_message_id(tenant, mailbox, unix, call)?;
+        let path = self.message_wav(tenant, mailbox, &id)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         Ok((id, path))
     }
 
@@ -318,6 +414,10 @@ impl MailStore {
                 if let Some(t) = table.upgrade() {
                     t.done(&tenant, &mailbox, &id, seq);
                 }
+            }
+            MailWrite::File(op) => {
+                self.slow_disk();
+                op.run();
             }
         }
     }
@@ -531,11 +631,9 @@ impl MailStore {
         Ok(())
     }
 
-    /// Where a mailbox's own recorded greeting lives.
+    /// Where a mailbox's own recorded greeting lives (nothing is checked on disk).
     pub fn greeting_path(&self, tenant: &str, mailbox: &str) -> Result<PathBuf, MailStoreError> {
-        let dir = self.mailbox_dir(tenant, mailbox)?;
-        std::fs::create_dir_all(&dir)?;
-        Ok(dir.join("greeting.wav"))
+        Ok(self.mailbox_dir(tenant, mailbox)?.join("greeting.wav"))
     }
 }
 
@@ -596,6 +694,39 @@ mod tests {
         s.delete("t1", "100", &id).unwrap();
         assert!(s.list("t1", "100").unwrap().is_empty());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn recordings_are_kept_or_dropped_by_id_on_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MailStore::new(dir.path()).with_writer().unwrap();
+        let id = s.new_message_id("t1", "100", 1000, 7).unwrap();
+        let wav = s.message_wav("t1", "100", &id).unwrap();
+        assert!(!wav.parent().unwrap().exists(), "an id costs no disk work");
+        assert!(s.new_message_id("t1", "../x", 1000, 7).is_err());
+        assert!(s.message_wav("t1", "100", "../../x").is_err());
+        std::fs::create_dir_all(wav.parent().unwrap()).unwrap();
+        std::fs::write(&wav, b"RIFF").unwrap();
+        let draft = s.greeting_draft("t1", "100").unwrap();
+        std::fs::write(&draft, b"RIFF-greeting").unwrap();
+        s.discard_recording("t1", "100", &id).unwrap();
+        s.finish_greeting("t1", "100", true).unwrap();
+        let greeting = s.greeting_path("t1", "100").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while (wav.exists() || !greeting.exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!wav.exists(), "a message too short to keep leaves no audio");
+        assert_eq!(std::fs::read(&greeting).unwrap(), b"RIFF-greeting");
+        assert!(!draft.exists());
+        // A greeting not kept leaves the old one.
+        std::fs::write(&draft, b"RIFF-other").unwrap();
+        s.finish_greeting("t1", "100", false).unwrap();
+        while draft.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!draft.exists());
+        assert_eq!(std::fs::read(&greeting).unwrap(), b"RIFF-greeting");
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn register_raw_101(sock: &UdpSocket, port: u16) {
         &format!("sip:127.0.0.1:{port}"),
         "101",
         "demo101",
+        rand::random(),
     )
     .expect("answer the challenge");
     let ok = ask(sock, port, &req(2, &format!("Authorization: {auth}\r\n")));
@@ -811,6 +812,7 @@ fn a_sniffed_digest_answer_cannot_be_replayed() {
         &format!("sip:500@127.0.0.1:{}", p.sip),
         "100",
         "demo100",
+        rand::random(),
     )
     .expect("answer");
     let auth = format!("Proxy-Authorization: {answer}\r\n");
@@ -867,6 +869,7 @@ fn subscriptions_per_user_are_bounded() {
             &format!("sip:100@127.0.0.1:{}", p.sip),
             "100",
             "demo100",
+            rand::random(),
         )
         .expect("answer");
         let answer = udp_exchange(

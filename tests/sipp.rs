@@ -121,6 +121,11 @@ fn cancel_before_answer_gets_487() {
 /// was retransmitted 7.5 s after the first, past our BYE transaction's 64·T1 (Timer J,
 /// RFC 3261 §17.2.2), and drew a correct 481 that SIPp counted as a failed call (the test
 /// failed about one run in two). Both ends now share one timer scale, as real peers do.
+///
+/// SIPp keeps at most 8 calls up (`-l 8`): each test's server has 10 RTP port pairs, and with
+/// lost BYEs calls stay up longer than the 200 ms pause, so SIPp once reached 11 at a time and
+/// the eleventh got a correct `503 (no media ports)` that SIPp counted as a failure (CI, on a
+/// machine busy with a build). The test is about loss, not about the port budget.
 #[test]
 fn calls_complete_under_packet_loss() {
     if !peer_available("sipp") {
@@ -134,7 +139,7 @@ fn calls_complete_under_packet_loss() {
         "-r",
         "20",
         "-l",
-        "20",
+        "8",
         "-s",
         "+15550100",
         "-d",

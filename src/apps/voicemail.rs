@@ -13,12 +13,11 @@
 //! reported to [`Services`](crate::call::Services) so phones get a message-waiting NOTIFY.
 
 use super::{say_count, say_digits};
-use crate::call::control::{App, AppEvent, CallContext, Caller, GatherSpec, Verb};
+use crate::call::control::{App, AppEvent, CallContext, Caller, GatherSpec, RecordTarget, Verb};
 use crate::mailstore::{Folder, Message};
 use crate::media::leg::RecordStop;
 use crate::media::Audio;
 use crate::tenant::model::verify_pin;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Shortest message kept.
@@ -135,18 +134,21 @@ impl App for DepositApp {
                 ]
             }
             (DepositState::Greeting, AppEvent::PlaybackDone { .. }) => {
-                let Ok((id, path)) = cx.services.mail.new_message(
+                let Ok(id) = cx.services.mail.new_message_id(
                     cx.tenant.id(),
                     &self.mailbox,
                     cx.unix_now,
                     cx.call,
                 ) else {
-                    tracing::error!(mailbox = %self.mailbox, "voicemail: cannot create the message file");
+                    tracing::error!(mailbox = %self.mailbox, "voicemail: no message id for this mailbox");
                     return vec![Verb::hangup("voicemail store unavailable")];
                 };
-                self.state = DepositState::Recording { id };
+                self.state = DepositState::Recording { id: id.clone() };
                 vec![Verb::Record {
-                    path,
+                    into: RecordTarget::Message {
+                        mailbox: self.mailbox.clone(),
+                        id,
+                    },
                     stop_digits: "#".into(),
                     max_length: Duration::from_secs(u64::from(mailbox.max_message_secs)),
                     max_silence: Some(MESSAGE_SILENCE),
@@ -155,9 +157,9 @@ impl App for DepositApp {
             (
                 DepositState::Recording { id },
                 AppEvent::Recorded {
-                    path,
                     duration_ms,
                     reason,
+                    ..
                 },
             ) => {
                 let id = id.clone();
@@ -166,7 +168,10 @@ impl App for DepositApp {
                 let mut verbs = vec![Verb::play(&["system/goodbye"], false)];
                 if duration_ms < MIN_MESSAGE_MS {
                     tracing::info!(mailbox = %self.mailbox, duration_ms, "voicemail too short: discarded");
-                    let _ = std::fs::remove_file(&path);
+                    let _ = cx
+                        .services
+                        .mail
+                        .discard_recording(cx.tenant.id(), &self.mailbox, &id);
                     return verbs;
                 }
                 let msg = Message {
@@ -455,33 +460,26 @@ impl App for MailboxMenuApp {
                 AppEvent::PlaybackDone { .. } | AppEvent::Digit(_),
             ) => self.play_message(cx, mailbox, index + 1),
             (MenuState::GreetingPrompt { mailbox }, AppEvent::PlaybackDone { .. }) => {
-                let Ok(final_path) = cx.services.mail.greeting_path(&tenant, &mailbox) else {
-                    return vec![Verb::hangup("voicemail store unavailable")];
-                };
                 self.state = MenuState::RecordingGreeting {
                     mailbox: mailbox.clone(),
                 };
                 vec![Verb::Record {
-                    path: final_path.with_extension("new.wav"),
+                    into: RecordTarget::Greeting { mailbox },
                     stop_digits: "#".into(),
                     max_length: Duration::from_secs(60),
                     max_silence: Some(MESSAGE_SILENCE),
                 }]
             }
-            (
-                MenuState::RecordingGreeting { mailbox },
-                AppEvent::Recorded {
-                    path, duration_ms, ..
-                },
-            ) => {
-                if duration_ms >= MIN_MESSAGE_MS {
-                    if let Ok(final_path) = cx.services.mail.greeting_path(&tenant, &mailbox) {
-                        if std::fs::rename(&path, &final_path).is_ok() {
-                            tracing::info!(%tenant, %mailbox, duration_ms, "voicemail: greeting recorded");
-                        }
+            (MenuState::RecordingGreeting { mailbox }, AppEvent::Recorded { duration_ms, .. }) => {
+                let keep = duration_ms >= MIN_MESSAGE_MS;
+                match cx.services.mail.finish_greeting(&tenant, &mailbox, keep) {
+                    Ok(()) if keep => {
+                        tracing::info!(%tenant, %mailbox, duration_ms, "voicemail: greeting recorded")
                     }
-                } else {
-                    let _ = std::fs::remove_file(PathBuf::from(&path));
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(%tenant, %mailbox, error = %e, "voicemail: greeting not kept")
+                    }
                 }
                 self.main_menu(cx, mailbox, 0)
             }
@@ -527,16 +525,20 @@ mod tests {
         assert_eq!(audio.last(), Some(&Audio::Prompt("system/beep".into())));
         let v = s.event(AppEvent::PlaybackDone { interrupted: false });
         let Verb::Record {
-            path, max_length, ..
+            into, max_length, ..
         } = &v[0]
         else {
             panic!("{v:?}")
         };
+        assert!(matches!(into, RecordTarget::Message { mailbox, .. } if mailbox == "100"));
         assert_eq!(*max_length, Duration::from_secs(60));
-        std::fs::write(path, b"RIFF").unwrap();
+        // What the call layer records into (the recorder makes the folder).
+        let path = cx.services.recording_path("t1", into).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"RIFF").unwrap();
         // The caller hangs up while recording: the message is still kept.
         s.event(AppEvent::Recorded {
-            path: path.clone(),
+            into: into.clone(),
             duration_ms: 3200,
             reason: RecordStop::Stopped,
         });

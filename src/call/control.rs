@@ -11,7 +11,6 @@ use crate::media::leg::RecordStop;
 use crate::media::Audio;
 use crate::tenant::model::Target;
 use crate::tenant::Tenant;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +47,8 @@ pub enum Verb {
     Gather(GatherSpec),
     /// Record the caller; ends with [`AppEvent::Recorded`].
     Record {
-        /// File to write.
-        path: PathBuf,
+        /// What the recording is (the call layer decides where it is kept).
+        into: RecordTarget,
         /// Digits that stop the recording (and are not recorded).
         stop_digits: String,
         /// Longest recording.
@@ -216,12 +215,31 @@ pub enum AppEvent {
     PeerHungUp,
     /// A recording ended.
     Recorded {
-        /// File written.
-        path: PathBuf,
+        /// What was recorded (as asked in [`Verb::Record`]).
+        into: RecordTarget,
         /// Audio length.
         duration_ms: u64,
         /// Why it stopped.
         reason: RecordStop,
+    },
+}
+
+/// What an app records. Apps never see file paths: the call layer maps this to the storage
+/// that keeps it, and the app then keeps or drops it through the mailbox store by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordTarget {
+    /// The audio of voicemail message `id` of `mailbox` (an id from
+    /// `MailStore::new_message_id`); listed once the app commits the message.
+    Message {
+        /// Mailbox id.
+        mailbox: String,
+        /// Message id.
+        id: String,
+    },
+    /// A new greeting for `mailbox`: it replaces the old one only when the app keeps it.
+    Greeting {
+        /// Mailbox id.
+        mailbox: String,
     },
 }
 

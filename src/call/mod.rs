@@ -11,6 +11,8 @@
 //!   the media engine, and media/SIP events back into session input; keeps each call's
 //!   outgoing legs (B2BUA: legs created beside the caller's on one media worker and bridged)
 //!   and builds its call record.
+//! - [`policy`]: routing policy for new calls (trunk trust, where a dialed string goes, call
+//!   limits), which the SIP endpoint asks through its `CallPolicy` interface.
 //! - [`cdr`]: the call record (written through [`crate::spool`] to the history store).
 //!
 //! The SIP endpoint only ever reports calls to this module (`CallEvent`) and takes its actions
@@ -19,6 +21,7 @@
 pub mod cdr;
 pub mod control;
 pub mod media;
+pub mod policy;
 pub mod runner;
 pub mod session;
 
@@ -71,6 +74,22 @@ fn note_change(changed: &Mutex<Vec<(String, String)>>, tenant: &str, mailbox: &s
 }
 
 impl Services {
+    /// The file an app's recording is written to (apps name what they record, never a path).
+    pub fn recording_path(
+        &self,
+        tenant: &str,
+        into: &control::RecordTarget,
+    ) -> Result<PathBuf, crate::mailstore::MailStoreError> {
+        match into {
+            control::RecordTarget::Message { mailbox, id } => {
+                self.mail.message_wav(tenant, mailbox, id)
+            }
+            control::RecordTarget::Greeting { mailbox } => {
+                self.mail.greeting_draft(tenant, mailbox)
+            }
+        }
+    }
+
     /// Services with voicemail under `voicemail_dir` and call recordings beside it in
     /// `recordings/`, without stores.
     pub fn new(voicemail_dir: PathBuf) -> Services {

@@ -5,7 +5,7 @@
 //! commands.
 
 use super::control::{
-    App, AppEvent, CallContext, DialOutcome, DialTarget, GatherEnd, GatherSpec, Verb,
+    App, AppEvent, CallContext, DialOutcome, DialTarget, GatherEnd, GatherSpec, RecordTarget, Verb,
 };
 use crate::media::leg::{RecordOptions, RecordSlot, RecordStop};
 use crate::media::Audio;
@@ -120,7 +120,8 @@ pub struct CallSession {
     play_barge_in: bool,
     next_tag: u64,
     gather: Option<Gathering>,
-    recording: bool,
+    /// The app's recording in progress.
+    recording: Option<RecordTarget>,
     dialing: Option<Dialing>,
     /// The leg the caller is bridged to.
     peer: Option<u64>,
@@ -161,7 +162,7 @@ impl CallSession {
             play_barge_in: false,
             next_tag: 1,
             gather: None,
-            recording: false,
+            recording: None,
             dialing: None,
             peer: None,
             early: None,
@@ -242,7 +243,7 @@ impl CallSession {
             }
             self.on_playback_done(tag, true, now, unix);
         }
-        if self.recording && !from_media {
+        if self.recording.is_some() && !from_media {
             // A stop digit by INFO ends the recording like one sent in the audio would.
             self.effects
                 .push_back(Effect::StopRecording(RecordSlot::App));
@@ -282,9 +283,12 @@ impl CallSession {
             );
             return;
         }
-        self.recording = false;
+        let Some(into) = self.recording.take() else {
+            tracing::warn!(call = self.cx.call, path = %path.display(), "a recording nobody asked for ended");
+            return;
+        };
         let ev = AppEvent::Recorded {
-            path,
+            into,
             duration_ms,
             reason,
         };
@@ -722,12 +726,24 @@ impl CallSession {
                     self.arm_gather(now);
                 }
                 Verb::Record {
-                    path,
+                    into,
                     stop_digits,
                     max_length,
                     max_silence,
                 } => {
-                    self.recording = true;
+                    let path = match self.cx.services.recording_path(self.cx.tenant.id(), &into) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(call = self.cx.call, error = %e, ?into, "nowhere to record");
+                            self.ended = true;
+                            self.effects.push_back(Effect::Hangup {
+                                cause: HangupCause::Server,
+                                reason: "voicemail store unavailable".into(),
+                            });
+                            continue;
+                        }
+                    };
+                    self.recording = Some(into);
                     self.effects.push_back(Effect::Record {
                         path,
                         opts: RecordOptions {

@@ -15,6 +15,7 @@ use super::leg::{
     unix_micros, InbandDtmf, Leg, LegEvent, LegParams, LegQuality, Outgoing, Player, RecordOptions,
     RecordSlot, RecordStop, Recording, Source, FRAME,
 };
+use super::loader::{clip_for, spawn_loader, LoadJob};
 use super::prompts::{PromptCache, PromptError};
 use super::recorder::{spawn_writer, WriterMsg};
 use super::{ReservedMedia, RtpPortLease};
@@ -89,6 +90,15 @@ pub enum MediaEvent {
         to: LegId,
         /// The digit.
         digit: char,
+    },
+    /// Audio of a playback could not be read (missing or not a usable WAV); the leg skips it.
+    PlaybackFailed {
+        /// The leg.
+        leg: LegId,
+        /// The playback's tag.
+        tag: u64,
+        /// Why.
+        error: String,
     },
     /// A leg was destroyed; its port is free again.
     Closed {
@@ -186,6 +196,8 @@ struct EngineInner {
     next_worker: AtomicUsize,
     next_leg: AtomicU64,
     prompts: Arc<PromptCache>,
+    /// Reads clips for playbacks (see `loader.rs`).
+    loader: mpsc::Sender<LoadJob>,
 }
 
 impl MediaEngine {
@@ -230,15 +242,17 @@ impl MediaEngine {
             workers.push(WorkerHandle { tx, waker, stats });
         }
         tracing::info!(workers = n, prompts = %cfg.prompts_dir.display(), "media engine started");
+        let prompts =
+            Arc::new(PromptCache::new(cfg.prompts_dir).with_tenant_dir(cfg.tenant_prompts_dir));
+        let loader = spawn_loader(prompts.clone(), ev_tx)?;
         Ok((
             MediaEngine {
                 inner: Arc::new(EngineInner {
                     workers,
                     next_worker: AtomicUsize::new(0),
                     next_leg: AtomicU64::new(1),
-                    prompts: Arc::new(
-                        PromptCache::new(cfg.prompts_dir).with_tenant_dir(cfg.tenant_prompts_dir),
-                    ),
+                    prompts,
+                    loader,
                 }),
             },
             ev_rx,
@@ -318,7 +332,10 @@ impl MediaEngine {
     }
 
     /// Plays system/tenant prompts and files (voicemail messages, greetings) in order, with a
-    /// tag that comes back in `LegEvent::PlaybackDone`.
+    /// tag that comes back in `LegEvent::PlaybackDone`. Returns at once without reading a
+    /// disk: audio not in the cache is read by the clip loader while the leg waits in silence
+    /// (`MediaEvent::PlaybackFailed` if it cannot be read). A prompt name that can never be
+    /// valid is refused here.
     pub fn play_audio(
         &self,
         id: LegId,
@@ -327,18 +344,23 @@ impl MediaEngine {
         barge_in: bool,
         tag: u64,
     ) -> Result<(), MediaError> {
-        let items = items
+        for a in items {
+            if let Audio::Prompt(p) = a {
+                let bare = p.strip_prefix(super::prompts::TENANT_PREFIX).unwrap_or(p);
+                if !crate::records::names::valid_prompt_name(bare) {
+                    return Err(PromptError::BadName(p.clone()).into());
+                }
+            }
+        }
+        let clips = items
             .iter()
-            .map(|a| match a {
-                Audio::Prompt(p) => self.inner.prompts.get(p),
-                Audio::File(f) => self.inner.prompts.load_file(f),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|a| clip_for(&self.inner.prompts, &self.inner.loader, id, tag, a))
+            .collect();
         self.send(
             id.worker(),
             Command::Source {
                 id,
-                source: Source::Play(Player::new(items, looped, barge_in).with_tag(tag)),
+                source: Source::Play(Player::of_clips(clips, looped, barge_in).with_tag(tag)),
             },
         )
     }

@@ -16,6 +16,7 @@ use super::rtp::{Latch, ReceiveStats, RtcpLatch, RtpPacket, RtpSender};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Samples in one 20 ms frame at 8 kHz.
@@ -115,10 +116,43 @@ pub enum LegEvent {
     RtpTimeout,
 }
 
+/// One item of a playback: audio at hand, or audio the engine's loader is still reading.
+///
+/// Files (voicemail messages, greetings) and prompts not yet cached are read off the media
+/// workers and off the caller's thread; the leg starts the playback at once and plays
+/// silence until the clip's audio arrives, so a slow disk delays a prompt but never a packet
+/// or a SIP answer. A clip that cannot be read is skipped (the loader reports why).
+#[derive(Debug, Clone)]
+pub enum Clip {
+    /// Decoded 8 kHz audio.
+    Ready(PromptAudio),
+    /// Filled once by the loader: `Some` audio, or `None` when it cannot be read.
+    Loading(Arc<OnceLock<Option<PromptAudio>>>),
+}
+
+impl Clip {
+    /// The audio, once known (`Some(None)`: unreadable, skip it; `None`: still loading).
+    fn audio(&self) -> Option<Option<&PromptAudio>> {
+        match self {
+            Clip::Ready(a) => Some(Some(a)),
+            Clip::Loading(slot) => slot.get().map(Option::as_ref),
+        }
+    }
+
+    /// True when the clip has (or may yet have) samples to play.
+    fn may_have_audio(&self) -> bool {
+        match self.audio() {
+            Some(Some(a)) => !a.is_empty(),
+            Some(None) => false,
+            None => true,
+        }
+    }
+}
+
 /// Playback state.
 #[derive(Debug, Clone)]
 pub struct Player {
-    items: Vec<PromptAudio>,
+    items: Vec<Clip>,
     index: usize,
     pos: usize,
     looped: bool,
@@ -129,6 +163,15 @@ pub struct Player {
 impl Player {
     /// Plays `items` in order (forever when `looped`); a digit stops it when `barge_in`.
     pub fn new(items: Vec<PromptAudio>, looped: bool, barge_in: bool) -> Player {
+        Player::of_clips(
+            items.into_iter().map(Clip::Ready).collect(),
+            looped,
+            barge_in,
+        )
+    }
+
+    /// [`Player::new`] of clips some of which may still be loading.
+    pub fn of_clips(items: Vec<Clip>, looped: bool, barge_in: bool) -> Player {
         Player {
             items,
             index: 0,
@@ -149,15 +192,28 @@ impl Player {
     fn next(&mut self, out: &mut [i16; FRAME]) -> bool {
         let mut filled = 0;
         while filled < FRAME {
-            let Some(item) = self.items.get(self.index) else {
-                if self.looped && !self.items.is_empty() && self.items.iter().any(|i| !i.is_empty())
-                {
+            let Some(clip) = self.items.get(self.index) else {
+                if self.looped && self.items.iter().any(Clip::may_have_audio) {
                     self.index = 0;
                     self.pos = 0;
                     continue;
                 }
                 out[filled..].fill(0);
                 return filled > 0;
+            };
+            let item = match clip.audio() {
+                Some(Some(a)) => a,
+                Some(None) => {
+                    // Unreadable: skip it.
+                    self.index += 1;
+                    self.pos = 0;
+                    continue;
+                }
+                None => {
+                    // Still loading: silence until it is here, and the playback goes on.
+                    out[filled..].fill(0);
+                    return true;
+                }
             };
             let n = (item.len() - self.pos).min(FRAME - filled);
             out[filled..filled + n].copy_from_slice(&item[self.pos..self.pos + n]);
@@ -921,6 +977,33 @@ mod tests {
         assert_eq!((f[99], f[100], f[159]), (1, 2, 2));
         assert!(p.next(&mut f));
         assert_eq!((f[39], f[40]), (2, 0));
+        assert!(!p.next(&mut f));
+    }
+
+    #[test]
+    fn a_loading_clip_plays_silence_until_it_arrives_and_an_unreadable_one_is_skipped() {
+        let (slow, bad) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+        let mut p = Player::of_clips(
+            vec![
+                Clip::Ready(vec![1i16; 100].into()),
+                Clip::Loading(slow.clone()),
+                Clip::Loading(bad.clone()),
+                Clip::Ready(vec![3i16; 20].into()),
+            ],
+            false,
+            false,
+        );
+        let mut f = [0i16; FRAME];
+        assert!(p.next(&mut f));
+        assert_eq!((f[99], f[100]), (1, 0), "silence after the first clip");
+        assert!(p.next(&mut f), "still playing while the second loads");
+        assert_eq!(f, [0; FRAME]);
+        let _ = slow.set(Some(vec![2i16; 150].into()));
+        let _ = bad.set(None);
+        assert!(p.next(&mut f));
+        assert_eq!((f[0], f[149], f[150], f[159]), (2, 2, 3, 3));
+        assert!(p.next(&mut f));
+        assert_eq!((f[9], f[10]), (3, 0));
         assert!(!p.next(&mut f));
     }
 

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod g711;
 pub mod jitter;
 pub mod leg;
+mod loader;
 pub mod ports;
 pub mod prompts;
 pub mod recorder;

@@ -1,6 +1,6 @@
 //! The prompt cache: WAV files decoded and resampled to 8 kHz once, then shared (`Arc`) by
-//! every call that plays them. Loading happens on the caller's thread when a prompt is first
-//! asked for, never on a media worker. System prompts are built into the binary (`build.rs`);
+//! every call that plays them. Loading happens on the engine's clip loader (`loader.rs`) when
+//! a prompt is first asked for, never on a media worker nor on the thread asking to play. System prompts are built into the binary (`build.rs`);
 //! a file of the same name in `media.prompts_dir` replaces one, and new names add to them.
 
 use super::wav;
@@ -107,6 +107,20 @@ impl PromptCache {
     /// The folder prompts are read from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A system prompt's audio if it is already loaded (no disk: what a thread that must not
+    /// wait may ask). Tenants' prompts are never answered here: their file is checked on each
+    /// use.
+    pub fn cached(&self, name: &str) -> Option<PromptAudio> {
+        if name.starts_with(TENANT_PREFIX) {
+            return None;
+        }
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// A prompt's audio, loading it on first use.

@@ -383,6 +383,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         algorithms: settings.algorithms()?,
         nonce_lifetime: Duration::from_secs(settings.sip.nonce_lifetime_secs),
         nonce_secret,
+        // Each process its own, from the operating system. Unlike the nonce secret it is never
+        // shared: two nodes with one seed would make the same tags and branches.
+        id_seed: rand::random(),
         auth_limits: crate::sip::auth_guard::GuardLimits {
             max_failures: settings.sip.auth_max_failures,
             max_users: settings.sip.auth_max_users_per_source,
@@ -410,6 +413,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         cfg,
         store.snapshots(),
         Box::new(adapters::EndpointMedia(reservations.clone())),
+        Box::new(crate::call::policy::TenantPolicy),
         registrar,
     );
     let stores = open_stores(&settings)?;

@@ -170,13 +170,15 @@ fn digest_params(rest: &str) -> impl Iterator<Item = (String, String)> + '_ {
 /// The `Authorization` (or `Proxy-Authorization`) value answering a server's `challenge` (a
 /// `WWW-Authenticate`/`Proxy-Authenticate` value) for `method` on `uri` — what we send when a
 /// provider challenges our INVITE. `None` for a challenge we cannot answer (not Digest, an
-/// algorithm other than MD5/SHA-256, no nonce).
+/// algorithm other than MD5/SHA-256, no nonce). `cnonce` is our client nonce (random) for a
+/// challenge with `qop=auth`.
 pub fn authorization_for(
     challenge: &str,
     method: &str,
     uri: &str,
     username: &str,
     password: &str,
+    cnonce: u64,
 ) -> Option<String> {
     let (scheme, rest) = challenge.trim().split_once(char::is_whitespace)?;
     if !scheme.eq_ignore_ascii_case("Digest") {
@@ -208,7 +210,7 @@ pub fn authorization_for(
         nonce: nonce.clone(),
         uri: uri.to_string(),
         algorithm: algorithm.clone(),
-        cnonce: auth_qop.then(|| format!("{:016x}", rand::random::<u64>())),
+        cnonce: auth_qop.then(|| format!("{cnonce:016x}")),
         nc: auth_qop.then(|| "00000001".to_string()),
         qop: auth_qop.then(|| "auth".to_string()),
         ..Default::default()
@@ -286,9 +288,9 @@ impl NonceIssuer {
         out
     }
 
-    /// A fresh nonce for `realm`, issued at `unix_now` (seconds).
-    pub fn issue(&self, realm: &str, unix_now: u64) -> String {
-        let salt: [u8; 8] = rand::random();
+    /// A fresh nonce for `realm`, issued at `unix_now` (seconds), made unique by `salt` (random:
+    /// see [`crate::sip::ids::Ids::salt`]).
+    pub fn issue(&self, realm: &str, unix_now: u64, salt: [u8; 8]) -> String {
         let mut raw = Vec::with_capacity(32);
         raw.extend_from_slice(&unix_now.to_be_bytes());
         raw.extend_from_slice(&salt);
@@ -516,14 +518,22 @@ mod tests {
     fn our_authorization_answers_a_challenge() {
         for alg in [DigestAlgorithm::Md5, DigestAlgorithm::Sha256] {
             let ch = &challenge_values("carrier.example", "abc123", &[alg], false)[0];
-            let v = authorization_for(ch, "INVITE", "sip:+4420@carrier.example", "acct", "s3cret")
-                .expect("answerable");
+            let v = authorization_for(
+                ch,
+                "INVITE",
+                "sip:+4420@carrier.example",
+                "acct",
+                "s3cret",
+                0x1234,
+            )
+            .expect("answerable");
             let c = DigestCredentials::parse(&v).expect("parses");
             assert_eq!(c.qop.as_deref(), Some("auth"));
+            assert_eq!(c.cnonce.as_deref(), Some("0000000000001234"));
             let ha1 = ha1(alg, "acct", "carrier.example", "s3cret");
             assert_eq!(c.response, c.expected_response(alg, "INVITE", &ha1));
         }
-        assert!(authorization_for("Basic realm=x", "INVITE", "sip:a", "u", "p").is_none());
+        assert!(authorization_for("Basic realm=x", "INVITE", "sip:a", "u", "p", 1).is_none());
     }
 
     use super::*;
@@ -603,7 +613,7 @@ mod tests {
     #[test]
     fn nonce_expiry_replay_and_wrong_password() {
         let mut n = NonceIssuer::new([7; 32], Duration::from_secs(300));
-        let nonce = n.issue("demo", 1_000);
+        let nonce = n.issue("demo", 1_000, [3; 8]);
         let stored = |_alg| Some(ha1(DigestAlgorithm::Md5, "100", "demo", "demo100"));
         let algs = [DigestAlgorithm::Md5, DigestAlgorithm::Sha256];
         let ruri = "sip:demo";
@@ -636,7 +646,8 @@ mod tests {
             );
         }
         // A nonce from another secret is not ours: rejected before any password is compared.
-        let other = NonceIssuer::new([8; 32], Duration::from_secs(300)).issue("demo", 1_000);
+        let other =
+            NonceIssuer::new([8; 32], Duration::from_secs(300)).issue("demo", 1_000, [3; 8]);
         for pw in ["demo100", "guess"] {
             let foreign = client_creds(&other, "00000001", pw);
             assert!(matches!(
@@ -652,7 +663,7 @@ mod tests {
         let stored = |_alg| Some(ha1(DigestAlgorithm::Md5, "100", "demo", "demo100"));
         let algs = [DigestAlgorithm::Md5];
         // Without qop: one use only.
-        let nonce = n.issue("demo", 1_000);
+        let nonce = n.issue("demo", 1_000, [3; 8]);
         let mut c = client_creds(&nonce, "00000001", "demo100");
         (c.qop, c.nc, c.cnonce) = (None, None, None);
         let h = ha1(DigestAlgorithm::Md5, "100", "demo", "demo100");
@@ -666,7 +677,7 @@ mod tests {
             Verdict::Rejected(_)
         ));
         // The digest uri must be the request's.
-        let nonce = n.issue("demo", 1_000);
+        let nonce = n.issue("demo", 1_000, [3; 8]);
         let c = client_creds(&nonce, "00000001", "demo100");
         assert!(matches!(
             verify(

@@ -14,6 +14,7 @@ pub mod dialog;
 pub mod digest;
 pub mod endpoint;
 pub mod headers;
+pub mod ids;
 pub mod message;
 pub mod registrar;
 pub mod response;

@@ -176,17 +176,6 @@ impl ResponseBuilder {
     }
 }
 
-/// A random token for tags, branches and Call-IDs.
-pub fn random_token() -> String {
-    let v: u64 = rand::random();
-    format!("{v:016x}")
-}
-
-/// A new RFC 3261 branch.
-pub fn new_branch() -> String {
-    format!("z9hG4bK{}", random_token())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -639,6 +639,20 @@ impl CallRunner {
                 }
                 self.apply(call);
             }
+            MediaEvent::PlaybackFailed { leg, tag, error } => {
+                let Some(&call) = self.by_leg.get(&leg) else {
+                    return;
+                };
+                tracing::error!(call, tag, %error, "prompt unavailable");
+                if self.calls.get(&call).is_some_and(|e| !e.ended) {
+                    // A prompt that cannot play would leave the caller in silence forever.
+                    self.actions.push_back(CallAction::Hangup {
+                        call,
+                        cause: HangupCause::Server,
+                        reason: "prompt unavailable".into(),
+                    });
+                }
+            }
             MediaEvent::Closed { leg, quality } => {
                 let Some(call) = self.by_leg.remove(&leg) else {
                     return;

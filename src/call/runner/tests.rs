@@ -347,3 +347,37 @@ fn no_recording_when_the_tenant_never_records_and_no_user_asks() {
         "{asked:?}"
     );
 }
+
+#[test]
+fn a_prompt_the_loader_cannot_read_hangs_the_caller_up_instead_of_leaving_silence() {
+    let mut r = Rig::new();
+    r.incoming(
+        1,
+        demo(|_| {}),
+        Target::Ivr {
+            menu: "main".into(),
+        },
+    );
+    r.actions();
+    let (leg, asked) = r.media_start(1);
+    let tag = asked
+        .iter()
+        .find_map(|c| match c {
+            MediaCall::Play { leg: l, tag, .. } if *l == leg => Some(*tag),
+            _ => None,
+        })
+        .expect("the menu plays its prompt");
+    r.media_event(MediaEvent::PlaybackFailed {
+        leg,
+        tag,
+        error: "prompt tenants/demo/welcome not found".into(),
+    });
+    assert_eq!(
+        r.actions(),
+        vec![CallAction::Hangup {
+            call: 1,
+            cause: HangupCause::Server,
+            reason: "prompt unavailable".into(),
+        }]
+    );
+}

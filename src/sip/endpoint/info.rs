@@ -3,7 +3,6 @@
 //! de-facto format Cisco, Asterisk and FreeSWITCH send and accept.
 
 use super::{Endpoint, Now};
-use crate::sip::response::new_branch;
 use bytes::Bytes;
 
 /// How long each relayed digit lasts, in ms (the usual value; receivers mostly ignore it).
@@ -20,7 +19,7 @@ impl Endpoint {
         let Some(transport) = self.party_peer(id).map(|p| p.transport) else {
             return;
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
         let extra = format!("User-Agent: {}\r\n", self.cfg.server_name);
         let body = format!("Signal={digit}\r\nDuration={DIGIT_MS}\r\n");

@@ -11,7 +11,7 @@ use crate::sdp::{
 use crate::sip::dialog::Dialog;
 use crate::sip::headers::uri_user;
 use crate::sip::message::SipRequest;
-use crate::sip::response::{new_branch, random_token, ResponseBuilder};
+use crate::sip::response::ResponseBuilder;
 use crate::sip::transaction::ServerInviteState;
 use crate::tenant::model::Target;
 use bytes::Bytes;
@@ -95,19 +95,18 @@ impl Endpoint {
             );
         };
 
-        // Who is calling: a user proving a password, or a trunk known by its address calling
-        // one of the tenant's numbers. Anything else is challenged.
+        // Who is calling: a caller the call layer trusts by address (a trunk), or a user
+        // proving a password. Anything else is challenged.
         let has_credentials = !req.header_values_raw("Proxy-Authorization").is_empty();
-        let trunk = (!has_credentials)
-            .then(|| tenant.trunk_for_source(peer.addr.ip()))
-            .flatten()
-            .filter(|_| tenant.resolve_number(&dialed).is_some())
-            .map(|t| t.id.clone());
-        let caller = match trunk {
-            Some(t) => Caller::Trunk {
-                trunk: t,
-                number: uri_user(&req.from.uri).unwrap_or_default(),
-            },
+        let from_user = uri_user(&req.from.uri).unwrap_or_default();
+        let trusted = (!has_credentials)
+            .then(|| {
+                self.policy
+                    .trusted_caller(&tenant, peer.addr.ip(), &from_user, &dialed)
+            })
+            .flatten();
+        let caller = match trusted {
+            Some(c) => c,
             None => {
                 let Some(u) = self.authenticate_or_answer(now, &key, peer, &req, &tenant, true)
                 else {
@@ -121,26 +120,21 @@ impl Endpoint {
                 )
             }
         };
-        let target = match &caller {
-            Caller::Trunk { .. } => tenant.resolve_number(&dialed).cloned(),
-            // A user may dial anything that looks like a phone number: whether it may leave
-            // through a trunk is the outbound routes' decision (refused with 403 if none allows).
-            Caller::User(_) => tenant.resolve_dialed(&dialed).cloned().or_else(|| {
-                looks_external(&tenant, &dialed).then(|| Target::External {
-                    number: dialed.clone(),
-                })
-            }),
-        };
-        let Some(target) = target else {
-            tracing::info!(tenant = %tenant.id(), %caller, %dialed, "no such destination");
-            return self.respond(now, &key, &req, ResponseBuilder::new(404));
+        let target = match self.policy.route(&tenant, &caller, &dialed) {
+            Ok(t) => t,
+            Err(refusal) => {
+                tracing::info!(tenant = %tenant.id(), %caller, %dialed, code = refusal.code, "no such destination");
+                return self.refuse(now, &key, &req, &refusal);
+            }
         };
         let active = self.tenant_calls.get(tenant.id()).copied().unwrap_or(0);
-        if active >= tenant.config.limits.max_concurrent_calls as usize {
-            tracing::warn!(tenant = %tenant.id(), active, "tenant call limit reached");
-            let b = ResponseBuilder::new(503).reason("Service Unavailable (tenant call limit)");
-            return self.respond(now, &key, &req, b);
-        }
+        let longest = match self.policy.admit(&tenant, active) {
+            Ok(longest) => longest,
+            Err(refusal) => {
+                tracing::warn!(tenant = %tenant.id(), active, "tenant call limit reached");
+                return self.refuse(now, &key, &req, &refusal);
+            }
+        };
 
         // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
         let mut audio = None;
@@ -211,8 +205,8 @@ impl Endpoint {
 
         let span = tracing::info_span!("call", call_id = %req.call_id, tenant = %tenant.id());
         span.in_scope(|| tracing::info!(%caller, from = %caller.number(), %dialed, target = ?target, source = %peer.addr, "call started"));
-        let local_tag = random_token();
-        let Ok(dialog) = Dialog::new_uas(&req, &local_tag, rand::random::<u16>() as u32) else {
+        let local_tag = self.ids.token();
+        let Ok(dialog) = Dialog::new_uas(&req, &local_tag, self.ids.first_cseq()) else {
             self.media.release(id);
             let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
             return self.respond(now, &key, &req, b);
@@ -234,7 +228,7 @@ impl Endpoint {
             media_started: false,
             target: target.clone(),
             audio: audio.as_ref().map(|(_, n)| n.clone()),
-            session_id: rand::random::<u32>() as u64,
+            session_id: self.ids.session_id(),
             session_version: 1,
             late_offer: audio.is_none(),
             started: now.instant,
@@ -247,7 +241,6 @@ impl Endpoint {
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
         self.invite_calls.insert(key.clone(), id);
         *self.tenant_calls.entry(call.tenant.clone()).or_default() += 1;
-        let longest = Duration::from_secs(u64::from(tenant.config.limits.max_call_secs));
         self.schedule(Some(now.instant + longest), TimerRef::MaxLength(id));
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
@@ -546,11 +539,12 @@ impl Endpoint {
         if !self.server_txs.contains_key(&invite_key) {
             return self.respond(now, &cancel_key, &req, ResponseBuilder::new(481));
         }
+        let tag = self.ids.token();
         self.respond(
             now,
             &cancel_key,
             &req,
-            ResponseBuilder::new(200).to_tag(&random_token()),
+            ResponseBuilder::new(200).to_tag(&tag),
         );
         if !proceeding {
             return; // Too late: the final response is out; the caller will BYE.
@@ -609,6 +603,15 @@ impl Endpoint {
             }
         }
         self.respond(now, &key, &req, ResponseBuilder::new(200));
+    }
+
+    /// The final status a policy refusal names.
+    fn refuse(&mut self, now: Now, key: &TxKey, req: &SipRequest, refusal: &super::Refusal) {
+        let mut b = ResponseBuilder::new(refusal.code);
+        if let Some(reason) = refusal.reason {
+            b = b.reason(reason);
+        }
+        self.respond(now, key, req, b);
     }
 
     /// `488 Not Acceptable Here` with a Warning naming what is wrong with the offer.
@@ -773,7 +776,7 @@ impl Endpoint {
             }
             return self.end_call(id, cause, why);
         }
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let peer = call.peer;
         let bytes = self.build_bye(id, &branch);
         self.send_request(now, peer, branch, bytes);
@@ -879,25 +882,6 @@ impl Endpoint {
             self.hangup_call(now, id, HangupCause::Shutdown, "server shutting down");
         }
     }
-}
-
-/// True for a dial string that is not a local extension but a phone number: one an outbound
-/// route prefix matches, or one that looks international or national (`+…`, `00…`, seven
-/// digits or more). Those go to the outbound route check (403 when no route allows them);
-/// a short unknown number is an unknown extension (404).
-fn looks_external(tenant: &crate::tenant::Tenant, s: &str) -> bool {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return false;
-    }
-    s.starts_with('+')
-        || s.starts_with("00")
-        || digits.len() >= 7
-        || tenant
-            .config
-            .outbound_routes
-            .iter()
-            .any(|r| !r.prefix.is_empty() && s.starts_with(&r.prefix))
 }
 
 /// The digit carried by an INFO body: `Ok(None)` for bodies that are not DTMF,

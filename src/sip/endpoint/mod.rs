@@ -9,6 +9,8 @@
 //!
 //! Responsibilities, by file:
 //! - `mod.rs`: transaction table, dispatch by method, stateless answers to bad input, timers.
+//! - `policy.rs`: the call layer's rules for new calls (trunk trust, routing, call limits) as
+//!   the endpoint asks for them; `crate::call::policy` implements them.
 //! - `media.rs`: the media backend as the endpoint sees it (a port for SDP, a browser's SDP);
 //!   sockets and DTLS stay on the media side.
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
@@ -18,7 +20,7 @@
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
 //! - `reinvite.rs`: our re-INVITEs that pass hold/resume from one party to the other.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
-//! - `invite.rs`: INVITE as UAS (auth, tenant and target resolution, offer/answer, 2xx
+//! - `invite.rs`: INVITE as UAS (tenant by domain, auth, the policy's routing, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
 
 mod info;
@@ -30,6 +32,8 @@ pub use media::FakeMedia;
 pub use media::{MediaBackend, MediaRefused};
 mod mwi;
 mod outbound;
+mod policy;
+pub use policy::{CallPolicy, Refusal};
 mod refer;
 mod register;
 mod reinvite;
@@ -40,6 +44,7 @@ pub use trunk_reg::TrunkRegState;
 
 use super::auth_guard::{AuthGuard, GuardLimits};
 use super::digest::{challenge_values, DigestAlgorithm, NonceIssuer};
+use super::ids::Ids;
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
 use super::registrar::Registrar;
 use super::response::ResponseBuilder;
@@ -153,6 +158,9 @@ pub struct EndpointConfig {
     pub nonce_lifetime: Duration,
     /// Nonce HMAC secret (random per start unless configured).
     pub nonce_secret: [u8; 32],
+    /// Seed of the random source for tags, branches, Call-IDs and nonce salts (see
+    /// [`crate::sip::ids`]): from the operating system in production, a constant in tests.
+    pub id_seed: [u8; 32],
     /// Brute-force limits (see [`crate::sip::auth_guard`]).
     pub auth_limits: GuardLimits,
     /// RFC 3261 timer base values.
@@ -181,6 +189,7 @@ impl Default for EndpointConfig {
             algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
             nonce_lifetime: Duration::from_secs(300),
             nonce_secret: rand::random(),
+            id_seed: rand::random(),
             auth_limits: GuardLimits {
                 max_failures: 10,
                 max_users: 10,
@@ -491,6 +500,10 @@ pub struct Endpoint {
     message_waiting: bool,
     /// Last known (new, saved) counts by (tenant, mailbox).
     mailbox_counts: HashMap<(String, String), (usize, usize)>,
+    /// The call layer's rules for new calls (trunk trust, routing, limits).
+    policy: Box<dyn CallPolicy>,
+    /// Where tags, branches and Call-IDs come from (seeded: randomness is an input).
+    ids: Ids,
     /// Work for the runtime (see [`Work`]); registrar changes are taken from it directly.
     work: VecDeque<Work>,
     /// The latest time handed in (the endpoint never reads the clock itself).
@@ -515,10 +528,12 @@ impl Endpoint {
         cfg: EndpointConfig,
         tenants: SnapshotCell,
         media: Box<dyn MediaBackend>,
+        policy: Box<dyn CallPolicy>,
         registrar: Registrar,
     ) -> Endpoint {
         let nonces = NonceIssuer::new(cfg.nonce_secret, cfg.nonce_lifetime);
         let limiter = AuthGuard::new(cfg.auth_limits);
+        let ids = Ids::from_seed(cfg.id_seed);
         Endpoint {
             cfg,
             tenants,
@@ -542,6 +557,8 @@ impl Endpoint {
             subscriptions: HashMap::new(),
             message_waiting: false,
             mailbox_counts: HashMap::new(),
+            policy,
+            ids,
             work: VecDeque::new(),
             last_now: None,
             out_calls: HashMap::new(),
@@ -741,7 +758,7 @@ impl Endpoint {
         match method {
             Method::Options => {
                 let b = ResponseBuilder::new(200)
-                    .to_tag(&super::response::random_token())
+                    .to_tag(&self.ids.token())
                     .header("Allow", ALLOW)
                     .header("Accept", "application/sdp")
                     .header("Supported", "");
@@ -846,14 +863,14 @@ impl Endpoint {
         stale: bool,
         proxy: bool,
     ) {
-        let nonce = self.nonces.issue(realm, now.unix);
+        let salt = self.ids.salt();
+        let nonce = self.nonces.issue(realm, now.unix, salt);
         let header = if proxy {
             "Proxy-Authenticate"
         } else {
             "WWW-Authenticate"
         };
-        let mut b = ResponseBuilder::new(if proxy { 407 } else { 401 })
-            .to_tag(&super::response::random_token());
+        let mut b = ResponseBuilder::new(if proxy { 407 } else { 401 }).to_tag(&self.ids.token());
         // Browser SIP stacks speak MD5 only, and JsSIP answers the *last* challenge while
         // SIPp and most phones answer the first: over WebSocket the challenge is MD5 alone
         // (wss encrypts the exchange), elsewhere the configured list in order.

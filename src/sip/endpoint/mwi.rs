@@ -10,7 +10,7 @@
 use super::{Endpoint, Now, Peer, TxKey};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::SipRequest;
-use crate::sip::response::{new_branch, random_token, ResponseBuilder};
+use crate::sip::response::ResponseBuilder;
 use crate::tenant::Tenant;
 use bytes::Bytes;
 
@@ -154,7 +154,7 @@ impl Endpoint {
             let b = ResponseBuilder::new(403).reason("Forbidden (too many subscriptions)");
             return self.respond(now, &key, &req, b);
         }
-        let local_tag = random_token();
+        let local_tag = self.ids.token();
         let Ok(dialog) = Dialog::new_uas(&req, &local_tag, 1) else {
             let b = ResponseBuilder::new(400).reason("Bad Request (From without tag)");
             return self.respond(now, &key, &req, b);
@@ -208,7 +208,7 @@ impl Endpoint {
         } else {
             format!("active;expires={remaining}")
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(sub.peer.transport, &branch);
         let contact = self.contact_for(&sub.mailbox, sub.peer.transport);
         let extra = format!(
@@ -277,7 +277,7 @@ impl Endpoint {
                     continue;
                 };
                 let transport = peer.transport;
-                let branch = new_branch();
+                let branch = self.ids.branch();
                 let via = self.via_for(transport, &branch);
                 let bytes = format!(
                     "NOTIFY {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
@@ -285,8 +285,8 @@ From: <{account}>;tag={tag}\r\nTo: <sip:{ext}@{domain}>\r\nCall-ID: {cid}\r\nCSe
 Contact: {contact}\r\nEvent: message-summary\r\nSubscription-State: active\r\n\
 User-Agent: {ua}\r\nContent-Type: application/simple-message-summary\r\nContent-Length: {len}\r\n\r\n{body}",
                     uri = binding.uri,
-                    tag = random_token(),
-                    cid = random_token(),
+                    tag = self.ids.token(),
+                    cid = self.ids.token(),
                     contact = self.contact_for(mailbox, transport),
                     ua = self.cfg.server_name,
                     len = body.len(),

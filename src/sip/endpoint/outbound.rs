@@ -12,7 +12,7 @@ use crate::sip::dialog::Dialog;
 use crate::sip::digest::authorization_for;
 use crate::sip::headers::{escape_user, quote_display};
 use crate::sip::message::{SipRequest, SipResponse};
-use crate::sip::response::{new_branch, random_token, ResponseBuilder};
+use crate::sip::response::ResponseBuilder;
 use crate::sip::transaction::ClientInviteTransaction;
 use bytes::Bytes;
 use std::time::Instant;
@@ -167,20 +167,21 @@ impl Endpoint {
                 return None;
             }
         };
-        let (limit, longest) = self
-            .tenants
-            .load()
-            .tenant(&tenant)
-            .map(|t| {
-                let l = &t.config.limits;
-                (l.max_concurrent_calls as usize, u64::from(l.max_call_secs))
-            })
-            .unwrap_or((0, 0));
         let active = self.tenant_calls.get(&tenant).copied().unwrap_or(0);
-        if active >= limit {
-            tracing::warn!(%tenant, active, "tenant call limit reached: outgoing leg refused");
-            return None;
-        }
+        let admitted = match self.tenants.load().tenant(&tenant) {
+            Some(t) => self.policy.admit(t, active),
+            None => Err(super::Refusal {
+                code: 404,
+                reason: None,
+            }),
+        };
+        let longest = match admitted {
+            Ok(longest) => longest,
+            Err(_) => {
+                tracing::warn!(%tenant, active, "tenant call limit reached: outgoing leg refused");
+                return None;
+            }
+        };
         let id = self.next_call;
         let rtp_port = match self.media.reserve(id) {
             Ok(p) => p,
@@ -190,10 +191,10 @@ impl Endpoint {
             }
         };
         self.next_call += 1;
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(peer.transport, &branch);
-        let local_tag = random_token();
-        let call_id = format!("{}@{}", random_token(), self.cfg.public_host);
+        let local_tag = self.ids.token();
+        let call_id = format!("{}@{}", self.ids.token(), self.cfg.public_host);
         let display = caller
             .display
             .as_deref()
@@ -201,7 +202,7 @@ impl Endpoint {
             .unwrap_or_default();
         // The caller's user part came from another message (decoded): escape it again.
         let local_party = format!("{display}<sip:{}@{domain}>", escape_user(&caller.user));
-        let session_id = rand::random::<u32>() as u64;
+        let session_id = self.ids.session_id();
         let browser = matches!(peer.transport, TransportKind::Ws | TransportKind::Wss);
         let sdp = if browser {
             // A browser: DTLS-SRTP and ICE, offered by the media side's WebRTC transport.
@@ -254,10 +255,7 @@ impl Endpoint {
         };
         let bytes = leg.invite_bytes(None, super::ALLOW, &self.cfg.server_name);
         self.out_calls.insert(id, leg);
-        self.schedule(
-            Some(now.instant + std::time::Duration::from_secs(longest)),
-            TimerRef::MaxLength(id),
-        );
+        self.schedule(Some(now.instant + longest), TimerRef::MaxLength(id));
         self.start_invite_tx(now, id, branch, peer, bytes.clone());
         self.events
             .push_back(CallEvent::LegStarted { leg: id, parent });
@@ -333,6 +331,7 @@ impl Endpoint {
     /// Answers a provider's 401/407 once with the trunk's credentials: a new INVITE (new
     /// branch, next CSeq) in the same call.
     fn retry_with_auth(&mut self, now: Now, id: u64, resp: &SipResponse) -> bool {
+        let cnonce = self.ids.cnonce();
         let Some(c) = self.out_calls.get(&id) else {
             return false;
         };
@@ -352,11 +351,13 @@ impl Endpoint {
             .headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(challenge_header))
-            .find_map(|(_, ch)| authorization_for(ch, "INVITE", &c.request_uri, &user, &pass))
+            .find_map(|(_, ch)| {
+                authorization_for(ch, "INVITE", &c.request_uri, &user, &pass, cnonce)
+            })
         else {
             return false;
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(c.peer.transport, &branch);
         let Some(c) = self.out_calls.get_mut(&id) else {
             return false;
@@ -491,7 +492,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
             return;
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
         let Some(c) = self.out_calls.get_mut(&id) else {
             return;
@@ -582,7 +583,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
             return;
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
         let extra = format!("User-Agent: {}\r\n", self.cfg.server_name);
         let Some(c) = self.out_calls.get_mut(&id) else {

@@ -7,7 +7,7 @@
 use super::{CallEvent, Endpoint, Now, TxKey};
 use crate::sip::headers::{uri_user, NameAddr};
 use crate::sip::message::SipRequest;
-use crate::sip::response::{new_branch, ResponseBuilder};
+use crate::sip::response::ResponseBuilder;
 use bytes::Bytes;
 
 impl Endpoint {
@@ -40,7 +40,7 @@ impl Endpoint {
         let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
             return;
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
         let extra = format!(
             "Event: refer\r\nSubscription-State: {state}\r\nUser-Agent: {}\r\n",

@@ -168,7 +168,7 @@ impl Endpoint {
         let b = match outcome {
             RegisterOutcome::Ok(bindings) => {
                 tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %peer.addr, "registered");
-                let mut b = ResponseBuilder::new(200).to_tag(&crate::sip::response::random_token());
+                let mut b = ResponseBuilder::new(200).to_tag(&self.ids.token());
                 for (binding, remaining) in bindings {
                     b = b.header("Contact", format!("<{}>;expires={remaining}", binding.uri));
                 }

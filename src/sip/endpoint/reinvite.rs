@@ -6,7 +6,6 @@
 use super::{CallEvent, Endpoint, Now, Peer, TimerRef};
 use crate::sdp::{negotiate, LocalMedia, SessionDescription};
 use crate::sip::message::SipResponse;
-use crate::sip::response::new_branch;
 use crate::sip::transaction::{ClientInviteTransaction, TxEvent};
 use bytes::Bytes;
 
@@ -29,7 +28,7 @@ impl Endpoint {
         } else {
             return;
         };
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
         let contact = self.contact_for("", transport);
         let sdp = super::invite::our_offer(&LocalMedia {
@@ -118,7 +117,7 @@ impl Endpoint {
         let Some(id) = self.client_reinvites.get(&branch).map(|(_, id)| *id) else {
             return false;
         };
-        let ack_branch = new_branch();
+        let ack_branch = self.ids.branch();
         let Some(transport) = self.party_peer(id).map(|p| p.transport) else {
             self.client_reinvites.remove(&branch);
             return true;

@@ -14,6 +14,8 @@ struct Harness {
     digits: Vec<char>,
     /// Disk work the endpoint asked for.
     work: Vec<Work>,
+    /// Every call event, as debug text (what the call layer was told).
+    told: Vec<String>,
     tenants: SnapshotCell,
     now: Now,
 }
@@ -41,13 +43,24 @@ impl Harness {
         let registrar = Registrar::new(RegistrarConfig::default(), Vec::new());
         let mut cfg = EndpointConfig::default();
         cfg.auth_limits.max_failures = 3;
-        let ep = Endpoint::new(cfg, tenants.clone(), Box::new(media.clone()), registrar);
+        // Randomness is an input: the same tags and branches on every run.
+        cfg.id_seed = [1; 32];
+        cfg.nonce_secret = [2; 32];
+        // The call layer's real policy: routing and limits are part of what these tests check.
+        let ep = Endpoint::new(
+            cfg,
+            tenants.clone(),
+            Box::new(media.clone()),
+            Box::new(crate::call::policy::TenantPolicy),
+            registrar,
+        );
         Harness {
             ep,
             media,
             started: Default::default(),
             digits: Vec::new(),
             work: Vec::new(),
+            told: Vec::new(),
             tenants,
             now: Now {
                 instant: Instant::now(),
@@ -105,6 +118,7 @@ impl Harness {
         // and external numbers the way the apps do without a B2BUA, answer the rest, and hold
         // each call's port pair until the call ends.
         while let Some(ev) = self.ep.poll_event() {
+            self.told.push(format!("{ev:?}"));
             match ev {
                 CallEvent::Incoming { call, target, .. } => {
                     use crate::tenant::model::Target;
@@ -964,4 +978,206 @@ fn digits_are_relayed_by_info_in_the_dialog_and_our_info_round_trips() {
         .advance(Duration::from_millis(600))
         .iter()
         .any(|m| m.starts_with("INFO ")));
+}
+
+/// A trunk call to the IVR number, answered and ACKed: returns its call id.
+fn answered_trunk_call(h: &mut Harness, call_id: &str) -> u64 {
+    let peer = udp_peer(&format!("{CARRIER_IP}:5999"));
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKp1", call_id, "", SDP));
+    let ok = out.iter().find(|m| code(m) == 200).expect("200");
+    let tag = to_tag(ok);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKp1a", call_id, &tag, ""));
+    *h.started.iter().next().expect("the call's media started")
+}
+
+/// The header block of a request we sent, minus the lines that differ by design.
+fn first_line(msg: &str) -> &str {
+    msg.split("\r\n").next().unwrap_or("")
+}
+
+#[test]
+fn an_outgoing_leg_rings_a_registered_phone_is_acked_and_ends_on_its_bye() {
+    let mut h = Harness::new();
+    let phone = udp_peer("192.0.2.10:5999");
+    register_100(&mut h, phone);
+    let parent = answered_trunk_call(&mut h, "out-1");
+    let caller = CallerId {
+        user: "+15557654321".into(),
+        display: Some("Carrier \"quoted\"".into()),
+        fixed: false,
+    };
+    assert_eq!(h.ep.dial_user(h.now, parent, "demo", "100", &caller), 1);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "{out:?}");
+    let inv = &out[0];
+    assert!(
+        first_line(inv).starts_with("INVITE sip:100@10.9.9.9:5999"),
+        "{inv}"
+    );
+    // The display name is quoted again with its quote escaped; the offer is ours.
+    assert!(
+        header(inv, "From")
+            .is_some_and(|f| f.contains(r#""Carrier \"quoted\"" <sip:+15557654321@"#)),
+        "{inv}"
+    );
+    assert!(inv.contains("m=audio ") && inv.contains("a=rtpmap:101 telephone-event/8000"));
+    let leg = h
+        .told
+        .iter()
+        .find_map(|t| {
+            t.strip_prefix("LegStarted { leg: ")
+                .and_then(|r| r.split(',').next())
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("LegStarted");
+    assert_eq!(h.media.reserved().len(), 1, "the leg's port is held");
+
+    // 180 then 200 from the phone: the 200 is ACKed and the leg's media starts.
+    let via = header(inv, "Via").expect("Via").to_string();
+    let call_id = header(inv, "Call-ID").expect("Call-ID").to_string();
+    let from = header(inv, "From").expect("From").to_string();
+    let to = header(inv, "To").expect("To").to_string();
+    let reply = |code: u16, reason: &str, body: &str| {
+        let ct = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "SIP/2.0 {code} {reason}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to};tag=ph1\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:100@192.0.2.10:5999>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert!(h.send(phone, &reply(180, "Ringing", "")).is_empty());
+    let out = h.send(phone, &reply(200, "OK", SDP));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        first_line(&out[0]).starts_with("ACK sip:100@192.0.2.10:5999"),
+        "{}",
+        out[0]
+    );
+    assert!(h
+        .told
+        .iter()
+        .any(|t| t.starts_with(&format!("LegAnswered {{ leg: {leg} }}"))));
+    assert!(h.started.contains(&leg), "the leg's media started");
+    // A retransmitted 200 is ACKed again (the transaction is over: the core answers).
+    let again = h.send(phone, &reply(200, "OK", SDP));
+    assert!(first_line(&again[0]).starts_with("ACK "), "{again:?}");
+
+    // The phone hangs up: 200 to its BYE, and the leg is gone.
+    let bye = format!(
+        "BYE sip:{}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5999;branch=z9hG4bKbye1\r\nFrom: {to};tag=ph1\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        "+15557654321"
+    );
+    assert_eq!(codes(&h.send(phone, &bye)), vec![200]);
+    assert!(
+        h.told
+            .iter()
+            .any(|t| t.starts_with(&format!("Ended {{ call: {leg},"))),
+        "{:?}",
+        h.told
+    );
+    assert!(!h.started.contains(&leg));
+    assert_eq!(h.media.reserved().len(), 0);
+}
+
+#[test]
+fn the_same_seed_makes_the_same_messages() {
+    let run = || {
+        let mut h = Harness::new();
+        register_100(&mut h, udp_peer("192.0.2.10:5999"));
+        let parent = answered_trunk_call(&mut h, "seed-1");
+        let caller = CallerId {
+            user: "+15557654321".into(),
+            display: None,
+            fixed: false,
+        };
+        h.ep.dial_user(h.now, parent, "demo", "100", &caller);
+        h.drain()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b, "tags, branches, Call-IDs and SDP ids are inputs");
+}
+
+#[test]
+fn a_trunk_registers_with_digest_and_refreshes_before_expiry() {
+    let mut h = Harness::new();
+    let mut cfg = h.tenant();
+    cfg.trunks[0].address = Some("192.0.2.50:5070".into());
+    cfg.trunks[0].username = Some("acct".into());
+    cfg.trunks[0].password = Some("s3cret".into());
+    cfg.trunks[0].register = true;
+    h.put_tenant(cfg);
+    h.ep.sync_trunk_registrations(h.now);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(first_line(&out[0]).starts_with("REGISTER sip:192.0.2.50:5070 "));
+    assert!(header(&out[0], "Authorization").is_none());
+    let provider = udp_peer("192.0.2.50:5070");
+    let answer = |req: &str, status: &str, extra: &str| {
+        format!(
+            "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=reg1\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            header(req, "Via").expect("Via"),
+            header(req, "From").expect("From"),
+            header(req, "To").expect("To"),
+            header(req, "Call-ID").expect("Call-ID"),
+            header(req, "CSeq").expect("CSeq"),
+        )
+    };
+    let challenge = "WWW-Authenticate: Digest realm=\"carrier.example\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5\r\n";
+    let out = h.send(provider, &answer(&out[0], "401 Unauthorized", challenge));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let auth = header(&out[0], "Authorization").expect("answers the challenge");
+    let creds = DigestCredentials::parse(auth).expect("digest");
+    let secret = ha1(DigestAlgorithm::Md5, "acct", "carrier.example", "s3cret");
+    assert_eq!(
+        creds.response,
+        creds.expected_response(DigestAlgorithm::Md5, "REGISTER", &secret)
+    );
+    assert!(creds.cnonce.is_some());
+    let out = h.send(provider, &answer(&out[0], "200 OK", "Expires: 120\r\n"));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(matches!(
+        h.ep.trunk_registrations()[..],
+        [(_, _, TrunkRegState::Registered { .. })]
+    ));
+    // Refreshed at 80 % of the granted time, not before.
+    assert!(h.advance(Duration::from_secs(90)).is_empty());
+    let out = h.advance(Duration::from_secs(10));
+    assert!(
+        out.iter().any(|m| first_line(m).starts_with("REGISTER ")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn hold_from_one_party_is_passed_to_the_other_as_a_reinvite() {
+    let mut h = Harness::new();
+    let peer = udp_peer(&format!("{CARRIER_IP}:5999"));
+    let call = answered_trunk_call(&mut h, "hold-1");
+    h.ep.reinvite_hold(h.now, call, true);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "{out:?}");
+    let reinvite = &out[0];
+    assert!(
+        first_line(reinvite).starts_with("INVITE sip:carrier@127.0.0.1:5999"),
+        "{reinvite}"
+    );
+    assert!(reinvite.contains("a=sendonly"), "{reinvite}");
+    // The caller answers 200: we ACK it.
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: hold-1\r\nCSeq: {}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
+        header(reinvite, "Via").expect("Via"),
+        header(reinvite, "From").expect("From"),
+        header(reinvite, "To").expect("To"),
+        header(reinvite, "CSeq").expect("CSeq"),
+        SDP.len(),
+        SDP
+    );
+    let out = h.send(peer, &ok);
+    assert!(
+        out.iter().any(|m| first_line(m).starts_with("ACK ")),
+        "{out:?}"
+    );
 }

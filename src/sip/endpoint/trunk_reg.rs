@@ -6,7 +6,6 @@
 use super::{Endpoint, Now, Peer, TimerRef, TransportKind};
 use crate::sip::digest::authorization_for;
 use crate::sip::message::SipResponse;
-use crate::sip::response::{new_branch, random_token};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,8 +87,8 @@ impl Endpoint {
                     aor: format!("sip:{user}@{host}"),
                     username: user.clone(),
                     password: trunk.password.clone().unwrap_or_default(),
-                    call_id: format!("{}@{}", random_token(), self.cfg.public_host),
-                    from_tag: random_token(),
+                    call_id: format!("{}@{}", self.ids.token(), self.cfg.public_host),
+                    from_tag: self.ids.token(),
                     cseq: 0,
                     auth_sent: false,
                     state: TrunkRegState::Registering,
@@ -125,7 +124,7 @@ impl Endpoint {
         key: &TrunkKey,
         authorization: Option<(&str, String)>,
     ) {
-        let branch = new_branch();
+        let branch = self.ids.branch();
         let Some(transport) = self.trunk_regs.get(key).map(|r| r.peer.transport) else {
             return;
         };
@@ -172,6 +171,7 @@ Contact: {contact}\r\nExpires: {REQUESTED_EXPIRES}\r\n{auth}User-Agent: {ua}\r\n
         let Some(key) = self.reg_branches.remove(branch) else {
             return;
         };
+        let cnonce = self.ids.cnonce();
         let Some(r) = self.trunk_regs.get_mut(&key) else {
             return;
         };
@@ -210,7 +210,14 @@ Contact: {contact}\r\nExpires: {REQUESTED_EXPIRES}\r\n{auth}User-Agent: {ua}\r\n
                     .iter()
                     .filter(|(k, _)| k.eq_ignore_ascii_case(ch))
                     .find_map(|(_, v)| {
-                        authorization_for(v, "REGISTER", &r.registrar_uri, &r.username, &r.password)
+                        authorization_for(
+                            v,
+                            "REGISTER",
+                            &r.registrar_uri,
+                            &r.username,
+                            &r.password,
+                            cnonce,
+                        )
                     });
                 match value {
                     Some(v) => {
