@@ -14,6 +14,13 @@
 //! at once. Folder changes and deletes are visible to every read at once (a table of pending
 //! changes is laid over the disk), a new message when it is fsynced; the change callback
 //! ([`MailStore::with_changes`], message waiting) runs once the write is on disk.
+//!
+//! Reads never wait for a disk either: the store keeps an index of every message's metadata
+//! in memory, loaded by scanning the folder once when the store opens (at start-up, before
+//! any call) and changed by the same code that writes a file, after the write. Listing a
+//! mailbox, counting it for message waiting and finding a message are lookups. The store must
+//! be the only writer of its folder (every handle of one store shares the index: the apps',
+//! the admin API's [`MailStore::direct`] and the writer thread's).
 
 use crate::blob::voicemail_key;
 use crate::history::HistoryOp;
@@ -22,7 +29,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Errors of the message store.
@@ -59,6 +66,8 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub struct MailStore {
     dir: PathBuf,
+    /// Every message's metadata as on disk (see the module docs).
+    index: Arc<RwLock<Index>>,
     spool: Option<Spool>,
     changed: Changed,
     writer: Option<Arc<Writer>>,
@@ -75,6 +84,62 @@ struct Changed(Option<ChangeHook>);
 
 /// A message by (tenant, mailbox, id).
 type MessageKey = (String, String, String);
+
+/// What is on disk, for reads that must not wait for it.
+#[derive(Debug, Default)]
+struct Index {
+    /// (tenant, mailbox) → id → metadata.
+    messages: HashMap<(String, String), HashMap<String, Message>>,
+    /// Mailboxes with a recorded greeting of their own.
+    greetings: std::collections::HashSet<(String, String)>,
+}
+
+/// The index of the messages under `dir` (start-up: the one time the store reads the folder
+/// for its listings). Unreadable metadata is skipped with a warning, as listing always did.
+fn scan(dir: &Path) -> Index {
+    let mut index = Index::default();
+    let subdirs = |d: &Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+            .filter(|(name, _)| safe(name))
+            .collect()
+    };
+    for (tenant, tdir) in subdirs(dir) {
+        for (mailbox, mdir) in subdirs(&tdir) {
+            if mdir.join("greeting.wav").is_file() {
+                index.greetings.insert((tenant.clone(), mailbox.clone()));
+            }
+            let Ok(entries) = std::fs::read_dir(&mdir) else {
+                continue;
+            };
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let parsed = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Message>(&b).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(m) => {
+                        index
+                            .messages
+                            .entry((tenant.clone(), mailbox.clone()))
+                            .or_default()
+                            .insert(m.id.clone(), m);
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "unreadable voicemail metadata skipped")
+                    }
+                }
+            }
+        }
+    }
+    index
+}
 
 /// Pending changes by message, with the sequence number of the latest.
 type PendingTable = HashMap<MessageKey, (u64, Pending)>;
@@ -129,14 +194,19 @@ enum FileOp {
 }
 
 impl FileOp {
-    fn run(&self) {
+    /// Makes the change; true when it was made.
+    fn run(&self) -> bool {
         let done = match self {
             FileOp::Remove(p) => std::fs::remove_file(p),
             FileOp::Rename { from, to } => std::fs::rename(from, to),
         };
-        if let Err(e) = done {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(op = ?self, error = %e, "voicemail: file change not made");
+        match done {
+            Ok(()) => true,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(op = ?self, error = %e, "voicemail: file change not made");
+                }
+                false
             }
         }
     }
@@ -208,8 +278,11 @@ impl MailStore {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or_default();
+        let dir: PathBuf = dir.into();
+        let index = Arc::new(RwLock::new(scan(&dir)));
         MailStore {
-            dir: dir.into(),
+            dir,
+            index,
             spool: None,
             changed: Changed::default(),
             writer: None,
@@ -239,11 +312,52 @@ impl MailStore {
         Ok(self.dir.join(tenant).join(mailbox))
     }
 
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Message `id` as last written (no pending change applied).
+    fn indexed(&self, tenant: &str, mailbox: &str, id: &str) -> Option<Message> {
+        self.index()
+            .messages
+            .get(&(tenant.to_string(), mailbox.to_string()))
+            .and_then(|m| m.get(id))
+            .cloned()
+    }
+
+    /// Records in the index what was just written to disk.
+    fn index_put(&self, tenant: &str, msg: &Message) {
+        self.index_mut()
+            .messages
+            .entry((tenant.to_string(), msg.mailbox.clone()))
+            .or_default()
+            .insert(msg.id.clone(), msg.clone());
+    }
+
+    /// Removes from the index what was just removed from disk.
+    fn index_remove(&self, tenant: &str, mailbox: &str, id: &str) {
+        let mut index = self.index_mut();
+        let key = (tenant.to_string(), mailbox.to_string());
+        if let Some(m) = index.messages.get_mut(&key) {
+            m.remove(id);
+            if m.is_empty() {
+                index.messages.remove(&key);
+            }
+        }
+    }
+
     /// Removes every mailbox of `tenant` on this node (the tenant was deleted; the stores are
     /// told separately).
     pub fn forget_tenant(&self, tenant: &str) {
         if safe(tenant) {
             let _ = std::fs::remove_dir_all(self.dir.join(tenant));
+            let mut index = self.index_mut();
+            index.messages.retain(|(t, _), _| t != tenant);
+            index.greetings.retain(|(t, _)| t != tenant);
         }
     }
 
@@ -314,8 +428,26 @@ impl MailStore {
             return self.queue(w, MailWrite::File(op));
         }
         self.slow_disk();
-        op.run();
+        self.run_file_op(&op);
         Ok(())
+    }
+
+    /// Makes a file change and notes a greeting that now exists.
+    fn run_file_op(&self, op: &FileOp) {
+        if op.run() {
+            if let FileOp::Rename { to, .. } = op {
+                let mailbox = to.parent();
+                let tenant = mailbox.and_then(Path::parent);
+                let name = |p: Option<&Path>| {
+                    p.and_then(Path::file_name)
+                        .and_then(|n| n.to_str())
+                        .map(str::to_string)
+                };
+                if let (Some(t), Some(m)) = (name(tenant), name(mailbox)) {
+                    self.index_mut().greetings.insert((t, m));
+                }
+            }
+        }
     }
 
     /// Where a new message's audio goes, its folder made; returns the new id and the path (for
@@ -417,7 +549,7 @@ impl MailStore {
             }
             MailWrite::File(op) => {
                 self.slow_disk();
-                op.run();
+                self.run_file_op(&op);
             }
         }
     }
@@ -452,6 +584,7 @@ impl MailStore {
         }
         self.slow_disk();
         write_json(&dir.join(format!("{}.json", msg.id)), msg)?;
+        self.index_put(tenant, msg);
         self.mirror(tenant, msg);
         if let Some(sp) = &self.spool {
             sp.upload(
@@ -466,26 +599,13 @@ impl MailStore {
 
     /// Messages of a mailbox, oldest first.
     pub fn list(&self, tenant: &str, mailbox: &str) -> Result<Vec<Message>, MailStoreError> {
-        let dir = self.mailbox_dir(tenant, mailbox)?;
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e.into()),
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let bytes = std::fs::read(&path)?;
-            match serde_json::from_slice::<Message>(&bytes) {
-                Ok(m) => out.push(m),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "unreadable voicemail metadata skipped")
-                }
-            }
-        }
+        self.mailbox_dir(tenant, mailbox)?;
+        let mut out: Vec<Message> = self
+            .index()
+            .messages
+            .get(&(tenant.to_string(), mailbox.to_string()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         if let Some(w) = &self.writer {
             out.retain_mut(|m| match w.pending(tenant, mailbox, &m.id) {
                 Some(Pending::Deleted) => false,
@@ -528,11 +648,7 @@ impl MailStore {
             }
         }
         let p = self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.wav"));
-        if !self
-            .mailbox_dir(tenant, mailbox)?
-            .join(format!("{id}.json"))
-            .exists()
-        {
+        if self.indexed(tenant, mailbox, id).is_none() {
             return Err(MailStoreError::NotFound);
         }
         Ok(p)
@@ -552,12 +668,9 @@ impl MailStore {
         let path = self
             .mailbox_dir(tenant, mailbox)?
             .join(format!("{id}.json"));
-        let bytes = std::fs::read(&path).map_err(|_| MailStoreError::NotFound)?;
-        let mut m: Message =
-            serde_json::from_slice(&bytes).map_err(|e| MailStoreError::Metadata {
-                path: path.display().to_string(),
-                error: e.to_string(),
-            })?;
+        let mut m = self
+            .indexed(tenant, mailbox, id)
+            .ok_or(MailStoreError::NotFound)?;
         if let Some(w) = &self.writer {
             match w.pending(tenant, mailbox, id) {
                 Some(Pending::Deleted) => return Err(MailStoreError::NotFound),
@@ -584,6 +697,7 @@ impl MailStore {
             m.folder = folder;
             self.slow_disk();
             write_json(&path, &m)?;
+            self.index_put(tenant, &m);
             self.mirror(tenant, &m);
             self.changed.tell(tenant, mailbox);
         }
@@ -597,7 +711,7 @@ impl MailStore {
         }
         let dir = self.mailbox_dir(tenant, mailbox)?;
         if let Some(w) = &self.writer {
-            let listed = dir.join(format!("{id}.json")).exists()
+            let listed = self.indexed(tenant, mailbox, id).is_some()
                 && w.pending(tenant, mailbox, id) != Some(Pending::Deleted);
             if !listed {
                 return Err(MailStoreError::NotFound);
@@ -616,6 +730,7 @@ impl MailStore {
         self.slow_disk();
         std::fs::remove_file(dir.join(format!("{id}.json")))
             .map_err(|_| MailStoreError::NotFound)?;
+        self.index_remove(tenant, mailbox, id);
         let _ = std::fs::remove_file(dir.join(format!("{id}.wav")));
         if let Some(sp) = &self.spool {
             sp.push_history(HistoryOp::VoicemailDeleted {
@@ -629,6 +744,13 @@ impl MailStore {
         }
         self.changed.tell(tenant, mailbox);
         Ok(())
+    }
+
+    /// True when the mailbox has a recorded greeting of its own (from the index: no disk).
+    pub fn has_greeting(&self, tenant: &str, mailbox: &str) -> bool {
+        self.index()
+            .greetings
+            .contains(&(tenant.to_string(), mailbox.to_string()))
     }
 
     /// Where a mailbox's own recorded greeting lives (nothing is checked on disk).
@@ -691,6 +813,11 @@ mod tests {
         assert!(s.audio_path("t1", "100", &id).is_ok());
         assert!(s.audio_path("t2", "100", &id).is_err(), "other tenant");
         assert!(s.audio_path("t1", "100", "../x").is_err());
+        // Reads come from the index, which a store opening on the folder rebuilds.
+        std::fs::write(path.with_file_name("junk.json"), b"{not json").unwrap();
+        let reopened = MailStore::new(dir.path());
+        assert_eq!(reopened.counts("t1", "100"), Counts { new: 0, saved: 1 });
+        assert_eq!(reopened.list("t1", "100").unwrap()[0].id, id);
         s.delete("t1", "100", &id).unwrap();
         assert!(s.list("t1", "100").unwrap().is_empty());
         assert!(!path.exists());
@@ -719,6 +846,11 @@ mod tests {
         assert!(!wav.exists(), "a message too short to keep leaves no audio");
         assert_eq!(std::fs::read(&greeting).unwrap(), b"RIFF-greeting");
         assert!(!draft.exists());
+        assert!(s.has_greeting("t1", "100") && !s.has_greeting("t1", "101"));
+        assert!(
+            MailStore::new(dir.path()).has_greeting("t1", "100"),
+            "found again when the store opens"
+        );
         // A greeting not kept leaves the old one.
         std::fs::write(&draft, b"RIFF-other").unwrap();
         s.finish_greeting("t1", "100", false).unwrap();

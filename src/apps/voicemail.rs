@@ -64,12 +64,9 @@ impl DepositApp {
 
     fn greeting_audio(&self, cx: &CallContext) -> Vec<Audio> {
         let mut out = Vec::new();
-        let own = cx
-            .services
-            .mail
-            .greeting_path(cx.tenant.id(), &self.mailbox)
-            .ok()
-            .filter(|p| p.exists());
+        let own = Some(&cx.services.mail)
+            .filter(|m| m.has_greeting(cx.tenant.id(), &self.mailbox))
+            .and_then(|m| m.greeting_path(cx.tenant.id(), &self.mailbox).ok());
         let configured = cx
             .tenant
             .config
