@@ -51,7 +51,7 @@ pub enum MailStoreError {
     NotFound,
 }
 
-pub use crate::records::voicemail::{Folder, Message};
+pub use crate::records::voicemail::{Folder, Message, MIN_MESSAGE_MS, UNKNOWN_CALLER};
 
 /// Counts for message waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,20 +94,22 @@ struct Index {
     greetings: std::collections::HashSet<(String, String)>,
 }
 
+/// The folders in `d` whose names are safe (tenants, mailboxes), with their paths.
+fn subdirs(d: &Path) -> Vec<(String, PathBuf)> {
+    std::fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+        .filter(|(name, _)| safe(name))
+        .collect()
+}
+
 /// The index of the messages under `dir` (start-up: the one time the store reads the folder
 /// for its listings). Unreadable metadata is skipped with a warning, as listing always did.
 fn scan(dir: &Path) -> Index {
     let mut index = Index::default();
-    let subdirs = |d: &Path| -> Vec<(String, PathBuf)> {
-        std::fs::read_dir(d)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
-            .filter(|(name, _)| safe(name))
-            .collect()
-    };
     for (tenant, tdir) in subdirs(dir) {
         for (mailbox, mdir) in subdirs(&tdir) {
             if mdir.join("greeting.wav").is_file() {
@@ -359,6 +361,78 @@ impl MailStore {
             index.messages.retain(|(t, _), _| t != tenant);
             index.greetings.retain(|(t, _)| t != tenant);
         }
+    }
+
+    /// Lists again the messages whose audio was recorded but whose metadata never reached the
+    /// disk: the server stopped between the end of a recording and the writer's fsync (a
+    /// crash, a kill, power). Each becomes a new message from [`UNKNOWN_CALLER`], with the
+    /// time and call taken from its id and its length from its WAV header (the recorder keeps
+    /// the header valid as it writes); audio shorter than [`MIN_MESSAGE_MS`] was being
+    /// dropped and is removed. Run once when the server starts, before it takes calls (a
+    /// recording in progress would look the same); returns how many were recovered.
+    pub fn recover_unlisted(&self) -> usize {
+        let mut recovered = 0;
+        for (tenant, mailbox, path) in self.unlisted_audio() {
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let mut parts = id.splitn(3, '-');
+            let (Some(Ok(unix)), Some(Ok(call))) = (
+                parts.next().map(str::parse::<u64>),
+                parts.next().map(str::parse::<u64>),
+            ) else {
+                tracing::warn!(path = %path.display(), "voicemail audio without metadata and not named by us: left alone");
+                continue;
+            };
+            let duration_ms = wav_duration_ms(&path).unwrap_or(0);
+            if duration_ms < MIN_MESSAGE_MS {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let msg = Message {
+                id: id.to_string(),
+                mailbox: mailbox.clone(),
+                caller: UNKNOWN_CALLER.to_string(),
+                received_unix: unix,
+                duration_ms,
+                folder: Folder::New,
+                call,
+            };
+            match self.direct().commit(&tenant, &msg) {
+                Ok(()) => {
+                    tracing::warn!(%tenant, %mailbox, id = %msg.id, duration_ms, "voicemail recovered: its audio was on disk but not its metadata (the server stopped first); caller unknown");
+                    recovered += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%tenant, %mailbox, id = %msg.id, error = %e, "voicemail not recovered")
+                }
+            }
+        }
+        recovered
+    }
+
+    /// Message audio files (`ID.wav`, not greetings) with no metadata beside them.
+    fn unlisted_audio(&self) -> Vec<(String, String, PathBuf)> {
+        let mut out = Vec::new();
+        for (tenant, tdir) in subdirs(&self.dir) {
+            for (mailbox, mdir) in subdirs(&tdir) {
+                for path in std::fs::read_dir(&mdir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                {
+                    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                    let is_message_audio = path.extension().is_some_and(|e| e == "wav")
+                        && safe(stem)
+                        && !stem.starts_with("greeting");
+                    if is_message_audio && !path.with_extension("json").exists() {
+                        out.push((tenant.clone(), mailbox.clone(), path));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// A new message's id: the time, the call and a random part. No disk work (the recorder
@@ -759,6 +833,23 @@ impl MailStore {
     }
 }
 
+/// The length of the audio in a WAV file with a canonical 44-byte header (what our recorder
+/// writes), from the header's format and data size.
+fn wav_duration_ms(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut h = [0u8; 44];
+    std::fs::File::open(path).ok()?.read_exact(&mut h).ok()?;
+    if &h[..4] != b"RIFF" || &h[8..12] != b"WAVE" || &h[36..40] != b"data" {
+        return None;
+    }
+    let channels = u64::from(u16::from_le_bytes([h[22], h[23]]));
+    let rate = u64::from(u32::from_le_bytes([h[24], h[25], h[26], h[27]]));
+    let bits = u64::from(u16::from_le_bytes([h[34], h[35]]));
+    let data = u64::from(u32::from_le_bytes([h[40], h[41], h[42], h[43]]));
+    let bytes_per_second = rate * channels * bits / 8;
+    (bytes_per_second > 0).then(|| data * 1000 / bytes_per_second)
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), MailStoreError> {
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| MailStoreError::Metadata {
@@ -821,6 +912,66 @@ mod tests {
         s.delete("t1", "100", &id).unwrap();
         assert!(s.list("t1", "100").unwrap().is_empty());
         assert!(!path.exists());
+    }
+
+    /// A mono 16-bit 8 kHz WAV of `ms` milliseconds of silence, as the recorder writes it.
+    fn wav(ms: u32) -> Vec<u8> {
+        let data = ms * 16;
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RIFF");
+        b.extend_from_slice(&(36 + data).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&8000u32.to_le_bytes());
+        b.extend_from_slice(&16000u32.to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&16u16.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&data.to_le_bytes());
+        b.resize(44 + data as usize, 0);
+        b
+    }
+
+    #[test]
+    fn audio_whose_metadata_never_reached_the_disk_is_listed_again_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("t1/100");
+        std::fs::create_dir_all(&mbox).unwrap();
+        std::fs::write(mbox.join("1000-7-00ab.wav"), wav(1500)).unwrap();
+        std::fs::write(mbox.join("1001-8-00cd.wav"), wav(100)).unwrap();
+        std::fs::write(mbox.join("greeting.wav"), wav(2000)).unwrap();
+        std::fs::write(mbox.join("greeting.new.wav"), wav(2000)).unwrap();
+        std::fs::write(mbox.join("foreign.wav"), wav(2000)).unwrap();
+        std::fs::write(mbox.join("1002-9-00ef.wav"), b"RIFF-cut").unwrap();
+        let s = MailStore::new(dir.path());
+        assert!(s.list("t1", "100").unwrap().is_empty());
+        assert_eq!(s.recover_unlisted(), 1);
+        let listed = s.list("t1", "100").unwrap();
+        assert_eq!(
+            listed,
+            vec![Message {
+                id: "1000-7-00ab".into(),
+                mailbox: "100".into(),
+                caller: UNKNOWN_CALLER.into(),
+                received_unix: 1000,
+                duration_ms: 1500,
+                folder: Folder::New,
+                call: 7,
+            }]
+        );
+        assert!(
+            mbox.join("1000-7-00ab.json").exists(),
+            "written, not only indexed"
+        );
+        assert!(
+            !mbox.join("1001-8-00cd.wav").exists(),
+            "too short: it was being dropped"
+        );
+        assert!(!mbox.join("1002-9-00ef.wav").exists(), "no audio in it");
+        assert!(mbox.join("foreign.wav").exists() && mbox.join("greeting.new.wav").exists());
+        assert_eq!(s.recover_unlisted(), 0, "once");
     }
 
     #[test]

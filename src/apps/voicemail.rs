@@ -20,8 +20,7 @@ use crate::media::Audio;
 use crate::tenant::model::verify_pin;
 use std::time::Duration;
 
-/// Shortest message kept.
-const MIN_MESSAGE_MS: u64 = 500;
+use crate::records::voicemail::MIN_MESSAGE_MS;
 /// Silence that ends a message.
 const MESSAGE_SILENCE: Duration = Duration::from_secs(5);
 

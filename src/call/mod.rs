@@ -152,6 +152,12 @@ impl Services {
     pub fn with_stores(voicemail_dir: PathBuf, stores: Stores) -> Services {
         let mut s = Services::new(voicemail_dir);
         s.mail = s.mail.with_spool(stores.spool.clone());
+        // Messages whose metadata a stop cut off are listed again (and mirrored) before the
+        // first call.
+        let recovered = s.mail.recover_unlisted();
+        if recovered > 0 {
+            tracing::warn!(recovered, "voicemail messages recovered from audio alone");
+        }
         // Voicemail writes fsync: on a thread of their own, never on the SIP loop.
         match s.mail.clone().with_writer() {
             Ok(m) => s.mail = m,

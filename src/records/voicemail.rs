@@ -2,6 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Shortest message kept: anything shorter was a hang-up at the beep.
+pub const MIN_MESSAGE_MS: u64 = 500;
+
+/// Caller of a message whose metadata was lost (recovered from its audio alone).
+pub const UNKNOWN_CALLER: &str = "unknown";
+
 /// New or saved (heard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -189,6 +189,14 @@ impl Server {
     pub fn data_path(&self) -> &Path {
         self.data_dir.path()
     }
+
+    /// Kills the process at once (SIGKILL: no drain, no flush, as a crash or a power cut
+    /// would) and hands back its data folder, to start a server on it again.
+    pub fn kill_keeping_data(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("tmp"))
+    }
 }
 
 impl Drop for Server {
