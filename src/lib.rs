@@ -17,8 +17,9 @@
 //! ## Layers
 //!
 //! Dependencies point down; `tests/layers.rs` reads every import and fails when one points
-//! up (the README's "Layout" has the table). From the bottom: [`records`]; [`sdp`], the SIP
-//! protocol pieces in [`sip`] and [`localdb`]; [`media`]; [`tenant`]; storage ([`blob`],
+//! up (the README's "Layout" has the table). From the bottom: [`records`]; [`sdp`] and the SIP
+//! protocol pieces in [`sip`] (crates of their own: `crates/sdp`, `crates/sip`, so the
+//! compiler keeps them from naming anything above) and [`localdb`]; [`media`]; [`tenant`]; storage ([`blob`],
 //! [`history`], [`spool`], [`mailstore`], [`promptstore`], [`retention`]); the SIP endpoint
 //! ([`sip::endpoint`]: no sockets, no disk, no clock, seeded randomness ([`sip::ids`]); media
 //! through [`sip::endpoint::MediaBackend`] in SDP terms, routing decisions through
@@ -79,7 +80,7 @@ pub mod media;
 pub mod promptstore;
 pub mod records;
 pub mod retention;
-pub mod sdp;
+pub use switchyard_sdp as sdp;
 pub mod server;
 pub mod settings;
 pub mod sip;

@@ -1,11 +1,14 @@
 //! The direction of dependencies, checked by reading the imports.
 //!
-//! Switchyard is one crate whose modules are layers (see the README's "Layout"): records at the
-//! bottom; SDP, the SIP protocol pieces and media beside each other; storage; the SIP endpoint;
-//! the call layer and its apps; the admin API and the server on top. The compiler would
-//! enforce this across crates; inside one crate this test does: every `crate::` and `super::`
-//! path in non-test code is resolved to the layer it names, and a layer may only name the
-//! layers listed for it in [`ALLOWED`]. A new module must be given a place here.
+//! Switchyard's layers (see the README's "Layout"): records at the bottom; SDP, the SIP
+//! protocol pieces and media beside each other; storage; the SIP endpoint; the call layer and
+//! its apps; the admin API and the server on top. SDP and the SIP protocol pieces are crates of
+//! their own (`crates/sdp`, `crates/sip`, re-exported as `switchyard::sdp` and the protocol
+//! modules of `switchyard::sip`), so the compiler keeps them from naming anything above, and
+//! `.ci/run` checks the crates they depend on. The other layers are modules of the main crate,
+//! where this test does the compiler's job: every `crate::` and `super::` path in non-test
+//! code is resolved to the layer it names, and a layer may only name the layers listed for it
+//! in [`ALLOWED`]. A new module must be given a place here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

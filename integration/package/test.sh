@@ -40,8 +40,8 @@ echo "== building the packages =="
 # without building again (its own build overrides profile settings and would rebuild every
 # crate) and strips it. The second package is the same tree under a higher version.
 cargo build --release --locked >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
-cargo deb --no-build -o "$work/a.deb" >>"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
-cargo deb --no-build --deb-version 0.1.1-1 -o "$work/b.deb" >>"$work/build.log" 2>&1 \
+cargo deb -p switchyard --no-build -o "$work/a.deb" >>"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+cargo deb -p switchyard --no-build --deb-version 0.1.1-1 -o "$work/b.deb" >>"$work/build.log" 2>&1 \
   || { cat "$work/build.log"; exit 1; }
 
 api() { # METHOD PATH [BODY]

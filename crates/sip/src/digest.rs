@@ -289,7 +289,7 @@ impl NonceIssuer {
     }
 
     /// A fresh nonce for `realm`, issued at `unix_now` (seconds), made unique by `salt` (random:
-    /// see [`crate::sip::ids::Ids::salt`]).
+    /// see [`crate::ids::Ids::salt`]).
     pub fn issue(&self, realm: &str, unix_now: u64, salt: [u8; 8]) -> String {
         let mut raw = Vec::with_capacity(32);
         raw.extend_from_slice(&unix_now.to_be_bytes());

@@ -179,7 +179,7 @@ impl ResponseBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::{parse, SipMessage};
+    use crate::message::{parse, SipMessage};
 
     #[test]
     fn echoes_headers_and_adds_tag() {

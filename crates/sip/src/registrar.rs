@@ -300,7 +300,7 @@ fn same_contact(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::{parse, SipMessage};
+    use crate::message::{parse, SipMessage};
 
     fn register(contact: &str, expires: &str, cseq: u32) -> SipRequest {
         let m = format!(

@@ -184,7 +184,7 @@ impl Dialog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::{parse, SipMessage};
+    use crate::message::{parse, SipMessage};
 
     const INVITE: &str = "INVITE sip:500@sy.example SIP/2.0\r\nVia: SIP/2.0/UDP p1.example;branch=z9hG4bKp1\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa\r\nRecord-Route: <sip:p1.example;lr>, <sip:p0.example;lr>\r\nFrom: \"Alice\" <sip:100@sy.example>;tag=a1\r\nTo: <sip:500@sy.example>\r\nCall-ID: d1\r\nCSeq: 10 INVITE\r\nContact: <sip:100@10.0.0.1:5062>\r\nContent-Length: 0\r\n\r\n";
 
