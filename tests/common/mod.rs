@@ -20,11 +20,16 @@ pub struct Ports {
     pub rtp_first: u16,
 }
 
+/// Each test gets its own block of 20 ports, and each test process (by pid) its own slot of
+/// 25 blocks. Everything stays below the kernel's ephemeral range (32768-60999 here), where
+/// any outgoing socket of any test may take a port: a block there once found its API port
+/// taken by one (CI, "Address already in use"). The ranges also step around the services'
+/// ports (Azurite 10000, RabbitMQ 25672).
 pub fn ports() -> Ports {
-    // Each test process and test gets its own block; the pid spreads parallel test binaries.
     let block = NEXT.fetch_add(1, Ordering::SeqCst);
-    let base = 21000 + ((std::process::id() as u16 % 40) * 400) + block * 20;
-    let rtp = 40000 + ((std::process::id() as u16 % 40) * 400) + block * 20;
+    let slot = (std::process::id() % 12) as u16 * 500;
+    let base = 11000 + slot + block * 20;
+    let rtp = 17500 + slot + block * 20;
     Ports {
         sip: base,
         api: base + 10,
