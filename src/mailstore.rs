@@ -713,15 +713,12 @@ impl MailStore {
         mailbox: &str,
         id: &str,
     ) -> Result<PathBuf, MailStoreError> {
-        if !safe(id) {
-            return Err(MailStoreError::NotFound);
-        }
+        let p = self.message_wav(tenant, mailbox, id)?;
         if let Some(w) = &self.writer {
             if w.pending(tenant, mailbox, id) == Some(Pending::Deleted) {
                 return Err(MailStoreError::NotFound);
             }
         }
-        let p = self.mailbox_dir(tenant, mailbox)?.join(format!("{id}.wav"));
         if self.indexed(tenant, mailbox, id).is_none() {
             return Err(MailStoreError::NotFound);
         }

@@ -383,13 +383,7 @@ fn message_waiting_notify_follows_a_new_voicemail() {
     let p = ports();
     let server = Server::start(&p, &[]);
     // A short greeting keeps the test short: beep, "leave a message", beep (~5.4 s).
-    edit_demo(&server, |doc| {
-        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
-            if m["id"] == "100" {
-                m["greeting"] = json!("system/beep");
-            }
-        }
-    });
+    short_greeting(&server);
     let subscriber = {
         let sip_port = server.sip_port;
         let p1 = ports();
@@ -914,13 +908,7 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
-    edit_demo(&server, |doc| {
-        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
-            if m["id"] == "100" {
-                m["greeting"] = json!("system/beep");
-            }
-        }
-    });
+    short_greeting(&server);
     let mut audio = vec![0i16; 8000 * 6];
     audio.extend(sine_wave(600.0, 2.0));
     audio.extend(vec![0i16; 4000]);

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// The cumulative value of `column` on the last line of SIPp's statistics CSV in `out`.
@@ -57,13 +56,7 @@ fn a_slow_mailbox_disk_does_not_slow_sip() {
     let p = ports();
     let server = Server::start(&p, &[("SWITCHYARD_FAULT_MAILBOX_WRITE_MS", "2000")]);
     // A short greeting (beep, "leave a message", beep: ~5.4 s) keeps the deposit short.
-    edit_demo(&server, |doc| {
-        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
-            if m["id"] == "100" {
-                m["greeting"] = json!("system/beep");
-            }
-        }
-    });
+    short_greeting(&server);
     let sip_port = server.sip_port;
 
     // The probe: 4 short calls a second to the echo test for 18 s, spanning the deposits and
@@ -159,13 +152,7 @@ fn a_message_cut_off_by_a_kill_before_its_metadata_is_listed_after_a_restart() {
     }
     let p = ports();
     let server = Server::start(&p, &[("SWITCHYARD_FAULT_MAILBOX_WRITE_MS", "6000")]);
-    edit_demo(&server, |doc| {
-        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
-            if m["id"] == "100" {
-                m["greeting"] = json!("system/beep");
-            }
-        }
-    });
+    short_greeting(&server);
     let mut audio = vec![0i16; 8000 * 6];
     audio.extend(sine_wave(600.0, 2.0));
     audio.extend(vec![0i16; 4000]);

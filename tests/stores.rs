@@ -341,13 +341,7 @@ fn records_and_audio_survive_stopped_stores_and_a_killed_server() {
     let http = Client::new();
     assert_eq!(get(&http, p.api, "/health/ready").status().as_u16(), 200);
     // A short greeting (beep) keeps each call short.
-    edit_demo(&server, |doc| {
-        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
-            if m["id"] == "100" {
-                m["greeting"] = json!("system/beep");
-            }
-        }
-    });
+    short_greeting(&server);
 
     pg.stop();
     az.stop();

@@ -550,6 +550,18 @@ pub fn tone_frequency(s: &[i16]) -> f32 {
 }
 
 /// Changes the demo tenant through the admin API (GET, edit, PUT with If-Match).
+/// Mailbox 100's greeting becomes the short beep (beep, "leave a message", beep: ~5.4 s),
+/// which keeps a deposit short.
+pub fn short_greeting(server: &Server) {
+    edit_demo(server, |doc| {
+        for m in doc["mailboxes"].as_array_mut().expect("mailboxes") {
+            if m["id"] == "100" {
+                m["greeting"] = serde_json::json!("system/beep");
+            }
+        }
+    });
+}
+
 pub fn edit_demo(server: &Server, edit: impl FnOnce(&mut serde_json::Value)) {
     let http = reqwest::blocking::Client::new();
     let url = format!("http://127.0.0.1:{}/v1/tenants/demo", server.api_port);
