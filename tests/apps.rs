@@ -393,16 +393,7 @@ fn message_waiting_notify_follows_a_new_voicemail() {
         })
     };
     std::thread::sleep(Duration::from_millis(1000));
-    let mut audio = vec![0i16; 8000 * 6];
-    audio.extend(sine_wave(600.0, 2.0));
-    audio.extend(vec![0i16; 4000]);
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
-        "media_stream.xml",
-        Some(&audio),
-        &["-s", "+15550300", "-d", "8500"],
-    );
+    let (ok, out) = leave_600hz_message(server.sip_port, &p);
     assert!(ok, "deposit call failed:\n{out}");
     let (ok, out) = subscriber.join().expect("subscriber");
     assert!(
@@ -909,16 +900,7 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
     let p = ports();
     let server = Server::start(&p, &[]);
     short_greeting(&server);
-    let mut audio = vec![0i16; 8000 * 6];
-    audio.extend(sine_wave(600.0, 2.0));
-    audio.extend(vec![0i16; 4000]);
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
-        "media_stream.xml",
-        Some(&audio),
-        &["-s", "+15550300", "-d", "8500"],
-    );
+    let (ok, out) = leave_600hz_message(server.sip_port, &p);
     assert!(ok, "deposit: {out}");
     std::thread::sleep(Duration::from_millis(300));
     let http = Client::new();

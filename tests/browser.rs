@@ -421,16 +421,7 @@ fn console_creates_a_user_shows_ivr_errors_in_place_and_plays_voicemail() {
             }
         }
     });
-    let mut audio = vec![0i16; 8000 * 6];
-    audio.extend(sine_wave(600.0, 2.0));
-    audio.extend(vec![0i16; 4000]);
-    let (ok, out) = sipp_with_audio(
-        &b.server,
-        &b.ports,
-        "media_stream.xml",
-        Some(&audio),
-        &["-s", "+15550300", "-d", "8500"],
-    );
+    let (ok, out) = leave_600hz_message(b.server.sip_port, &b.ports);
     assert!(ok, "{out}");
     let art = b.artifacts();
     let shot = |n: &str| art.join(n).to_string_lossy().into_owned();

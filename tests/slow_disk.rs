@@ -81,22 +81,10 @@ fn a_slow_mailbox_disk_does_not_slow_sip() {
         })
     };
     // Three messages at once: 6 s of silence then 2 s of 600 Hz, then BYE.
-    let mut audio = vec![0i16; 8000 * 6];
-    audio.extend(sine_wave(600.0, 2.0));
-    audio.extend(vec![0i16; 4000]);
     let depositors: Vec<_> = (0..3)
         .map(|_| {
             let dp = ports();
-            let audio = audio.clone();
-            std::thread::spawn(move || {
-                sipp_with_audio_at(
-                    sip_port,
-                    &dp,
-                    "media_stream.xml",
-                    Some(&audio),
-                    &["-s", "+15550300", "-d", "8500"],
-                )
-            })
+            std::thread::spawn(move || leave_600hz_message(sip_port, &dp))
         })
         .collect();
     for d in depositors {
@@ -153,16 +141,7 @@ fn a_message_cut_off_by_a_kill_before_its_metadata_is_listed_after_a_restart() {
     let p = ports();
     let server = Server::start(&p, &[("SWITCHYARD_FAULT_MAILBOX_WRITE_MS", "6000")]);
     short_greeting(&server);
-    let mut audio = vec![0i16; 8000 * 6];
-    audio.extend(sine_wave(600.0, 2.0));
-    audio.extend(vec![0i16; 4000]);
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
-        "media_stream.xml",
-        Some(&audio),
-        &["-s", "+15550300", "-d", "8500"],
-    );
+    let (ok, out) = leave_600hz_message(server.sip_port, &p);
     assert!(ok, "deposit call failed:\n{out}\n{}", server.log_text());
     std::thread::sleep(Duration::from_millis(500));
     let mailbox = server.data_path().join("voicemail/demo/100");

@@ -550,6 +550,21 @@ pub fn tone_frequency(s: &[i16]) -> f32 {
 }
 
 /// Changes the demo tenant through the admin API (GET, edit, PUT with If-Match).
+/// One SIPp caller to the voicemail number (+15550300) of the server at `sip_port`: 6 s of
+/// silence (through the short greeting: see [`short_greeting`]), 2 s of 600 Hz, then BYE.
+pub fn leave_600hz_message(sip_port: u16, ports: &Ports) -> (bool, String) {
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(sine_wave(600.0, 2.0));
+    audio.extend(vec![0i16; 4000]);
+    sipp_with_audio_at(
+        sip_port,
+        ports,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550300", "-d", "8500"],
+    )
+}
+
 /// Mailbox 100's greeting becomes the short beep (beep, "leave a message", beep: ~5.4 s),
 /// which keeps a deposit short.
 pub fn short_greeting(server: &Server) {
