@@ -12,6 +12,8 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The cluster tests run three NATS servers of their own (JetStream, clustered).
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -72,6 +72,7 @@ pub mod apps;
 pub mod backup;
 pub mod blob;
 pub mod call;
+pub mod cluster;
 pub mod doctor;
 pub mod history;
 pub mod localdb;

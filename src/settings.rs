@@ -70,6 +70,37 @@ pub struct Settings {
     pub history: HistorySettings,
     /// Blob storage (audio).
     pub blob: BlobSettings,
+    /// Running as one of several nodes.
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// NATS servers (`nats://host:4222`, several for a NATS cluster). Empty: a single node.
+    pub nats_url: Vec<String>,
+    /// This node's name in the cluster (NATS client name, logs). Empty: the host name.
+    pub node_id: String,
+    /// The JetStream key-value bucket holding tenant documents.
+    pub config_bucket: String,
+    /// Copies of the bucket the NATS cluster keeps (3 with three NATS servers).
+    pub config_replicas: u32,
+    /// How long an admin API write may wait for NATS (a reconnect, a leader election) before
+    /// answering 503.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            nats_url: Vec::new(),
+            node_id: String::new(),
+            config_bucket: "switchyard_tenants".into(),
+            config_replicas: 1,
+            request_timeout_secs: 10,
+        }
+    }
 }
 
 /// `[history]`
@@ -254,6 +285,7 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             history: HistorySettings::default(),
             blob: BlobSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -435,7 +467,57 @@ impl Settings {
             ));
         }
         self.blob_url()?;
+        self.cluster_checks()?;
         Ok(())
+    }
+
+    /// `[cluster]`: URLs NATS can use, a bucket name JetStream accepts, sane numbers.
+    fn cluster_checks(&self) -> Result<(), SettingsError> {
+        let c = &self.cluster;
+        for url in &c.nats_url {
+            if url.parse::<async_nats::ServerAddr>().is_err() {
+                return Err(invalid(
+                    "cluster.nats_url",
+                    format!("{url:?} is not a NATS server address (nats://host:4222)"),
+                ));
+            }
+        }
+        let bucket_ok = !c.config_bucket.is_empty()
+            && c.config_bucket.len() <= 64
+            && c.config_bucket
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        if !bucket_ok {
+            return Err(invalid(
+                "cluster.config_bucket",
+                "must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+        if !(1..=5).contains(&c.config_replicas) {
+            return Err(invalid("cluster.config_replicas", "must be 1-5"));
+        }
+        if !(1..=60).contains(&c.request_timeout_secs) {
+            return Err(invalid("cluster.request_timeout_secs", "must be 1-60"));
+        }
+        if c.node_id.len() > 64 || c.node_id.chars().any(|ch| ch.is_control() || ch == ' ') {
+            return Err(invalid(
+                "cluster.node_id",
+                "must be at most 64 characters, without spaces or control characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's name: `cluster.node_id`, else the host name.
+    pub fn node_id(&self) -> String {
+        if !self.cluster.node_id.is_empty() {
+            return self.cluster.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "switchyard".into())
     }
 
     /// Parsed `sip.listen`.

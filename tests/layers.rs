@@ -70,6 +70,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "call",
         ],
     ),
+    ("cluster", &["records", "localdb", "sip", "tenant"]),
     (
         "backup",
         &["records", "localdb", "tenant", "history", "blob"],
@@ -91,6 +92,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "promptstore",
             "call",
             "apps",
+            "cluster",
         ],
     ),
     // The binary's wiring: settings, the runtime, the operator's checks. They see everything.

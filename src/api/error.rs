@@ -109,6 +109,29 @@ impl From<crate::tenant::TenantStoreError> for Problem {
     }
 }
 
+impl From<crate::cluster::WriteError> for Problem {
+    fn from(e: crate::cluster::WriteError) -> Problem {
+        use crate::cluster::WriteError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::Conflict => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "changed-elsewhere",
+                "the tenant was changed through another node since this node read it; GET it again and retry",
+            ),
+            E::Unavailable(why) => {
+                tracing::warn!(reason = %why, "tenant write refused: the cluster's configuration store is unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "config-source-unavailable",
+                    "the cluster's configuration store (NATS) does not answer; nothing was changed, calls go on with the current configuration; try again",
+                )
+                .retry_after(5)
+            }
+        }
+    }
+}
+
 impl From<crate::history::HistoryError> for Problem {
     fn from(e: crate::history::HistoryError) -> Problem {
         tracing::warn!(error = %e, "history store failure in admin API");

@@ -129,6 +129,27 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         "Tenant configuration revision",
         gauge(st.store.revision()),
     );
+    let config = st.config_report();
+    r.register(
+        "config_source_up",
+        "1 when the cluster's configuration source answers and this node is up to date with it (always 1 on a single node)",
+        gauge(u64::from(config.state == "ok")),
+    );
+    r.register(
+        "config_lag_revisions",
+        "Revisions of the cluster's tenant bucket not applied on this node yet",
+        gauge(config.lag_revisions),
+    );
+    r.register(
+        "config_lag_seconds",
+        "Seconds since this node was last known to be up to date with the cluster's tenant bucket",
+        gauge(config.lag_seconds),
+    );
+    r.register(
+        "config_rejected",
+        "Tenant documents from the cluster that failed validation here and were not applied",
+        counter(config.rejected),
+    );
     if let Some(stores) = &st.services.stores {
         let sp = &stores.spool.status;
         let queues = [

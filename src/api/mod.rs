@@ -96,6 +96,8 @@ pub struct ApiState {
     pub listeners: Mutex<Vec<String>>,
     /// Who may read `/metrics` without a key.
     pub metrics_access: MetricsAccess,
+    /// The cluster's configuration authority, when this node is one of several.
+    replica: std::sync::OnceLock<Arc<crate::cluster::ConfigReplica>>,
 }
 
 /// Who may read `/metrics` without a key (`api.metrics`).
@@ -139,7 +141,38 @@ impl ApiState {
             phone_defaults: Mutex::new(web::PhoneDefaults::default()),
             listeners: Mutex::new(Vec::new()),
             metrics_access,
+            replica: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on tenant writes go through the cluster's configuration authority.
+    pub fn join_cluster(&self, replica: Arc<crate::cluster::ConfigReplica>) {
+        let _ = self.replica.set(replica);
+    }
+
+    /// Where tenant writes go: the cluster's authority, else this node's store.
+    pub fn writer(&self) -> crate::cluster::TenantWriter {
+        match self.replica.get() {
+            Some(r) => crate::cluster::TenantWriter::Cluster(r.clone()),
+            None => crate::cluster::TenantWriter::Local(self.store.clone()),
+        }
+    }
+
+    /// Where tenant configuration comes from, and how up to date this node is.
+    pub fn config_report(&self) -> crate::cluster::ConfigReport {
+        match self.replica.get() {
+            Some(r) => r.report(),
+            None => crate::cluster::ConfigReport {
+                source: "local".into(),
+                state: "ok".into(),
+                revision: self.store.revision(),
+                head_revision: self.store.revision(),
+                lag_revisions: 0,
+                lag_seconds: 0,
+                rejected: 0,
+                detail: None,
+            },
+        }
     }
 
     /// How long a store may fail before the node reports not ready.
@@ -221,7 +254,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, live::CallInfo, live::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::mailstore::Message, crate::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::records::call::EndedBy, crate::records::call::HangupCause)),
+    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, crate::cluster::ConfigReport, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, live::CallInfo, live::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::mailstore::Message, crate::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::records::call::EndedBy, crate::records::call::HangupCause)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -419,6 +452,20 @@ pub fn load_tenant(st: &ApiState, tenant: &str) -> Result<crate::tenant::TenantC
         .ok_or_else(|| Problem::not_found("tenant"))
 }
 
+/// A tenant's document to change, with the version a write of it replaces (both from one
+/// snapshot, so a change applied in between cannot slip under the write).
+pub fn load_for_write(
+    st: &ApiState,
+    tenant: &str,
+) -> Result<(crate::tenant::TenantConfig, crate::cluster::Basis), Problem> {
+    let snap = st.store.snapshot();
+    let cfg = snap
+        .tenant(tenant)
+        .map(|t| t.config.clone())
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    Ok((cfg, crate::cluster::Basis(snap.source_revision_of(tenant))))
+}
+
 /// Key of the ETag MAC; see [`set_etag_secret`].
 static ETAG_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
 
@@ -496,6 +543,10 @@ pub struct Health {
     /// Why not ready, when not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where tenant configuration comes from (readiness only). A degraded source leaves the
+    /// node ready: calls are served from its snapshot; admin writes answer 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::cluster::ConfigReport>,
 }
 
 /// Liveness: the process answers.
@@ -504,6 +555,7 @@ async fn health_live() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         reason: None,
+        config: None,
     })
 }
 
@@ -528,6 +580,7 @@ async fn health_ready(State(st): State<Arc<ApiState>>) -> Response {
     let body = Json(Health {
         status: if ok { "ok" } else { "unavailable" }.into(),
         reason,
+        config: Some(st.config_report()),
     });
     if ok {
         body.into_response()
@@ -559,6 +612,8 @@ pub struct NodeInfo {
     pub listeners: Vec<String>,
     /// The history store and blob storage.
     pub stores: Vec<StoreInfo>,
+    /// Where tenant configuration comes from, and how up to date this node is.
+    pub config: crate::cluster::ConfigReport,
 }
 
 /// This node's version, SIP listeners and store health (any valid key).
@@ -589,6 +644,7 @@ async fn node(State(st): State<Arc<ApiState>>, _key: Key) -> Result<Json<NodeInf
         version: env!("CARGO_PKG_VERSION").into(),
         listeners: st.listeners.lock().map(|l| l.clone()).unwrap_or_default(),
         stores,
+        config: st.config_report(),
     }))
 }
 

@@ -5,7 +5,9 @@
 
 use super::error::Problem;
 use super::Key;
-use super::{authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState};
+use super::{
+    authorize, body_problem, check_if_match, etag_of, load_for_write, load_tenant, ApiState,
+};
 use crate::tenant::model::{
     Extension, IvrMenu, Limits, Mailbox, Number, OutboundRoute, TenantSettings, Trunk,
 };
@@ -182,13 +184,13 @@ async fn put_section<S: Section>(
 ) -> Result<Response, Problem> {
     let p = key.0.clone();
     authorize(&p, tenant, true)?;
-    let mut cfg = load_tenant(st, tenant)?;
+    let (mut cfg, basis) = load_for_write(st, tenant)?;
     check_if_match(headers, &etag_of(&S::take(&cfg)), S::NAME)?;
     let Json(value) = body.map_err(body_problem)?;
     let before = cfg.clone();
     value.apply(&mut cfg);
     super::operator::check_operator_fields(&p, &before, &cfg)?;
-    st.store.put(cfg)?;
+    st.writer().put(cfg, basis).await?;
     tracing::info!(tenant = %tenant, section = S::NAME, "tenant section replaced through the admin API");
     let stored = load_tenant(st, tenant)?;
     Ok(respond(S::take(&stored)))

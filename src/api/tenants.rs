@@ -4,7 +4,10 @@ use super::error::Problem;
 use super::keys::KeyInfo;
 use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::Key;
-use super::{authorize, body_problem, check_if_match, etag_of, load_tenant, ApiState, Principal};
+use super::{
+    authorize, body_problem, check_if_match, etag_of, load_for_write, load_tenant, ApiState,
+    Principal,
+};
 use crate::tenant::TenantConfig;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -159,7 +162,18 @@ pub(super) async fn create_tenant(
         ));
     }
     let id = cfg.id.clone();
-    st.store.put(cfg)?;
+    st.writer()
+        .put(cfg, crate::cluster::Basis(None))
+        .await
+        .map_err(|e| match e {
+            // Created through another node a moment ago.
+            crate::cluster::WriteError::Conflict => Problem::new(
+                StatusCode::CONFLICT,
+                "exists",
+                format!("tenant {id} exists; PUT /v1/tenants/{id} to change it"),
+            ),
+            other => other.into(),
+        })?;
     let stored = load_tenant(&st, &id)?;
     Ok(with_etag(StatusCode::CREATED, stored))
 }
@@ -192,7 +206,7 @@ pub(super) async fn put_tenant(
 ) -> Result<Response, Problem> {
     let p = key.0.clone();
     authorize(&p, &tenant, true)?;
-    let current = load_tenant(&st, &tenant)?;
+    let (current, basis) = load_for_write(&st, &tenant)?;
     check_if_match(&headers, &etag_of(&current), "tenant")?;
     let Json(mut cfg) = body.map_err(body_problem)?;
     if cfg.id != tenant {
@@ -226,7 +240,7 @@ pub(super) async fn put_tenant(
         }
     }
     super::operator::check_operator_fields(&p, &current, &cfg)?;
-    st.store.put(cfg)?;
+    st.writer().put(cfg, basis).await?;
     let stored = load_tenant(&st, &tenant)?;
     Ok(with_etag(StatusCode::OK, stored))
 }
@@ -241,7 +255,8 @@ pub(super) async fn delete_tenant(
     let p = key.0.clone();
     authorize(&p, &tenant, false)?;
     admin_only(&p)?;
-    st.store.delete(&tenant)?;
+    let (_, basis) = load_for_write(&st, &tenant)?;
+    st.writer().delete(&tenant, basis).await?;
     st.keys
         .revoke_all(&tenant)
         .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;

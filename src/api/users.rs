@@ -5,7 +5,7 @@
 use super::error::{FieldError, Problem};
 use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::Key;
-use super::{body_problem, check_if_match, etag_of, load_tenant, ApiState};
+use super::{body_problem, check_if_match, etag_of, load_for_write, load_tenant, ApiState};
 use crate::tenant::model::User;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -64,7 +64,7 @@ fn with_etag(status: StatusCode, u: User) -> Response {
 
 /// Problems on a one-user change are reported at the user's own path (`users.N.…` in the
 /// tenant document becomes `…` relative to the user when it is about this user).
-fn store_problem(e: crate::tenant::TenantStoreError, index: usize) -> Problem {
+fn store_problem(e: crate::cluster::WriteError, index: usize) -> Problem {
     let mut p = Problem::from(e);
     let prefix = format!("users.{index}.");
     for err in &mut p.errors {
@@ -132,7 +132,7 @@ pub(super) async fn create_user(
     body: Result<Json<User>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     caller(&st, &key, &tenant, true)?;
-    let mut cfg = load_tenant(&st, &tenant)?;
+    let (mut cfg, basis) = load_for_write(&st, &tenant)?;
     let Json(user) = body.map_err(body_problem)?;
     if cfg.users.iter().any(|u| u.extension == user.extension) {
         return Err(Problem::new(
@@ -144,7 +144,10 @@ pub(super) async fn create_user(
     let ext = user.extension.clone();
     cfg.users.push(user);
     let index = cfg.users.len() - 1;
-    st.store.put(cfg).map_err(|e| store_problem(e, index))?;
+    st.writer()
+        .put(cfg, basis)
+        .await
+        .map_err(|e| store_problem(e, index))?;
     let stored = st
         .store
         .get(&tenant)?
@@ -164,7 +167,7 @@ pub(super) async fn put_user(
     body: Result<Json<User>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     caller(&st, &key, &tenant, true)?;
-    let mut cfg = load_tenant(&st, &tenant)?;
+    let (mut cfg, basis) = load_for_write(&st, &tenant)?;
     let index = user_index(&cfg, &extension)?;
     check_if_match(&headers, &etag_of(&cfg.users[index]), "user")?;
     let Json(mut user) = body.map_err(body_problem)?;
@@ -200,7 +203,10 @@ pub(super) async fn put_user(
         }
     }
     cfg.users[index] = user;
-    st.store.put(cfg).map_err(|e| store_problem(e, index))?;
+    st.writer()
+        .put(cfg, basis)
+        .await
+        .map_err(|e| store_problem(e, index))?;
     let stored = st
         .store
         .get(&tenant)?
@@ -218,7 +224,7 @@ pub(super) async fn delete_user(
     Path((tenant, extension)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     caller(&st, &key, &tenant, true)?;
-    let mut cfg = load_tenant(&st, &tenant)?;
+    let (mut cfg, basis) = load_for_write(&st, &tenant)?;
     let index = user_index(&cfg, &extension)?;
     cfg.users.remove(index);
     // Mailboxes owned by the user keep existing but lose their owner.
@@ -227,7 +233,7 @@ pub(super) async fn delete_user(
             m.owner = None;
         }
     }
-    st.store.put(cfg).map_err(Problem::from)?;
+    st.writer().put(cfg, basis).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -255,7 +261,7 @@ pub(super) async fn set_password(
         });
         return Err(p);
     }
-    let mut cfg = load_tenant(&st, &tenant)?;
+    let (mut cfg, basis) = load_for_write(&st, &tenant)?;
     let user = cfg
         .users
         .iter_mut()
@@ -264,7 +270,7 @@ pub(super) async fn set_password(
     user.password = Some(req.password);
     user.ha1_md5 = None;
     user.ha1_sha256 = None;
-    st.store.put(cfg).map_err(Problem::from)?;
+    st.writer().put(cfg, basis).await?;
     tracing::info!(tenant = %tenant, user = %extension, "SIP password changed through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,8 @@ use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::blob::{BlobError, BlobStore};
 use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, EngineMedia, FinishedCall, Services};
+use crate::cluster::config::ReplicaSettings;
+use crate::cluster::{Basis, ConfigReplica, TenantWriter};
 use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::{MediaConfig, MediaEngine, MediaError};
@@ -55,6 +57,9 @@ pub enum ServerError {
     /// The tenant store failed.
     #[error(transparent)]
     Tenant(#[from] TenantStoreError),
+    /// The cluster's NATS client could not be set up (a bad `cluster.nats_url`).
+    #[error("cluster.nats_url: {0}")]
+    Cluster(String),
     /// A listener could not be bound.
     #[error("cannot listen on {transport} {addr}: {source}")]
     Bind {
@@ -490,6 +495,24 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             _ => None,
         };
     }
+    let writer = if settings.cluster.nats_url.is_empty() {
+        TenantWriter::Local(store.clone())
+    } else {
+        let replica = ConfigReplica::start(
+            ReplicaSettings {
+                urls: settings.cluster.nats_url.clone(),
+                node_id: settings.node_id(),
+                bucket: settings.cluster.config_bucket.clone(),
+                replicas: settings.cluster.config_replicas as usize,
+                request_timeout: Duration::from_secs(settings.cluster.request_timeout_secs),
+            },
+            store.clone(),
+        )
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        api_state.join_cluster(replica.clone());
+        TenantWriter::Cluster(replica)
+    };
     tokio::spawn(async move {
         let stop = async {
             let _ = api_stopped.await;
@@ -500,7 +523,13 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     });
 
     let inbox = settings.data_dir.join("inbox");
-    spawn_inbox_watcher(inbox, store.clone(), db.clone(), stores.history.clone());
+    spawn_inbox_watcher(
+        inbox,
+        writer,
+        store.clone(),
+        db.clone(),
+        stores.history.clone(),
+    );
 
     let mut tcp = TcpConnections::default();
     let drain_timeout = Duration::from_secs(settings.shutdown.drain_timeout_secs);
@@ -813,6 +842,7 @@ async fn shutdown_signal() {
 /// (see the module docs).
 fn spawn_inbox_watcher(
     inbox: PathBuf,
+    writer: TenantWriter,
     store: Arc<TenantStore>,
     db: LocalDb,
     history: Arc<HistoryStore>,
@@ -825,9 +855,18 @@ fn spawn_inbox_watcher(
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            let store = store.clone();
+            let (store, writer) = (store.clone(), writer.clone());
             let dir = inbox.clone();
-            let _ = tokio::task::spawn_blocking(move || import_inbox(&dir, &store)).await;
+            let runtime = tokio::runtime::Handle::current();
+            // In a cluster an import is a write through the cluster's authority, as an API
+            // write is: it replaces the version this node holds, or fails if that changed.
+            let put = move |cfg: TenantConfig| {
+                let basis = Basis(store.snapshot().source_revision_of(&cfg.id));
+                runtime
+                    .block_on(writer.put(cfg, basis))
+                    .map_err(|e| e.to_string())
+            };
+            let _ = tokio::task::spawn_blocking(move || import_inbox(&dir, put)).await;
             backup_requests(&inbox, &db, &history).await;
         }
     });
@@ -871,7 +910,7 @@ async fn backup_requests(dir: &Path, db: &LocalDb, history: &HistoryStore) {
 }
 
 /// One pass over the inbox: `*.json` files are imported and renamed with their outcome.
-pub fn import_inbox(dir: &Path, store: &TenantStore) {
+pub fn import_inbox(dir: &Path, put: impl Fn(TenantConfig) -> Result<(), String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -883,9 +922,9 @@ pub fn import_inbox(dir: &Path, store: &TenantStore) {
         let result = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
             .and_then(|text| serde_json::from_str::<TenantConfig>(&text).map_err(|e| e.to_string()))
-            .and_then(|cfg| store.put(cfg).map_err(|e| e.to_string()));
+            .and_then(&put);
         let (ext, text) = match result {
-            Ok(rev) => ("done", format!("revision {rev}\n")),
+            Ok(()) => ("done", "imported\n".to_string()),
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "tenant import refused");
                 ("error", format!("{e}\n"))

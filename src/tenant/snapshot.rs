@@ -241,6 +241,9 @@ pub struct Snapshot {
     by_domain: HashMap<String, Arc<Tenant>>,
     by_number: HashMap<String, Arc<Tenant>>,
     default_tenant: Option<String>,
+    /// Each tenant's revision at the configuration authority of a cluster (the NATS KV
+    /// bucket), for compare-and-set writes; absent for documents written on this node only.
+    source_revisions: HashMap<String, u64>,
 }
 
 impl Snapshot {
@@ -266,6 +269,20 @@ impl Snapshot {
             s.tenants.insert(t.config.id.clone(), t);
         }
         s
+    }
+
+    /// The same snapshot, knowing each tenant's revision at the cluster's configuration
+    /// authority.
+    pub fn with_source_revisions(mut self, revisions: HashMap<String, u64>) -> Snapshot {
+        self.source_revisions = revisions;
+        self
+    }
+
+    /// Tenant `id`'s revision at the cluster's configuration authority, if it came from there.
+    /// A write based on this snapshot's document names it, so a change made meanwhile on
+    /// another node makes the write fail instead of being overwritten.
+    pub fn source_revision_of(&self, id: &str) -> Option<u64> {
+        self.source_revisions.get(id).copied()
     }
 
     /// A tenant by id.

@@ -1,0 +1,577 @@
+//! Tenant configuration from a NATS JetStream key-value bucket: the cluster's authority.
+//!
+//! One key per tenant (the tenant id), the value its JSON document with secrets already
+//! hashed. The bucket's revision (its stream sequence) grows with every change to any key, so
+//! "the last revision applied" is one number per node, kept in the node's database beside
+//! the documents ([`TenantStore::source_revision`]).
+//!
+//! - **Start**: the node serves its snapshot at once; a task connects (retrying for ever),
+//!   finds or creates the bucket, pushes tenants the node holds that the bucket lacks (a node
+//!   joining with a configuration of its own, `--demo`), and watches the bucket from the
+//!   revision after the last one applied. Every entry is checked as an API write would be and
+//!   applied in the bucket's order ([`TenantStore::apply_replicated`]); one that fails is
+//!   logged and counted, never applied in part.
+//! - **Writes** ([`ConfigReplica::put`]): checked here first, then published with
+//!   compare-and-set on the tenant's revision as the writer read it, so a change made through
+//!   another node meanwhile fails the write (412) instead of being overwritten. The write
+//!   returns once this node has applied it, so a read that follows sees it.
+//! - **NATS away**: calls go on from the snapshot; writes answer 503; the status reports the
+//!   source as degraded with the lag in revisions and seconds. When NATS is back the watch
+//!   starts again from the last revision applied. A watch that falls behind the bucket and
+//!   stays behind (the client's push consumer can miss the end of an outage) is started over.
+//! - **Bucket made anew** (its last revision is below the node's): the node forgets the old
+//!   revisions, reads the bucket from the start and pushes what it lacks.
+
+use super::{Basis, WriteError};
+use crate::tenant::{ReplicaOutcome, TenantConfig, TenantStore};
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Settings the replica needs (from `[cluster]`).
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    /// NATS server URLs.
+    pub urls: Vec<String>,
+    /// This node's name (the NATS client name).
+    pub node_id: String,
+    /// The key-value bucket.
+    pub bucket: String,
+    /// Copies the NATS cluster keeps of a bucket this node creates.
+    pub replicas: usize,
+    /// How long a write waits for NATS.
+    pub request_timeout: Duration,
+}
+
+/// A watch that is this many seconds behind the bucket while NATS answers is started over.
+const STUCK_AFTER: Duration = Duration::from_secs(5);
+/// One attempt of a write waits this long for JetStream's answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The client this long without a server: NATS is gone, writes answer 503 at once.
+const GONE_AFTER: Duration = Duration::from_secs(3);
+
+/// How one attempt of a compare-and-set write failed.
+enum Failure {
+    /// The key is not at the revision the write names.
+    Conflict,
+    /// No answer, or JetStream refused for now (no leader, no quorum).
+    Retry(String),
+}
+
+/// The configuration authority as this node sees it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ConfigReport {
+    /// `local` (a single node) or `nats`.
+    pub source: String,
+    /// `ok`, or `degraded` (NATS unreachable or the node behind it; calls go on from the
+    /// snapshot, admin writes answer 503).
+    pub state: String,
+    /// The last revision of the bucket applied here.
+    pub revision: u64,
+    /// The bucket's last revision when it last answered.
+    pub head_revision: u64,
+    /// Revisions not applied yet.
+    pub lag_revisions: u64,
+    /// Seconds since the node was last known to be up to date (0: it is).
+    pub lag_seconds: u64,
+    /// Documents from the bucket that failed validation here and were not applied.
+    pub rejected: u64,
+    /// Why degraded, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Figures the watch and the status poll keep.
+#[derive(Default)]
+struct Status {
+    reachable: AtomicBool,
+    head: AtomicU64,
+    applied: AtomicU64,
+    rejected: AtomicU64,
+    /// When the node was last known to be up to date, as ms since `started`.
+    caught_up_ms: AtomicU64,
+    /// When the client was last seen connected, as ms since `started`.
+    connected_ms: AtomicU64,
+    detail: Mutex<Option<String>>,
+}
+
+/// The cluster's tenant configuration, applied into the local store.
+pub struct ConfigReplica {
+    settings: ReplicaSettings,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    store: Arc<TenantStore>,
+    bucket: tokio::sync::Mutex<Option<kv::Store>>,
+    status: Status,
+    started: Instant,
+    /// The last revision applied, for writers waiting to see their own write.
+    applied_tx: tokio::sync::watch::Sender<u64>,
+    /// Asks the watch to start over (stuck, or the bucket was made anew).
+    restart: tokio::sync::Notify,
+}
+
+impl ConfigReplica {
+    /// Starts connecting to NATS and watching the bucket in the background; returns at once
+    /// (the node serves from its snapshot meanwhile). Needs a Tokio runtime.
+    pub async fn start(
+        settings: ReplicaSettings,
+        store: Arc<TenantStore>,
+    ) -> Result<Arc<ConfigReplica>, async_nats::ConnectError> {
+        let options = async_nats::ConnectOptions::new()
+            .name(&settings.node_id)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64 * 250).min(2000))
+            });
+        let client = options.connect(settings.urls.clone()).await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(ATTEMPT_TIMEOUT.min(settings.request_timeout));
+        let applied = store.source_revision().unwrap_or(0);
+        let (applied_tx, _) = tokio::sync::watch::channel(applied);
+        let replica = Arc::new(ConfigReplica {
+            settings,
+            client,
+            js,
+            store,
+            bucket: tokio::sync::Mutex::new(None),
+            status: Status::default(),
+            started: Instant::now(),
+            applied_tx,
+            restart: tokio::sync::Notify::new(),
+        });
+        replica.status.applied.store(applied, Ordering::Relaxed);
+        tokio::spawn(replica.clone().watch_loop());
+        tokio::spawn(replica.clone().status_loop());
+        tracing::info!(nats = ?replica.settings.urls, bucket = %replica.settings.bucket, node = %replica.settings.node_id, revision = applied, "tenant configuration comes from NATS JetStream; serving the local snapshot until caught up");
+        Ok(replica)
+    }
+
+    /// How the authority looks from here.
+    pub fn report(&self) -> ConfigReport {
+        let s = &self.status;
+        let reachable = s.reachable.load(Ordering::Relaxed);
+        let applied = s.applied.load(Ordering::Relaxed);
+        let head = s.head.load(Ordering::Relaxed);
+        let lag_revisions = head.saturating_sub(applied);
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let lag_seconds = if reachable && lag_revisions == 0 {
+            0
+        } else {
+            now_ms.saturating_sub(s.caught_up_ms.load(Ordering::Relaxed)) / 1000
+        };
+        let detail = s.detail.lock().ok().and_then(|d| d.clone());
+        let ok = reachable && lag_revisions == 0;
+        ConfigReport {
+            source: "nats".into(),
+            state: if ok { "ok" } else { "degraded" }.into(),
+            revision: applied,
+            head_revision: head,
+            lag_revisions,
+            lag_seconds,
+            rejected: s.rejected.load(Ordering::Relaxed),
+            detail: if ok {
+                None
+            } else {
+                Some(detail.unwrap_or_else(|| "catching up with the bucket".into()))
+            },
+        }
+    }
+
+    /// Publishes `cfg` (checked here first) if the tenant is still at `basis`, and waits until
+    /// this node has applied it.
+    pub async fn put(&self, cfg: TenantConfig, basis: Basis) -> Result<(), WriteError> {
+        self.fail_fast_when_nats_is_gone()?;
+        let (cfg, json) = self.store.prepare(cfg)?;
+        let kv = self.bucket_or_unavailable().await?;
+        let json = bytes::Bytes::from(json);
+        let id = cfg.id.as_str();
+        let revision = self
+            .retrying(
+                || async {
+                    match basis.0 {
+                        Some(rev) => {
+                            kv.update(id, json.clone(), rev)
+                                .await
+                                .map_err(|e| match e.kind() {
+                                    kv::UpdateErrorKind::WrongLastRevision => Failure::Conflict,
+                                    _ => Failure::Retry(e.to_string()),
+                                })
+                        }
+                        None => kv
+                            .create(id, json.clone())
+                            .await
+                            .map_err(|e| match e.kind() {
+                                kv::CreateErrorKind::AlreadyExists => Failure::Conflict,
+                                _ => Failure::Retry(e.to_string()),
+                            }),
+                    }
+                },
+                // An earlier attempt whose answer was lost may have been the one stored.
+                |entry| {
+                    (entry.operation == kv::Operation::Put && entry.value == json)
+                        .then_some(entry.revision)
+                },
+                &kv,
+                id,
+            )
+            .await?;
+        tracing::info!(tenant = %cfg.id, revision, "tenant published to the cluster");
+        self.wait_applied(|_| self.status.applied.load(Ordering::Relaxed) >= revision)
+            .await;
+        Ok(())
+    }
+
+    /// Deletes tenant `id` at the authority if it is still at `basis`, and waits until this
+    /// node has applied it.
+    pub async fn delete(&self, id: &str, basis: Basis) -> Result<(), WriteError> {
+        self.fail_fast_when_nats_is_gone()?;
+        let kv = self.bucket_or_unavailable().await?;
+        self.retrying(
+            || async {
+                kv.delete_expect_revision(id, basis.0)
+                    .await
+                    .map(|()| 0)
+                    .map_err(|e| match e.kind() {
+                        kv::DeleteErrorKind::WrongLastRevision => Failure::Conflict,
+                        _ => Failure::Retry(e.to_string()),
+                    })
+            },
+            |entry| (entry.operation != kv::Operation::Put).then_some(entry.revision),
+            &kv,
+            id,
+        )
+        .await?;
+        tracing::info!(tenant = %id, "tenant deletion published to the cluster");
+        self.wait_applied(|_| self.store.snapshot().tenant(id).is_none())
+            .await;
+        Ok(())
+    }
+
+    /// Runs a compare-and-set write until it is answered or `request_timeout` has passed.
+    /// Failures other than a conflict are retried: while JetStream elects a new leader for
+    /// the bucket (a NATS server lost) writes are refused for some seconds, and an admin
+    /// should see a slower answer, not an error. A conflict after an attempt that got no
+    /// answer may be that attempt's own success: `mine` recognises it in the key's entry.
+    async fn retrying<F, Fut>(
+        &self,
+        attempt: F,
+        mine: impl Fn(&kv::Entry) -> Option<u64>,
+        kv: &kv::Store,
+        id: &str,
+    ) -> Result<u64, WriteError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<u64, Failure>>,
+    {
+        let deadline = Instant::now() + self.settings.request_timeout;
+        let mut unanswered = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WriteError::Unavailable(
+                    "NATS did not confirm the write in time".into(),
+                ));
+            }
+            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt()).await {
+                Ok(Ok(revision)) => return Ok(revision),
+                Ok(Err(Failure::Conflict)) => {
+                    if unanswered {
+                        if let Ok(Some(entry)) = kv.entry(id).await {
+                            if let Some(revision) = mine(&entry) {
+                                return Ok(revision);
+                            }
+                        }
+                    }
+                    return Err(WriteError::Conflict);
+                }
+                Ok(Err(Failure::Retry(why))) => {
+                    tracing::debug!(reason = %why, "configuration write not accepted yet; retrying");
+                    unanswered = true;
+                }
+                Err(_) => unanswered = true,
+            }
+            self.fail_fast_when_nats_is_gone()?;
+            tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+        }
+    }
+
+    /// Writes wait out a short loss of NATS (a reconnect, a leader election), but not an
+    /// outage: once the client has been without a server for a few seconds they answer at
+    /// once.
+    fn fail_fast_when_nats_is_gone(&self) -> Result<(), WriteError> {
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            return Ok(());
+        }
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let last = self.status.connected_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) > GONE_AFTER.as_millis() as u64 {
+            Err(WriteError::Unavailable("NATS is not reachable".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn bucket_or_unavailable(&self) -> Result<kv::Store, WriteError> {
+        tokio::time::timeout(self.settings.request_timeout, self.bucket())
+            .await
+            .map_err(|_| WriteError::Unavailable("the bucket did not answer in time".into()))?
+            .map_err(WriteError::Unavailable)
+    }
+
+    /// Waits (bounded) until `done` holds after an applied revision; a write is durable at
+    /// the authority already, so running out of time only delays when this node shows it.
+    async fn wait_applied(&self, done: impl Fn(u64) -> bool) {
+        let mut rx = self.applied_tx.subscribe();
+        let waited =
+            tokio::time::timeout(self.settings.request_timeout, rx.wait_for(|r| done(*r))).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            tracing::warn!("a configuration write is stored in NATS but not applied on this node yet; it shows here once the watch catches up");
+        }
+    }
+
+    /// The bucket, found or created on first use.
+    async fn bucket(&self) -> Result<kv::Store, String> {
+        let mut slot = self.bucket.lock().await;
+        if let Some(kv) = slot.as_ref() {
+            return Ok(kv.clone());
+        }
+        let name = &self.settings.bucket;
+        if let Ok(kv) = self.js.get_key_value(name).await {
+            *slot = Some(kv.clone());
+            return Ok(kv);
+        }
+        // The stream a key-value bucket is, made here rather than with `create_key_value`:
+        // that first reads the account's limits in a shape NATS 2.9 (Debian's) does not
+        // send. The settings are the ones the NATS clients give a bucket.
+        self.js
+            .create_stream(jetstream::stream::Config {
+                name: format!("KV_{name}"),
+                description: Some("Switchyard tenant documents".into()),
+                subjects: vec![format!("$KV.{name}.>")],
+                // One value per tenant is all a node needs: the revision numbers, not the
+                // history, are what lets a node resume.
+                max_messages_per_subject: 1,
+                max_messages: -1,
+                max_bytes: -1,
+                // A tenant document is far smaller; anything bigger is not one.
+                max_message_size: 1 << 20,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: self.settings.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create bucket {name}: {e}"))?;
+        let kv = self
+            .js
+            .get_key_value(name)
+            .await
+            .map_err(|e| format!("cannot open bucket {name}: {e}"))?;
+        *slot = Some(kv.clone());
+        Ok(kv)
+    }
+
+    fn degraded(&self, why: String) {
+        if let Ok(mut d) = self.status.detail.lock() {
+            if d.as_deref() != Some(why.as_str()) {
+                tracing::warn!(reason = %why, "cluster configuration source degraded; calls go on from the local snapshot, admin writes answer 503");
+            }
+            *d = Some(why);
+        }
+    }
+
+    /// Connects, pushes what the bucket lacks, then applies the bucket's changes in order;
+    /// starts over from the last applied revision whenever the watch ends or is told to.
+    async fn watch_loop(self: Arc<Self>) {
+        loop {
+            if let Err(why) = self.watch_once().await {
+                self.degraded(why);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn watch_once(&self) -> Result<(), String> {
+        let kv = self.bucket().await?;
+        self.push_local_only(&kv).await?;
+        let from = self.store.source_revision().map_err(|e| e.to_string())? + 1;
+        let mut watch = kv
+            .watch_all_from_revision(from)
+            .await
+            .map_err(|e| format!("cannot watch bucket: {e}"))?;
+        tracing::debug!(from, "watching the tenant bucket");
+        loop {
+            tokio::select! {
+                next = watch.next() => match next {
+                    Some(Ok(entry)) => self.apply(entry).await?,
+                    Some(Err(e)) => return Err(format!("watch failed: {e}")),
+                    None => return Err("watch ended".into()),
+                },
+                _ = self.restart.notified() => return Ok(()),
+            }
+        }
+    }
+
+    /// Tenants this node holds that never came from the bucket go there if the bucket has no
+    /// such tenant; where it has one, the bucket's copy wins and replaces the node's.
+    async fn push_local_only(&self, kv: &kv::Store) -> Result<(), String> {
+        let store = self.store.clone();
+        let local = tokio::task::spawn_blocking(move || store.local_only())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        for (id, json) in local {
+            match kv.create(&id, json.into()).await {
+                Ok(revision) => {
+                    tracing::info!(tenant = %id, revision, "tenant of this node pushed to the cluster's empty slot")
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let entry = kv
+                        .entry(&id)
+                        .await
+                        .map_err(|e| format!("cannot read tenant {id}: {e}"))?;
+                    let Some(entry) = entry else { continue };
+                    let doc = (entry.operation == kv::Operation::Put).then_some(entry.value);
+                    let store = self.store.clone();
+                    let key = id.clone();
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        store.adopt_replicated(&key, doc.as_deref(), entry.revision)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                    tracing::warn!(tenant = %id, ?outcome, "this node's copy of the tenant differs from the cluster's: the cluster's wins (change tenants through the admin API or a running node's inbox)");
+                }
+                Err(e) => return Err(format!("cannot push tenant {id}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, entry: kv::Entry) -> Result<(), String> {
+        let doc = (entry.operation == kv::Operation::Put).then_some(entry.value);
+        let store = self.store.clone();
+        let key = entry.key.clone();
+        let revision = entry.revision;
+        let outcome = tokio::task::spawn_blocking(move || {
+            store.apply_replicated(&key, doc.as_deref(), revision)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("local store failed: {e}"))?;
+        // The key came over the network: it reaches the log only as a debug-quoted string.
+        match &outcome {
+            ReplicaOutcome::Stored => {
+                tracing::info!(tenant = ?entry.key, revision, "tenant applied from the cluster")
+            }
+            ReplicaOutcome::Deleted => {
+                tracing::info!(tenant = ?entry.key, revision, "tenant deletion applied from the cluster")
+            }
+            ReplicaOutcome::AlreadyApplied => {}
+            ReplicaOutcome::Rejected(why) => {
+                self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(tenant = ?entry.key, revision, reason = %why, "tenant document from the cluster refused; this node keeps the previous version");
+            }
+        }
+        let applied = self.store.source_revision().unwrap_or(revision);
+        self.status.applied.store(applied, Ordering::Relaxed);
+        if self.status.head.load(Ordering::Relaxed) <= applied {
+            self.status.head.store(applied, Ordering::Relaxed);
+            self.mark_caught_up();
+        }
+        self.applied_tx.send_replace(applied);
+        Ok(())
+    }
+
+    fn mark_caught_up(&self) {
+        self.status
+            .caught_up_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Ok(mut d) = self.status.detail.lock() {
+            if d.take().is_some() {
+                tracing::info!("cluster configuration source healthy again");
+            }
+        }
+    }
+
+    /// Every second: is NATS there, how far is this node behind the bucket; starts the watch
+    /// over when it is stuck behind or the bucket was made anew.
+    async fn status_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut behind_since: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            if self.client.connection_state() == async_nats::connection::State::Connected {
+                self.status
+                    .connected_ms
+                    .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            let head = match self.head_revision().await {
+                Ok(h) => h,
+                Err(why) => {
+                    self.status.reachable.store(false, Ordering::Relaxed);
+                    self.degraded(why);
+                    behind_since = None;
+                    continue;
+                }
+            };
+            self.status.reachable.store(true, Ordering::Relaxed);
+            self.status.head.store(head, Ordering::Relaxed);
+            let applied = self.status.applied.load(Ordering::Relaxed);
+            if head < applied {
+                tracing::warn!(head, applied, "the tenant bucket is behind this node: it was made anew; reading it from the start");
+                if let Err(e) = self.store.reset_source() {
+                    tracing::error!(error = %e, "cannot reset the local configuration revisions");
+                    continue;
+                }
+                self.status.applied.store(0, Ordering::Relaxed);
+                self.applied_tx.send_replace(0);
+                self.restart.notify_one();
+                continue;
+            }
+            if head == applied {
+                behind_since = None;
+                self.mark_caught_up();
+            } else {
+                let since = *behind_since.get_or_insert_with(Instant::now);
+                self.degraded(format!("{} revision(s) behind the bucket", head - applied));
+                if since.elapsed() > STUCK_AFTER {
+                    tracing::warn!(
+                        head,
+                        applied,
+                        "the bucket watch is stuck behind; starting it over"
+                    );
+                    self.restart.notify_one();
+                    behind_since = None;
+                }
+            }
+        }
+    }
+
+    async fn head_revision(&self) -> Result<u64, String> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err("NATS is not reachable".into());
+        }
+        let name = format!("KV_{}", self.settings.bucket);
+        let info = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            let mut stream = self.js.get_stream(&name).await.map_err(|e| e.to_string())?;
+            stream
+                .info()
+                .await
+                .map(|i| i.state.last_sequence)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| "NATS did not answer in time".to_string())?;
+        info.map_err(|e| format!("cannot read the bucket's state: {e}"))
+    }
+}
