@@ -84,6 +84,8 @@ pub struct ClusterSettings {
     pub node_id: String,
     /// The JetStream key-value bucket holding tenant documents.
     pub config_bucket: String,
+    /// The JetStream key-value bucket holding registrations (every node's).
+    pub bindings_bucket: String,
     /// Copies of the bucket the NATS cluster keeps (3 with three NATS servers).
     pub config_replicas: u32,
     /// How long an admin API write may wait for NATS (a reconnect, a leader election) before
@@ -97,6 +99,7 @@ impl Default for ClusterSettings {
             nats_url: Vec::new(),
             node_id: String::new(),
             config_bucket: "switchyard_tenants".into(),
+            bindings_bucket: "switchyard_bindings".into(),
             config_replicas: 1,
             request_timeout_secs: 10,
         }
@@ -482,15 +485,26 @@ impl Settings {
                 ));
             }
         }
-        let bucket_ok = !c.config_bucket.is_empty()
-            && c.config_bucket.len() <= 64
-            && c.config_bucket
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
-        if !bucket_ok {
+        for (key, bucket) in [
+            ("cluster.config_bucket", &c.config_bucket),
+            ("cluster.bindings_bucket", &c.bindings_bucket),
+        ] {
+            let ok = !bucket.is_empty()
+                && bucket.len() <= 64
+                && bucket
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+            if !ok {
+                return Err(invalid(
+                    key,
+                    "must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
+                ));
+            }
+        }
+        if c.config_bucket == c.bindings_bucket {
             return Err(invalid(
-                "cluster.config_bucket",
-                "must be 1-64 characters of A-Z, a-z, 0-9, _ and -",
+                "cluster.bindings_bucket",
+                "must differ from cluster.config_bucket",
             ));
         }
         if !(1..=5).contains(&c.config_replicas) {

@@ -164,22 +164,6 @@ fn route_to_carrier(server: &Server, port: u16, fields: Value) {
     });
 }
 
-/// The PCMU audio the server sent to a SIPp caller's media port.
-fn heard_by(cap: Capture, p: &Ports) -> Vec<i16> {
-    cap.finish()
-        .iter()
-        .filter(|d| {
-            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
-        })
-        .flat_map(|d| {
-            d.payload[12..]
-                .iter()
-                .map(|&b| ulaw_to_linear(b))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn live_calls(api_port: u16) -> Vec<Value> {
     Client::new()
         .get(format!("http://127.0.0.1:{api_port}/v1/tenants/demo/calls"))

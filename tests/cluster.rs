@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Three clustered NATS servers with JetStream, on loopback ports of the test's own.
+/// One NATS server, or three clustered, with JetStream, on loopback ports of the test's own.
 struct NatsCluster {
     servers: Vec<Option<Child>>,
     client_ports: Vec<u16>,
@@ -25,15 +25,15 @@ struct NatsCluster {
 }
 
 impl NatsCluster {
-    fn start(binary: PathBuf, block: &Ports) -> NatsCluster {
+    fn start(binary: PathBuf, block: &Ports, servers: usize) -> NatsCluster {
         let mut c = NatsCluster {
-            servers: vec![None, None, None],
-            client_ports: vec![block.sip, block.sip + 2, block.sip + 3],
-            route_ports: vec![block.sip + 5, block.sip + 6, block.sip + 7],
+            servers: (0..servers).map(|_| None).collect(),
+            client_ports: [block.sip, block.sip + 2, block.sip + 3][..servers].to_vec(),
+            route_ports: [block.sip + 5, block.sip + 6, block.sip + 7][..servers].to_vec(),
             dir: tempfile::tempdir().expect("tmp"),
             binary,
         };
-        for i in 0..3 {
+        for i in 0..servers {
             c.start_one(i);
         }
         c
@@ -47,21 +47,24 @@ impl NatsCluster {
             .collect();
         let dir = self.dir.path().join(format!("n{i}"));
         std::fs::create_dir_all(&dir).expect("nats dir");
-        let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1"])
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-js", "-a", "127.0.0.1"])
             .args(["-p", &self.client_ports[i].to_string()])
             .args(["-sd", &dir.to_string_lossy()])
             .args(["-n", &format!("sy-nats-{i}")])
-            .args(["--cluster_name", "sy-test"])
-            .args([
-                "--cluster",
-                &format!("nats://127.0.0.1:{}", self.route_ports[i]),
-            ])
-            .args(["--routes", &routes.join(",")])
             .args([
                 "-l",
                 &self.dir.path().join(format!("n{i}.log")).to_string_lossy(),
-            ])
+            ]);
+        if self.servers.len() > 1 {
+            cmd.args(["--cluster_name", "sy-test"])
+                .args([
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", self.route_ports[i]),
+                ])
+                .args(["--routes", &routes.join(",")]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -90,7 +93,7 @@ impl NatsCluster {
     }
 
     fn logs(&self) -> String {
-        (0..3)
+        (0..self.servers.len())
             .map(|i| {
                 let text = std::fs::read_to_string(self.dir.path().join(format!("n{i}.log")))
                     .unwrap_or_default();
@@ -107,7 +110,7 @@ impl NatsCluster {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
-        for i in 0..3 {
+        for i in 0..self.servers.len() {
             self.kill(i);
         }
     }
@@ -208,6 +211,60 @@ fn call_number(node: &Server, ports: &Ports) -> (bool, String) {
     )
 }
 
+/// A Switchyard node (`--demo`) of the cluster using `nats`.
+fn start_node(nats: &NatsCluster, p: &Ports, node: &str, dir: Option<tempfile::TempDir>) -> Server {
+    let urls = nats.urls();
+    let replicas = nats.servers.len().to_string();
+    // Per test: a test's nodes share their buckets, nobody else's.
+    let tag = format!("{}_{}", std::process::id(), nats.client_ports[0]);
+    let config_bucket = format!("sy_tenants_{tag}");
+    let bindings_bucket = format!("sy_bindings_{tag}");
+    let vars: Vec<(&str, &str)> = vec![
+        ("SWITCHYARD_CLUSTER_NATS_URL", &urls),
+        ("SWITCHYARD_CLUSTER_NODE_ID", node),
+        ("SWITCHYARD_CLUSTER_CONFIG_BUCKET", &config_bucket),
+        ("SWITCHYARD_CLUSTER_BINDINGS_BUCKET", &bindings_bucket),
+        ("SWITCHYARD_CLUSTER_CONFIG_REPLICAS", &replicas),
+        // Room for JetStream's leader election after a NATS server is lost.
+        ("SWITCHYARD_CLUSTER_REQUEST_TIMEOUT_SECS", "20"),
+        // One secret for the cluster: ETags (and nonces) are checked on any node.
+        (
+            "SWITCHYARD_SIP_NONCE_SECRET",
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        ),
+    ];
+    match dir {
+        Some(d) => Server::start_in(p, &vars, d),
+        None => Server::start(p, &vars),
+    }
+}
+
+/// Waits until every node in `api` applies the same tenant configuration.
+fn wait_converged(http: &Client, api: &[u16], within: Duration) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    loop {
+        let states: Vec<serde_json::Value> = api
+            .iter()
+            .map(|p| get_json(http, *p, "/v1/node").2["config"].clone())
+            .collect();
+        let tags: Vec<Option<String>> = api
+            .iter()
+            .map(|p| get_json(http, *p, "/v1/tenants/demo").1)
+            .collect();
+        if states
+            .iter()
+            .all(|s| s["state"] == "ok" && s["revision"].as_u64() > Some(0))
+            && tags.iter().all(|t| t.is_some() && *t == tags[0])
+        {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > within {
+            return Err(format!("nodes did not converge: {states:?} {tags:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
     let Some(nats_bin) = nats_server() else {
@@ -217,36 +274,11 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
         return;
     }
     let nats_ports = ports();
-    let mut nats = NatsCluster::start(nats_bin, &nats_ports);
-    let urls = nats.urls();
-    let bucket = format!("sy_test_{}", std::process::id());
-    let env = |node: &'static str| -> Vec<(&'static str, String)> {
-        vec![
-            ("SWITCHYARD_CLUSTER_NATS_URL", urls.clone()),
-            ("SWITCHYARD_CLUSTER_NODE_ID", node.to_string()),
-            ("SWITCHYARD_CLUSTER_CONFIG_BUCKET", bucket.clone()),
-            ("SWITCHYARD_CLUSTER_CONFIG_REPLICAS", "3".into()),
-            // Room for JetStream's leader election after a NATS server is lost.
-            ("SWITCHYARD_CLUSTER_REQUEST_TIMEOUT_SECS", "20".into()),
-            // One secret for the cluster: ETags (and nonces) are checked on any node.
-            (
-                "SWITCHYARD_SIP_NONCE_SECRET",
-                "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
-            ),
-        ]
-    };
-    let start = |p: &Ports, node: &'static str, dir: Option<tempfile::TempDir>| {
-        let owned = env(node);
-        let vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        match dir {
-            Some(d) => Server::start_in(p, &vars, d),
-            None => Server::start(p, &vars),
-        }
-    };
+    let mut nats = NatsCluster::start(nats_bin, &nats_ports, 3);
     let (pa, pb, pc) = (ports(), ports(), ports());
-    let a = start(&pa, "node-a", None);
-    let b = start(&pb, "node-b", None);
-    let mut c = start(&pc, "node-c", None);
+    let a = start_node(&nats, &pa, "node-a", None);
+    let b = start_node(&nats, &pb, "node-b", None);
+    let mut c = start_node(&nats, &pc, "node-c", None);
     let http = Client::new();
     let api = [a.api_port, b.api_port, c.api_port];
     let logs = |nodes: &[&Server]| -> String {
@@ -258,33 +290,10 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
     };
 
     // Every node pushed its --demo tenant; one copy won and every node serves that one.
-    let joined = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let states: Vec<serde_json::Value> = api
-            .iter()
-            .map(|p| get_json(&http, *p, "/v1/node").2["config"].clone())
-            .collect();
-        let tags: Vec<Option<String>> = api
-            .iter()
-            .map(|p| get_json(&http, *p, "/v1/tenants/demo").1)
-            .collect();
-        let ok = states
-            .iter()
-            .all(|s| s["state"] == "ok" && s["revision"].as_u64() > Some(0))
-            && tags.iter().all(|t| t.is_some() && *t == tags[0]);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nodes did not converge: {states:?} {tags:?}\n{}\n{}",
-            nats.logs(),
-            logs(&[&a, &b, &c])
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    match wait_converged(&http, &api, Duration::from_secs(40)) {
+        Ok(took) => println!("three nodes joined and agreed in {took:?}"),
+        Err(e) => panic!("{e}\n{}\n{}", nats.logs(), logs(&[&a, &b, &c])),
     }
-    println!("three nodes joined and agreed in {:?}", joined.elapsed());
 
     // Config propagation: a change through node A, timed until the last node serves it.
     let mut took = Vec::new();
@@ -426,7 +435,7 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
         "C did not stop"
     );
     let c_data = c.kill_keeping_data();
-    let c = start(&pc, "node-c", Some(c_data));
+    let c = start_node(&nats, &pc, "node-c", Some(c_data));
     assert_eq!(name_on(&http, c.api_port), "one NATS down");
     let (ok, out) = call_number(&c, &pc);
     assert!(
@@ -471,4 +480,113 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
             .iter()
             .all(|p| get_json(&http, *p, "/v1/node").2["config"]["state"] == "ok")
     });
+}
+
+/// A phone registers through node A; a carrier's call to its number arrives at node B, rings
+/// it, and the caller hears its own tone back through the phone's echo. Node A then dies:
+/// the registration outlives it and B still reaches the phone.
+#[test]
+fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
+    let Some(nats_bin) = nats_server() else {
+        return;
+    };
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let nats = NatsCluster::start(nats_bin, &ports(), 1);
+    let (pa, pb) = (ports(), ports());
+    let a = start_node(&nats, &pa, "node-a", None);
+    let b = start_node(&nats, &pb, "node-b", None);
+    let http = Client::new();
+    if let Err(e) = wait_converged(&http, &[a.api_port, b.api_port], Duration::from_secs(30)) {
+        panic!("{e}\n{}\n{}\n{}", nats.logs(), a.log_text(), b.log_text());
+    }
+    edit_demo(&a, |doc| {
+        doc["numbers"].as_array_mut().expect("numbers").push(
+            serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}),
+        );
+    });
+    wait_for("the number on B", Duration::from_secs(10), || {
+        get_json(&http, b.api_port, "/v1/tenants/demo").2["numbers"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["number"] == "+15550101"))
+    });
+
+    let phone = ports();
+    let registered = Instant::now();
+    let (ok, out) = sipp(
+        &a,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register through A: {out}");
+    wait_for("B to know the phone", Duration::from_secs(10), || {
+        get_json(
+            &http,
+            b.api_port,
+            "/v1/tenants/demo/users/101/registrations",
+        )
+        .2
+        .as_array()
+        .is_some_and(|l| !l.is_empty())
+    });
+    println!(
+        "registration through A usable on B after {:?}",
+        registered.elapsed()
+    );
+
+    let call_through_b = |what: &str| {
+        let sip_port = b.sip_port;
+        let phone = same_ports(&phone);
+        let callee = std::thread::spawn(move || {
+            sipp_at(
+                sip_port,
+                &phone,
+                "uas_answer.xml",
+                &["-m", "1", "-rtp_echo"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let cap = Capture::start(pb.rtp_first, pb.rtp_first + 19);
+        let mut audio = sine_wave(1000.0, 2.0);
+        audio.extend(vec![0i16; 8000]);
+        let (ok, out) = sipp_with_audio(
+            &b,
+            &pb,
+            "media_stream.xml",
+            Some(&audio),
+            &["-s", "+15550101", "-d", "3500"],
+        );
+        assert!(ok, "{what}: caller: {out}\n{}", b.log_text());
+        let (ok, out) = callee.join().expect("callee");
+        assert!(
+            ok,
+            "{what}: the phone must be rung through B:\n{out}\n{}",
+            b.log_text()
+        );
+        let heard = heard_by(cap, &pb);
+        let start = heard
+            .iter()
+            .position(|s| s.unsigned_abs() > 2000)
+            .unwrap_or_else(|| panic!("{what}: no tone came back\n{}", b.log_text()));
+        let f = tone_frequency(&heard[start + 400..start + 8000]);
+        assert!((f - 1000.0).abs() < 10.0, "{what}: caller heard {f} Hz");
+    };
+    call_through_b("phone registered through A");
+
+    // A dies; what it registered lives on in the shared table until it expires.
+    let _ = a.kill_keeping_data();
+    call_through_b("after A was killed");
+}
+
+/// The same ports again (a phone answers on the port it registered from).
+fn same_ports(p: &Ports) -> Ports {
+    Ports {
+        sip: p.sip,
+        api: p.api,
+        sipp: p.sipp,
+        sipp_media: p.sipp_media,
+        rtp_first: p.rtp_first,
+    }
 }

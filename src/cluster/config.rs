@@ -22,9 +22,10 @@
 //! - **Bucket made anew** (its last revision is below the node's): the node forgets the old
 //!   revisions, reads the bucket from the start and pushes what it lacks.
 
+use super::nats::{BucketSpec, Nats, ATTEMPT_TIMEOUT};
 use super::{Basis, WriteError};
 use crate::tenant::{ReplicaOutcome, TenantConfig, TenantStore};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,10 +34,6 @@ use std::time::{Duration, Instant};
 /// Settings the replica needs (from `[cluster]`).
 #[derive(Debug, Clone)]
 pub struct ReplicaSettings {
-    /// NATS server URLs.
-    pub urls: Vec<String>,
-    /// This node's name (the NATS client name).
-    pub node_id: String,
     /// The key-value bucket.
     pub bucket: String,
     /// Copies the NATS cluster keeps of a bucket this node creates.
@@ -47,8 +44,6 @@ pub struct ReplicaSettings {
 
 /// A watch that is this many seconds behind the bucket while NATS answers is started over.
 const STUCK_AFTER: Duration = Duration::from_secs(5);
-/// One attempt of a write waits this long for JetStream's answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The client this long without a server: NATS is gone, writes answer 503 at once.
 const GONE_AFTER: Duration = Duration::from_secs(3);
 
@@ -100,8 +95,7 @@ struct Status {
 /// The cluster's tenant configuration, applied into the local store.
 pub struct ConfigReplica {
     settings: ReplicaSettings,
-    client: async_nats::Client,
-    js: jetstream::Context,
+    nats: Nats,
     store: Arc<TenantStore>,
     bucket: tokio::sync::Mutex<Option<kv::Store>>,
     status: Status,
@@ -113,29 +107,19 @@ pub struct ConfigReplica {
 }
 
 impl ConfigReplica {
-    /// Starts connecting to NATS and watching the bucket in the background; returns at once
-    /// (the node serves from its snapshot meanwhile). Needs a Tokio runtime.
-    pub async fn start(
+    /// Starts watching the bucket in the background and returns at once (the node serves
+    /// from its snapshot meanwhile). Needs a Tokio runtime.
+    pub fn start(
         settings: ReplicaSettings,
+        nats: Nats,
         store: Arc<TenantStore>,
-    ) -> Result<Arc<ConfigReplica>, async_nats::ConnectError> {
-        let options = async_nats::ConnectOptions::new()
-            .name(&settings.node_id)
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2))
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((attempts as u64 * 250).min(2000))
-            });
-        let client = options.connect(settings.urls.clone()).await?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(ATTEMPT_TIMEOUT.min(settings.request_timeout));
+    ) -> Arc<ConfigReplica> {
         let applied = store.source_revision().unwrap_or(0);
         let (applied_tx, _) = tokio::sync::watch::channel(applied);
+        let connections = nats.connections.clone();
         let replica = Arc::new(ConfigReplica {
             settings,
-            client,
-            js,
+            nats,
             store,
             bucket: tokio::sync::Mutex::new(None),
             status: Status::default(),
@@ -144,10 +128,10 @@ impl ConfigReplica {
             restart: tokio::sync::Notify::new(),
         });
         replica.status.applied.store(applied, Ordering::Relaxed);
-        tokio::spawn(replica.clone().watch_loop());
+        tokio::spawn(replica.clone().watch_loop(connections));
         tokio::spawn(replica.clone().status_loop());
-        tracing::info!(nats = ?replica.settings.urls, bucket = %replica.settings.bucket, node = %replica.settings.node_id, revision = applied, "tenant configuration comes from NATS JetStream; serving the local snapshot until caught up");
-        Ok(replica)
+        tracing::info!(bucket = %replica.settings.bucket, revision = applied, "tenant configuration comes from NATS JetStream; serving the local snapshot until caught up");
+        replica
     }
 
     /// How the authority looks from here.
@@ -303,7 +287,7 @@ impl ConfigReplica {
     /// outage: once the client has been without a server for a few seconds they answer at
     /// once.
     fn fail_fast_when_nats_is_gone(&self) -> Result<(), WriteError> {
-        if self.client.connection_state() == async_nats::connection::State::Connected {
+        if self.nats.connected() {
             return Ok(());
         }
         let now_ms = self.started.elapsed().as_millis() as u64;
@@ -339,42 +323,19 @@ impl ConfigReplica {
         if let Some(kv) = slot.as_ref() {
             return Ok(kv.clone());
         }
-        let name = &self.settings.bucket;
-        if let Ok(kv) = self.js.get_key_value(name).await {
-            *slot = Some(kv.clone());
-            return Ok(kv);
-        }
-        // The stream a key-value bucket is, made here rather than with `create_key_value`:
-        // that first reads the account's limits in a shape NATS 2.9 (Debian's) does not
-        // send. The settings are the ones the NATS clients give a bucket.
-        self.js
-            .create_stream(jetstream::stream::Config {
-                name: format!("KV_{name}"),
-                description: Some("Switchyard tenant documents".into()),
-                subjects: vec![format!("$KV.{name}.>")],
+        let kv = self
+            .nats
+            .bucket(&BucketSpec {
+                name: self.settings.bucket.clone(),
+                description: "Switchyard tenant documents",
+                replicas: self.settings.replicas,
                 // One value per tenant is all a node needs: the revision numbers, not the
                 // history, are what lets a node resume.
-                max_messages_per_subject: 1,
-                max_messages: -1,
-                max_bytes: -1,
+                max_age: Duration::ZERO,
                 // A tenant document is far smaller; anything bigger is not one.
-                max_message_size: 1 << 20,
-                storage: jetstream::stream::StorageType::File,
-                num_replicas: self.settings.replicas,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: jetstream::stream::DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
+                max_value_size: 1 << 20,
             })
-            .await
-            .map_err(|e| format!("cannot create bucket {name}: {e}"))?;
-        let kv = self
-            .js
-            .get_key_value(name)
-            .await
-            .map_err(|e| format!("cannot open bucket {name}: {e}"))?;
+            .await?;
         *slot = Some(kv.clone());
         Ok(kv)
     }
@@ -390,16 +351,20 @@ impl ConfigReplica {
 
     /// Connects, pushes what the bucket lacks, then applies the bucket's changes in order;
     /// starts over from the last applied revision whenever the watch ends or is told to.
-    async fn watch_loop(self: Arc<Self>) {
+    async fn watch_loop(self: Arc<Self>, mut connections: tokio::sync::watch::Receiver<u64>) {
         loop {
-            if let Err(why) = self.watch_once().await {
+            if let Err(why) = self.watch_once(&mut connections).await {
                 self.degraded(why);
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 
-    async fn watch_once(&self) -> Result<(), String> {
+    async fn watch_once(
+        &self,
+        connections: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Result<(), String> {
+        connections.borrow_and_update();
         let kv = self.bucket().await?;
         self.push_local_only(&kv).await?;
         let from = self.store.source_revision().map_err(|e| e.to_string())? + 1;
@@ -416,6 +381,8 @@ impl ConfigReplica {
                     None => return Err("watch ended".into()),
                 },
                 _ = self.restart.notified() => return Ok(()),
+                // A new connection: the old watch's consumer may be gone with the server.
+                _ = connections.changed() => return Ok(()),
             }
         }
     }
@@ -510,7 +477,7 @@ impl ConfigReplica {
         let mut behind_since: Option<Instant> = None;
         loop {
             tick.tick().await;
-            if self.client.connection_state() == async_nats::connection::State::Connected {
+            if self.nats.connected() {
                 self.status
                     .connected_ms
                     .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -558,12 +525,17 @@ impl ConfigReplica {
     }
 
     async fn head_revision(&self) -> Result<u64, String> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if !self.nats.connected() {
             return Err("NATS is not reachable".into());
         }
         let name = format!("KV_{}", self.settings.bucket);
         let info = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
-            let mut stream = self.js.get_stream(&name).await.map_err(|e| e.to_string())?;
+            let mut stream = self
+                .nats
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| e.to_string())?;
             stream
                 .info()
                 .await

@@ -9,13 +9,20 @@
 //!
 //! [`TenantWriter`] is what the admin API and the tenant inbox write through: the local store
 //! on a single node, the bucket in a cluster.
+//!
+//! Registrations are shared the same way ([`bindings`]): each node publishes the bindings it
+//! takes to a second bucket and merges the other nodes' into its registrar's lookups.
 
+pub mod bindings;
 pub mod config;
+pub mod nats;
 
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
 use std::sync::Arc;
 
+pub use bindings::{RemoteBindings, SharedBindings};
 pub use config::{ConfigReplica, ConfigReport};
+pub use nats::Nats;
 
 /// Why a tenant write through a cluster's authority did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -18,14 +18,15 @@ use crate::api::{ApiKeys, ApiState, LiveStats};
 use crate::blob::{BlobError, BlobStore};
 use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, EngineMedia, FinishedCall, Services};
+use crate::cluster::bindings::BindingsSettings;
 use crate::cluster::config::ReplicaSettings;
-use crate::cluster::{Basis, ConfigReplica, TenantWriter};
+use crate::cluster::{Basis, ConfigReplica, Nats, RemoteBindings, SharedBindings, TenantWriter};
 use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
 use crate::media::{MediaConfig, MediaEngine, MediaError};
 use crate::media::{MediaReservations, RtpPortPool};
 use crate::settings::Settings;
-use crate::sip::endpoint::{Endpoint, EndpointConfig, HangupCause, Now, TransportKind};
+use crate::sip::endpoint::{Endpoint, EndpointConfig, HangupCause, Now, TransportKind, Work};
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{
@@ -421,6 +422,35 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         Box::new(crate::call::policy::TenantPolicy),
         registrar,
     );
+    // A cluster: one NATS connection for the shared registrations (here) and the tenant
+    // configuration (with the admin API below).
+    let nats = if settings.cluster.nats_url.is_empty() {
+        None
+    } else {
+        Some(
+            Nats::connect(&settings.cluster.nats_url, &settings.node_id())
+                .await
+                .map_err(|e| ServerError::Cluster(e.to_string()))?,
+        )
+    };
+    let (shared_bindings, mut remote_bindings) = match &nats {
+        Some(n) => {
+            let (shared, remote) = SharedBindings::start(
+                BindingsSettings {
+                    bucket: settings.cluster.bindings_bucket.clone(),
+                    replicas: settings.cluster.config_replicas as usize,
+                    node_id: settings.node_id(),
+                    max_expires: Duration::from_secs(u64::from(settings.sip.max_expires)),
+                },
+                n.clone(),
+            );
+            for c in endpoint.local_bindings() {
+                shared.publish(c);
+            }
+            (Some(shared), Some(remote))
+        }
+        None => (None, None),
+    };
     let stores = open_stores(&settings)?;
     stores.spawn_drains();
     let services = Arc::new(Services::with_stores(
@@ -495,23 +525,21 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             _ => None,
         };
     }
-    let writer = if settings.cluster.nats_url.is_empty() {
-        TenantWriter::Local(store.clone())
-    } else {
-        let replica = ConfigReplica::start(
-            ReplicaSettings {
-                urls: settings.cluster.nats_url.clone(),
-                node_id: settings.node_id(),
-                bucket: settings.cluster.config_bucket.clone(),
-                replicas: settings.cluster.config_replicas as usize,
-                request_timeout: Duration::from_secs(settings.cluster.request_timeout_secs),
-            },
-            store.clone(),
-        )
-        .await
-        .map_err(|e| ServerError::Cluster(e.to_string()))?;
-        api_state.join_cluster(replica.clone());
-        TenantWriter::Cluster(replica)
+    let writer = match &nats {
+        None => TenantWriter::Local(store.clone()),
+        Some(n) => {
+            let replica = ConfigReplica::start(
+                ReplicaSettings {
+                    bucket: settings.cluster.config_bucket.clone(),
+                    replicas: settings.cluster.config_replicas as usize,
+                    request_timeout: Duration::from_secs(settings.cluster.request_timeout_secs),
+                },
+                n.clone(),
+                store.clone(),
+            );
+            api_state.join_cluster(replica.clone());
+            TenantWriter::Cluster(replica)
+        }
     };
     tokio::spawn(async move {
         let stop = async {
@@ -603,6 +631,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                     }
                 }
             }
+            Some(rb) = next_remote(&mut remote_bindings) => {
+                endpoint.set_remote_bindings(&rb.tenant, &rb.user, &rb.node, rb.bindings);
+            }
             Some(done) = work_done.recv() => match done {
                 adapters::WorkDone::MailboxCounts { tenant, mailbox, counts, changed } => {
                     endpoint.mailbox_counts(now(), &tenant, &mailbox, counts, changed);
@@ -621,14 +652,26 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         }
         pump(&mut endpoint, &mut runner);
         store_finished(&mut runner, &services);
-        flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
+        flush(
+            &mut endpoint,
+            udp_socket.as_deref(),
+            &tcp,
+            &work,
+            shared_bindings.as_ref(),
+        );
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
             endpoint.sync_trunk_registrations(now());
             // Mailboxes changed through the admin API: message-waiting NOTIFYs.
             runner.collect_changes();
             pump(&mut endpoint, &mut runner);
-            flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
+            flush(
+                &mut endpoint,
+                udp_socket.as_deref(),
+                &tcp,
+                &work,
+                shared_bindings.as_ref(),
+            );
             publish(&live, &endpoint, &engine);
             last_publish = Instant::now();
         }
@@ -642,7 +685,13 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 }
                 endpoint.hangup_all(now());
                 pump(&mut endpoint, &mut runner);
-                flush(&mut endpoint, udp_socket.as_deref(), &tcp, &work);
+                flush(
+                    &mut endpoint,
+                    udp_socket.as_deref(),
+                    &tcp,
+                    &work,
+                    shared_bindings.as_ref(),
+                );
                 final_deadline = Some(Instant::now() + Duration::from_secs(2));
             }
             if let Some(f) = final_deadline {
@@ -654,9 +703,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     }
     let _ = api_stop.send(());
     engine.shutdown();
-    while let Some(w) = endpoint.poll_work() {
-        work.submit(w);
-    }
+    submit_work(&mut endpoint, &work, shared_bindings.as_ref());
     work.finish();
     // What the last calls left goes to the stores if they answer within a few seconds; the
     // rest stays in the spool for the next start.
@@ -783,15 +830,37 @@ fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inboun
     }
 }
 
+/// The next of the other nodes' registrations (never, on a single node).
+async fn next_remote(rx: &mut Option<mpsc::Receiver<RemoteBindings>>) -> Option<RemoteBindings> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the endpoint's disk work to its threads, and in a cluster each change of this
+/// node's registrations to the shared table too.
+fn submit_work(
+    endpoint: &mut Endpoint,
+    work: &adapters::EndpointWork,
+    shared: Option<&SharedBindings>,
+) {
+    while let Some(w) = endpoint.poll_work() {
+        if let (Work::SaveBindings(c), Some(shared)) = (&w, shared) {
+            shared.publish(c.clone());
+        }
+        work.submit(w);
+    }
+}
+
 fn flush(
     endpoint: &mut Endpoint,
     udp: Option<&UdpSocket>,
     tcp: &TcpConnections,
     work: &adapters::EndpointWork,
+    shared: Option<&SharedBindings>,
 ) {
-    while let Some(w) = endpoint.poll_work() {
-        work.submit(w);
-    }
+    submit_work(endpoint, work, shared);
     while let Some(t) = endpoint.poll_transmit() {
         match (t.peer.transport, t.peer.conn) {
             (TransportKind::Udp, _) => {

@@ -711,3 +711,19 @@ pub fn tone_after_onset(samples: &[i16]) -> f32 {
     assert!(samples.len() >= start + 8000, "tone cut short");
     tone_frequency(&samples[start + 400..start + 8000])
 }
+
+/// The PCMU audio the server sent to a SIPp caller's media port.
+pub fn heard_by(cap: Capture, p: &Ports) -> Vec<i16> {
+    cap.finish()
+        .iter()
+        .filter(|d| {
+            d.dst_port == p.sipp_media && d.payload.len() == 172 && d.payload[1] & 0x7f == 0
+        })
+        .flat_map(|d| {
+            d.payload[12..]
+                .iter()
+                .map(|&b| ulaw_to_linear(b))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

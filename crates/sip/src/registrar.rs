@@ -92,10 +92,20 @@ pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
     /// Changes not yet taken by the runtime for writing.
     changes: VecDeque<BindingsChanged>,
+    /// Bindings other nodes of a cluster took, by key, then by node (see [`Self::set_remote`]).
+    remote: HashMap<String, HashMap<String, Vec<Binding>>>,
 }
+
+/// Most nodes whose bindings one user's key keeps (more means a misbehaving cluster).
+const MAX_REMOTE_NODES: usize = 64;
 
 fn key(tenant: &str, user: &str) -> String {
     format!("{tenant}\u{0}{user}")
+}
+
+/// The tenant and user of a [`BindingsChanged::key`].
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('\u{0}')
 }
 
 impl Registrar {
@@ -114,7 +124,54 @@ impl Registrar {
             config,
             bindings,
             changes: VecDeque::new(),
+            remote: HashMap::new(),
         }
+    }
+
+    /// Every user's bindings as this node holds them, for a cluster's shared table when the
+    /// node starts.
+    pub fn local_bindings(&self) -> Vec<BindingsChanged> {
+        self.bindings
+            .iter()
+            .map(|(k, list)| BindingsChanged {
+                key: k.clone(),
+                bindings: list.clone(),
+            })
+            .collect()
+    }
+
+    /// The bindings another node of the cluster (`node`) holds for `tenant`'s `user` now
+    /// (empty: none). They join [`Self::lookup`], so a phone registered through any node is
+    /// reached from this one, until they expire, whether or not that node is still up.
+    /// Bindings on a stream connection stay with the node holding the connection and are
+    /// left out. They are not this node's to persist or count.
+    pub fn set_remote(&mut self, tenant: &str, user: &str, node: &str, bindings: Vec<Binding>) {
+        let k = key(tenant, user);
+        let mut bindings: Vec<Binding> =
+            bindings.into_iter().filter(|b| b.conn.is_none()).collect();
+        bindings.truncate(self.config.max_contacts);
+        if bindings.is_empty() {
+            if let Some(nodes) = self.remote.get_mut(&k) {
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    self.remote.remove(&k);
+                }
+            }
+            return;
+        }
+        let nodes = self.remote.entry(k).or_default();
+        if nodes.len() < MAX_REMOTE_NODES || nodes.contains_key(node) {
+            nodes.insert(node.to_string(), bindings);
+        }
+    }
+
+    /// Live bindings other nodes took, across all users (for metrics).
+    pub fn remote_count(&self) -> usize {
+        self.remote
+            .values()
+            .flat_map(|nodes| nodes.values())
+            .map(Vec::len)
+            .sum()
     }
 
     /// The next change to write, oldest first.
@@ -255,17 +312,34 @@ impl Registrar {
         removed
     }
 
-    /// Live bindings of a user.
+    /// Live bindings of a user: this node's, then other nodes' (a contact registered through
+    /// two nodes, as after a failover, counts once: the latest registration wins).
     pub fn lookup(&self, tenant: &str, user: &str, unix_now: u64) -> Vec<Binding> {
-        self.bindings
-            .get(&key(tenant, user))
+        let k = key(tenant, user);
+        let mut out: Vec<Binding> = self
+            .bindings
+            .get(&k)
             .map(|l| {
                 l.iter()
                     .filter(|b| b.expires_at > unix_now)
                     .cloned()
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let remote = self
+            .remote
+            .get(&k)
+            .into_iter()
+            .flat_map(|nodes| nodes.values().flatten())
+            .filter(|b| b.expires_at > unix_now);
+        for b in remote {
+            match out.iter_mut().find(|o| same_contact(&o.uri, &b.uri)) {
+                Some(o) if o.expires_at < b.expires_at => *o = b.clone(),
+                Some(_) => {}
+                None => out.push(b.clone()),
+            }
+        }
+        out
     }
 
     /// Drops expired bindings everywhere (called from a periodic timer).
@@ -282,6 +356,13 @@ impl Registrar {
             self.persist(&k);
         }
         self.bindings.retain(|_, l| !l.is_empty());
+        for nodes in self.remote.values_mut() {
+            for list in nodes.values_mut() {
+                list.retain(|b| b.expires_at > unix_now);
+            }
+            nodes.retain(|_, l| !l.is_empty());
+        }
+        self.remote.retain(|_, nodes| !nodes.is_empty());
     }
 
     /// Number of live bindings (for metrics).
@@ -357,6 +438,67 @@ mod tests {
         let out = r.register("demo", "100", &register("*", "0", 4), src, 1000);
         assert_eq!(out, RegisterOutcome::Ok(vec![]));
         assert!(r.lookup("demo", "100", 1000).is_empty());
+    }
+
+    #[test]
+    fn other_nodes_bindings_join_lookups_until_they_expire() {
+        let mut r = Registrar::new(RegistrarConfig::default(), Vec::new());
+        let src: SocketAddr = "192.0.2.7:5060".parse().expect("addr");
+        let out = r.register(
+            "t",
+            "101",
+            &register("<sip:101@192.0.2.7>", "600", 1),
+            src,
+            1000,
+        );
+        assert!(matches!(out, RegisterOutcome::Ok(_)));
+        assert_eq!(split_key(&r.local_bindings()[0].key), Some(("t", "101")));
+        let theirs = |uri: &str, expires_at: u64, conn: Option<u64>| Binding {
+            uri: uri.into(),
+            expires_at,
+            source: "198.51.100.9:5062".parse().expect("addr"),
+            transport: "UDP".into(),
+            call_id: "x".into(),
+            cseq: 1,
+            q: None,
+            user_agent: None,
+            conn,
+        };
+        r.set_remote(
+            "t",
+            "101",
+            "node-b",
+            vec![
+                theirs("sip:101@198.51.100.9:5062", 1300, None),
+                // The same phone re-registered through node B later than through us.
+                theirs("sip:101@192.0.2.7", 2000, None),
+                // A WebSocket phone is reachable only through the node holding its socket.
+                theirs("sip:ws@example.invalid;transport=ws", 2000, Some(4)),
+            ],
+        );
+        let found = r.lookup("t", "101", 1100);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0].expires_at, 2000,
+            "latest registration of one contact wins"
+        );
+        assert_eq!(r.count(), 1, "only this node's own are counted");
+        assert_eq!(r.remote_count(), 2);
+        // Not this node's to persist: only the REGISTER above was queued.
+        assert_eq!(std::iter::from_fn(|| r.poll_change()).count(), 1);
+        assert_eq!(
+            r.lookup("t", "101", 1400).len(),
+            1,
+            "remote ones expire too"
+        );
+        r.expire(2100);
+        assert_eq!(r.remote_count(), 0);
+        r.set_remote("t", "101", "node-b", vec![theirs("sip:a@b", 3000, None)]);
+        r.set_remote("t", "101", "node-b", Vec::new());
+        assert!(
+            r.lookup("t", "101", 2200).is_empty(),
+            "an empty list removes them"
+        );
     }
 
     #[test]

@@ -599,6 +599,28 @@ impl Endpoint {
         self.registrar.lookup(tenant, extension, unix_now)
     }
 
+    /// Another node's bindings for a user, from the cluster's shared table (see
+    /// `Registrar::set_remote`).
+    pub fn set_remote_bindings(
+        &mut self,
+        tenant: &str,
+        extension: &str,
+        node: &str,
+        bindings: Vec<super::registrar::Binding>,
+    ) {
+        self.registrar.set_remote(tenant, extension, node, bindings);
+    }
+
+    /// Every user's bindings as this node holds them (for the cluster's shared table).
+    pub fn local_bindings(&self) -> Vec<super::registrar::BindingsChanged> {
+        self.registrar.local_bindings()
+    }
+
+    /// Contacts registered through other nodes of the cluster, across all users.
+    pub fn remote_registrations(&self) -> usize {
+        self.registrar.remote_count()
+    }
+
     /// Next queued message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
