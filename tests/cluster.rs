@@ -483,8 +483,9 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
 }
 
 /// A phone registers through node A; a carrier's call to its number arrives at node B, rings
-/// it, and the caller hears its own tone back through the phone's echo. Node A then dies:
-/// the registration outlives it and B still reaches the phone.
+/// it, and the caller hears its own tone back through the phone's echo. B's admin API lists a
+/// call running on A (naming A) and hangs it up. Node A then dies: the registration outlives
+/// it and B still reaches the phone.
 #[test]
 fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     let Some(nats_bin) = nats_server() else {
@@ -574,6 +575,64 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         assert!((f - 1000.0).abs() < 10.0, "{what}: caller heard {f} Hz");
     };
     call_through_b("phone registered through A");
+
+    // B's admin API lists a call running on A, naming A, and hangs it up.
+    let sip_a = a.sip_port;
+    let caller = ports();
+    let began = Instant::now();
+    let long_call = std::thread::spawn(move || {
+        sipp_at(
+            sip_a,
+            &caller,
+            "invite_trunk.xml",
+            &["-m", "1", "-s", "+15550100", "-d", "30000"],
+        )
+    });
+    let mut listed = serde_json::Value::Null;
+    wait_for("B to list the call on A", Duration::from_secs(10), || {
+        let (_, _, page) = get_json(&http, b.api_port, "/v1/tenants/demo/calls");
+        match page["items"].as_array().and_then(|i| i.first()) {
+            Some(c) => {
+                listed = c.clone();
+                true
+            }
+            None => false,
+        }
+    });
+    assert_eq!(listed["node"], "node-a", "{listed}");
+    let id = listed["id"].as_u64().expect("call id");
+    let r = http
+        .delete(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/calls/{id}",
+            b.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("DELETE");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text());
+    wait_for("the call to end on A", Duration::from_secs(10), || {
+        get_json(&http, a.api_port, "/v1/tenants/demo/calls").2["items"]
+            .as_array()
+            .is_some_and(|i| i.is_empty())
+    });
+    let _ = long_call.join().expect("caller");
+    assert!(
+        began.elapsed() < Duration::from_secs(25),
+        "the caller was not hung up on"
+    );
+    let r = http
+        .delete(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/calls/{id}",
+            b.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("DELETE");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "a call that ended is gone everywhere"
+    );
 
     // A dies; what it registered lives on in the shared table until it expires.
     let _ = a.kill_keeping_data();

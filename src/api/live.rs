@@ -3,6 +3,7 @@
 //! on a oneshot, so the endpoint stays the single owner of call state.
 
 use super::error::Problem;
+use super::live_cluster::{anywhere, ask, CallOp, OpAnswer};
 use super::page::{page_type, PageParams, PageQuery, Paging};
 use super::ApiState;
 use super::Key;
@@ -16,10 +17,13 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// A call in progress, as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CallInfo {
-    /// Id to hang the call up with.
+    /// Id to hang the call up with (unique across a cluster's nodes).
     pub id: u64,
+    /// The node the call runs on (`cluster.node_id`).
+    #[serde(default)]
+    pub node: String,
     /// SIP Call-ID.
     pub call_id: String,
     /// Caller (From).
@@ -49,6 +53,7 @@ impl CallInfo {
     pub fn new(c: LiveCall, app: Option<String>, path: Option<String>) -> CallInfo {
         CallInfo {
             id: c.id,
+            node: String::new(),
             call_id: c.call_id,
             from: c.from,
             to: c.to,
@@ -179,22 +184,12 @@ page_type! {
     pattern: Some("^[0-9]{0,19}$"),
 }
 
-fn unavailable() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "sip-unavailable",
-        "the SIP endpoint is not running",
-    )
-}
-
-async fn ask<T>(
-    st: &ApiState,
-    make: impl FnOnce(oneshot::Sender<T>) -> Control,
-) -> Result<T, Problem> {
-    let tx = st.control.as_ref().ok_or_else(unavailable)?;
-    let (reply, rx) = oneshot::channel();
-    tx.send(make(reply)).await.map_err(|_| unavailable())?;
-    rx.await.map_err(|_| unavailable())
+/// The outcome of an action on one call (None: no such call anywhere).
+fn outcome(answer: OpAnswer) -> Option<bool> {
+    match answer {
+        OpAnswer::Outcome(o) => o,
+        OpAnswer::Calls(_) => None,
+    }
 }
 
 fn check_tenant(st: &ApiState, tenant: &str) -> Result<(), Problem> {
@@ -217,8 +212,10 @@ pub(super) async fn list_calls(
     key.tenant(&tenant, false)?;
     check_tenant(&st, &tenant)?;
     let paging = Paging::from_query(query)?;
-    let t = tenant.clone();
-    let calls = ask(&st, |reply| Control::Calls { tenant: t, reply }).await?;
+    let calls = match anywhere(&st, CallOp::List { tenant }).await? {
+        OpAnswer::Calls(calls) => calls,
+        OpAnswer::Outcome(_) => Vec::new(),
+    };
     let (items, next_cursor) = paging.page(calls, |c| c.id);
     Ok(Json(CallPage { items, next_cursor }))
 }
@@ -234,14 +231,11 @@ pub(super) async fn hangup(
     key.tenant(&tenant, true)?;
     // Not a call id at all: no such call (rather than a parse error in plain text).
     let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
-    let t = tenant.clone();
-    if ask(&st, |reply| Control::Hangup {
-        tenant: t,
+    let op = CallOp::Hangup {
+        tenant: tenant.clone(),
         id,
-        reply,
-    })
-    .await?
-    {
+    };
+    if matches!(anywhere(&st, op).await?, OpAnswer::Outcome(Some(true))) {
         tracing::info!(tenant = %tenant, call = id, "call hung up through the admin API");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -258,15 +252,12 @@ async fn recording(
 ) -> Result<StatusCode, Problem> {
     key.tenant(&tenant, true)?;
     let id: u64 = id.parse().map_err(|_| Problem::not_found("call"))?;
-    let t = tenant.clone();
-    match ask(st, |reply| Control::Recording {
-        tenant: t,
+    let op = CallOp::Recording {
+        tenant: tenant.clone(),
         id,
         start,
-        reply,
-    })
-    .await?
-    {
+    };
+    match outcome(anywhere(st, op).await?) {
         None => Err(Problem::not_found("call")),
         Some(false) => Err(Problem::new(
             StatusCode::CONFLICT,
@@ -348,15 +339,12 @@ pub(super) async fn transfer(
         });
         return Err(p);
     }
-    let (t, destination) = (tenant.clone(), req.destination.clone());
-    match ask(&st, |reply| Control::Transfer {
-        tenant: t,
+    let op = CallOp::Transfer {
+        tenant: tenant.clone(),
         id,
-        destination,
-        reply,
-    })
-    .await?
-    {
+        destination: req.destination.clone(),
+    };
+    match outcome(anywhere(&st, op).await?) {
         None => Err(Problem::not_found("call")),
         Some(false) => {
             let mut p = Problem::new(

@@ -15,6 +15,7 @@ mod calllog;
 pub mod error;
 pub mod keys;
 pub mod live;
+pub mod live_cluster;
 mod metrics;
 pub mod openapi;
 mod operator;
@@ -98,6 +99,10 @@ pub struct ApiState {
     pub metrics_access: MetricsAccess,
     /// The cluster's configuration authority, when this node is one of several.
     replica: std::sync::OnceLock<Arc<crate::cluster::ConfigReplica>>,
+    /// The other nodes' live calls, when this node is one of several.
+    call_bus: std::sync::OnceLock<crate::cluster::calls::CallBus>,
+    /// This node's name, for the calls it lists.
+    node_id: std::sync::OnceLock<String>,
 }
 
 /// Who may read `/metrics` without a key (`api.metrics`).
@@ -142,12 +147,37 @@ impl ApiState {
             listeners: Mutex::new(Vec::new()),
             metrics_access,
             replica: std::sync::OnceLock::new(),
+            call_bus: std::sync::OnceLock::new(),
+            node_id: std::sync::OnceLock::new(),
         })
     }
 
-    /// From now on tenant writes go through the cluster's configuration authority.
-    pub fn join_cluster(&self, replica: Arc<crate::cluster::ConfigReplica>) {
+    /// Names this node (`cluster.node_id`, else the host name) in what it lists.
+    pub fn set_node_id(&self, id: String) {
+        let _ = self.node_id.set(id);
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> String {
+        self.node_id.get().cloned().unwrap_or_default()
+    }
+
+    /// The call bus, in a cluster.
+    pub fn call_bus(&self) -> Option<&crate::cluster::calls::CallBus> {
+        self.call_bus.get()
+    }
+
+    /// From now on tenant writes go through the cluster's configuration authority, and the
+    /// live-call endpoints see every node's calls.
+    pub fn join_cluster(
+        self: &Arc<Self>,
+        replica: Arc<crate::cluster::ConfigReplica>,
+        bus: crate::cluster::calls::CallBus,
+    ) {
         let _ = self.replica.set(replica);
+        if self.call_bus.set(bus.clone()).is_ok() {
+            live_cluster::serve_call_bus(self.clone(), bus);
+        }
     }
 
     /// Where tenant writes go: the cluster's authority, else this node's store.

@@ -14,6 +14,7 @@
 //! takes to a second bucket and merges the other nodes' into its registrar's lookups.
 
 pub mod bindings;
+pub mod calls;
 pub mod config;
 pub mod nats;
 
@@ -70,4 +71,15 @@ impl TenantWriter {
             TenantWriter::Cluster(replica) => replica.delete(id, basis).await,
         }
     }
+}
+
+/// Where node `node_id` starts numbering its calls in a cluster: a block of 2^32 ids chosen
+/// by the node's name, so the admin API's call ids are unique across nodes (the ids stay
+/// below 2^53, exact in JSON numbers). Two names landing in one block (1 in a million per
+/// pair) would share ids; each node then acts on its own call of that id.
+pub fn first_call_id(node_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(node_id.as_bytes());
+    let block = u64::from(u32::from_be_bytes([0, h[0], h[1], h[2]]) & 0xf_ffff);
+    ((block + 1) << 32) + 1
 }

@@ -19,6 +19,7 @@ use crate::blob::{BlobError, BlobStore};
 use crate::call::control::DialTarget;
 use crate::call::{CallAction, CallRunner, EngineMedia, FinishedCall, Services};
 use crate::cluster::bindings::BindingsSettings;
+use crate::cluster::calls::CallBus;
 use crate::cluster::config::ReplicaSettings;
 use crate::cluster::{Basis, ConfigReplica, Nats, RemoteBindings, SharedBindings, TenantWriter};
 use crate::history::{HistoryError, HistoryStore};
@@ -234,6 +235,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.tenant.default = "demo".into();
     }
     let (db, store) = open_store(&settings)?;
+    let node_id = settings.node_id();
     let data_at = std::fs::canonicalize(&settings.data_dir).unwrap_or(settings.data_dir.clone());
     tracing::info!(data_dir = %data_at.display(), "data (tenants, registrations, spool, voicemail; history and blobs unless [history]/[blob] say otherwise) lives here");
     if demo && store.get("demo")?.is_none() {
@@ -412,6 +414,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         max_server_transactions: settings.sip.max_transactions as usize,
         max_transactions_per_source: settings.sip.max_transactions_per_source as usize,
         max_subscriptions_per_user: settings.sip.max_subscriptions_per_user as usize,
+        first_call_id: if settings.cluster.nats_url.is_empty() {
+            1
+        } else {
+            crate::cluster::first_call_id(&node_id)
+        },
         ..EndpointConfig::default()
     };
     tracing::info!(public = %public_ip, rtp = %settings.media.rtp_ports, "endpoint ready");
@@ -428,7 +435,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         None
     } else {
         Some(
-            Nats::connect(&settings.cluster.nats_url, &settings.node_id())
+            Nats::connect(&settings.cluster.nats_url, &node_id)
                 .await
                 .map_err(|e| ServerError::Cluster(e.to_string()))?,
         )
@@ -439,7 +446,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 BindingsSettings {
                     bucket: settings.cluster.bindings_bucket.clone(),
                     replicas: settings.cluster.config_replicas as usize,
-                    node_id: settings.node_id(),
+                    node_id: node_id.clone(),
                     max_expires: Duration::from_secs(u64::from(settings.sip.max_expires)),
                 },
                 n.clone(),
@@ -513,6 +520,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.api.auth_max_failures,
         settings.metrics_access()?,
     );
+    api_state.set_node_id(node_id.clone());
     api_state.set_store_failing_after(Duration::from_secs(settings.history.failing_after_secs));
     if let Ok(mut l) = api_state.listeners.lock() {
         *l = bound.clone();
@@ -537,7 +545,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 n.clone(),
                 store.clone(),
             );
-            api_state.join_cluster(replica.clone());
+            let bus = CallBus::new(n.clone(), &settings.cluster.config_bucket, &node_id);
+            api_state.join_cluster(replica.clone(), bus);
             TenantWriter::Cluster(replica)
         }
     };

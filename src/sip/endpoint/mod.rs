@@ -161,6 +161,9 @@ pub struct EndpointConfig {
     /// Seed of the random source for tags, branches, Call-IDs and nonce salts (see
     /// [`crate::sip::ids`]): from the operating system in production, a constant in tests.
     pub id_seed: [u8; 32],
+    /// The first call id this endpoint gives (a cluster's nodes number calls in blocks of
+    /// their own, so the admin API's ids are unique across nodes).
+    pub first_call_id: u64,
     /// Brute-force limits (see [`crate::sip::auth_guard`]).
     pub auth_limits: GuardLimits,
     /// RFC 3261 timer base values.
@@ -190,6 +193,7 @@ impl Default for EndpointConfig {
             nonce_lifetime: Duration::from_secs(300),
             nonce_secret: rand::random(),
             id_seed: rand::random(),
+            first_call_id: 1,
             auth_limits: GuardLimits {
                 max_failures: 10,
                 max_users: 10,
@@ -534,6 +538,7 @@ impl Endpoint {
         let nonces = NonceIssuer::new(cfg.nonce_secret, cfg.nonce_lifetime);
         let limiter = AuthGuard::new(cfg.auth_limits);
         let ids = Ids::from_seed(cfg.id_seed);
+        let first_call = cfg.first_call_id.max(1);
         Endpoint {
             cfg,
             tenants,
@@ -548,7 +553,7 @@ impl Endpoint {
             dialogs: HashMap::new(),
             invite_calls: HashMap::new(),
             tenant_calls: HashMap::new(),
-            next_call: 1,
+            next_call: first_call,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
