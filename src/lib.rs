@@ -24,7 +24,8 @@
 //! ([`sip::endpoint`]: no sockets, no disk, no clock, seeded randomness ([`sip::ids`]); media
 //! through [`sip::endpoint::MediaBackend`] in SDP terms, routing decisions through
 //! [`sip::endpoint::CallPolicy`], disk work as [`sip::endpoint::Work`]);
-//! [`call`] (the runner reaches media only through [`call::CallMedia`]); [`apps`]; [`api`];
+//! [`call`] (the runner reaches media only through [`call::CallMedia`]); [`apps`];
+//! [`cluster`] (beside them, above the tenant store); [`api`];
 //! and the wiring ([`server`], [`settings`], [`doctor`], [`backup`]), which sees everything.
 //!
 //! - [`sip`]: RFC 3261 message intake, transaction state machines, digest auth, registrar and
@@ -49,6 +50,9 @@
 //! - [`retention`]: each tenant's retention settings applied across the stores.
 //! - [`backup`]: `switchyard backup`/`restore`: configuration and the SQLite history in one
 //!   file.
+//! - [`cluster`]: several nodes as one service: tenant configuration from a NATS JetStream
+//!   key-value bucket applied into each node's snapshot, registrations shared between nodes,
+//!   and the call bus the admin API asks about other nodes' calls.
 //! - [`settings`]: the TOML file and `SWITCHYARD_*` environment overrides.
 //! - [`server`]: the runtime: sockets, the clock, signals and drain.
 //!

@@ -117,12 +117,12 @@ impl Drop for NatsCluster {
 }
 
 fn nats_server() -> Option<PathBuf> {
-    if peer_available("nats-server") {
-        return Some(PathBuf::from("nats-server"));
-    }
     // Debian installs it in /usr/sbin, which is not on every user's PATH.
     let sbin = Path::new("/usr/sbin/nats-server");
-    sbin.exists().then(|| sbin.to_path_buf())
+    if sbin.exists() {
+        return Some(sbin.to_path_buf());
+    }
+    peer_available("nats-server").then(|| PathBuf::from("nats-server"))
 }
 
 /// Polls `done` every 20 ms until it holds; panics after `within`.
@@ -601,15 +601,8 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     });
     assert_eq!(listed["node"], "node-a", "{listed}");
     let id = listed["id"].as_u64().expect("call id");
-    let r = http
-        .delete(format!(
-            "http://127.0.0.1:{}/v1/tenants/demo/calls/{id}",
-            b.api_port
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .expect("DELETE");
-    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text());
+    let status = hang_up(&http, b.api_port, id);
+    assert_eq!(status, StatusCode::NO_CONTENT);
     wait_for("the call to end on A", Duration::from_secs(10), || {
         get_json(&http, a.api_port, "/v1/tenants/demo/calls").2["items"]
             .as_array()
@@ -620,16 +613,9 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         began.elapsed() < Duration::from_secs(25),
         "the caller was not hung up on"
     );
-    let r = http
-        .delete(format!(
-            "http://127.0.0.1:{}/v1/tenants/demo/calls/{id}",
-            b.api_port
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .expect("DELETE");
+    let status = hang_up(&http, b.api_port, id);
     assert_eq!(
-        r.status(),
+        status,
         StatusCode::NOT_FOUND,
         "a call that ended is gone everywhere"
     );
@@ -637,6 +623,17 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     // A dies; what it registered lives on in the shared table until it expires.
     let _ = a.kill_keeping_data();
     call_through_b("after A was killed");
+}
+
+/// DELETE of call `id` through the API at `port`.
+fn hang_up(http: &Client, port: u16, id: u64) -> StatusCode {
+    http.delete(format!(
+        "http://127.0.0.1:{port}/v1/tenants/demo/calls/{id}"
+    ))
+    .bearer_auth(ADMIN_KEY)
+    .send()
+    .expect("DELETE")
+    .status()
 }
 
 /// The same ports again (a phone answers on the port it registered from).
