@@ -86,6 +86,8 @@ pub struct ClusterSettings {
     pub config_bucket: String,
     /// The JetStream key-value bucket holding registrations (every node's).
     pub bindings_bucket: String,
+    /// The JetStream key-value bucket holding tenant API keys (hashes and records).
+    pub keys_bucket: String,
     /// Copies of the bucket the NATS cluster keeps (3 with three NATS servers).
     pub config_replicas: u32,
     /// How long an admin API write may wait for NATS (a reconnect, a leader election) before
@@ -100,6 +102,7 @@ impl Default for ClusterSettings {
             node_id: String::new(),
             config_bucket: "switchyard_tenants".into(),
             bindings_bucket: "switchyard_bindings".into(),
+            keys_bucket: "switchyard_keys".into(),
             config_replicas: 1,
             request_timeout_secs: 10,
         }
@@ -488,6 +491,7 @@ impl Settings {
         for (key, bucket) in [
             ("cluster.config_bucket", &c.config_bucket),
             ("cluster.bindings_bucket", &c.bindings_bucket),
+            ("cluster.keys_bucket", &c.keys_bucket),
         ] {
             let ok = !bucket.is_empty()
                 && bucket.len() <= 64
@@ -501,10 +505,11 @@ impl Settings {
                 ));
             }
         }
-        if c.config_bucket == c.bindings_bucket {
+        let buckets = [&c.config_bucket, &c.bindings_bucket, &c.keys_bucket];
+        if (0..3).any(|i| buckets[i + 1..].contains(&buckets[i])) {
             return Err(invalid(
                 "cluster.bindings_bucket",
-                "must differ from cluster.config_bucket",
+                "cluster.config_bucket, bindings_bucket and keys_bucket must differ",
             ));
         }
         if !(1..=5).contains(&c.config_replicas) {

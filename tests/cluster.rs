@@ -295,6 +295,45 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
         Err(e) => panic!("{e}\n{}\n{}", nats.logs(), logs(&[&a, &b, &c])),
     }
 
+    // A tenant key made through A works on C; revoked through B, it works nowhere.
+    let r = http
+        .post(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/keys",
+            a.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"name": "crm", "read_only": true}))
+        .send()
+        .expect("POST key");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let made: serde_json::Value = r.json().expect("key");
+    let tenant_key = made["key"].as_str().expect("key").to_string();
+    let key_id = made["id"].as_str().expect("id").to_string();
+    let with_key = |port: u16| {
+        http.get(format!("http://127.0.0.1:{port}/v1/tenants/demo"))
+            .bearer_auth(&tenant_key)
+            .send()
+            .map(|r| r.status())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+    };
+    wait_for("the key on C", Duration::from_secs(10), || {
+        with_key(c.api_port) == StatusCode::OK
+    });
+    let r = http
+        .delete(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/keys/{key_id}",
+            b.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("DELETE key");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    wait_for(
+        "the key revoked everywhere",
+        Duration::from_secs(10),
+        || api.iter().all(|p| with_key(*p) == StatusCode::UNAUTHORIZED),
+    );
+
     // Config propagation: a change through node A, timed until the last node serves it.
     let mut took = Vec::new();
     for i in 0..20 {

@@ -101,14 +101,15 @@ impl ApiKeys {
         })
     }
 
-    /// Creates a key for `tenant`; returns its info and the key, which is never shown again.
-    pub fn create(
-        &self,
+    /// Makes a new key for `tenant`: its hash, its record and the key itself (shown once).
+    /// Nothing is stored: [`Self::insert`] on a single node, the cluster's key bucket in a
+    /// cluster.
+    pub fn mint(
         tenant: &str,
         name: &str,
         read_only: bool,
         now: u64,
-    ) -> Result<(KeyInfo, String), LocalDbError> {
+    ) -> ([u8; 32], KeyInfo, String) {
         let id = hex::encode(rand::random::<[u8; 6]>());
         let secret = hex::encode(rand::random::<[u8; 24]>());
         let key = format!("sy_{id}_{secret}");
@@ -119,13 +120,43 @@ impl ApiKeys {
             read_only,
             created: now,
         };
-        let v = serde_json::to_vec(&info).map_err(|source| LocalDbError::Decode {
+        (hash(&key), info, key)
+    }
+
+    /// Stores a key's record under its hash (fsynced).
+    pub fn insert(&self, hash: [u8; 32], info: &KeyInfo) -> Result<(), LocalDbError> {
+        let v = serde_json::to_vec(info).map_err(|source| LocalDbError::Decode {
             key: info.id.clone(),
             source,
         })?;
-        self.by_hash.insert(hash(&key), v)?;
+        self.by_hash.insert(hash, v)?;
         self.by_hash.flush()?;
+        Ok(())
+    }
+
+    /// Creates a key for `tenant` on this node (a single node).
+    pub fn create(
+        &self,
+        tenant: &str,
+        name: &str,
+        read_only: bool,
+        now: u64,
+    ) -> Result<(KeyInfo, String), LocalDbError> {
+        let (h, info, key) = Self::mint(tenant, name, read_only, now);
+        self.insert(h, &info)?;
         Ok((info, key))
+    }
+
+    /// The hash of `tenant`'s key `id`, if there is one.
+    pub fn find(&self, tenant: &str, id: &str) -> Option<[u8; 32]> {
+        self.by_hash
+            .iter()
+            .filter_map(|r| r.ok())
+            .find(|(_, v)| {
+                serde_json::from_slice::<KeyInfo>(v)
+                    .is_ok_and(|info| info.tenant == tenant && info.id == id)
+            })
+            .and_then(|(k, _)| <[u8; 32]>::try_from(k.as_ref()).ok())
     }
 
     /// A tenant's keys.
@@ -162,5 +193,40 @@ impl ApiKeys {
             self.revoke(tenant, &k.id)?;
         }
         Ok(())
+    }
+}
+
+impl crate::cluster::keys::KeyMirror for ApiKeys {
+    fn local_keys(&self) -> Vec<(String, Vec<u8>)> {
+        self.by_hash
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (hex::encode(k), v.to_vec()))
+            .collect()
+    }
+
+    fn apply(&self, hash_hex: &str, record: Option<&[u8]>) {
+        let Some(hash) = hex::decode(hash_hex)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        else {
+            return;
+        };
+        let result = match record {
+            None => self.by_hash.remove(hash).map(|_| ()),
+            Some(bytes) => match serde_json::from_slice::<KeyInfo>(bytes) {
+                Ok(info) => self
+                    .by_hash
+                    .insert(hash, serde_json::to_vec(&info).unwrap_or_default())
+                    .map(|_| ()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "API key from the cluster is not a key record; ignored");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = result.and_then(|()| self.by_hash.flush().map(|_| ())) {
+            tracing::error!(error = %e, "cannot store an API key change from the cluster");
+        }
     }
 }

@@ -103,6 +103,8 @@ pub struct ApiState {
     call_bus: std::sync::OnceLock<crate::cluster::calls::CallBus>,
     /// This node's name, for the calls it lists.
     node_id: std::sync::OnceLock<String>,
+    /// The cluster's tenant API keys, when this node is one of several.
+    shared_keys: std::sync::OnceLock<crate::cluster::keys::SharedKeys>,
 }
 
 /// Who may read `/metrics` without a key (`api.metrics`).
@@ -149,7 +151,65 @@ impl ApiState {
             replica: std::sync::OnceLock::new(),
             call_bus: std::sync::OnceLock::new(),
             node_id: std::sync::OnceLock::new(),
+            shared_keys: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on tenant keys are made and revoked through the cluster's key bucket.
+    pub fn share_keys(&self, shared: crate::cluster::keys::SharedKeys) {
+        let _ = self.shared_keys.set(shared);
+    }
+
+    /// Makes a key for `tenant` (in a cluster: usable on every node).
+    pub async fn create_key(
+        &self,
+        tenant: &str,
+        name: &str,
+        read_only: bool,
+        now: u64,
+    ) -> Result<(keys::KeyInfo, String), Problem> {
+        let Some(shared) = self.shared_keys.get() else {
+            return self
+                .keys
+                .create(tenant, name, read_only, now)
+                .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)));
+        };
+        let (hash, info, key) = ApiKeys::mint(tenant, name, read_only, now);
+        let record = serde_json::to_vec(&info).map_err(|e| {
+            Problem::from(crate::tenant::TenantStoreError::Db(
+                crate::localdb::LocalDbError::Decode {
+                    key: info.id.clone(),
+                    source: e,
+                },
+            ))
+        })?;
+        shared.create(&hex::encode(hash), record).await?;
+        Ok((info, key))
+    }
+
+    /// Revokes `tenant`'s key `id` (in a cluster: on every node); false when there is none.
+    pub async fn revoke_key(&self, tenant: &str, id: &str) -> Result<bool, Problem> {
+        let Some(shared) = self.shared_keys.get() else {
+            return self
+                .keys
+                .revoke(tenant, id)
+                .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)));
+        };
+        match self.keys.find(tenant, id) {
+            Some(hash) => {
+                shared.revoke(&hex::encode(hash)).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Revokes every key of `tenant`.
+    pub async fn revoke_all_keys(&self, tenant: &str) -> Result<(), Problem> {
+        for k in self.keys.list(tenant) {
+            self.revoke_key(tenant, &k.id).await?;
+        }
+        Ok(())
     }
 
     /// Names this node (`cluster.node_id`, else the host name) in what it lists.

@@ -257,9 +257,7 @@ pub(super) async fn delete_tenant(
     admin_only(&p)?;
     let (_, basis) = load_for_write(&st, &tenant)?;
     st.writer().delete(&tenant, basis).await?;
-    st.keys
-        .revoke_all(&tenant)
-        .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+    st.revoke_all_keys(&tenant).await?;
     // Its data goes too: the node's voicemail and recordings, and both stores.
     st.services.forget_tenant(&tenant);
     tracing::info!(%tenant, "tenant deleted with its call logs, voicemail and recordings");
@@ -315,9 +313,8 @@ pub(super) async fn create_key(
         return Err(prob);
     }
     let (info, key) = st
-        .keys
-        .create(&tenant, req.name.trim(), req.read_only, unix_now())
-        .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+        .create_key(&tenant, req.name.trim(), req.read_only, unix_now())
+        .await?;
     tracing::info!(tenant = %tenant, key_id = %info.id, read_only = info.read_only, "tenant API key created");
     Ok((StatusCode::CREATED, Json(CreatedKey { info, key })))
 }
@@ -333,10 +330,7 @@ pub(super) async fn revoke_key(
     let p = key.0.clone();
     authorize(&p, &tenant, true)?;
     admin_only(&p)?;
-    let removed = st
-        .keys
-        .revoke(&tenant, &key_id)
-        .map_err(|e| Problem::from(crate::tenant::TenantStoreError::Db(e)))?;
+    let removed = st.revoke_key(&tenant, &key_id).await?;
     if removed {
         tracing::info!(tenant = %tenant, key_id = %key_id, "tenant API key revoked");
         Ok(StatusCode::NO_CONTENT)

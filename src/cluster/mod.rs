@@ -16,6 +16,7 @@
 pub mod bindings;
 pub mod calls;
 pub mod config;
+pub mod keys;
 pub mod nats;
 
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};

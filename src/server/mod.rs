@@ -21,6 +21,7 @@ use crate::call::{CallAction, CallRunner, EngineMedia, FinishedCall, Services};
 use crate::cluster::bindings::BindingsSettings;
 use crate::cluster::calls::CallBus;
 use crate::cluster::config::ReplicaSettings;
+use crate::cluster::keys::SharedKeys;
 use crate::cluster::{Basis, ConfigReplica, Nats, RemoteBindings, SharedBindings, TenantWriter};
 use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
@@ -546,6 +547,13 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 store.clone(),
             );
             let bus = CallBus::new(n.clone(), &settings.cluster.config_bucket, &node_id);
+            api_state.share_keys(SharedKeys::start(
+                n.clone(),
+                &settings.cluster.keys_bucket,
+                settings.cluster.config_replicas as usize,
+                Duration::from_secs(settings.cluster.request_timeout_secs),
+                Arc::new(api_state.keys.clone()),
+            ));
             api_state.join_cluster(replica.clone(), bus);
             TenantWriter::Cluster(replica)
         }
