@@ -13,7 +13,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The cluster tests run three NATS servers of their own (JetStream, clustered).
-command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+# and Kamailio as the SIP proxy in front of them.
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -220,6 +220,9 @@ pub struct SipSettings {
     pub tcp_max_connections_per_ip: u32,
     /// PEM certificate chain for `wss:` listeners.
     pub tls_cert: String,
+    /// SIP proxies in front of this node (IPs or CIDR networks): requests from them are
+    /// judged by the client they relayed, and their REGISTERs' Path is kept.
+    pub trusted_proxies: Vec<String>,
     /// PEM private key for `wss:` listeners.
     pub tls_key: String,
 }
@@ -333,6 +336,7 @@ impl Default for SipSettings {
             tcp_max_connections: 4096,
             tcp_max_connections_per_ip: 100,
             tls_cert: String::new(),
+            trusted_proxies: Vec::new(),
             tls_key: String::new(),
         }
     }
@@ -474,7 +478,24 @@ impl Settings {
         }
         self.blob_url()?;
         self.cluster_checks()?;
+        self.trusted_proxies()?;
         Ok(())
+    }
+
+    /// Parsed `sip.trusted_proxies`.
+    pub fn trusted_proxies(&self) -> Result<Vec<(IpAddr, u8)>, SettingsError> {
+        self.sip
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                crate::tenant::validate::parse_cidr(p.trim()).ok_or_else(|| {
+                    invalid(
+                        "sip.trusted_proxies",
+                        format!("{p:?} is not an IP address or network (10.0.0.5, 10.0.0.0/24)"),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// `[cluster]`: URLs NATS can use, a bucket name JetStream accepts, sane numbers.

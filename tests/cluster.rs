@@ -213,13 +213,24 @@ fn call_number(node: &Server, ports: &Ports) -> (bool, String) {
 
 /// A Switchyard node (`--demo`) of the cluster using `nats`.
 fn start_node(nats: &NatsCluster, p: &Ports, node: &str, dir: Option<tempfile::TempDir>) -> Server {
+    start_node_with(nats, p, node, dir, &[])
+}
+
+/// [`start_node`] with more settings.
+fn start_node_with(
+    nats: &NatsCluster,
+    p: &Ports,
+    node: &str,
+    dir: Option<tempfile::TempDir>,
+    extra: &[(&str, &str)],
+) -> Server {
     let urls = nats.urls();
     let replicas = nats.servers.len().to_string();
     // Per test: a test's nodes share their buckets, nobody else's.
     let tag = format!("{}_{}", std::process::id(), nats.client_ports[0]);
     let config_bucket = format!("sy_tenants_{tag}");
     let bindings_bucket = format!("sy_bindings_{tag}");
-    let vars: Vec<(&str, &str)> = vec![
+    let mut vars: Vec<(&str, &str)> = vec![
         ("SWITCHYARD_CLUSTER_NATS_URL", &urls),
         ("SWITCHYARD_CLUSTER_NODE_ID", node),
         ("SWITCHYARD_CLUSTER_CONFIG_BUCKET", &config_bucket),
@@ -233,6 +244,7 @@ fn start_node(nats: &NatsCluster, p: &Ports, node: &str, dir: Option<tempfile::T
             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
         ),
     ];
+    vars.extend_from_slice(extra);
     match dir {
         Some(d) => Server::start_in(p, &vars, d),
         None => Server::start(p, &vars),
@@ -401,7 +413,24 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
         .collect();
     let mut codes: Vec<u16> = results.iter().map(|((s, _), _)| s.as_u16()).collect();
     codes.sort();
-    assert_eq!(codes, vec![200, 412], "{results:?}");
+    let published = |s: &Server| -> String {
+        s.log_text()
+            .lines()
+            .filter(|l| l.contains("published") || l.contains("refused") || l.contains("applied"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        codes,
+        vec![200, 412],
+        "{:?}\nB:\n{}\nC:\n{}",
+        results
+            .iter()
+            .map(|((s, _), n)| (*s, *n))
+            .collect::<Vec<_>>(),
+        published(&b),
+        published(&c)
+    );
     let winner = results
         .iter()
         .find(|((s, _), _)| *s == StatusCode::OK)
@@ -423,14 +452,15 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
         nats.logs(),
         b.log_text()
     );
-    println!(
-        "one of three NATS servers killed: the next write answered 200 after {:?}",
-        lost_one.elapsed()
-    );
+    let answered = lost_one.elapsed();
     wait_for(
         "the change with one NATS down",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || api.iter().all(|p| name_on(&http, *p) == "one NATS down"),
+    );
+    println!(
+        "one of three NATS servers killed: the next write answered 200 after {answered:?}, every node served it after {:?}",
+        lost_one.elapsed()
     );
     let (ok, out) = call_number(&a, &pa);
     assert!(ok, "call with one NATS server down failed:\n{out}");
@@ -541,16 +571,7 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     if let Err(e) = wait_converged(&http, &[a.api_port, b.api_port], Duration::from_secs(30)) {
         panic!("{e}\n{}\n{}\n{}", nats.logs(), a.log_text(), b.log_text());
     }
-    edit_demo(&a, |doc| {
-        doc["numbers"].as_array_mut().expect("numbers").push(
-            serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}),
-        );
-    });
-    wait_for("the number on B", Duration::from_secs(10), || {
-        get_json(&http, b.api_port, "/v1/tenants/demo").2["numbers"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|n| n["number"] == "+15550101"))
-    });
+    number_for_101(&http, &a, &b);
 
     let phone = ports();
     let registered = Instant::now();
@@ -561,59 +582,13 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
     );
     assert!(ok, "register through A: {out}");
-    wait_for("B to know the phone", Duration::from_secs(10), || {
-        get_json(
-            &http,
-            b.api_port,
-            "/v1/tenants/demo/users/101/registrations",
-        )
-        .2
-        .as_array()
-        .is_some_and(|l| !l.is_empty())
-    });
+    wait_for_101_on(&http, &b);
     println!(
         "registration through A usable on B after {:?}",
         registered.elapsed()
     );
 
-    let call_through_b = |what: &str| {
-        let sip_port = b.sip_port;
-        let phone = same_ports(&phone);
-        let callee = std::thread::spawn(move || {
-            sipp_at(
-                sip_port,
-                &phone,
-                "uas_answer.xml",
-                &["-m", "1", "-rtp_echo"],
-            )
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let cap = Capture::start(pb.rtp_first, pb.rtp_first + 19);
-        let mut audio = sine_wave(1000.0, 2.0);
-        audio.extend(vec![0i16; 8000]);
-        let (ok, out) = sipp_with_audio(
-            &b,
-            &pb,
-            "media_stream.xml",
-            Some(&audio),
-            &["-s", "+15550101", "-d", "3500"],
-        );
-        assert!(ok, "{what}: caller: {out}\n{}", b.log_text());
-        let (ok, out) = callee.join().expect("callee");
-        assert!(
-            ok,
-            "{what}: the phone must be rung through B:\n{out}\n{}",
-            b.log_text()
-        );
-        let heard = heard_by(cap, &pb);
-        let start = heard
-            .iter()
-            .position(|s| s.unsigned_abs() > 2000)
-            .unwrap_or_else(|| panic!("{what}: no tone came back\n{}", b.log_text()));
-        let f = tone_frequency(&heard[start + 400..start + 8000]);
-        assert!((f - 1000.0).abs() < 10.0, "{what}: caller heard {f} Hz");
-    };
-    call_through_b("phone registered through A");
+    call_hears_echo("phone registered through A", &b, &pb, &phone);
 
     // B's admin API lists a call running on A, naming A, and hangs it up.
     let sip_a = a.sip_port;
@@ -661,7 +636,59 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
 
     // A dies; what it registered lives on in the shared table until it expires.
     let _ = a.kill_keeping_data();
-    call_through_b("after A was killed");
+    call_hears_echo("after A was killed", &b, &pb, &phone);
+}
+
+/// A carrier's call at `node` to +15550101 (user 101) rings the SIPp phone at `phone` (which
+/// registered from there and answers echoing), and the caller hears its 1000 Hz tone back.
+fn call_hears_echo(what: &str, node: &Server, node_ports: &Ports, phone: &Ports) {
+    call_hears_echo_or_tell(what, node, node_ports, phone, &String::new)
+}
+
+/// [`call_hears_echo`], with `more` (another peer's log) in what a failure prints.
+fn call_hears_echo_or_tell(
+    what: &str,
+    node: &Server,
+    node_ports: &Ports,
+    phone: &Ports,
+    more: &dyn Fn() -> String,
+) {
+    let sip_port = node.sip_port;
+    let phone = same_ports(phone);
+    let callee = std::thread::spawn(move || {
+        sipp_at(
+            sip_port,
+            &phone,
+            "uas_answer.xml",
+            &["-m", "1", "-rtp_echo"],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let cap = Capture::start(node_ports.rtp_first, node_ports.rtp_first + 19);
+    let mut audio = sine_wave(1000.0, 2.0);
+    audio.extend(vec![0i16; 8000]);
+    let (ok, out) = sipp_with_audio(
+        node,
+        node_ports,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550101", "-d", "3500"],
+    );
+    assert!(ok, "{what}: caller: {out}\n{}\n{}", node.log_text(), more());
+    let (ok, out) = callee.join().expect("callee");
+    assert!(
+        ok,
+        "{what}: the phone must be rung:\n{out}\n{}\n{}",
+        node.log_text(),
+        more()
+    );
+    let heard = heard_by(cap, node_ports);
+    let start = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 2000)
+        .unwrap_or_else(|| panic!("{what}: no tone came back\n{}", node.log_text()));
+    let f = tone_frequency(&heard[start + 400..start + 8000]);
+    assert!((f - 1000.0).abs() < 10.0, "{what}: caller heard {f} Hz");
 }
 
 /// DELETE of call `id` through the API at `port`.
@@ -675,6 +702,30 @@ fn hang_up(http: &Client, port: u16, id: u64) -> StatusCode {
     .status()
 }
 
+/// Number +15550101 reaches user 101: added through `a`, waited for on `b`.
+fn number_for_101(http: &Client, a: &Server, b: &Server) {
+    edit_demo(a, |doc| {
+        doc["numbers"].as_array_mut().expect("numbers").push(
+            serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}),
+        );
+    });
+    wait_for("the number on B", Duration::from_secs(10), || {
+        get_json(http, b.api_port, "/v1/tenants/demo").2["numbers"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["number"] == "+15550101"))
+    });
+}
+
+/// Waits until node `b` knows a registration of user 101 (taken by any node).
+fn wait_for_101_on(http: &Client, b: &Server) {
+    wait_for("B to know the phone", Duration::from_secs(10), || {
+        get_json(http, b.api_port, "/v1/tenants/demo/users/101/registrations")
+            .2
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    });
+}
+
 /// The same ports again (a phone answers on the port it registered from).
 fn same_ports(p: &Ports) -> Ports {
     Ports {
@@ -684,4 +735,126 @@ fn same_ports(p: &Ports) -> Ports {
         sipp_media: p.sipp_media,
         rtp_first: p.rtp_first,
     }
+}
+
+/// Kamailio (Debian's) in front of a node, with `integration/kamailio/front.cfg`.
+struct Kamailio {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    fn start(listen: &str, node_port: u16) -> Kamailio {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = std::fs::read_to_string(repo().join("integration/kamailio/front.cfg"))
+            .expect("front.cfg")
+            .replace("@LISTEN@", &format!("udp:{listen}"))
+            .replace("@NODE@", &format!("sip:127.0.0.1:{node_port}"));
+        let path = dir.path().join("front.cfg");
+        std::fs::write(&path, cfg).expect("write cfg");
+        let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
+        let child = Command::new(kamailio_binary())
+            .arg("-f")
+            .arg(&path)
+            .args(["-DD", "-E", "-Y"])
+            .arg(dir.path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kamailio");
+        let k = Kamailio {
+            child: Some(child),
+            dir,
+        };
+        wait_for("Kamailio to listen", Duration::from_secs(10), || {
+            k.log().contains("Listening on")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        k
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM: the main process stops its workers.
+            stop_gently(&mut c, Duration::from_secs(5));
+        }
+    }
+}
+
+fn kamailio_binary() -> PathBuf {
+    PathBuf::from("/usr/sbin/kamailio")
+}
+
+fn kamailio_available() -> bool {
+    kamailio_binary().exists() || peer_available("kamailio")
+}
+
+/// Kamailio in front of node A at 127.0.0.2 (the nodes trust it as their proxy): a phone
+/// registers through it (Kamailio adds Path with the phone's real address), a carrier's call
+/// at node B goes to the phone along that Path, through Kamailio, and the caller hears its
+/// tone echoed back. A carrier relayed by Kamailio is trusted as the demo's trunk by its own
+/// address (127.0.0.1), which only its Via tells: the proxy's (127.0.0.2) is no trunk's.
+#[test]
+fn behind_kamailio_phones_are_reached_along_their_path_and_trunks_by_their_own_address() {
+    let Some(nats_bin) = nats_server() else {
+        return;
+    };
+    if !peer_available("sipp") || !peer_available("tcpdump") || !kamailio_available() {
+        return;
+    }
+    let nats = NatsCluster::start(nats_bin, &ports(), 1);
+    let (pa, pb) = (ports(), ports());
+    let trust = [("SWITCHYARD_SIP_TRUSTED_PROXIES", "127.0.0.2")];
+    let a = start_node_with(&nats, &pa, "node-a", None, &trust);
+    let b = start_node_with(&nats, &pb, "node-b", None, &trust);
+    let http = Client::new();
+    if let Err(e) = wait_converged(&http, &[a.api_port, b.api_port], Duration::from_secs(30)) {
+        panic!("{e}\n{}\n{}\n{}", nats.logs(), a.log_text(), b.log_text());
+    }
+    let front = format!("127.0.0.2:{}", ports().sip);
+    let kamailio = Kamailio::start(&front, a.sip_port);
+    number_for_101(&http, &a, &b);
+
+    let phone = ports();
+    let (ok, out) = sipp_to(
+        &front,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(ok, "register through Kamailio: {out}\n{}", kamailio.log());
+    wait_for_101_on(&http, &b);
+    assert!(
+        a.log_text().contains("path=1"),
+        "A kept Kamailio's Path:\n{}",
+        a.log_text()
+    );
+    call_hears_echo_or_tell("phone behind Kamailio, call at B", &b, &pb, &phone, &|| {
+        kamailio.log()
+    });
+
+    let carrier = ports();
+    let (ok, out) = sipp_to(
+        &front,
+        &carrier,
+        "invite_trunk.xml",
+        &["-m", "1", "-s", "+15550100", "-d", "500"],
+    );
+    assert!(
+        ok,
+        "a carrier relayed by Kamailio must be trusted by its own address:\n{out}\n{}\n{}",
+        a.log_text(),
+        kamailio.log()
+    );
+    assert!(
+        a.log_text().contains("caller=trunk:sandbox"),
+        "{}",
+        a.log_text()
+    );
 }

@@ -25,7 +25,9 @@
 use super::nats::{BucketSpec, Nats, ATTEMPT_TIMEOUT};
 use super::{Basis, WriteError};
 use crate::tenant::{ReplicaOutcome, TenantConfig, TenantStore};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
+use async_nats::jetstream::message::PublishMessage;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,18 +44,11 @@ pub struct ReplicaSettings {
     pub request_timeout: Duration,
 }
 
-/// A watch that is this many seconds behind the bucket while NATS answers is started over.
-const STUCK_AFTER: Duration = Duration::from_secs(5);
+/// A watch that is this long behind the bucket while NATS answers is started over (with
+/// every other watch of the node).
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// The client this long without a server: NATS is gone, writes answer 503 at once.
 const GONE_AFTER: Duration = Duration::from_secs(3);
-
-/// How one attempt of a compare-and-set write failed.
-enum Failure {
-    /// The key is not at the revision the write names.
-    Conflict,
-    /// No answer, or JetStream refused for now (no leader, no quorum).
-    Retry(String),
-}
 
 /// The configuration authority as this node sees it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -170,38 +165,9 @@ impl ConfigReplica {
     pub async fn put(&self, cfg: TenantConfig, basis: Basis) -> Result<(), WriteError> {
         self.fail_fast_when_nats_is_gone()?;
         let (cfg, json) = self.store.prepare(cfg)?;
-        let kv = self.bucket_or_unavailable().await?;
-        let json = bytes::Bytes::from(json);
-        let id = cfg.id.as_str();
+        self.bucket_or_unavailable().await?;
         let revision = self
-            .retrying(
-                || async {
-                    match basis.0 {
-                        Some(rev) => {
-                            kv.update(id, json.clone(), rev)
-                                .await
-                                .map_err(|e| match e.kind() {
-                                    kv::UpdateErrorKind::WrongLastRevision => Failure::Conflict,
-                                    _ => Failure::Retry(e.to_string()),
-                                })
-                        }
-                        None => kv
-                            .create(id, json.clone())
-                            .await
-                            .map_err(|e| match e.kind() {
-                                kv::CreateErrorKind::AlreadyExists => Failure::Conflict,
-                                _ => Failure::Retry(e.to_string()),
-                            }),
-                    }
-                },
-                // An earlier attempt whose answer was lost may have been the one stored.
-                |entry| {
-                    (entry.operation == kv::Operation::Put && entry.value == json)
-                        .then_some(entry.revision)
-                },
-                &kv,
-                id,
-            )
+            .publish_guarded(&cfg.id, Some(bytes::Bytes::from(json)), basis)
             .await?;
         tracing::info!(tenant = %cfg.id, revision, "tenant published to the cluster");
         self.wait_applied(|_| self.status.applied.load(Ordering::Relaxed) >= revision)
@@ -213,67 +179,87 @@ impl ConfigReplica {
     /// node has applied it.
     pub async fn delete(&self, id: &str, basis: Basis) -> Result<(), WriteError> {
         self.fail_fast_when_nats_is_gone()?;
-        let kv = self.bucket_or_unavailable().await?;
-        self.retrying(
-            || async {
-                kv.delete_expect_revision(id, basis.0)
-                    .await
-                    .map(|()| 0)
-                    .map_err(|e| match e.kind() {
-                        kv::DeleteErrorKind::WrongLastRevision => Failure::Conflict,
-                        _ => Failure::Retry(e.to_string()),
-                    })
-            },
-            |entry| (entry.operation != kv::Operation::Put).then_some(entry.revision),
-            &kv,
-            id,
-        )
-        .await?;
-        tracing::info!(tenant = %id, "tenant deletion published to the cluster");
-        self.wait_applied(|_| self.store.snapshot().tenant(id).is_none())
+        self.bucket_or_unavailable().await?;
+        let revision = self.publish_guarded(id, None, basis).await?;
+        tracing::info!(tenant = %id, revision, "tenant deletion published to the cluster");
+        self.wait_applied(|_| self.status.applied.load(Ordering::Relaxed) >= revision)
             .await;
         Ok(())
     }
 
-    /// Runs a compare-and-set write until it is answered or `request_timeout` has passed.
-    /// Failures other than a conflict are retried: while JetStream elects a new leader for
-    /// the bucket (a NATS server lost) writes are refused for some seconds, and an admin
-    /// should see a slower answer, not an error. A conflict after an attempt that got no
-    /// answer may be that attempt's own success: `mine` recognises it in the key's entry.
-    async fn retrying<F, Fut>(
+    /// Publishes tenant `id`'s new document (`None`: its deletion) if the tenant is still at
+    /// `basis`, and returns the change's revision.
+    ///
+    /// Compare-and-set on the bucket as a whole, not on the key: NATS 2.9 checks a key's
+    /// expected revision (`Nats-Expected-Last-Subject-Sequence`) before the write is
+    /// replicated, so two writes racing through two nodes of a clustered bucket can both pass
+    /// (nats-server #4320; 146 of 200 such races on Debian's 2.9.10 here), while the stream's
+    /// expected last sequence is checked as the write is applied. So a write names the last
+    /// revision this node has applied: the bucket accepts it only if nothing was written
+    /// since, and then the tenant's revision in this node's snapshot is its revision in the
+    /// bucket, which must be `basis`. When something else was written meanwhile (another
+    /// tenant, most often), the node applies it and looks again.
+    ///
+    /// A failure other than that is retried until `request_timeout`: while JetStream elects
+    /// a new leader (a NATS server lost) writes are refused for some seconds, and an admin
+    /// should see a slower answer, not an error. An attempt whose answer was lost may have
+    /// been stored; the tenant then shows this very document, which counts as success.
+    async fn publish_guarded(
         &self,
-        attempt: F,
-        mine: impl Fn(&kv::Entry) -> Option<u64>,
-        kv: &kv::Store,
         id: &str,
-    ) -> Result<u64, WriteError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<u64, Failure>>,
-    {
+        value: Option<bytes::Bytes>,
+        basis: Basis,
+    ) -> Result<u64, WriteError> {
+        let subject = format!("$KV.{}.{}", self.settings.bucket, id);
         let deadline = Instant::now() + self.settings.request_timeout;
         let mut unanswered = false;
         loop {
+            let seen = self.status.applied.load(Ordering::Relaxed);
+            let snapshot = self.store.snapshot();
+            let now_at = snapshot.source_revision_of(id);
+            if now_at != basis.0 {
+                let mine = match (&value, snapshot.tenant(id)) {
+                    (Some(v), Some(t)) => serde_json::to_vec(&t.config).is_ok_and(|j| j == *v),
+                    (None, None) => true,
+                    _ => false,
+                };
+                return match (unanswered && mine, now_at) {
+                    (true, Some(rev)) => Ok(rev),
+                    (true, None) => Ok(seen),
+                    (false, _) => Err(WriteError::Conflict),
+                };
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(WriteError::Unavailable(
                     "NATS did not confirm the write in time".into(),
                 ));
             }
-            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt()).await {
-                Ok(Ok(revision)) => return Ok(revision),
-                Ok(Err(Failure::Conflict)) => {
-                    if unanswered {
-                        if let Ok(Some(entry)) = kv.entry(id).await {
-                            if let Some(revision) = mine(&entry) {
-                                return Ok(revision);
-                            }
-                        }
-                    }
-                    return Err(WriteError::Conflict);
+            let message = match &value {
+                Some(v) => PublishMessage::build().payload(v.clone()),
+                None => PublishMessage::build().header("KV-Operation", "DEL"),
+            }
+            .expected_last_sequence(seen);
+            let attempt = tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), async {
+                self.nats
+                    .js
+                    .send_publish(subject.clone(), message)
+                    .await?
+                    .await
+            })
+            .await;
+            match attempt {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Written meanwhile: apply it here, then look at the tenant again.
+                    let mut rx = self.applied_tx.subscribe();
+                    let _ =
+                        tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), rx.wait_for(|r| *r > seen))
+                            .await;
+                    continue;
                 }
-                Ok(Err(Failure::Retry(why))) => {
-                    tracing::debug!(reason = %why, "configuration write not accepted yet; retrying");
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "configuration write not accepted yet; retrying");
                     unanswered = true;
                 }
                 Err(_) => unanswered = true,
@@ -485,9 +471,10 @@ impl ConfigReplica {
             let head = match self.head_revision().await {
                 Ok(h) => h,
                 Err(why) => {
+                    // Behind stays behind: an election that makes the head unreadable for a
+                    // while must not hide a watch that stopped.
                     self.status.reachable.store(false, Ordering::Relaxed);
                     self.degraded(why);
-                    behind_since = None;
                     continue;
                 }
             };
@@ -515,9 +502,9 @@ impl ConfigReplica {
                     tracing::warn!(
                         head,
                         applied,
-                        "the bucket watch is stuck behind; starting it over"
+                        "the bucket watch is stuck behind; starting the watches over"
                     );
-                    self.restart.notify_one();
+                    self.nats.restart_watches();
                     behind_since = None;
                 }
             }

@@ -13,9 +13,11 @@ pub struct Nats {
     pub client: async_nats::Client,
     /// JetStream, each request bounded by [`ATTEMPT_TIMEOUT`].
     pub js: jetstream::Context,
-    /// Counts connections made: a watch starts over when it changes (the client's push
-    /// consumers do not always survive a server going away, nats.rs #1596).
+    /// Counts connections made, and watches found stuck: every watch starts over when it
+    /// changes (the client's push consumers do not always survive a server going away,
+    /// nats.rs #1596).
     pub connections: tokio::sync::watch::Receiver<u64>,
+    restarts: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Nats {
@@ -23,6 +25,8 @@ impl Nats {
     /// background, for ever, so a node starts (and serves from its snapshot) without NATS.
     pub async fn connect(urls: &[String], node_id: &str) -> Result<Nats, async_nats::ConnectError> {
         let (tx, connections) = tokio::sync::watch::channel(0u64);
+        let tx = std::sync::Arc::new(tx);
+        let restarts = tx.clone();
         let options = async_nats::ConnectOptions::new()
             .name(node_id)
             .retry_on_initial_connect()
@@ -51,7 +55,14 @@ impl Nats {
             client,
             js,
             connections,
+            restarts,
         })
+    }
+
+    /// Starts every watch over: one was found behind the bucket while NATS answers, so the
+    /// consumers may have been lost with a server (and not only that watch's).
+    pub fn restart_watches(&self) {
+        self.restarts.send_modify(|n| *n += 1);
     }
 
     /// Whether the client has a server now.

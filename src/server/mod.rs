@@ -415,6 +415,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         max_server_transactions: settings.sip.max_transactions as usize,
         max_transactions_per_source: settings.sip.max_transactions_per_source as usize,
         max_subscriptions_per_user: settings.sip.max_subscriptions_per_user as usize,
+        trusted_proxies: settings.trusted_proxies()?,
         first_call_id: if settings.cluster.nats_url.is_empty() {
             1
         } else {

@@ -171,7 +171,8 @@ pub fn normalize_number(s: &str) -> String {
     format!("+{digits}")
 }
 
-fn ip_in(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+/// Whether `ip` lies in the network `net`/`len` (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn ip_in(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = if len == 0 {

@@ -231,8 +231,13 @@ pub fn sipp(server: &Server, ports: &Ports, scenario: &str, args: &[&str]) -> (b
 
 /// [`sipp`] against a server known only by its SIP port (from another thread).
 pub fn sipp_at(sip_port: u16, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
+    sipp_to(&format!("127.0.0.1:{sip_port}"), ports, scenario, args)
+}
+
+/// [`sipp`] against any `host:port` (a proxy in front of the server).
+pub fn sipp_to(target: &str, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
     run_sipp(
-        sip_port,
+        target,
         ports,
         scenario,
         None,
@@ -261,7 +266,14 @@ pub fn sipp_with_audio_at(
     audio: Option<&[i16]>,
     args: &[&str],
 ) -> (bool, String) {
-    run_sipp(sip_port, ports, scenario, audio, &["-m", "1"], args)
+    run_sipp(
+        &format!("127.0.0.1:{sip_port}"),
+        ports,
+        scenario,
+        audio,
+        &["-m", "1"],
+        args,
+    )
 }
 
 /// [`sipp_with_audio`] against a server known only by its SIP port (from another thread).
@@ -272,11 +284,18 @@ pub fn sipp_at_with_audio(
     audio: &[i16],
     args: &[&str],
 ) -> (bool, String) {
-    run_sipp(sip_port, ports, scenario, Some(audio), &["-m", "1"], args)
+    run_sipp(
+        &format!("127.0.0.1:{sip_port}"),
+        ports,
+        scenario,
+        Some(audio),
+        &["-m", "1"],
+        args,
+    )
 }
 
 fn run_sipp(
-    sip_port: u16,
+    target: &str,
     ports: &Ports,
     scenario: &str,
     audio: Option<&[i16]>,
@@ -291,7 +310,7 @@ fn run_sipp(
         .current_dir(dir.path())
         .arg("-sf")
         .arg(repo().join("integration/sipp").join(scenario))
-        .arg(format!("127.0.0.1:{sip_port}"))
+        .arg(target)
         .args([
             "-i",
             "127.0.0.1",
@@ -726,4 +745,22 @@ pub fn heard_by(cap: Capture, p: &Ports) -> Vec<i16> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Stops `child` the way a service manager would: SIGTERM, up to `within` to exit, then
+/// SIGKILL.
+pub fn stop_gently(child: &mut Child, within: Duration) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

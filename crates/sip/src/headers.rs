@@ -106,6 +106,8 @@ pub struct Via {
     pub branch: Option<String>,
     /// `rport` present (with or without a value).
     pub rport: bool,
+    /// `rport`'s value: the source port a proxy saw (RFC 3581).
+    pub rport_value: Option<u16>,
     /// `received` parameter.
     pub received: Option<String>,
 }
@@ -147,17 +149,33 @@ impl Via {
             port,
             branch: None,
             rport: false,
+            rport_value: None,
             received: None,
         };
         for (k, v) in parse_params(params) {
             match k.as_str() {
                 "branch" => via.branch = v,
-                "rport" => via.rport = true,
+                "rport" => {
+                    via.rport = true;
+                    via.rport_value = v.and_then(|p| p.parse().ok());
+                }
                 "received" => via.received = v,
                 _ => {}
             }
         }
         Ok(via)
+    }
+
+    /// Where the request this Via names came from, as the next hop saw it: `received` and
+    /// `rport` when that hop recorded them (RFC 3261 §18.2.1, RFC 3581), else sent-by (port
+    /// 5060 when none). None when no address is written there (a host name).
+    pub fn source_address(&self) -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = match &self.received {
+            Some(r) => r.trim_matches(['[', ']']).parse().ok()?,
+            None => self.host.parse().ok()?,
+        };
+        let port = self.rport_value.or(self.port).unwrap_or(5060);
+        Some(std::net::SocketAddr::new(ip, port))
     }
 
     /// True for a branch with the RFC 3261 magic cookie.
@@ -428,6 +446,29 @@ mod tests {
         assert!(v.has_rfc3261_branch());
         let v = Via::parse("SIP / 2.0 / tcp host.example;branch=abc").expect("spaced via");
         assert_eq!(v.transport, "TCP");
+        assert_eq!(v.source_address(), None, "a host name is no address");
+    }
+
+    #[test]
+    fn a_via_names_where_its_request_came_from() {
+        let at = |s: &str| Via::parse(s).expect("via").source_address();
+        assert_eq!(
+            at("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKa;received=192.0.2.7;rport=40000"),
+            Some("192.0.2.7:40000".parse().expect("addr"))
+        );
+        assert_eq!(
+            at("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKa"),
+            Some("10.0.0.1:5062".parse().expect("addr"))
+        );
+        assert_eq!(
+            at("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa;rport"),
+            Some("10.0.0.1:5060".parse().expect("addr"))
+        );
+        assert_eq!(
+            at("SIP/2.0/UDP [2001:db8::1]:5062;received=[2001:db8::9];rport=7"),
+            Some("[2001:db8::9]:7".parse().expect("addr"))
+        );
+        assert_eq!(at("SIP/2.0/UDP 10.0.0.1;received=not-an-ip"), None);
     }
 
     #[test]

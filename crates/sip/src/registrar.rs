@@ -36,6 +36,11 @@ pub struct Binding {
     /// go on it (a browser is reachable no other way). Not shown in the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conn: Option<u64>,
+    /// The REGISTER's `Path` (RFC 3327), when a trusted proxy put one there: the route to
+    /// send requests for this contact along (to `source`, the proxy that holds the phone's
+    /// connection or NAT pinhole, with these as `Route`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
 }
 
 /// Registrar limits.
@@ -196,10 +201,13 @@ impl Registrar {
         source: SocketAddr,
         unix_now: u64,
     ) -> RegisterOutcome {
-        self.register_on(tenant, user, req, source, None, unix_now)
+        self.register_on(tenant, user, req, source, None, Vec::new(), unix_now)
     }
 
-    /// [`Registrar::register`] for a REGISTER that came on stream connection `conn`.
+    /// [`Registrar::register`] for a REGISTER that came on stream connection `conn`, with
+    /// the `Path` a trusted proxy added (empty otherwise: a Path from anyone else is not
+    /// honoured).
+    #[allow(clippy::too_many_arguments)]
     pub fn register_on(
         &mut self,
         tenant: &str,
@@ -207,6 +215,7 @@ impl Registrar {
         req: &SipRequest,
         source: SocketAddr,
         conn: Option<u64>,
+        path: Vec<String>,
         unix_now: u64,
     ) -> RegisterOutcome {
         let k = key(tenant, user);
@@ -279,6 +288,7 @@ impl Registrar {
                 q: na.param("q").map(str::to_string),
                 user_agent: req.header("User-Agent").map(str::to_string),
                 conn,
+                path: path.clone(),
             };
             match existing {
                 Some(i) => list[i] = binding,
@@ -463,6 +473,7 @@ mod tests {
             q: None,
             user_agent: None,
             conn,
+            path: Vec::new(),
         };
         r.set_remote(
             "t",
@@ -514,7 +525,7 @@ mod tests {
             1000,
         );
         let over_tcp = register("<sip:101@10.0.0.2;transport=tcp>", "3600", 1);
-        r.register_on("demo", "101", &over_tcp, src, Some(7), 1000);
+        r.register_on("demo", "101", &over_tcp, src, Some(7), Vec::new(), 1000);
         while let Some(c) = r.poll_change() {
             written.insert(c.key, c.bindings);
         }

@@ -100,8 +100,16 @@ impl ResponseBuilder {
     /// Writes the response to `req`, received from `source`.
     pub fn build(self, req: &SipRequest, source: SocketAddr, server: &str) -> Bytes {
         let to = req.header("To").unwrap_or_default();
+        // RFC 3261 §12.1.1: a response that makes a dialog carries the request's
+        // Record-Route, so the caller learns the route set (a proxy that record-routes).
+        let record_route = if (101..300).contains(&self.code) {
+            req.header_values_raw("Record-Route")
+        } else {
+            Vec::new()
+        };
         self.write(
             &req.vias,
+            &record_route,
             req.header("From").unwrap_or_default(),
             to,
             req.to.tag().is_some(),
@@ -116,7 +124,15 @@ impl ResponseBuilder {
     pub fn build_raw(self, h: &ReplyHeaders, source: SocketAddr, server: &str) -> Bytes {
         let has_tag = h.to.to_ascii_lowercase().contains(";tag=");
         self.write(
-            &h.vias, &h.from, &h.to, has_tag, &h.call_id, &h.cseq, source, server,
+            &h.vias,
+            &[],
+            &h.from,
+            &h.to,
+            has_tag,
+            &h.call_id,
+            &h.cseq,
+            source,
+            server,
         )
     }
 
@@ -124,6 +140,7 @@ impl ResponseBuilder {
     fn write(
         self,
         vias: &[String],
+        record_route: &[String],
         from: &str,
         to: &str,
         to_has_tag: bool,
@@ -140,6 +157,9 @@ impl ResponseBuilder {
             } else {
                 let _ = write!(s, "Via: {v}\r\n");
             }
+        }
+        for r in record_route {
+            let _ = write!(s, "Record-Route: {r}\r\n");
         }
         let _ = write!(s, "From: {from}\r\n");
         match (&self.to_tag, to_has_tag) {
@@ -199,5 +219,22 @@ mod tests {
             panic!()
         };
         assert_eq!(r.code, 200);
+    }
+
+    #[test]
+    fn dialog_making_responses_carry_the_record_route() {
+        let m = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bKa\r\nRecord-Route: <sip:p2;lr>, <sip:p1;lr>\r\nRecord-Route: <sip:p0;lr>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let SipMessage::Request(req) = parse(m.as_bytes()).expect("parse") else {
+            panic!()
+        };
+        let src: SocketAddr = "192.0.2.9:1234".parse().expect("addr");
+        let rr = "Record-Route: <sip:p2;lr>, <sip:p1;lr>\r\nRecord-Route: <sip:p0;lr>\r\n";
+        for (code, carries) in [(100, false), (180, true), (200, true), (486, false)] {
+            let out = ResponseBuilder::new(code)
+                .to_tag("t")
+                .build(&req, src, "switchyard");
+            let text = String::from_utf8(out.to_vec()).expect("utf8");
+            assert_eq!(text.contains(rr), carries, "{code}: {text}");
+        }
     }
 }

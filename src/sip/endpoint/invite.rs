@@ -44,6 +44,8 @@ pub(super) struct Call {
     pub(super) tenant: String,
     pub(super) dialog: Dialog,
     pub(super) peer: Peer,
+    /// The caller's own address: `peer`, or the client behind a trusted proxy.
+    client: std::net::SocketAddr,
     state: CallState,
     invite_key: TxKey,
     invite: SipRequest,
@@ -99,10 +101,11 @@ impl Endpoint {
         // proving a password. Anything else is challenged.
         let has_credentials = !req.header_values_raw("Proxy-Authorization").is_empty();
         let from_user = uri_user(&req.from.uri).unwrap_or_default();
+        let client = self.client_of(&peer, &req);
         let trusted = (!has_credentials)
             .then(|| {
                 self.policy
-                    .trusted_caller(&tenant, peer.addr.ip(), &from_user, &dialed)
+                    .trusted_caller(&tenant, client.ip(), &from_user, &dialed)
             })
             .flatten();
         let caller = match trusted {
@@ -220,6 +223,7 @@ impl Endpoint {
             tenant: tenant.id().to_string(),
             dialog,
             peer,
+            client,
             state: CallState::Ringing,
             invite_key: key.clone(),
             invite: req,
@@ -397,7 +401,7 @@ impl Endpoint {
         self.events.push_back(CallEvent::MediaStart {
             call: id,
             audio,
-            signalling_ip: call.peer.addr.ip(),
+            signalling_ip: call.client.ip(),
         });
     }
 
@@ -858,7 +862,7 @@ impl Endpoint {
                 codec: c.audio.as_ref().map(|a| a.codec.name()),
                 target: format!("{:?}", c.target),
                 on_hold: c.audio.as_ref().is_some_and(|a| a.is_hold()),
-                source: c.peer.addr,
+                source: c.client,
             })
             .collect();
         out.sort_by_key(|c| c.id);

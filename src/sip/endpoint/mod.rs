@@ -14,6 +14,7 @@
 //! - `media.rs`: the media backend as the endpoint sees it (a port for SDP, a browser's SDP);
 //!   sockets and DTLS stay on the media side.
 //! - `register.rs`: REGISTER with digest auth and the failure limiter.
+//! - `proxy.rs`: requests relayed by a trusted proxy (the client's own address, Path).
 //! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
 //! - `info.rs`: digits we relay by SIP INFO to a party without telephone-event.
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
@@ -34,6 +35,7 @@ mod mwi;
 mod outbound;
 mod policy;
 pub use policy::{CallPolicy, Refusal};
+mod proxy;
 mod refer;
 mod register;
 mod reinvite;
@@ -161,6 +163,9 @@ pub struct EndpointConfig {
     /// Seed of the random source for tags, branches, Call-IDs and nonce salts (see
     /// [`crate::sip::ids`]): from the operating system in production, a constant in tests.
     pub id_seed: [u8; 32],
+    /// SIP proxies in front of this node (networks): requests from them are judged by the
+    /// client they relayed, and their REGISTERs' Path is kept (see `proxy.rs`).
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// The first call id this endpoint gives (a cluster's nodes number calls in blocks of
     /// their own, so the admin API's ids are unique across nodes).
     pub first_call_id: u64,
@@ -194,6 +199,7 @@ impl Default for EndpointConfig {
             nonce_secret: rand::random(),
             id_seed: rand::random(),
             first_call_id: 1,
+            trusted_proxies: Vec::new(),
             auth_limits: GuardLimits {
                 max_failures: 10,
                 max_users: 10,
@@ -727,7 +733,9 @@ impl Endpoint {
             self.stats.requests_dropped += 1;
             return false;
         }
-        if self.server_tx_counts.of(ip) >= self.cfg.max_transactions_per_source {
+        if self.server_tx_counts.of(ip) >= self.cfg.max_transactions_per_source
+            && !self.is_trusted_proxy(ip)
+        {
             let trunk = self
                 .tenants
                 .load()
@@ -807,7 +815,11 @@ impl Endpoint {
     /// `Require` options we do not support (RFC 3261 §8.2.2.3).
     fn unsupported_requirements(&self, req: &SipRequest) -> Option<String> {
         let required = req.header_values("Require");
-        let unsupported: Vec<String> = required.into_iter().filter(|r| !r.is_empty()).collect();
+        // Path (RFC 3327) is the one extension we support; a proxy may require it.
+        let unsupported: Vec<String> = required
+            .into_iter()
+            .filter(|r| !r.is_empty() && !r.trim().eq_ignore_ascii_case("path"))
+            .collect();
         (!unsupported.is_empty()).then(|| unsupported.join(", "))
     }
 

@@ -35,6 +35,9 @@ pub(super) struct OutCall {
     tenant: String,
     pub(super) peer: Peer,
     request_uri: String,
+    /// `Route` header lines for requests outside the dialog (INVITE, its ACK and CANCEL): the
+    /// Path of a contact registered through a proxy; empty otherwise.
+    route: String,
     local_party: String,
     remote_party: String,
     call_id: String,
@@ -78,12 +81,13 @@ impl OutCall {
             .map(|(h, v)| format!("{h}: {v}\r\n"))
             .unwrap_or_default();
         Bytes::from(format!(
-            "INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+            "INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{route}\
 From: {from};tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} INVITE\r\n\
 Contact: {contact}\r\n{auth}Allow: {allow}\r\nUser-Agent: {ua}\r\n\
 Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
             ruri = self.request_uri,
             via = self.via,
+            route = self.route,
             from = self.local_party,
             tag = self.local_tag,
             to = self.remote_party,
@@ -136,7 +140,9 @@ impl Endpoint {
             };
             let to = format!("<sip:{}@{domain}>", escape_user(extension));
             if self
-                .start_leg(now, parent, peer, &b.uri, &to, caller, &domain, None)
+                .start_leg(
+                    now, parent, peer, &b.uri, &b.path, &to, caller, &domain, None,
+                )
                 .is_some()
             {
                 started += 1;
@@ -152,6 +158,7 @@ impl Endpoint {
         parent: u64,
         peer: Peer,
         request_uri: &str,
+        route: &[String],
         to: &str,
         caller: &CallerId,
         domain: &str,
@@ -231,6 +238,7 @@ impl Endpoint {
             tenant,
             peer,
             request_uri: request_uri.to_string(),
+            route: route.iter().map(|r| format!("Route: {r}\r\n")).collect(),
             local_party,
             remote_party: to.to_string(),
             call_id,
@@ -323,8 +331,18 @@ impl Endpoint {
             .unwrap_or(&address)
             .to_string();
         usize::from(
-            self.start_leg(now, parent, peer, &ruri, &to, &shown, &host, credentials)
-                .is_some(),
+            self.start_leg(
+                now,
+                parent,
+                peer,
+                &ruri,
+                &[],
+                &to,
+                &shown,
+                &host,
+                credentials,
+            )
+            .is_some(),
         )
     }
 
@@ -411,9 +429,9 @@ impl Endpoint {
                 .map(str::to_string)
                 .unwrap_or_else(|| c.remote_party.clone());
             Bytes::from(format!(
-                "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {to}\r\n\
+                "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n{}From: {};tag={}\r\nTo: {to}\r\n\
 Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
-                c.request_uri, c.via, c.local_party, c.local_tag, c.call_id, c.cseq
+                c.request_uri, c.via, c.route, c.local_party, c.local_tag, c.call_id, c.cseq
             ))
         };
         let d = tx.on_response(resp.code, || ack_for_error, now.instant);
@@ -569,9 +587,16 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             .unwrap_or_default()
             .to_string();
         let bytes = Bytes::from(format!(
-            "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {};tag={}\r\nTo: {}\r\n\
+            "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n{}From: {};tag={}\r\nTo: {}\r\n\
 Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
-            c.request_uri, c.via, c.local_party, c.local_tag, c.remote_party, c.call_id, c.cseq
+            c.request_uri,
+            c.via,
+            c.route,
+            c.local_party,
+            c.local_tag,
+            c.remote_party,
+            c.call_id,
+            c.cseq
         ));
         let peer = c.peer;
         // Keyed apart from the INVITE's transaction, which shares the branch.

@@ -30,7 +30,9 @@ impl Endpoint {
         tenant: &Tenant,
         proxy: bool,
     ) -> AuthResult {
-        let ip = peer.addr.ip();
+        // Behind a trusted proxy, the client it relayed: one bad phone must not block the
+        // proxy (and with it every phone behind it).
+        let ip = self.client_of(&peer, req).ip();
         if self.limiter.source_blocked(ip, now.instant) {
             // A scanner: not even a challenge (it would only feed the scan).
             let _ = self.limiter.check(ip, "", now.instant);
@@ -157,20 +159,27 @@ impl Endpoint {
             return self.respond(now, &key, &req, b);
         }
         let extension = user.extension.clone();
+        let path = self.trusted_path(&peer, &req);
         let outcome = self.registrar.register_on(
             tenant.id(),
             &extension,
             &req,
             peer.addr,
             peer.conn.filter(|_| peer.transport.is_stream()),
+            path.clone(),
             now.unix,
         );
         let b = match outcome {
             RegisterOutcome::Ok(bindings) => {
-                tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %peer.addr, "registered");
+                let client = self.client_of(&peer, &req);
+                tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %client, via = %peer.addr, path = path.len(), "registered");
                 let mut b = ResponseBuilder::new(200).to_tag(&self.ids.token());
                 for (binding, remaining) in bindings {
                     b = b.header("Contact", format!("<{}>;expires={remaining}", binding.uri));
+                }
+                // RFC 3327 §5.3: the registrar returns the Path it stored.
+                for p in path {
+                    b = b.header("Path", p);
                 }
                 b
             }
