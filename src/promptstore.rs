@@ -268,6 +268,48 @@ impl PromptStore {
         Ok(())
     }
 
+    /// SHA-256 of this node's copy of a prompt (None: it has none).
+    pub fn digest(&self, tenant: &str, name: &str) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(self.path(tenant, name).ok()?).ok()?;
+        Some(Sha256::digest(&bytes).into())
+    }
+
+    /// Every prompt on this node, as (tenant, name).
+    pub fn all(&self) -> Vec<(String, String)> {
+        let Ok(tenants) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for t in tenants.flatten() {
+            let tenant = t.file_name().to_string_lossy().into_owned();
+            if let Ok(list) = self.list(&tenant) {
+                out.extend(list.into_iter().map(|p| (tenant.clone(), p.name)));
+            }
+        }
+        out
+    }
+
+    /// Removes this node's copy of a prompt deleted through another node (blob storage is
+    /// that node's business); true when there was one.
+    pub fn forget(&self, tenant: &str, name: &str) -> bool {
+        self.path(tenant, name)
+            .is_ok_and(|p| std::fs::remove_file(p).is_ok())
+    }
+
+    /// Stores a prompt's audio fetched from blob storage as this node's copy (checked to be
+    /// a WAV, written whole or not at all).
+    pub fn install(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<(), PromptStoreError> {
+        wav::decode(bytes)
+            .map_err(|e| PromptStoreError::BadAudio(format!("stored prompt is not a WAV: {e}")))?;
+        let path = self.path(tenant, name)?;
+        std::fs::create_dir_all(self.tenant_dir(tenant)?)?;
+        let tmp = path.with_extension("fetch.tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
     /// Removes a deleted tenant's prompts from this node.
     pub fn forget_tenant(&self, tenant: &str) {
         if let Ok(dir) = self.tenant_dir(tenant) {
@@ -301,19 +343,12 @@ impl PromptStore {
                 let Ok(bytes) = blobs.get_bytes(&key).await else {
                     continue;
                 };
-                if wav::decode(&bytes).is_err() {
-                    tracing::warn!(%key, "stored prompt is not a WAV; not fetched");
-                    continue;
-                }
-                if let Some(dir) = path.parent() {
-                    if std::fs::create_dir_all(dir).is_err() {
-                        continue;
+                match self.install(t, name, &bytes) {
+                    Ok(()) => {
+                        tracing::info!(tenant = %t, prompt = %name, "prompt fetched from blob storage");
+                        fetched += 1;
                     }
-                }
-                let tmp = path.with_extension("fetch.tmp");
-                if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
-                    tracing::info!(tenant = %t, prompt = %name, "prompt fetched from blob storage");
-                    fetched += 1;
+                    Err(e) => tracing::warn!(%key, error = %e, "stored prompt not fetched"),
                 }
             }
         }

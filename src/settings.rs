@@ -88,6 +88,10 @@ pub struct ClusterSettings {
     pub bindings_bucket: String,
     /// The JetStream key-value bucket holding tenant API keys (hashes and records).
     pub keys_bucket: String,
+    /// The JetStream key-value bucket holding which version of each prompt is current.
+    pub prompts_bucket: String,
+    /// The JetStream key-value bucket holding every voicemail message's metadata.
+    pub voicemail_bucket: String,
     /// Copies of the bucket the NATS cluster keeps (3 with three NATS servers).
     pub config_replicas: u32,
     /// How long an admin API write may wait for NATS (a reconnect, a leader election) before
@@ -103,6 +107,8 @@ impl Default for ClusterSettings {
             config_bucket: "switchyard_tenants".into(),
             bindings_bucket: "switchyard_bindings".into(),
             keys_bucket: "switchyard_keys".into(),
+            prompts_bucket: "switchyard_prompts".into(),
+            voicemail_bucket: "switchyard_voicemail".into(),
             config_replicas: 1,
             request_timeout_secs: 10,
         }
@@ -513,6 +519,8 @@ impl Settings {
             ("cluster.config_bucket", &c.config_bucket),
             ("cluster.bindings_bucket", &c.bindings_bucket),
             ("cluster.keys_bucket", &c.keys_bucket),
+            ("cluster.prompts_bucket", &c.prompts_bucket),
+            ("cluster.voicemail_bucket", &c.voicemail_bucket),
         ] {
             let ok = !bucket.is_empty()
                 && bucket.len() <= 64
@@ -526,11 +534,17 @@ impl Settings {
                 ));
             }
         }
-        let buckets = [&c.config_bucket, &c.bindings_bucket, &c.keys_bucket];
-        if (0..3).any(|i| buckets[i + 1..].contains(&buckets[i])) {
+        let buckets = [
+            &c.config_bucket,
+            &c.bindings_bucket,
+            &c.keys_bucket,
+            &c.prompts_bucket,
+            &c.voicemail_bucket,
+        ];
+        if (0..buckets.len()).any(|i| buckets[i + 1..].contains(&buckets[i])) {
             return Err(invalid(
                 "cluster.bindings_bucket",
-                "cluster.config_bucket, bindings_bucket and keys_bucket must differ",
+                "cluster.config_bucket, bindings_bucket, keys_bucket, prompts_bucket and voicemail_bucket must differ",
             ));
         }
         if !(1..=5).contains(&c.config_replicas) {

@@ -921,17 +921,7 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
     assert!((f - 600.0).abs() < 10.0, "downloaded message holds {f} Hz");
 
     // User 100 listens through *97: what the server sends holds the message's tone.
-    let listener = ports();
-    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &listener,
-        "mailbox_listen.xml",
-        Some(&vec![0i16; 8000 * 25]),
-        &[
-            "-s", "*97", "-key", "caller", "100", "-au", "100", "-ap", "demo100", "-d", "18000",
-        ],
-    );
+    let (ok, out, heard) = listen_through_star97(server.sip_port, p.rtp_first);
     assert!(ok, "*97: {out}\n{}", server.log_text());
     // The PIN (1234, by SIP INFO) is masked in the log; the menu choice after it is not.
     let log = server.log_text();
@@ -941,27 +931,8 @@ fn voicemail_is_heard_through_star97_and_managed_through_the_api() {
             && !digits.iter().any(|d| ["2", "3", "4"].contains(d)),
         "PIN digits in the log: {digits:?}"
     );
-    let heard: Vec<i16> = cap
-        .finish()
-        .iter()
-        .filter(|d| d.dst_port == listener.sipp_media && d.payload.len() == 172)
-        .flat_map(|d| {
-            let law = d.payload[1] & 0x7f;
-            d.payload[12..]
-                .iter()
-                .map(move |&b| if law == 0 { ulaw_to_linear(b) } else { 0 })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    // Find one second whose frequency is the message's tone.
-    let found = heard.chunks(8000).any(|w| {
-        w.len() == 8000 && w.iter().all(|s| s.unsigned_abs() < 9000) && {
-            let loud = w.iter().filter(|s| s.unsigned_abs() > 2000).count();
-            loud > 4000 && (tone_frequency(w) - 600.0).abs() < 10.0
-        }
-    });
     assert!(
-        found,
+        has_a_second_of_600hz(&heard),
         "the message's tone was not played ({} samples heard)\n{}",
         heard.len(),
         server.log_text()

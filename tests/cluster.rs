@@ -565,13 +565,58 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     }
     let nats = NatsCluster::start(nats_bin, &ports(), 1);
     let (pa, pb) = (ports(), ports());
-    let a = start_node(&nats, &pa, "node-a", None);
-    let b = start_node(&nats, &pb, "node-b", None);
+    // Blob storage shared by both nodes, as S3 or Azure would be: a folder both use.
+    let blobs = tempfile::tempdir().expect("tmp");
+    let blob_url = format!("file://{}", blobs.path().display());
+    let shared = [("SWITCHYARD_BLOB_URL", blob_url.as_str())];
+    let a = start_node_with(&nats, &pa, "node-a", None, &shared);
+    let b = start_node_with(&nats, &pb, "node-b", None, &shared);
     let http = Client::new();
     if let Err(e) = wait_converged(&http, &[a.api_port, b.api_port], Duration::from_secs(30)) {
         panic!("{e}\n{}\n{}\n{}", nats.logs(), a.log_text(), b.log_text());
     }
     number_for_101(&http, &a, &b);
+
+    // A prompt uploaded through A is served by B; deleted through A, B drops it.
+    let prompt =
+        |port: u16| format!("http://127.0.0.1:{port}/v1/tenants/demo/prompts/cluster-hello");
+    let r = http
+        .put(prompt(a.api_port))
+        .bearer_auth(ADMIN_KEY)
+        .header("Content-Type", "audio/wav")
+        .body(pcm_wav(&tone_at(440.0, 8000, 1.0), 8000))
+        .send()
+        .expect("PUT prompt");
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text());
+    let audio_on = |port: u16| {
+        http.get(prompt(port))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+            .and_then(|r| r.bytes().ok())
+    };
+    let uploaded = Instant::now();
+    wait_for("the prompt on B", Duration::from_secs(20), || {
+        audio_on(b.api_port).is_some()
+    });
+    println!(
+        "prompt uploaded through A served by B after {:?}",
+        uploaded.elapsed()
+    );
+    assert_eq!(audio_on(b.api_port), audio_on(a.api_port), "the same audio");
+    let r = http
+        .delete(prompt(a.api_port))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("DELETE prompt");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    wait_for("the prompt gone from B", Duration::from_secs(10), || {
+        http.get(prompt(b.api_port))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .is_ok_and(|r| r.status() == StatusCode::NOT_FOUND)
+    });
 
     let phone = ports();
     let registered = Instant::now();
@@ -632,6 +677,60 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         status,
         StatusCode::NOT_FOUND,
         "a call that ended is gone everywhere"
+    );
+
+    // Voicemail: a message left through A is announced to a subscription held by B, heard
+    // through *97 on B, and saved there, which A then shows.
+    short_greeting(&a);
+    wait_for("the short greeting on B", Duration::from_secs(10), || {
+        get_json(&http, b.api_port, "/v1/tenants/demo").2["mailboxes"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["greeting"] == "system/beep"))
+    });
+    let subscriber = {
+        let (sip_port, p1) = (b.sip_port, ports());
+        std::thread::spawn(move || {
+            let args = ["-m", "1", "-s", "100", "-au", "100", "-ap", "demo100"];
+            sipp_at(sip_port, &p1, "subscribe_mwi.xml", &args)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let left = Instant::now();
+    let (ok, out) = leave_600hz_message(a.sip_port, &ports());
+    assert!(ok, "deposit through A: {out}\n{}", a.log_text());
+    let (ok, out) = subscriber.join().expect("subscriber");
+    assert!(
+        ok,
+        "B's subscription must hear of A's message:\n{out}\n{}",
+        b.log_text()
+    );
+    println!(
+        "voicemail left through A announced by B {:?} after the deposit began",
+        left.elapsed()
+    );
+    let (ok, out, heard) = listen_through_star97(b.sip_port, pb.rtp_first);
+    assert!(ok, "*97 on B: {out}\n{}", b.log_text());
+    assert!(
+        has_a_second_of_600hz(&heard),
+        "B did not play A's message ({} samples heard)\n{}",
+        heard.len(),
+        b.log_text()
+    );
+    let messages = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/mailboxes/100/messages",
+        a.api_port
+    );
+    wait_for(
+        "A to show the message saved on B",
+        Duration::from_secs(10),
+        || {
+            http.get(&messages)
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .ok()
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .is_some_and(|l| l["items"][0]["folder"] == "saved")
+        },
     );
 
     // A dies; what it registered lives on in the shared table until it expires.

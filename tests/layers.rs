@@ -70,7 +70,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "call",
         ],
     ),
-    ("cluster", &["records", "localdb", "sip", "tenant"]),
+    (
+        "cluster",
+        &[
+            "records",
+            "localdb",
+            "sip",
+            "tenant",
+            "blob",
+            "promptstore",
+            "mailstore",
+        ],
+    ),
     (
         "backup",
         &["records", "localdb", "tenant", "history", "blob"],

@@ -105,6 +105,8 @@ pub struct ApiState {
     node_id: std::sync::OnceLock<String>,
     /// The cluster's tenant API keys, when this node is one of several.
     shared_keys: std::sync::OnceLock<crate::cluster::keys::SharedKeys>,
+    /// The cluster's prompt versions, when this node is one of several.
+    shared_prompts: std::sync::OnceLock<crate::cluster::prompts::SharedPrompts>,
 }
 
 /// Who may read `/metrics` without a key (`api.metrics`).
@@ -152,7 +154,18 @@ impl ApiState {
             call_bus: std::sync::OnceLock::new(),
             node_id: std::sync::OnceLock::new(),
             shared_keys: std::sync::OnceLock::new(),
+            shared_prompts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on prompt uploads and deletions are announced to the cluster's other nodes.
+    pub fn share_prompts(&self, shared: crate::cluster::prompts::SharedPrompts) {
+        let _ = self.shared_prompts.set(shared);
+    }
+
+    /// The cluster's prompt versions, in a cluster.
+    pub fn shared_prompts(&self) -> Option<&crate::cluster::prompts::SharedPrompts> {
+        self.shared_prompts.get()
     }
 
     /// From now on tenant keys are made and revoked through the cluster's key bucket.

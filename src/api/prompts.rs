@@ -169,6 +169,10 @@ pub(super) async fn put_prompt(
             Problem::new(StatusCode::BAD_REQUEST, "invalid-body", e.body_text())
         }
     })?;
+    // In a cluster an upload that the other nodes would not hear of is refused up front.
+    if let Some(shared) = st.shared_prompts() {
+        shared.check_available().await?;
+    }
     // Decoding and resampling a long file is CPU work: off the async threads.
     let wav = tokio::task::spawn_blocking(move || convert(&body, format))
         .await
@@ -186,6 +190,9 @@ pub(super) async fn put_prompt(
         .put(&tenant, &name, &wav)
         .map_err(problem)?;
     tracing::info!(%tenant, prompt = %name, duration_ms = info.duration_ms, replaced, "prompt uploaded");
+    if let Some(shared) = st.shared_prompts() {
+        shared.uploaded(&tenant, &name).await?;
+    }
     let status = if replaced {
         StatusCode::OK
     } else {
@@ -243,10 +250,16 @@ pub(super) async fn delete_prompt(
             .collect();
         return Err(p);
     }
+    if let Some(shared) = st.shared_prompts() {
+        shared.check_available().await?;
+    }
     st.services
         .prompts
         .delete(&tenant, &name)
         .map_err(problem)?;
     tracing::info!(%tenant, prompt = %name, "prompt deleted");
+    if let Some(shared) = st.shared_prompts() {
+        shared.deleted(&tenant, &name).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,11 +15,10 @@
 //! channel to a task here, which keeps the latest unpublished list per user and retries while
 //! NATS is away (bounded by the number of users this node registers).
 
-use super::nats::{BucketSpec, Nats};
+use super::nats::{keep_watching, publish_latest, BucketSpec, KeyChange, Nats};
 use crate::sip::registrar::{split_key, Binding, BindingsChanged};
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -39,7 +38,8 @@ pub struct RemoteBindings {
 /// Publishes this node's bindings and watches the other nodes'.
 #[derive(Clone)]
 pub struct SharedBindings {
-    changes: mpsc::UnboundedSender<BindingsChanged>,
+    changes: mpsc::UnboundedSender<KeyChange>,
+    node: String,
 }
 
 /// Where the bindings bucket is and who this node is.
@@ -70,19 +70,46 @@ impl SharedBindings {
             max_age: settings.max_expires + Duration::from_secs(300),
             max_value_size: 64 * 1024,
         };
-        tokio::spawn(publish_loop(
+        tokio::spawn(publish_latest(
             nats.clone(),
             spec.clone(),
-            settings.node_id.clone(),
             rx,
+            "registrations",
         ));
-        tokio::spawn(watch_loop(nats, spec, settings.node_id, remote_tx));
-        (SharedBindings { changes }, remote_rx)
+        let node = settings.node_id.clone();
+        tokio::spawn(keep_watching(
+            nats.clone(),
+            "registrations",
+            move |connections| {
+                let (nats, spec, node, remote) =
+                    (nats.clone(), spec.clone(), node.clone(), remote_tx.clone());
+                async move { watch_once(&nats, &spec, &node, &remote, connections).await }
+            },
+        ));
+        (
+            SharedBindings {
+                changes,
+                node: settings.node_id,
+            },
+            remote_rx,
+        )
     }
 
     /// Queues a change of this node's bindings for the bucket (never waits).
     pub fn publish(&self, change: BindingsChanged) {
-        if self.changes.send(change).is_err() {
+        let Some((tenant, user)) = split_key(&change.key) else {
+            return;
+        };
+        let key = bucket_key(tenant, user, &self.node);
+        let value = if change.bindings.is_empty() {
+            None
+        } else {
+            match serde_json::to_vec(&change.bindings) {
+                Ok(json) => Some(json),
+                Err(_) => return,
+            }
+        };
+        if self.changes.send((key, value)).is_err() {
             tracing::error!("registration publisher gone: a change was not shared");
         }
     }
@@ -110,97 +137,12 @@ fn parse_key(key: &str) -> Option<(String, String, String)> {
     Some((tenant.to_string(), text(user)?, text(node)?))
 }
 
-async fn publish_loop(
-    nats: Nats,
-    spec: BucketSpec,
-    node: String,
-    mut rx: mpsc::UnboundedReceiver<BindingsChanged>,
-) {
-    let mut pending: BTreeMap<String, Vec<Binding>> = BTreeMap::new();
-    let mut bucket: Option<kv::Store> = None;
-    loop {
-        if pending.is_empty() {
-            match rx.recv().await {
-                Some(c) => {
-                    pending.insert(c.key, c.bindings);
-                }
-                None => return,
-            }
-        }
-        while let Ok(c) = rx.try_recv() {
-            pending.insert(c.key, c.bindings);
-        }
-        if bucket.is_none() && nats.connected() {
-            match nats.bucket(&spec).await {
-                Ok(kv) => bucket = Some(kv),
-                Err(e) => tracing::warn!(error = %e, "registrations bucket unavailable"),
-            }
-        }
-        let Some(kv) = bucket.as_ref().filter(|_| nats.connected()) else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        let keys: Vec<String> = pending.keys().cloned().collect();
-        for k in keys {
-            let Some((tenant, user)) = split_key(&k) else {
-                pending.remove(&k);
-                continue;
-            };
-            let key = bucket_key(tenant, user, &node);
-            let list = pending.get(&k).cloned().unwrap_or_default();
-            let result = if list.is_empty() {
-                kv.delete(&key).await.map_err(|e| e.to_string())
-            } else {
-                match serde_json::to_vec(&list) {
-                    Ok(json) => kv
-                        .put(&key, json.into())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            };
-            match result {
-                Ok(()) => {
-                    pending.remove(&k);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, waiting = pending.len(), "registration not shared yet; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-async fn watch_loop(
-    nats: Nats,
-    spec: BucketSpec,
-    node: String,
-    remote: mpsc::Sender<RemoteBindings>,
-) {
-    let mut connections = nats.connections.clone();
-    loop {
-        connections.borrow_and_update();
-        if nats.connected() {
-            if let Err(e) = watch_once(&nats, &spec, &node, &remote, &mut connections).await {
-                tracing::warn!(error = %e, "registrations watch stopped; starting it again");
-            }
-            if remote.is_closed() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn watch_once(
     nats: &Nats,
     spec: &BucketSpec,
     node: &str,
     remote: &mpsc::Sender<RemoteBindings>,
-    connections: &mut tokio::sync::watch::Receiver<u64>,
+    mut connections: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), String> {
     let kv = nats.bucket(spec).await?;
     // The latest value of every key, then each change.

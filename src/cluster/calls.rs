@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 
 /// Header naming the node that asks, so it does not answer itself.
 const NODE_HEADER: &str = "Switchyard-Node";
-/// Longest a request waits for the first answer.
-const FIRST_ANSWER: Duration = Duration::from_secs(1);
+/// Longest a listing waits for the first answer (a node alone in its cluster waits this long:
+/// nodes do not announce themselves yet, so nobody knows how many answers to expect).
+const FIRST_LISTING: Duration = Duration::from_millis(300);
+/// Longest an action on one call waits for the node that holds it.
+const FIRST_ACTION: Duration = Duration::from_secs(1);
 /// After an answer, how long a listing waits for more.
 const QUIET: Duration = Duration::from_millis(150);
 /// Largest request a node takes.
@@ -67,7 +70,12 @@ impl CallBus {
         {
             return Vec::new();
         }
-        let deadline = Instant::now() + FIRST_ANSWER;
+        let deadline = Instant::now()
+            + if first_only {
+                FIRST_ACTION
+            } else {
+                FIRST_LISTING
+            };
         let mut out = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -10,7 +10,7 @@
 //! The records' shape belongs to the admin API: this module moves opaque JSON and asks a
 //! [`KeyMirror`] to apply it.
 
-use super::nats::{BucketSpec, Nats};
+use super::nats::{keep_watching, BucketSpec, Nats};
 use super::WriteError;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -56,7 +56,15 @@ impl SharedKeys {
             mirror,
             timeout,
         };
-        tokio::spawn(shared.clone().mirror_loop());
+        let watcher = shared.clone();
+        tokio::spawn(keep_watching(
+            shared.nats.clone(),
+            "API keys",
+            move |connections| {
+                let watcher = watcher.clone();
+                async move { watcher.mirror_once(connections).await }
+            },
+        ));
         shared
     }
 
@@ -85,33 +93,14 @@ impl SharedKeys {
     }
 
     async fn bucket(&self) -> Result<kv::Store, WriteError> {
-        if !self.nats.connected() {
-            return Err(WriteError::Unavailable("NATS is not reachable".into()));
-        }
-        tokio::time::timeout(self.timeout, self.nats.bucket(&self.spec))
-            .await
-            .map_err(|_| WriteError::Unavailable("the key bucket did not answer in time".into()))?
-            .map_err(WriteError::Unavailable)
-    }
-
-    async fn mirror_loop(self) {
-        let mut connections = self.nats.connections.clone();
-        loop {
-            connections.borrow_and_update();
-            if self.nats.connected() {
-                if let Err(e) = self.mirror_once(&mut connections).await {
-                    tracing::warn!(error = %e, "API key mirror stopped; starting it again");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        self.nats.writable_bucket(&self.spec, self.timeout).await
     }
 
     /// Pushes keys the bucket never had (made before the node joined), drops keys the bucket
     /// revoked, then follows every change.
     async fn mirror_once(
         &self,
-        connections: &mut tokio::sync::watch::Receiver<u64>,
+        mut connections: tokio::sync::watch::Receiver<u64>,
     ) -> Result<(), String> {
         let kv = self.nats.bucket(&self.spec).await?;
         for (hash, record) in self.mirror.local_keys() {

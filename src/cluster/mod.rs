@@ -11,13 +11,18 @@
 //! on a single node, the bucket in a cluster.
 //!
 //! Registrations are shared the same way ([`bindings`]): each node publishes the bindings it
-//! takes to a second bucket and merges the other nodes' into its registrar's lookups.
+//! takes to a second bucket and merges the other nodes' into its registrar's lookups. Tenant
+//! API keys ([`keys`]), prompt versions ([`prompts`]) and voicemail ([`voicemail`]) have
+//! buckets of their own, and live
+//! calls are asked about over NATS request/reply ([`calls`]).
 
 pub mod bindings;
 pub mod calls;
 pub mod config;
 pub mod keys;
 pub mod nats;
+pub mod prompts;
+pub mod voicemail;
 
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
 use std::sync::Arc;

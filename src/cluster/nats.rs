@@ -70,6 +70,23 @@ impl Nats {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// [`Self::bucket`] for a write an admin waits on: 503 material at once without NATS,
+    /// and within `timeout` otherwise.
+    pub async fn writable_bucket(
+        &self,
+        spec: &BucketSpec,
+        timeout: Duration,
+    ) -> Result<kv::Store, super::WriteError> {
+        use super::WriteError::Unavailable;
+        if !self.connected() {
+            return Err(Unavailable("NATS is not reachable".into()));
+        }
+        tokio::time::timeout(timeout, self.bucket(spec))
+            .await
+            .map_err(|_| Unavailable(format!("bucket {} did not answer in time", spec.name)))?
+            .map_err(Unavailable)
+    }
+
     /// Opens key-value bucket `name`, creating it when missing. The stream is made here
     /// rather than with `create_key_value`, which first reads the account's limits in a shape
     /// NATS 2.9 (Debian's) does not send; the settings are the ones NATS clients give a bucket.
@@ -123,4 +140,84 @@ pub struct BucketSpec {
     pub max_age: Duration,
     /// Largest value.
     pub max_value_size: i32,
+}
+
+/// A keyed change for [`publish_latest`]: the bucket key and its new value (`None`: delete).
+pub type KeyChange = (String, Option<Vec<u8>>);
+
+/// Publishes keyed changes to a bucket in the order they come, keeping only the latest
+/// unpublished value of each key while NATS is away (so what waits is bounded by the number
+/// of keys this node writes, not by how often they change). `what` names them in the log.
+pub async fn publish_latest(
+    nats: Nats,
+    spec: BucketSpec,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<KeyChange>,
+    what: &'static str,
+) {
+    let mut pending: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+    let mut bucket: Option<kv::Store> = None;
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some((key, value)) => {
+                    pending.insert(key, value);
+                }
+                None => return,
+            }
+        }
+        while let Ok((key, value)) = rx.try_recv() {
+            pending.insert(key, value);
+        }
+        if bucket.is_none() && nats.connected() {
+            match nats.bucket(&spec).await {
+                Ok(kv) => bucket = Some(kv),
+                Err(e) => tracing::warn!(error = %e, what, "bucket unavailable"),
+            }
+        }
+        let Some(kv) = bucket.as_ref().filter(|_| nats.connected()) else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let keys: Vec<String> = pending.keys().cloned().collect();
+        for key in keys {
+            let result = match pending.get(&key).cloned().flatten() {
+                None => kv.delete(&key).await.map_err(|e| e.to_string()),
+                Some(value) => kv
+                    .put(&key, value.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    pending.remove(&key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, what, waiting = pending.len(), "change not shared yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `once` (a watch of a bucket) whenever NATS is connected, and again whenever it
+/// returns: on an error, on a new connection, when the node's watches are restarted. `once`
+/// gets the connection counter to select on. `what` names the watch in the log.
+pub async fn keep_watching<F, Fut>(nats: Nats, what: &'static str, mut once: F)
+where
+    F: FnMut(tokio::sync::watch::Receiver<u64>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut connections = nats.connections.clone();
+    loop {
+        connections.borrow_and_update();
+        if nats.connected() {
+            if let Err(e) = once(connections.clone()).await {
+                tracing::warn!(error = %e, what, "watch stopped; starting it again");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

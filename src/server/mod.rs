@@ -22,6 +22,7 @@ use crate::cluster::bindings::BindingsSettings;
 use crate::cluster::calls::CallBus;
 use crate::cluster::config::ReplicaSettings;
 use crate::cluster::keys::SharedKeys;
+use crate::cluster::prompts::SharedPrompts;
 use crate::cluster::{Basis, ConfigReplica, Nats, RemoteBindings, SharedBindings, TenantWriter};
 use crate::history::{HistoryError, HistoryStore};
 use crate::localdb::{LocalDb, LocalDbError};
@@ -548,6 +549,21 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 store.clone(),
             );
             let bus = CallBus::new(n.clone(), &settings.cluster.config_bucket, &node_id);
+            crate::cluster::voicemail::share(
+                n.clone(),
+                &settings.cluster.voicemail_bucket,
+                settings.cluster.config_replicas as usize,
+                services.mail.clone(),
+                stores.blobs.clone(),
+            );
+            api_state.share_prompts(SharedPrompts::start(
+                n.clone(),
+                &settings.cluster.prompts_bucket,
+                settings.cluster.config_replicas as usize,
+                Duration::from_secs(settings.cluster.request_timeout_secs),
+                services.prompts.clone(),
+                stores.blobs.clone(),
+            ));
             api_state.share_keys(SharedKeys::start(
                 n.clone(),
                 &settings.cluster.keys_bucket,

@@ -764,3 +764,43 @@ pub fn stop_gently(child: &mut Child, within: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// User 100 calls *97 on the server at `sip_port` (PIN by SIP INFO, listens, saves) from
+/// ports of its own; returns SIPp's verdict and output, and the PCMU audio the server sent
+/// it (captured on the server's RTP range from `rtp_first`).
+pub fn listen_through_star97(sip_port: u16, rtp_first: u16) -> (bool, String, Vec<i16>) {
+    let listener = ports();
+    let cap = Capture::start(rtp_first, rtp_first + 19);
+    let (ok, out) = sipp_with_audio_at(
+        sip_port,
+        &listener,
+        "mailbox_listen.xml",
+        Some(&vec![0i16; 8000 * 25]),
+        &[
+            "-s", "*97", "-key", "caller", "100", "-au", "100", "-ap", "demo100", "-d", "18000",
+        ],
+    );
+    let heard: Vec<i16> = cap
+        .finish()
+        .iter()
+        .filter(|d| d.dst_port == listener.sipp_media && d.payload.len() == 172)
+        .flat_map(|d| {
+            let law = d.payload[1] & 0x7f;
+            d.payload[12..]
+                .iter()
+                .map(move |&b| if law == 0 { ulaw_to_linear(b) } else { 0 })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (ok, out, heard)
+}
+
+/// Whether some second of `heard` is the 600 Hz tone [`leave_600hz_message`] leaves.
+pub fn has_a_second_of_600hz(heard: &[i16]) -> bool {
+    heard.chunks(8000).any(|w| {
+        w.len() == 8000 && w.iter().all(|s| s.unsigned_abs() < 9000) && {
+            let loud = w.iter().filter(|s| s.unsigned_abs() > 2000).count();
+            loud > 4000 && (tone_frequency(w) - 600.0).abs() < 10.0
+        }
+    })
+}

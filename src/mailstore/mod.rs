@@ -53,6 +53,9 @@ pub enum MailStoreError {
 
 pub use crate::records::voicemail::{Folder, Message, MIN_MESSAGE_MS, UNKNOWN_CALLER};
 
+mod replica;
+pub use replica::{MailChange, ReplicationHook};
+
 /// Counts for message waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
@@ -70,6 +73,9 @@ pub struct MailStore {
     index: Arc<RwLock<Index>>,
     spool: Option<Spool>,
     changed: Changed,
+    /// Who hears of changes made on this node, for a cluster's other nodes (set once, late:
+    /// shared by every handle, the writer thread's included).
+    replicate: replica::Replicate,
     writer: Option<Arc<Writer>>,
     /// Fault injection for tests: every write first waits this long (a slow disk).
     write_delay: Duration,
@@ -287,6 +293,7 @@ impl MailStore {
             index,
             spool: None,
             changed: Changed::default(),
+            replicate: replica::Replicate::default(),
             writer: None,
             write_delay,
         }
@@ -660,6 +667,10 @@ impl MailStore {
         write_json(&dir.join(format!("{}.json", msg.id)), msg)?;
         self.index_put(tenant, msg);
         self.mirror(tenant, msg);
+        self.replicate(MailChange::Stored {
+            tenant: tenant.to_string(),
+            message: msg.clone(),
+        });
         if let Some(sp) = &self.spool {
             sp.upload(
                 voicemail_key(tenant, &msg.mailbox, &msg.id),
@@ -770,6 +781,10 @@ impl MailStore {
             write_json(&path, &m)?;
             self.index_put(tenant, &m);
             self.mirror(tenant, &m);
+            self.replicate(MailChange::Stored {
+                tenant: tenant.to_string(),
+                message: m.clone(),
+            });
             self.changed.tell(tenant, mailbox);
         }
         Ok(m)
@@ -813,6 +828,11 @@ impl MailStore {
                 key: voicemail_key(tenant, mailbox, id),
             });
         }
+        self.replicate(MailChange::Deleted {
+            tenant: tenant.to_string(),
+            mailbox: mailbox.to_string(),
+            id: id.to_string(),
+        });
         self.changed.tell(tenant, mailbox);
         Ok(())
     }
@@ -873,7 +893,7 @@ mod tests {
     use super::*;
 
     /// A new message from 101 to mailbox 100, left at unix 1000 by call 7.
-    fn message(id: &str) -> Message {
+    pub(super) fn message(id: &str) -> Message {
         Message {
             id: id.into(),
             mailbox: "100".into(),
