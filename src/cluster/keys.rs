@@ -10,7 +10,7 @@
 //! The records' shape belongs to the admin API: this module moves opaque JSON and asks a
 //! [`KeyMirror`] to apply it.
 
-use super::nats::{keep_watching, BucketSpec, Nats};
+use super::nats::{confirmed, keep_watching, BucketSpec, Nats};
 use super::WriteError;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -71,10 +71,7 @@ impl SharedKeys {
     /// Publishes a new key's record; the node takes it at once.
     pub async fn create(&self, hash_hex: &str, record: Vec<u8>) -> Result<(), WriteError> {
         let kv = self.bucket().await?;
-        tokio::time::timeout(self.timeout, kv.create(hash_hex, record.clone().into()))
-            .await
-            .map_err(|_| WriteError::Unavailable("NATS did not confirm the key in time".into()))?
-            .map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        confirmed(self.timeout, kv.create(hash_hex, record.clone().into())).await?;
         self.mirror.apply(hash_hex, Some(&record));
         Ok(())
     }
@@ -82,12 +79,7 @@ impl SharedKeys {
     /// Revokes a key on every node; this one at once.
     pub async fn revoke(&self, hash_hex: &str) -> Result<(), WriteError> {
         let kv = self.bucket().await?;
-        tokio::time::timeout(self.timeout, kv.delete(hash_hex))
-            .await
-            .map_err(|_| {
-                WriteError::Unavailable("NATS did not confirm the revocation in time".into())
-            })?
-            .map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        confirmed(self.timeout, kv.delete(hash_hex)).await?;
         self.mirror.apply(hash_hex, None);
         Ok(())
     }

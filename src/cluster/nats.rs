@@ -142,6 +142,19 @@ pub struct BucketSpec {
     pub max_value_size: i32,
 }
 
+/// Waits up to `timeout` for NATS to confirm `request`: an admin's write answers 503 material
+/// (`Unavailable`) on a timeout or a refusal, never hangs.
+pub async fn confirmed<T, E: std::fmt::Display>(
+    timeout: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, super::WriteError> {
+    use super::WriteError::Unavailable;
+    tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| Unavailable("NATS did not confirm in time".into()))?
+        .map_err(|e| Unavailable(e.to_string()))
+}
+
 /// A keyed change for [`publish_latest`]: the bucket key and its new value (`None`: delete).
 pub type KeyChange = (String, Option<Vec<u8>>);
 

@@ -12,7 +12,7 @@
 //!
 //! Without NATS, uploads and deletions answer 503: a change on one node only would diverge.
 
-use super::nats::{keep_watching, BucketSpec, Nats};
+use super::nats::{confirmed, keep_watching, BucketSpec, Nats};
 use super::WriteError;
 use crate::blob::{prompt_key, BlobStore};
 use crate::promptstore::{valid_name, PromptStore};
@@ -92,20 +92,14 @@ impl SharedPrompts {
         })
         .map_err(|e| WriteError::Unavailable(e.to_string()))?;
         let kv = self.bucket().await?;
-        tokio::time::timeout(self.timeout, kv.put(bucket_key(tenant, name), value.into()))
-            .await
-            .map_err(|_| WriteError::Unavailable("NATS did not confirm in time".into()))?
-            .map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        confirmed(self.timeout, kv.put(bucket_key(tenant, name), value.into())).await?;
         Ok(())
     }
 
     /// Tells the other nodes that `tenant`'s prompt `name` is gone.
     pub async fn deleted(&self, tenant: &str, name: &str) -> Result<(), WriteError> {
         let kv = self.bucket().await?;
-        tokio::time::timeout(self.timeout, kv.delete(bucket_key(tenant, name)))
-            .await
-            .map_err(|_| WriteError::Unavailable("NATS did not confirm in time".into()))?
-            .map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        confirmed(self.timeout, kv.delete(bucket_key(tenant, name))).await?;
         Ok(())
     }
 
