@@ -211,6 +211,96 @@ fn call_number(node: &Server, ports: &Ports) -> (bool, String) {
     )
 }
 
+/// The stores a cluster's nodes share, as in production: a PostgreSQL database of the test's
+/// own for history and an S3 bucket of its own (moto) for audio. Needs the services
+/// `integration/services/start.sh` describes; without them the test says so (a failure under
+/// `SWITCHYARD_REQUIRE_PEERS`) and returns None.
+struct SharedStores {
+    postgres_base: String,
+    database: String,
+    vars: Vec<(String, String)>,
+}
+
+impl SharedStores {
+    fn create(tag: &str) -> Option<SharedStores> {
+        let (Ok(pg), Ok(s3)) = (
+            std::env::var("SWITCHYARD_TEST_POSTGRES_URL"),
+            std::env::var("SWITCHYARD_TEST_S3_ENDPOINT"),
+        ) else {
+            switchyard::test_support::peer_missing(
+                "PostgreSQL and an S3 server (SWITCHYARD_TEST_POSTGRES_URL, \
+                 SWITCHYARD_TEST_S3_ENDPOINT: integration/services/start.sh)",
+            );
+            return None;
+        };
+        let database = format!("sy_cluster_{tag}");
+        let out = Command::new("psql")
+            .args([pg.as_str(), "-qAtc", &format!("CREATE DATABASE {database}")])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "CREATE DATABASE: {out:?}");
+        let url = match pg.rfind('/') {
+            Some(i) if i > "postgres://".len() => format!("{}/{database}", &pg[..i]),
+            _ => format!("{pg}/{database}"),
+        };
+        let bucket = format!("sy-cluster-{}", tag.replace('_', "-"));
+        let r = Client::new()
+            .put(format!("{s3}/{bucket}"))
+            .send()
+            .expect("create S3 bucket");
+        assert!(r.status().is_success(), "S3 bucket: {:?}", r.text());
+        let vars = [
+            ("SWITCHYARD_HISTORY_URL", url),
+            ("SWITCHYARD_BLOB_URL", format!("s3://{bucket}")),
+            ("SWITCHYARD_BLOB_ENDPOINT", s3),
+            ("SWITCHYARD_BLOB_REGION", "us-east-1".into()),
+            ("SWITCHYARD_BLOB_ACCESS_KEY_ID", "test".into()),
+            ("SWITCHYARD_BLOB_SECRET_ACCESS_KEY", "test".into()),
+            ("SWITCHYARD_BLOB_ALLOW_HTTP", "true".into()),
+        ];
+        Some(SharedStores {
+            postgres_base: pg,
+            database,
+            vars: vars.map(|(k, v)| (k.to_string(), v)).to_vec(),
+        })
+    }
+
+    fn vars(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// One value from the shared history database.
+    fn query(&self, sql: &str) -> String {
+        let url = self
+            .vars
+            .iter()
+            .find(|(k, _)| k == "SWITCHYARD_HISTORY_URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let out = Command::new("psql")
+            .args([url.as_str(), "-qAtc", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for SharedStores {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                self.postgres_base.as_str(),
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+            ])
+            .output();
+    }
+}
+
 /// A Switchyard node (`--demo`) of the cluster using `nats`.
 fn start_node(nats: &NatsCluster, p: &Ports, node: &str, dir: Option<tempfile::TempDir>) -> Server {
     start_node_with(nats, p, node, dir, &[])
@@ -565,12 +655,12 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     }
     let nats = NatsCluster::start(nats_bin, &ports(), 1);
     let (pa, pb) = (ports(), ports());
-    // Blob storage shared by both nodes, as S3 or Azure would be: a folder both use.
-    let blobs = tempfile::tempdir().expect("tmp");
-    let blob_url = format!("file://{}", blobs.path().display());
-    let shared = [("SWITCHYARD_BLOB_URL", blob_url.as_str())];
-    let a = start_node_with(&nats, &pa, "node-a", None, &shared);
-    let b = start_node_with(&nats, &pb, "node-b", None, &shared);
+    // History in one PostgreSQL database, audio in one S3 bucket: what both nodes share.
+    let Some(stores) = SharedStores::create(&format!("{}_{}", std::process::id(), pa.sip)) else {
+        return;
+    };
+    let a = start_node_with(&nats, &pa, "node-a", None, &stores.vars());
+    let b = start_node_with(&nats, &pb, "node-b", None, &stores.vars());
     let http = Client::new();
     if let Err(e) = wait_converged(&http, &[a.api_port, b.api_port], Duration::from_secs(30)) {
         panic!("{e}\n{}\n{}\n{}", nats.logs(), a.log_text(), b.log_text());
@@ -635,7 +725,9 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
 
     call_hears_echo("phone registered through A", &b, &pb, &phone);
 
-    // B's admin API lists a call running on A, naming A, and hangs it up.
+    // B's admin API lists a call running on A, naming A, and hangs it up. Meanwhile the
+    // tenant may have one call at a time across the cluster.
+    set_call_limit(&http, &a, &b, 1);
     let sip_a = a.sip_port;
     let caller = ports();
     let began = Instant::now();
@@ -659,6 +751,13 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         }
     });
     assert_eq!(listed["node"], "node-a", "{listed}");
+    // The tenant's one allowed call is the one on A: a call arriving at B is refused.
+    let refused = invite_status(b.sip_port, "+15550100");
+    assert!(
+        refused.starts_with("SIP/2.0 503") && refused.contains("tenant call limit"),
+        "B must count A's call against the tenant's limit of 1: {refused}\n{}",
+        b.log_text()
+    );
     let id = listed["id"].as_u64().expect("call id");
     let status = hang_up(&http, b.api_port, id);
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -678,6 +777,24 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         StatusCode::NOT_FOUND,
         "a call that ended is gone everywhere"
     );
+    // A's call ended: B takes the tenant's call again (once A's next heartbeat says so).
+    let freed = Instant::now();
+    let mut last = String::new();
+    wait_for("B to admit a call again", Duration::from_secs(10), || {
+        let (ok, out) = sipp(
+            &b,
+            &ports(),
+            "invite_trunk.xml",
+            &["-m", "1", "-s", "+15550100", "-d", "200"],
+        );
+        last = out;
+        ok
+    });
+    println!(
+        "a call ended on A freed the tenant's limit on B within {:?}",
+        freed.elapsed()
+    );
+    set_call_limit(&http, &a, &b, 50);
 
     // Voicemail: a message left through A is announced to a subscription held by B, heard
     // through *97 on B, and saved there, which A then shows.
@@ -736,6 +853,52 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     // A dies; what it registered lives on in the shared table until it expires.
     let _ = a.kill_keeping_data();
     call_hears_echo("after A was killed", &b, &pb, &phone);
+
+    // Both nodes' call records are in the one database, each once: A's long call (and the
+    // deposit) and B's calls.
+    let recorded = |sql: &str| stores.query(sql).parse::<i64>().unwrap_or(-1);
+    wait_for(
+        "B's calls recorded in PostgreSQL",
+        Duration::from_secs(20),
+        || {
+            recorded("SELECT COUNT(*) FROM call_records WHERE tenant = 'demo' AND to_number = '+15550101'") >= 2
+        },
+    );
+    let (rows, distinct) = (
+        recorded("SELECT COUNT(*) FROM call_records"),
+        recorded("SELECT COUNT(DISTINCT call_id) FROM call_records"),
+    );
+    assert_eq!(rows, distinct, "a call recorded twice");
+    assert!(
+        recorded("SELECT COUNT(*) FROM call_records WHERE to_number = '+15550100'") >= 2,
+        "A's long call and B's call after it, both in the shared history"
+    );
+    println!("{rows} call records from both nodes in PostgreSQL, each once");
+}
+
+/// Sets the demo tenant's `max_concurrent_calls` through `a` and waits until `b` has it.
+fn set_call_limit(http: &Client, a: &Server, b: &Server, calls: u32) {
+    let (tag, mut doc) = demo(http, a.api_port);
+    doc["limits"]["max_concurrent_calls"] = serde_json::json!(calls);
+    let (status, body) = put_demo(http, a.api_port, &tag, &doc);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for("the call limit on B", Duration::from_secs(10), || {
+        get_json(http, b.api_port, "/v1/tenants/demo").2["limits"]["max_concurrent_calls"]
+            == serde_json::json!(calls)
+    });
+}
+
+/// The final answer to a trunk INVITE (no SDP) for `number` at `sip_port` (from 127.0.0.1).
+fn invite_status(sip_port: u16, number: &str) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = sock.local_addr().expect("addr").port();
+    let invite = format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKlim{me}\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=lim\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: limit-{me}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    udp_exchange(&sock, sip_port, &invite, Duration::from_millis(1000))
+        .into_iter()
+        .find(|r| !r.starts_with("SIP/2.0 1"))
+        .unwrap_or_default()
 }
 
 /// A carrier's call at `node` to +15550101 (user 101) rings the SIPp phone at `phone` (which

@@ -11,14 +11,15 @@
 //! would (tenant of the call, sizes), and never answers its own requests.
 
 use super::nats::Nats;
+use super::presence::Presence;
 use futures_util::StreamExt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Header naming the node that asks, so it does not answer itself.
 const NODE_HEADER: &str = "Switchyard-Node";
-/// Longest a listing waits for the first answer (a node alone in its cluster waits this long:
-/// nodes do not announce themselves yet, so nobody knows how many answers to expect).
+/// Longest a listing waits for the nodes it expects (those whose heartbeats it hears, see
+/// [`Presence`]); without heartbeats, for the first answer.
 const FIRST_LISTING: Duration = Duration::from_millis(300);
 /// Longest an action on one call waits for the node that holds it.
 const FIRST_ACTION: Duration = Duration::from_secs(1);
@@ -33,6 +34,7 @@ pub struct CallBus {
     nats: Nats,
     subject: String,
     node: String,
+    presence: Option<Presence>,
 }
 
 impl CallBus {
@@ -42,7 +44,15 @@ impl CallBus {
             nats,
             subject: format!("switchyard.calls.{namespace}"),
             node: node.to_string(),
+            presence: None,
         }
+    }
+
+    /// Listings wait for the nodes `presence` knows to be alive, and no longer (a node
+    /// alone answers at once).
+    pub fn with_presence(mut self, presence: Option<Presence>) -> CallBus {
+        self.presence = presence;
+        self
     }
 
     /// This node's name.
@@ -56,6 +66,11 @@ impl CallBus {
         if !self.nats.connected() {
             return Vec::new();
         }
+        let alive = self.presence.as_ref().map(Presence::alive_peers);
+        if alive == Some(0) {
+            return Vec::new();
+        }
+        let expected = if first_only { None } else { alive };
         let client = &self.nats.client;
         let inbox = client.new_inbox();
         let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
@@ -79,7 +94,8 @@ impl CallBus {
         let mut out = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let wait = if out.is_empty() {
+            // Expecting a known number of answers, wait for them all (within the deadline).
+            let wait = if out.is_empty() || expected.is_some() {
                 left
             } else {
                 QUIET.min(left)
@@ -87,7 +103,7 @@ impl CallBus {
             match tokio::time::timeout(wait, answers.next()).await {
                 Ok(Some(m)) => {
                     out.push(m.payload);
-                    if first_only {
+                    if first_only || expected.is_some_and(|n| out.len() >= n) {
                         break;
                     }
                 }

@@ -14,13 +14,16 @@
 //! takes to a second bucket and merges the other nodes' into its registrar's lookups. Tenant
 //! API keys ([`keys`]), prompt versions ([`prompts`]) and voicemail ([`voicemail`]) have
 //! buckets of their own, and live
-//! calls are asked about over NATS request/reply ([`calls`]).
+//! calls are asked about over NATS request/reply ([`calls`]). Every node tells the others
+//! once a second that it is alive and how many calls each tenant has on it ([`presence`]):
+//! tenant call limits hold across the cluster, and listings know how many answers to expect.
 
 pub mod bindings;
 pub mod calls;
 pub mod config;
 pub mod keys;
 pub mod nats;
+pub mod presence;
 pub mod prompts;
 pub mod voicemail;
 

@@ -546,7 +546,26 @@ impl HistoryStore {
                 .execute(&self.pool)
                 .await?;
         }
-        let current = self.stored_version().await?;
+        // One transaction for the whole migration. On PostgreSQL it first takes a lock every
+        // node asks for: nodes of a cluster starting together on one database migrate once,
+        // the others wait and find the schema done (DDL is transactional there).
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7936512417)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS switchyard_schema (version BIGINT PRIMARY KEY, applied_unix BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let current: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM switchyard_schema",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
         let known = schema_version();
         if current > known {
             return Err(HistoryError::NewerSchema {
@@ -554,8 +573,8 @@ impl HistoryStore {
                 known,
             });
         }
+        let mut applied = Vec::new();
         for (version, statements) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            let mut tx = self.pool.begin().await?;
             for s in statements.iter() {
                 sqlx::query(*s).execute(&mut *tx).await?;
             }
@@ -564,7 +583,10 @@ impl HistoryStore {
                 .bind(unix_now() as i64)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            applied.push(*version);
+        }
+        tx.commit().await?;
+        for version in applied {
             tracing::info!(version, url = %self.url_for_logs, "history schema migrated");
         }
         Ok(())

@@ -349,3 +349,35 @@ pub(crate) async fn fresh_postgres(base: &str) -> (String, impl std::future::Fut
         .await;
     })
 }
+
+/// Nodes of a cluster starting together on one fresh database: every one comes up, and the
+/// schema is migrated once.
+#[tokio::test]
+async fn nodes_starting_together_migrate_once() {
+    let Ok(base) = std::env::var("SWITCHYARD_TEST_POSTGRES_URL") else {
+        crate::test_support::peer_missing(
+            "PostgreSQL (SWITCHYARD_TEST_POSTGRES_URL; integration/services/start.sh)",
+        );
+        return;
+    };
+    let (url, drop) = fresh_postgres(&base).await;
+    let stores: Vec<HistoryStore> = (0..4)
+        .map(|_| HistoryStore::open(&url, 2).unwrap())
+        .collect();
+    let results = futures_util::future::join_all(stores.iter().map(|s| s.ready())).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let rows = sqlx::query("SELECT COUNT(*) AS n FROM switchyard_schema")
+        .fetch_one(&stores[0].pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.try_get::<i64, _>("n").unwrap(),
+        MIGRATIONS.len() as i64
+    );
+    for s in stores {
+        s.close().await;
+    }
+    drop.await;
+}

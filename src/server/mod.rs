@@ -12,6 +12,7 @@
 //! as `NAME.done` or `NAME.error`.
 
 mod adapters;
+mod call_counts;
 
 use crate::api::live::{CallInfo, Control};
 use crate::api::{ApiKeys, ApiState, LiveStats};
@@ -461,6 +462,21 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         }
         None => (None, None),
     };
+    // Heartbeats: other nodes' calls count against tenant limits here, and the admin API
+    // knows how many nodes should answer a listing.
+    let (mut call_counts, presence) = match &nats {
+        Some(n) => {
+            let status: crate::cluster::presence::StatusFn = Arc::new(|| serde_json::Value::Null);
+            let (counts, presence) = call_counts::SharedCallCounts::start(
+                n,
+                &settings.cluster.config_bucket,
+                &node_id,
+                status,
+            );
+            (Some(counts), Some(presence))
+        }
+        None => (None, None),
+    };
     let stores = open_stores(&settings)?;
     stores.spawn_drains();
     let services = Arc::new(Services::with_stores(
@@ -548,7 +564,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 n.clone(),
                 store.clone(),
             );
-            let bus = CallBus::new(n.clone(), &settings.cluster.config_bucket, &node_id);
+            let bus = CallBus::new(n.clone(), &settings.cluster.config_bucket, &node_id)
+                .with_presence(presence.clone());
             crate::cluster::voicemail::share(
                 n.clone(),
                 &settings.cluster.voicemail_bucket,
@@ -668,6 +685,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             Some(rb) = next_remote(&mut remote_bindings) => {
                 endpoint.set_remote_bindings(&rb.tenant, &rb.user, &rb.node, rb.bindings);
             }
+            remote = call_counts::remote_changed(&mut call_counts) => {
+                endpoint.set_remote_calls((*remote).clone());
+            }
             Some(done) = work_done.recv() => match done {
                 adapters::WorkDone::MailboxCounts { tenant, mailbox, counts, changed } => {
                     endpoint.mailbox_counts(now(), &tenant, &mailbox, counts, changed);
@@ -693,6 +713,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             &work,
             shared_bindings.as_ref(),
         );
+        if let Some(c) = call_counts.as_mut() {
+            c.share(&endpoint);
+        }
         // Metrics are scraped every few seconds: no need to copy them on every message.
         if last_publish.elapsed() >= Duration::from_millis(250) {
             endpoint.sync_trunk_registrations(now());

@@ -130,7 +130,7 @@ impl Endpoint {
                 return self.refuse(now, &key, &req, &refusal);
             }
         };
-        let active = self.tenant_calls.get(tenant.id()).copied().unwrap_or(0);
+        let active = self.active_calls_of(tenant.id());
         let longest = match self.policy.admit(&tenant, active) {
             Ok(longest) => longest,
             Err(refusal) => {
@@ -244,7 +244,7 @@ impl Endpoint {
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
         self.invite_calls.insert(key.clone(), id);
-        *self.tenant_calls.entry(call.tenant.clone()).or_default() += 1;
+        self.tenant_call_started(&call.tenant);
         self.schedule(Some(now.instant + longest), TimerRef::MaxLength(id));
         self.calls.insert(id, call);
         self.stats.calls_started += 1;
@@ -809,9 +809,7 @@ impl Endpoint {
             .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
         self.invite_calls.remove(&call.invite_key);
         self.stats.calls_ended += 1;
-        if let Some(n) = self.tenant_calls.get_mut(&call.tenant) {
-            *n = n.saturating_sub(1);
-        }
+        self.tenant_call_ended(&call.tenant);
         let by = match cause {
             HangupCause::CallerHangup | HangupCause::CallerCancel => super::EndedBy::Caller,
             _ => super::EndedBy::Server,

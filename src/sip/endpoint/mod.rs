@@ -497,8 +497,13 @@ pub struct Endpoint {
     dialogs: HashMap<(String, String), u64>,
     /// INVITE transaction → call, for CANCEL.
     invite_calls: HashMap<TxKey, u64>,
-    /// Live calls per tenant, for `limits.max_concurrent_calls`.
+    /// Live calls per tenant, for `limits.max_concurrent_calls` (tenants with none leave).
     tenant_calls: HashMap<String, usize>,
+    /// Bumped whenever `tenant_calls` changes, so a cluster shares counts only when they move.
+    tenant_calls_version: u64,
+    /// Live calls per tenant on the cluster's other nodes, counted against the limit with
+    /// this node's own (see `set_remote_calls`).
+    remote_calls: HashMap<String, usize>,
     next_call: u64,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Transmit>,
@@ -559,6 +564,8 @@ impl Endpoint {
             dialogs: HashMap::new(),
             invite_calls: HashMap::new(),
             tenant_calls: HashMap::new(),
+            tenant_calls_version: 0,
+            remote_calls: HashMap::new(),
             next_call: first_call,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -593,6 +600,41 @@ impl Endpoint {
     /// Calls in progress.
     pub fn live_calls(&self) -> usize {
         self.calls.len() + self.out_calls.len()
+    }
+
+    /// Live calls per tenant on this node, and a version that changes whenever they do.
+    pub fn tenant_calls(&self) -> (u64, &HashMap<String, usize>) {
+        (self.tenant_calls_version, &self.tenant_calls)
+    }
+
+    /// Live calls per tenant on the cluster's other nodes, as their heartbeats last told
+    /// (replaces the previous figures). New calls are admitted against this node's count
+    /// plus these.
+    pub fn set_remote_calls(&mut self, calls: HashMap<String, usize>) {
+        self.remote_calls = calls;
+    }
+
+    /// Calls of `tenant` in progress across the cluster, as far as this node knows.
+    fn active_calls_of(&self, tenant: &str) -> usize {
+        let local = self.tenant_calls.get(tenant).copied().unwrap_or(0);
+        local + self.remote_calls.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Counts a call (or outgoing leg) of `tenant` that starts.
+    fn tenant_call_started(&mut self, tenant: &str) {
+        *self.tenant_calls.entry(tenant.to_string()).or_default() += 1;
+        self.tenant_calls_version += 1;
+    }
+
+    /// Counts a call (or outgoing leg) of `tenant` that ended.
+    fn tenant_call_ended(&mut self, tenant: &str) {
+        if let Some(n) = self.tenant_calls.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.tenant_calls.remove(tenant);
+            }
+            self.tenant_calls_version += 1;
+        }
     }
 
     /// Registered contacts across all users.

@@ -174,7 +174,7 @@ impl Endpoint {
                 return None;
             }
         };
-        let active = self.tenant_calls.get(&tenant).copied().unwrap_or(0);
+        let active = self.active_calls_of(&tenant);
         let admitted = match self.tenants.load().tenant(&tenant) {
             Some(t) => self.policy.admit(t, active),
             None => Err(super::Refusal {
@@ -232,7 +232,7 @@ impl Endpoint {
         let contact = self.contact_for(&caller.user, peer.transport);
         let span = tracing::info_span!("leg", call_id = %call_id, parent);
         span.in_scope(|| tracing::info!(to = %request_uri, peer = %peer.addr, "dialing"));
-        *self.tenant_calls.entry(tenant.clone()).or_default() += 1;
+        self.tenant_call_started(&tenant);
         let leg = OutCall {
             span,
             tenant,
@@ -647,9 +647,7 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             return;
         };
         self.media.release(id);
-        if let Some(n) = self.tenant_calls.get_mut(&c.tenant) {
-            *n = n.saturating_sub(1);
-        }
+        self.tenant_call_ended(&c.tenant);
         self.dialogs
             .remove(&(c.call_id.clone(), c.local_tag.clone()));
         self.client_invites.retain(|_, (_, leg)| *leg != id);

@@ -777,6 +777,40 @@ fn tenant_call_limit_answers_503() {
     );
 }
 
+/// In a cluster the limit counts the other nodes' calls too (their heartbeats' figures).
+#[test]
+fn tenant_call_limit_counts_other_nodes_calls() {
+    let mut h = Harness::new();
+    let mut cfg: TenantConfig = h.tenant();
+    cfg.limits.max_concurrent_calls = 2;
+    let tenant = cfg.id.clone();
+    h.put_tenant(cfg);
+    let peer = udp_peer(PHONE);
+    h.ep.set_remote_calls([(tenant.clone(), 2)].into_iter().collect());
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKr1", "r1", "", SDP))),
+        vec![100, 503]
+    );
+    h.ep.set_remote_calls([(tenant.clone(), 1)].into_iter().collect());
+    let (before, _) = h.ep.tenant_calls();
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKr2", "r2", "", SDP));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+    let (after, counts) = h.ep.tenant_calls();
+    assert!(after > before, "a started call moves the version");
+    assert_eq!(counts.get(&tenant), Some(&1));
+    assert_eq!(
+        codes(&h.send(peer, &invite("+15550100", "z9hG4bKr3", "r3", "", SDP))),
+        vec![100, 503]
+    );
+    let tag = to_tag(&out[2]);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKra", "r2", &tag, ""));
+    h.send(peer, &in_dialog("BYE", 2, "z9hG4bKrb", "r2", &tag, ""));
+    assert!(
+        h.ep.tenant_calls().1.is_empty(),
+        "ended calls leave the table"
+    );
+}
+
 #[test]
 fn sip_info_digits_join_the_call() {
     let mut h = Harness::new();
