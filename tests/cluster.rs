@@ -581,7 +581,7 @@ fn tenant_config_over_nats_reaches_every_node_and_survives_nats_outages() {
         .and_then(|r| r.text())
         .unwrap_or_default();
     assert!(
-        metrics.contains("switchyard_config_source_up 0"),
+        metrics.contains("switchyard_config_source_up{node=\"node-a\"} 0"),
         "{metrics}"
     );
     let (ok, out) = call_number(&b, &pb);
@@ -1119,4 +1119,156 @@ fn behind_kamailio_phones_are_reached_along_their_path_and_trunks_by_their_own_a
         "{}",
         a.log_text()
     );
+}
+
+/// The final answer to an OPTIONS (a load balancer's probe) at `sip_port`.
+fn probe(sip_port: u16) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = sock.local_addr().expect("addr").port();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKprobe{me}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1>\r\nCall-ID: probe-{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    udp_exchange(&sock, sip_port, &options, Duration::from_millis(500))
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// `node`'s state on the cluster page served by `port` ("" when it is not listed).
+fn state_on_page(http: &Client, port: u16, node: &str) -> String {
+    let (_, _, page) = get_json(http, port, "/v1/cluster");
+    page["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node"] == node))
+        .and_then(|n| n["state"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A node drained through its admin API answers OPTIONS and INVITEs with 503 (so a balancer
+/// probing with OPTIONS moves new calls away) and /health/ready with 503, while the other
+/// node's cluster page shows it draining; undrained it takes calls again. SIGKILLed, the
+/// other node's page shows it gone within seconds; restarted, ready again.
+#[test]
+fn drained_and_dead_nodes_show_on_the_cluster_page() {
+    let Some(nats_bin) = nats_server() else {
+        return;
+    };
+    if !peer_available("sipp") {
+        return;
+    }
+    let nats = NatsCluster::start(nats_bin, &ports(), 1);
+    let (pa, pb) = (ports(), ports());
+    let a = start_node(&nats, &pa, "node-a", None);
+    let b = start_node(&nats, &pb, "node-b", None);
+    let http = Client::new();
+    if let Err(e) = wait_converged(&http, &[a.api_port, b.api_port], Duration::from_secs(30)) {
+        panic!("{e}\n{}\n{}\n{}", nats.logs(), a.log_text(), b.log_text());
+    }
+    wait_for("A's page to show B ready", Duration::from_secs(10), || {
+        state_on_page(&http, a.api_port, "node-b") == "ready"
+    });
+    let (_, _, page) = get_json(&http, a.api_port, "/v1/cluster");
+    assert_eq!(page["this_node"], "node-a", "{page}");
+    assert_eq!(page["nodes"][0]["state"], "ready", "{page}");
+    assert!(probe(b.sip_port).starts_with("SIP/2.0 200"));
+
+    // Drained through its API: probes and calls refused, live calls would go on.
+    let drain = format!("http://127.0.0.1:{}/v1/node/drain", b.api_port);
+    let r = http
+        .post(&drain)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("drain");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().expect("json")["draining"],
+        true
+    );
+    let answer = probe(b.sip_port);
+    assert!(
+        answer.starts_with("SIP/2.0 503") && answer.contains("Retry-After:"),
+        "OPTIONS to a draining node: {answer}"
+    );
+    let refused = invite_status(b.sip_port, "+15550100");
+    assert!(refused.starts_with("SIP/2.0 503"), "INVITE: {refused}");
+    let (status, _, ready) = get_json(&http, b.api_port, "/health/ready");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["status"], "draining", "{ready}");
+    wait_for(
+        "A's page to show B draining",
+        Duration::from_secs(5),
+        || state_on_page(&http, a.api_port, "node-b") == "draining",
+    );
+    let (ok, out) = short_call(&a);
+    assert!(ok, "A takes calls meanwhile: {out}");
+
+    // Undrained: takes calls again.
+    let r = http
+        .delete(&drain)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("undrain");
+    assert_eq!(
+        r.json::<serde_json::Value>().expect("json")["draining"],
+        false
+    );
+    assert!(probe(b.sip_port).starts_with("SIP/2.0 200"));
+    let (ok, out) = short_call(&b);
+    assert!(ok, "B takes calls again: {out}");
+    wait_for(
+        "A's page to show B ready again",
+        Duration::from_secs(5),
+        || state_on_page(&http, a.api_port, "node-b") == "ready",
+    );
+
+    // SIGKILLed: gone within seconds; restarted: ready again.
+    let dir = b.kill_keeping_data();
+    let killed = Instant::now();
+    wait_for("A's page to show B gone", Duration::from_secs(15), || {
+        state_on_page(&http, a.api_port, "node-b") == "gone"
+    });
+    let detected = killed.elapsed();
+    let b = start_node(&nats, &pb, "node-b", Some(dir));
+    let restarted = Instant::now();
+    wait_for("A's page to show B back", Duration::from_secs(30), || {
+        state_on_page(&http, a.api_port, "node-b") == "ready"
+    });
+    println!(
+        "dead node shown gone after {detected:?}; restarted node shown ready after {:?}",
+        restarted.elapsed()
+    );
+    assert!(probe(b.sip_port).starts_with("SIP/2.0 200"));
+
+    // Tenant keys do not see the service's nodes.
+    let tenant_key = http
+        .post(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/keys",
+            a.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"name": "page", "read_only": true}))
+        .send()
+        .expect("key")
+        .json::<serde_json::Value>()
+        .expect("json")["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = http
+        .get(format!("http://127.0.0.1:{}/v1/cluster", a.api_port))
+        .bearer_auth(&tenant_key)
+        .send()
+        .expect("page");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// One short trunk call to the demo's +15550100 through `node`.
+fn short_call(node: &Server) -> (bool, String) {
+    sipp(
+        node,
+        &ports(),
+        "invite_trunk.xml",
+        &["-m", "1", "-s", "+15550100", "-d", "200"],
+    )
 }

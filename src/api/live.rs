@@ -150,6 +150,14 @@ pub enum Control {
         /// Answer.
         reply: oneshot::Sender<Option<bool>>,
     },
+    /// Stop (`on`) or resume taking new calls; answers whether the node is draining now (a
+    /// node shutting down stays drained).
+    Drain {
+        /// Drain, or take calls again.
+        on: bool,
+        /// Answer.
+        reply: oneshot::Sender<bool>,
+    },
     /// A user's registered contacts.
     Registrations {
         /// Tenant id.

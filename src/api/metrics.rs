@@ -56,7 +56,17 @@ fn gauges(label: &str, series: impl IntoIterator<Item = (String, u64)>) -> Famil
 pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
     let l = &st.live;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut r = Registry::with_prefix("switchyard");
+    // In a cluster every series names its node, so one Prometheus tells the nodes apart
+    // (a node alone keeps its series unlabelled, as before).
+    let mut r = if st.call_bus().is_some() {
+        let node = (
+            std::borrow::Cow::Borrowed("node"),
+            std::borrow::Cow::Owned(st.node_id()),
+        );
+        Registry::with_prefix_and_labels("switchyard", std::iter::once(node))
+    } else {
+        Registry::with_prefix("switchyard")
+    };
     r.register(
         "calls_active",
         "Calls in progress",

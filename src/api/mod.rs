@@ -12,6 +12,7 @@
 
 mod audio;
 mod calllog;
+pub mod cluster_view;
 pub mod error;
 pub mod keys;
 pub mod live;
@@ -73,6 +74,8 @@ pub struct LiveStats {
     pub rtp_packets_out: AtomicU64,
     /// Media ticks that started over 2 ms late.
     pub rtp_late_ticks: AtomicU64,
+    /// The node takes no new calls (SIGTERM, or `POST /v1/node/drain`).
+    pub draining: AtomicBool,
 }
 
 /// Everything handlers share.
@@ -304,6 +307,9 @@ impl ApiState {
         health_live,
         health_ready,
         node,
+        cluster_view::cluster,
+        cluster_view::drain,
+        cluster_view::undrain,
         tenants::list_tenants,
         tenants::create_tenant,
         tenants::get_tenant,
@@ -357,7 +363,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, crate::cluster::ConfigReport, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, live::CallInfo, live::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::mailstore::Message, crate::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::records::call::EndedBy, crate::records::call::HangupCause)),
+    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, cluster_view::NodeStatus, cluster_view::ClusterView, cluster_view::DrainState, crate::cluster::ConfigReport, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, live::CallInfo, live::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::mailstore::Message, crate::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::records::call::EndedBy, crate::records::call::HangupCause)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -388,6 +394,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/health/ready", get(health_ready))
         .route("/metrics", get(metrics))
         .route("/v1/node", get(node))
+        .route(
+            "/v1/node/drain",
+            axum::routing::post(cluster_view::drain).delete(cluster_view::undrain),
+        )
+        .route("/v1/cluster", get(cluster_view::cluster))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs")
                 .external_url_unchecked("/openapi.json", document()),
@@ -673,15 +684,26 @@ async fn health_ready(State(st): State<Arc<ApiState>>) -> Response {
         .stores
         .as_ref()
         .and_then(|s| s.failing(failing_after));
+    let draining = st.live.draining.load(Ordering::Relaxed);
     let (ok, reason) = if !st.live.sip_ready.load(Ordering::Relaxed) {
         (false, Some("SIP listeners not ready".to_string()))
+    } else if draining {
+        (
+            false,
+            Some("draining: new calls go to other nodes".to_string()),
+        )
     } else if let Some(why) = store_problem {
         (false, Some(why))
     } else {
         (true, None)
     };
     let body = Json(Health {
-        status: if ok { "ok" } else { "unavailable" }.into(),
+        status: match (ok, draining) {
+            (true, _) => "ok",
+            (false, true) => "draining",
+            (false, false) => "unavailable",
+        }
+        .into(),
         reason,
         config: Some(st.config_report()),
     });
@@ -693,7 +715,7 @@ async fn health_ready(State(st): State<Arc<ApiState>>) -> Response {
 }
 
 /// A store as the node sees it.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StoreInfo {
     /// `history store` or `blob storage`.
     pub name: String,
@@ -722,33 +744,38 @@ pub struct NodeInfo {
 /// This node's version, SIP listeners and store health (any valid key).
 #[utoipa::path(get, path = "/v1/node", responses((status = 200, body = NodeInfo), (status = 401, body = Problem)))]
 async fn node(State(st): State<Arc<ApiState>>, _key: Key) -> Result<Json<NodeInfo>, Problem> {
-    let stores = st
-        .services
-        .stores
-        .as_ref()
-        .map(|s| {
-            let sp = &s.spool.status;
-            [
-                ("history store", &sp.history),
-                ("blob storage", &sp.blob),
-                ("spool disk", &sp.disk),
-            ]
-            .into_iter()
-            .map(|(name, q)| StoreInfo {
-                name: name.into(),
-                spool_depth: q.depth.load(Ordering::Relaxed),
-                oldest_age_secs: q.oldest_age().as_secs(),
-                failing_secs: q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
-            })
-            .collect()
-        })
-        .unwrap_or_default();
     Ok(Json(NodeInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         listeners: st.listeners.lock().map(|l| l.clone()).unwrap_or_default(),
-        stores,
+        stores: st.store_infos(),
         config: st.config_report(),
     }))
+}
+
+impl ApiState {
+    /// This node's spool towards each store.
+    pub fn store_infos(&self) -> Vec<StoreInfo> {
+        self.services
+            .stores
+            .as_ref()
+            .map(|s| {
+                let sp = &s.spool.status;
+                [
+                    ("history store", &sp.history),
+                    ("blob storage", &sp.blob),
+                    ("spool disk", &sp.disk),
+                ]
+                .into_iter()
+                .map(|(name, q)| StoreInfo {
+                    name: name.into(),
+                    spool_depth: q.depth.load(Ordering::Relaxed),
+                    oldest_age_secs: q.oldest_age().as_secs(),
+                    failing_secs: q.failing_for().map(|d| d.as_secs()).unwrap_or(0),
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Prometheus text format.

@@ -104,7 +104,7 @@ fn with_etag(status: StatusCode, cfg: TenantConfig) -> Response {
     (status, [(header::ETAG, tag)], Json(public(cfg))).into_response()
 }
 
-fn admin_only(p: &Principal) -> Result<(), Problem> {
+pub(super) fn admin_only(p: &Principal) -> Result<(), Problem> {
     match p {
         Principal::Admin => Ok(()),
         // Tenant keys never learn other tenants exist.

@@ -55,6 +55,11 @@ impl CallBus {
         self
     }
 
+    /// Who else is alive, when heartbeats run.
+    pub fn presence(&self) -> Option<&Presence> {
+        self.presence.as_ref()
+    }
+
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node

@@ -51,7 +51,7 @@ const STUCK_AFTER: Duration = Duration::from_secs(2);
 const GONE_AFTER: Duration = Duration::from_secs(3);
 
 /// The configuration authority as this node sees it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ConfigReport {
     /// `local` (a single node) or `nats`.
     pub source: String,

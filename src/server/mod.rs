@@ -462,11 +462,18 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         }
         None => (None, None),
     };
+    let node_status_source: Arc<std::sync::OnceLock<Arc<ApiState>>> = Arc::default();
     // Heartbeats: other nodes' calls count against tenant limits here, and the admin API
     // knows how many nodes should answer a listing.
     let (mut call_counts, presence) = match &nats {
         Some(n) => {
-            let status: crate::cluster::presence::StatusFn = Arc::new(|| serde_json::Value::Null);
+            // Each heartbeat carries this node's row of the cluster page (once the API is up).
+            let api = node_status_source.clone();
+            let status: crate::cluster::presence::StatusFn = Arc::new(move || {
+                api.get()
+                    .and_then(|st| serde_json::to_value(st.node_status()).ok())
+                    .unwrap_or(serde_json::Value::Null)
+            });
             let (counts, presence) = call_counts::SharedCallCounts::start(
                 n,
                 &settings.cluster.config_bucket,
@@ -540,6 +547,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         settings.metrics_access()?,
     );
     api_state.set_node_id(node_id.clone());
+    let _ = node_status_source.set(api_state.clone());
     api_state.set_store_failing_after(Duration::from_secs(settings.history.failing_after_secs));
     if let Ok(mut l) = api_state.listeners.lock() {
         *l = bound.clone();
@@ -676,6 +684,14 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                         let ours = endpoint.call_tenant(id) == Some(tenant.as_str());
                         let result = if ours { runner.record_call(id, start, unix_now()) } else { None };
                         let _ = reply.send(result);
+                    }
+                    Control::Drain { on, reply } => {
+                        if on {
+                            endpoint.begin_drain();
+                        } else if drain_deadline.is_none() {
+                            endpoint.end_drain();
+                        }
+                        let _ = reply.send(endpoint.is_draining());
                     }
                     Control::Registrations { tenant, extension, reply } => {
                         let _ = reply.send(endpoint.registrations_of(&tenant, &extension, unix_now()));
@@ -854,6 +870,8 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
     live.calls_started
         .store(st.calls_started, Ordering::Relaxed);
     live.calls_ended.store(st.calls_ended, Ordering::Relaxed);
+    live.draining
+        .store(endpoint.is_draining(), Ordering::Relaxed);
     live.registrations
         .store(endpoint.registrations() as u64, Ordering::Relaxed);
     live.sip_malformed.store(st.malformed, Ordering::Relaxed);

@@ -697,9 +697,20 @@ impl Endpoint {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Stop taking new calls: INVITEs get 503 with Retry-After from now on.
+    /// Stop taking new calls: INVITEs (and OPTIONS, so load balancers that probe with them
+    /// send new calls elsewhere) get 503 with Retry-After from now on.
     pub fn begin_drain(&mut self) {
         self.draining = true;
+    }
+
+    /// Take new calls again.
+    pub fn end_drain(&mut self) {
+        self.draining = false;
+    }
+
+    /// Whether new calls are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Seconds from `since` to the latest time handed in, for log lines.
@@ -833,6 +844,14 @@ impl Endpoint {
             return self.respond(now, &key, &req, b);
         }
         match method {
+            Method::Options if self.draining => {
+                // A balancer's probe: this node takes no new calls (RFC 3261 §11.2 lets an
+                // OPTIONS answer be what an INVITE would get).
+                let b = ResponseBuilder::new(503)
+                    .reason("Service Unavailable (draining)")
+                    .header("Retry-After", self.cfg.drain_retry_after.to_string());
+                self.respond(now, &key, &req, b)
+            }
             Method::Options => {
                 let b = ResponseBuilder::new(200)
                     .to_tag(&self.ids.token())

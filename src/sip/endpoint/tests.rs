@@ -652,6 +652,27 @@ fn draining_refuses_new_calls_with_retry_after_and_hangs_up_the_rest() {
     assert_eq!(h.ep.stats().client_transactions, 0);
 }
 
+/// Drained without stopping: a balancer's OPTIONS probe gets 503 (so it sends new calls
+/// elsewhere), and ended, the node answers probes and takes calls again.
+#[test]
+fn a_drained_node_refuses_probes_until_the_drain_ends() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    let probe = |n: u32| {
+        format!("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKp{n}\r\nFrom: <sip:lb@x>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: p{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    };
+    assert_eq!(codes(&h.send(peer, &probe(1))), vec![200]);
+    h.ep.begin_drain();
+    assert!(h.ep.is_draining());
+    let out = h.send(peer, &probe(2));
+    assert_eq!(codes(&out), vec![503]);
+    assert_eq!(header(&out[0], "Retry-After"), Some("30"));
+    h.ep.end_drain();
+    assert_eq!(codes(&h.send(peer, &probe(3))), vec![200]);
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKp4", "p4", "", SDP));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+}
+
 #[test]
 fn config_change_reaches_new_calls_not_calls_in_progress() {
     let mut h = Harness::new();
