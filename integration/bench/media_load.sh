@@ -69,7 +69,7 @@ for table in $TABLES; do
     *) echo "unknown table $table"; continue ;;
   esac
   printf '\n== %s (%s)\n' "$table" "$number"
-  printf '%6s %8s %12s %10s %8s %8s %8s %8s %6s %6s\n' calls up cpu_ms/cs KiB/call p50_ms p99_ms max_ms gaps>40 jumps failed
+  printf '%6s %8s %12s %10s %8s %8s %8s %8s %6s %6s\n' calls up cpu_ms/cs KiB/call p50_ms p99_ms max_ms 'gaps>40' jumps failed
   for n in $LEVELS; do
     start_server
     base_rss=$(rss_kib "$SRV_PID")
