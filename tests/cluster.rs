@@ -1006,6 +1006,7 @@ struct Kamailio {
 }
 
 impl Kamailio {
+    /// The tests' one-node proxy (`integration/kamailio/front.cfg`) in front of `node_port`.
     fn start(listen: &str, node_port: u16) -> Kamailio {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = std::fs::read_to_string(repo().join("integration/kamailio/front.cfg"))
@@ -1014,12 +1015,37 @@ impl Kamailio {
             .replace("@NODE@", &format!("sip:127.0.0.1:{node_port}"));
         let path = dir.path().join("front.cfg");
         std::fs::write(&path, cfg).expect("write cfg");
+        Self::launch(dir, &path, &[])
+    }
+
+    /// The shipped front door (`config/kamailio/kamailio.cfg`: dispatcher, probing, failover)
+    /// in front of the nodes at `node_ports`.
+    fn dispatcher(listen: &str, node_ports: &[u16]) -> Kamailio {
+        let dir = tempfile::tempdir().expect("tmp");
+        let list = dir.path().join("dispatcher.list");
+        let nodes: String = node_ports
+            .iter()
+            .map(|p| format!("1 sip:127.0.0.1:{p} 0 0\n"))
+            .collect();
+        std::fs::write(&list, nodes).expect("dispatcher.list");
+        let defines = [
+            format!("LISTEN=udp:{listen}"),
+            format!("DISPATCHER_LIST=\"{}\"", list.display()),
+        ];
+        Self::launch(dir, &repo().join("config/kamailio/kamailio.cfg"), &defines)
+    }
+
+    fn launch(dir: tempfile::TempDir, cfg: &Path, defines: &[String]) -> Kamailio {
         let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
-        let child = Command::new(kamailio_binary())
-            .arg("-f")
-            .arg(&path)
+        let mut cmd = Command::new(kamailio_binary());
+        cmd.arg("-f")
+            .arg(cfg)
             .args(["-DD", "-E", "-Y"])
-            .arg(dir.path())
+            .arg(dir.path());
+        for d in defines {
+            cmd.arg("-A").arg(d);
+        }
+        let child = cmd
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -1271,4 +1297,207 @@ fn short_call(node: &Server) -> (bool, String) {
         "invite_trunk.xml",
         &["-m", "1", "-s", "+15550100", "-d", "200"],
     )
+}
+
+/// SIPp's successful and failed calls, from the last row of its `-trace_stat` CSV.
+fn sipp_counts(out: &str) -> (u64, u64) {
+    let mut header: Vec<&str> = Vec::new();
+    let mut last: Vec<&str> = Vec::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split(';').collect();
+        if line.starts_with("StartTime;") {
+            header = fields;
+        } else if !header.is_empty() && fields.len() == header.len() {
+            last = fields;
+        }
+    }
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|c| *c == name)
+            .and_then(|i| last.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (column("SuccessfulCall(C)"), column("FailedCall(C)"))
+}
+
+/// Trunk calls through the front door at `front`: `calls` of 3 s at `rate` per second, in a
+/// thread of their own.
+fn load_through(front: &str, rate: u32, calls: u32) -> std::thread::JoinHandle<(bool, String)> {
+    let front = front.to_string();
+    std::thread::spawn(move || {
+        let (rate, calls) = (rate.to_string(), calls.to_string());
+        sipp_to(
+            &front,
+            &ports(),
+            "invite_trunk.xml",
+            &[
+                "-r",
+                &rate,
+                "-m",
+                &calls,
+                "-l",
+                "100",
+                "-s",
+                "+15550100",
+                "-d",
+                "3000",
+                "-timeout",
+                "150s",
+            ],
+        )
+    })
+}
+
+/// Kamailio with the shipped configuration (`config/kamailio/kamailio.cfg`: dispatcher,
+/// OPTIONS probing, failover) in front of three nodes sharing NATS, PostgreSQL and S3, with
+/// trunk calls arriving through it all along:
+/// - one node SIGKILLed under load: at most its own calls and one new call fail;
+/// - a rolling upgrade (each node in turn SIGTERMed, drained, started again) under load: no
+///   call fails;
+/// - every completed call's record is in PostgreSQL once.
+#[test]
+fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_none() {
+    let Some(nats_bin) = nats_server() else {
+        return;
+    };
+    if !peer_available("sipp") || !kamailio_available() {
+        return;
+    }
+    let nats = NatsCluster::start(nats_bin, &ports(), 1);
+    let names = ["node-a", "node-b", "node-c"];
+    let node_ports = [ports(), ports(), ports()];
+    let Some(stores) =
+        SharedStores::create(&format!("{}_{}", std::process::id(), node_ports[0].sip))
+    else {
+        return;
+    };
+    let mut vars = stores.vars();
+    vars.push(("SWITCHYARD_SIP_TRUSTED_PROXIES", "127.0.0.2"));
+    // Calls through the front door come from 127.0.0.2: the per-source limits are the
+    // proxy's, which trusted proxies are exempt from.
+    let start = |i: usize, dir: Option<tempfile::TempDir>| {
+        start_node_with(&nats, &node_ports[i], names[i], dir, &vars)
+    };
+    let mut nodes: Vec<Option<Server>> = (0..3).map(|i| Some(start(i, None))).collect();
+    let api = |nodes: &[Option<Server>]| -> Vec<u16> {
+        nodes.iter().flatten().map(|n| n.api_port).collect()
+    };
+    let http = Client::new();
+    if let Err(e) = wait_converged(&http, &api(&nodes), Duration::from_secs(40)) {
+        panic!("{e}\n{}", nats.logs());
+    }
+    let front = format!("127.0.0.2:{}", ports().sip);
+    let sip_ports: Vec<u16> = node_ports.iter().map(|p| p.sip).collect();
+    let kamailio = Kamailio::dispatcher(&front, &sip_ports);
+    // The page of any node that runs.
+    let state_of = |nodes: &[Option<Server>], name: &str| {
+        api(nodes)
+            .first()
+            .map(|p| state_on_page(&http, *p, name))
+            .unwrap_or_default()
+    };
+    for name in names {
+        wait_for("every node on the page", Duration::from_secs(10), || {
+            state_of(&nodes, name) == "ready"
+        });
+    }
+    // Kamailio's first probes.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A node lost mid-load.
+    let load = load_through(&front, 4, 60);
+    std::thread::sleep(Duration::from_secs(6));
+    let victim = nodes[2].take().expect("node C");
+    // The listing gathers every node's calls; the victim's own are those naming it.
+    let (_, _, listed) = get_json(&http, victim.api_port, "/v1/tenants/demo/calls");
+    let on_victim = listed["items"]
+        .as_array()
+        .map(|calls| calls.iter().filter(|c| c["node"] == "node-c").count())
+        .unwrap_or(0) as u64;
+    let dir = victim.kill_keeping_data();
+    let killed = Instant::now();
+    wait_for("the page to show C gone", Duration::from_secs(15), || {
+        state_of(&nodes, "node-c") == "gone"
+    });
+    let detected = killed.elapsed();
+    let (_, out) = load.join().expect("load");
+    let (ok_kill, failed_kill) = sipp_counts(&out);
+    println!(
+        "node SIGKILLed under load: {failed_kill} of {} calls failed ({on_victim} were on it); \
+         the cluster page showed it gone after {detected:?}",
+        ok_kill + failed_kill
+    );
+    assert_eq!(ok_kill + failed_kill, 60, "{out}");
+    assert!(
+        failed_kill <= on_victim + 1,
+        "only the lost node's calls (and one new call) may fail: {failed_kill} failed, \
+         {on_victim} were on it\n{out}\n{}",
+        kamailio.log()
+    );
+    nodes[2] = Some(start(2, Some(dir)));
+    wait_for("C back on the page", Duration::from_secs(30), || {
+        state_of(&nodes, "node-c") == "ready"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A rolling upgrade under load: each node in turn stops (SIGTERM: drains, exits) and
+    // starts again.
+    let load = load_through(&front, 4, 160);
+    let began = Instant::now();
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_secs(3));
+        let mut node = nodes[i].take().expect("node");
+        node.terminate();
+        let exited = node.wait_exit(Duration::from_secs(30));
+        assert!(
+            exited.is_some_and(|s| s.success()),
+            "{} did not drain and exit 0: {exited:?}\n{}",
+            names[i],
+            node.log_text()
+        );
+        let dir = node.kill_keeping_data();
+        nodes[i] = Some(start(i, Some(dir)));
+        wait_for("the node back on the page", Duration::from_secs(30), || {
+            state_of(&nodes, names[i]) == "ready"
+        });
+        // Kamailio's next probe puts it back in rotation.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let upgraded = began.elapsed();
+    let (_, out) = load.join().expect("load");
+    let (ok_roll, failed_roll) = sipp_counts(&out);
+    println!(
+        "rolling upgrade of three nodes in {upgraded:?} under load: {failed_roll} of {} calls failed",
+        ok_roll + failed_roll
+    );
+    assert_eq!(
+        (ok_roll, failed_roll),
+        (160, 0),
+        "no call may fail in a rolling upgrade\n{out}\n{}",
+        kamailio.log()
+    );
+
+    // Every completed call recorded once, whichever node took it (a killed node's spool
+    // delivers after its restart).
+    let recorded = |sql: &str| stores.query(sql).parse::<u64>().unwrap_or(0);
+    let completed = ok_kill + ok_roll;
+    let answered = "SELECT COUNT(*) FROM call_records WHERE to_number = '+15550100' AND disposition = 'answered'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recorded(answered) < completed {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {completed} completed calls recorded; by disposition and number:\n{}",
+            recorded(answered),
+            stores.query("SELECT disposition, to_number, COUNT(*) FROM call_records GROUP BY 1, 2")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        recorded("SELECT COUNT(*) FROM call_records"),
+        recorded("SELECT COUNT(DISTINCT call_id) FROM call_records"),
+        "a call recorded twice"
+    );
+    println!("{completed} completed calls, each recorded once in PostgreSQL");
 }

@@ -768,7 +768,17 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 final_deadline = Some(Instant::now() + Duration::from_secs(2));
             }
             if let Some(f) = final_deadline {
-                if endpoint.stats().client_transactions == 0 || Instant::now() >= f {
+                // Done once the BYEs are answered and every call's record is written (a
+                // call's record waits for its media's last figures): the last calls of a
+                // drain are recorded like any other.
+                let settled = endpoint.stats().client_transactions == 0 && runner.unfinished() == 0;
+                if settled || Instant::now() >= f {
+                    if !settled {
+                        tracing::warn!(
+                            unrecorded = runner.unfinished(),
+                            "stopping with calls whose media never reported its end"
+                        );
+                    }
                     break;
                 }
             }
@@ -776,6 +786,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     }
     let _ = api_stop.send(());
     engine.shutdown();
+    store_finished(&mut runner, &services);
     submit_work(&mut endpoint, &work, shared_bindings.as_ref());
     work.finish();
     // What the last calls left goes to the stores if they answer within a few seconds; the

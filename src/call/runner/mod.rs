@@ -181,6 +181,12 @@ impl CallRunner {
     }
 
     /// Next finished call, whose record (and recordings) the server hands to the stores.
+    /// Calls whose record is not written yet (a call ended on the wire waits for its media's
+    /// last figures).
+    pub fn unfinished(&self) -> usize {
+        self.calls.len()
+    }
+
     pub fn poll_finished(&mut self) -> Option<FinishedCall> {
         self.finished.pop_front()
     }
