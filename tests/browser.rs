@@ -466,8 +466,29 @@ fn console_creates_a_user_shows_ivr_errors_in_place_and_plays_voicemail() {
             {"click": "nav a[href='#health']"},
             {"wait": "#view[data-ready=health] dl"},
             {"text": ["health", "#view"]},
-            {"screenshot": shot("console-health.png")}
+            {"eval": ["tenant_sees_service", "document.querySelector('#cluster') !== null"]},
+            {"screenshot": shot("console-health.png")},
+            // The operator (admin key) also sees every node of the service.
+            {"click": "#signout"},
+            {"wait": "#signin:not([hidden])"},
+            {"fill": ["#tenant", "demo"]},
+            {"fill": ["#key", ADMIN_KEY]},
+            {"click": "#signin button[type=submit]"},
+            {"wait": "#view[data-ready=users]"},
+            {"click": "nav a[href='#health']"},
+            {"wait": "#view[data-ready=health] #cluster tr[data-node]"},
+            {"eval": ["service", "[...document.querySelectorAll('#cluster tr[data-node]')].map((r) => r.dataset.state + ' ' + r.cells[0].textContent)"]},
+            {"screenshot": shot("console-service.png")}
         ]),
+    );
+    assert_eq!(v["tenant_sees_service"], false, "tenant keys see no nodes");
+    let service = v["service"].as_array().cloned().unwrap_or_default();
+    assert_eq!(service.len(), 1, "a node alone lists itself: {service:?}");
+    assert!(
+        service[0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("ready ") && r.ends_with("(this node)")),
+        "{service:?}"
     );
     assert_eq!(v["user_note"], "User 105 added.", "{v:?}");
     let err = v["ivr_error"].as_str().unwrap_or_default();

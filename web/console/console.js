@@ -245,10 +245,31 @@ views.live = async (view) => {
     h('button', { type: 'button', text: 'Refresh', onclick: () => show('live') }));
 };
 
+/// Every node of the service (`GET /v1/cluster`): only the admin key may see it, so a tenant
+/// key gets no table.
+async function serviceTable() {
+  const cluster = await api('GET', '/v1/cluster').then((r) => r.data).catch(() => null);
+  if (!cluster) return [];
+  const ok = { ready: 'ok', draining: 'muted', degraded: 'error', unready: 'error', gone: 'error' };
+  const spool = (n) => n.stores.map((s) => `${s.name}: ${s.spool_depth}${s.spool_depth ? ` (oldest ${s.oldest_age_secs} s)` : ''}`).join('; ');
+  return [h('h2', { text: 'Service' }),
+    h('table', { id: 'cluster' },
+      h('thead', {}, h('tr', {}, ['Node', 'State', 'Live calls', 'Registrations', 'Config revision', 'Config lag', 'Spool', 'Last seen'].map((x) => h('th', { text: x })))),
+      h('tbody', {}, cluster.nodes.map((n) => h('tr', { 'data-node': n.node, 'data-state': n.state },
+        h('td', { text: n.node + (n.node === cluster.this_node ? ' (this node)' : '') }),
+        h('td', { class: ok[n.state] || '', text: n.state }),
+        h('td', { text: String(n.live_calls) }), h('td', { text: String(n.registrations) }),
+        h('td', { text: `${n.config.revision} (${n.config.source})` }),
+        h('td', { text: n.config.lag_revisions ? `${n.config.lag_revisions} revisions, ${n.config.lag_seconds} s` : 'none' }),
+        h('td', { text: spool(n) }),
+        h('td', { text: n.last_seen_secs ? `${n.last_seen_secs} s ago` : 'now' })))))];
+}
+
 views.health = async (view) => {
   const ready = await fetch('/health/ready').then((r) => r.json()).catch(() => ({ status: 'unreachable' }));
   const { data: node } = await api('GET', '/v1/node');
-  view.append(h('h2', { text: 'Node health' }),
+  const service = await serviceTable();
+  view.append(...service, h('h2', { text: 'Node health' }),
     h('dl', { class: 'kv' },
       h('dt', { text: 'Ready' }), h('dd', { class: ready.status === 'ok' ? 'ok' : 'error', text: ready.status + (ready.reason ? ` — ${ready.reason}` : '') }),
       h('dt', { text: 'Version' }), h('dd', { text: node.version }),
