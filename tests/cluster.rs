@@ -653,7 +653,7 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     if !peer_available("sipp") || !peer_available("tcpdump") {
         return;
     }
-    let nats = NatsCluster::start(nats_bin, &ports(), 1);
+    let mut nats = NatsCluster::start(nats_bin, &ports(), 1);
     let (pa, pb) = (ports(), ports());
     // History in one PostgreSQL database, audio in one S3 bucket: what both nodes share.
     let Some(stores) = SharedStores::create(&format!("{}_{}", std::process::id(), pa.sip)) else {
@@ -849,6 +849,46 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
                 .is_some_and(|l| l["items"][0]["folder"] == "saved")
         },
     );
+
+    // A change made on B while NATS is away survives B dying before NATS returns: B
+    // publishes it when it is back, and A shows it (the bucket's older state does not win).
+    let id = http
+        .get(&messages)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .ok()
+        .and_then(|r| r.json::<serde_json::Value>().ok())
+        .and_then(|l| l["items"][0]["id"].as_str().map(str::to_string))
+        .expect("the message's id");
+    nats.kill(0);
+    let r = http
+        .put(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/mailboxes/100/messages/{id}",
+            b.api_port
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"folder": "new"}))
+        .send()
+        .expect("PUT message");
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    let dir = b.kill_keeping_data();
+    nats.start_one(0);
+    let b = start_node_with(&nats, &pb, "node-b", Some(dir), &stores.vars());
+    wait_for(
+        "A to show the change B made while NATS was away",
+        Duration::from_secs(20),
+        || {
+            http.get(&messages)
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .ok()
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .is_some_and(|l| l["items"][0]["folder"] == "new")
+        },
+    );
+    // Restarted, B learns the registrations other nodes hold (the latest of each key, not
+    // only changes from now on).
+    wait_for_101_on(&http, &b);
 
     // A dies; what it registered lives on in the shared table until it expires.
     let _ = a.kill_keeping_data();

@@ -75,6 +75,7 @@ impl SharedBindings {
             spec.clone(),
             rx,
             "registrations",
+            |_| {},
         ));
         let node = settings.node_id.clone();
         tokio::spawn(keep_watching(
@@ -146,7 +147,10 @@ async fn watch_once(
 ) -> Result<(), String> {
     let kv = nats.bucket(spec).await?;
     // The latest value of every key, then each change.
-    let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             next = watch.next() => match next {

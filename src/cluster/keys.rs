@@ -106,7 +106,10 @@ impl SharedKeys {
                 Some(_) => {}
             }
         }
-        let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+        let mut watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
             tokio::select! {
                 next = watch.next() => match next {

@@ -23,6 +23,7 @@ pub mod calls;
 pub mod config;
 pub mod keys;
 pub mod nats;
+pub mod outbox;
 pub mod presence;
 pub mod prompts;
 pub mod voicemail;

@@ -160,12 +160,14 @@ pub type KeyChange = (String, Option<Vec<u8>>);
 
 /// Publishes keyed changes to a bucket in the order they come, keeping only the latest
 /// unpublished value of each key while NATS is away (so what waits is bounded by the number
-/// of keys this node writes, not by how often they change). `what` names them in the log.
+/// of keys this node writes, not by how often they change). `what` names them in the log;
+/// `published` is told each change the bucket took.
 pub async fn publish_latest(
     nats: Nats,
     spec: BucketSpec,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<KeyChange>,
     what: &'static str,
+    published: impl Fn(&KeyChange) + Send + 'static,
 ) {
     let mut pending: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
     let mut bucket: Option<kv::Store> = None;
@@ -193,7 +195,10 @@ pub async fn publish_latest(
         };
         let keys: Vec<String> = pending.keys().cloned().collect();
         for key in keys {
-            let result = match pending.get(&key).cloned().flatten() {
+            let Some(value) = pending.get(&key).cloned() else {
+                continue;
+            };
+            let result = match value.clone() {
                 None => kv.delete(&key).await.map_err(|e| e.to_string()),
                 Some(value) => kv
                     .put(&key, value.into())
@@ -203,7 +208,11 @@ pub async fn publish_latest(
             };
             match result {
                 Ok(()) => {
-                    pending.remove(&key);
+                    // A newer value that came meanwhile stays for the next round.
+                    if pending.get(&key) == Some(&value) {
+                        pending.remove(&key);
+                    }
+                    published(&(key, value));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, what, waiting = pending.len(), "change not shared yet; retrying");

@@ -10,9 +10,13 @@
 //! Applying a change tells message waiting on this node, so a phone subscribed here hears of
 //! a message left there. A node that was away catches up from the bucket (deletions
 //! included); messages it holds that the bucket never had are published when it joins.
+//! Changes wait in a file ([`Outbox`]) until the bucket has them: a change made while NATS
+//! is away survives the node dying before NATS returns, and is not overwritten by the
+//! bucket's older state when the node rejoins.
 //! Greetings are not shared yet: each node plays the greeting recorded on it.
 
 use super::nats::{keep_watching, publish_latest, BucketSpec, KeyChange, Nats};
+use super::outbox::Outbox;
 use crate::blob::{voicemail_key, BlobStore};
 use crate::mailstore::{MailChange, MailStore, Message};
 use async_nats::jetstream::kv;
@@ -23,8 +27,16 @@ use tokio::sync::mpsc;
 /// How long a node keeps trying to fetch a message another node took.
 const FETCH_FOR: Duration = Duration::from_secs(120);
 
-/// Starts publishing this node's voicemail changes and applying the other nodes'.
-pub fn share(nats: Nats, bucket: &str, replicas: usize, mail: MailStore, blobs: BlobStore) {
+/// Starts publishing this node's voicemail changes (kept in `outbox` until the bucket has
+/// them) and applying the other nodes'.
+pub fn share(
+    nats: Nats,
+    bucket: &str,
+    replicas: usize,
+    mail: MailStore,
+    blobs: BlobStore,
+    outbox: Outbox,
+) {
     let spec = BucketSpec {
         name: bucket.to_string(),
         description: "Switchyard voicemail: every message's metadata by tenant, mailbox and id",
@@ -33,6 +45,11 @@ pub fn share(nats: Nats, bucket: &str, replicas: usize, mail: MailStore, blobs: 
         max_value_size: 16 * 1024,
     };
     let (tx, rx) = mpsc::unbounded_channel::<KeyChange>();
+    // What an earlier run could not publish goes first.
+    for change in outbox.waiting() {
+        let _ = tx.send(change);
+    }
+    let keeper = outbox.clone();
     mail.replicate_to(std::sync::Arc::new(move |c| {
         let change = match c {
             MailChange::Stored { tenant, message } => {
@@ -48,16 +65,31 @@ pub fn share(nats: Nats, bucket: &str, replicas: usize, mail: MailStore, blobs: 
                 id,
             } => (bucket_key(&tenant, &mailbox, &id), None),
         };
+        if let Err(e) = keeper.keep(&change) {
+            tracing::error!(error = %e, "voicemail change not kept for the cluster: lost if this node dies before NATS has it");
+        }
         let _ = tx.send(change);
     }));
-    tokio::spawn(publish_latest(nats.clone(), spec.clone(), rx, "voicemail"));
+    let done = outbox.clone();
+    tokio::spawn(publish_latest(
+        nats.clone(),
+        spec.clone(),
+        rx,
+        "voicemail",
+        move |change| done.published(change),
+    ));
     tokio::spawn(keep_watching(
         nats.clone(),
         "voicemail",
         move |connections| {
-            let (nats, spec, mail, blobs) =
-                (nats.clone(), spec.clone(), mail.clone(), blobs.clone());
-            async move { mirror_once(&nats, &spec, &mail, &blobs, connections).await }
+            let (nats, spec, mail, blobs, outbox) = (
+                nats.clone(),
+                spec.clone(),
+                mail.clone(),
+                blobs.clone(),
+                outbox.clone(),
+            );
+            async move { mirror_once(&nats, &spec, &mail, &blobs, &outbox, connections).await }
         },
     ));
 }
@@ -88,6 +120,7 @@ async fn mirror_once(
     spec: &BucketSpec,
     mail: &MailStore,
     blobs: &BlobStore,
+    outbox: &Outbox,
     mut connections: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), String> {
     let kv = nats.bucket(spec).await?;
@@ -98,10 +131,15 @@ async fn mirror_once(
             let _ = kv.create(&key, json.into()).await;
         }
     }
-    let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             next = watch.next() => match next {
+                // A change of ours still waits for the bucket: the bucket's is older.
+                Some(Ok(entry)) if outbox.waits(&entry.key) => {}
                 Some(Ok(entry)) => apply(&entry, mail, blobs),
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("watch ended".into()),

@@ -580,6 +580,9 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 settings.cluster.config_replicas as usize,
                 services.mail.clone(),
                 stores.blobs.clone(),
+                crate::cluster::outbox::Outbox::open(
+                    settings.data_dir.join("cluster-voicemail-outbox.json"),
+                ),
             );
             api_state.share_prompts(SharedPrompts::start(
                 n.clone(),
