@@ -1540,4 +1540,37 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
         "a call recorded twice"
     );
     println!("{completed} completed calls, each recorded once in PostgreSQL");
+
+    // A phone registered through the front door (whichever node took the REGISTER) is rung
+    // by whichever node takes a carrier's call: three calls, round robin over the nodes.
+    let (a, b) = (nodes[0].as_ref().expect("A"), nodes[1].as_ref().expect("B"));
+    number_for_101(&http, a, b);
+    let phone = ports();
+    let (ok, out) = sipp_to(
+        &front,
+        &phone,
+        "register_only.xml",
+        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
+    );
+    assert!(
+        ok,
+        "register through the front door: {out}\n{}",
+        kamailio.log()
+    );
+    wait_for_101_on(&http, b);
+    for round in 0..3 {
+        let (front2, phone2) = (front.clone(), same_ports(&phone));
+        let callee =
+            std::thread::spawn(move || sipp_to(&front2, &phone2, "uas_answer.xml", &["-m", "1"]));
+        std::thread::sleep(Duration::from_millis(300));
+        let (ok, out) = sipp_to(
+            &front,
+            &ports(),
+            "invite_trunk.xml",
+            &["-m", "1", "-s", "+15550101", "-d", "500"],
+        );
+        assert!(ok, "call {round} to the phone: {out}\n{}", kamailio.log());
+        let (ok, out) = callee.join().expect("phone");
+        assert!(ok, "call {round}: the phone must be rung: {out}");
+    }
 }
