@@ -15,10 +15,9 @@
 //! channel to a task here, which keeps the latest unpublished list per user and retries while
 //! NATS is away (bounded by the number of users this node registers).
 
-use super::nats::{keep_watching, publish_latest, BucketSpec, KeyChange, Nats};
+use super::nats::{follow_bucket, keep_watching, publish_latest, BucketSpec, KeyChange, Nats};
 use crate::sip::registrar::{split_key, Binding, BindingsChanged};
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -143,30 +142,16 @@ async fn watch_once(
     spec: &BucketSpec,
     node: &str,
     remote: &mpsc::Sender<RemoteBindings>,
-    mut connections: tokio::sync::watch::Receiver<u64>,
+    connections: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), String> {
     let kv = nats.bucket(spec).await?;
-    // The latest value of every key, then each change.
-    let mut watch = kv
-        .watch_with_history(">")
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        tokio::select! {
-            next = watch.next() => match next {
-                Some(Ok(entry)) => {
-                    if let Some(update) = decode(&entry, node) {
-                        if remote.send(update).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("watch ended".into()),
-            },
-            _ = connections.changed() => return Ok(()),
+    follow_bucket(&kv, connections, |entry| async move {
+        match decode(&entry, node) {
+            Some(update) => remote.send(update).await.is_ok(),
+            None => true,
         }
-    }
+    })
+    .await
 }
 
 /// Another node's entry as bindings; `None` for this node's own keys and for anything that

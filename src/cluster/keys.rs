@@ -10,10 +10,9 @@
 //! The records' shape belongs to the admin API: this module moves opaque JSON and asks a
 //! [`KeyMirror`] to apply it.
 
-use super::nats::{confirmed, keep_watching, BucketSpec, Nats};
+use super::nats::{confirmed, follow_bucket, keep_watching, BucketSpec, Nats};
 use super::WriteError;
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +91,7 @@ impl SharedKeys {
     /// revoked, then follows every change.
     async fn mirror_once(
         &self,
-        mut connections: tokio::sync::watch::Receiver<u64>,
+        connections: tokio::sync::watch::Receiver<u64>,
     ) -> Result<(), String> {
         let kv = self.nats.bucket(&self.spec).await?;
         for (hash, record) in self.mirror.local_keys() {
@@ -106,30 +105,17 @@ impl SharedKeys {
                 Some(_) => {}
             }
         }
-        let mut watch = kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            tokio::select! {
-                next = watch.next() => match next {
-                    Some(Ok(entry)) => {
-                        let valid = entry.key.len() == 64
-                            && entry.key.bytes().all(|b| b.is_ascii_hexdigit());
-                        if !valid {
-                            tracing::warn!(key = ?entry.key, "API key bucket: not a key of ours; ignored");
-                            continue;
-                        }
-                        match entry.operation {
-                            kv::Operation::Put => self.mirror.apply(&entry.key, Some(&entry.value)),
-                            _ => self.mirror.apply(&entry.key, None),
-                        }
-                    }
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => return Err("watch ended".into()),
-                },
-                _ = connections.changed() => return Ok(()),
+        follow_bucket(&kv, connections, |entry| async move {
+            let valid = entry.key.len() == 64 && entry.key.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                tracing::warn!(key = ?entry.key, "API key bucket: not a key of ours; ignored");
+            } else if entry.operation == kv::Operation::Put {
+                self.mirror.apply(&entry.key, Some(&entry.value));
+            } else {
+                self.mirror.apply(&entry.key, None);
             }
-        }
+            true
+        })
+        .await
     }
 }

@@ -224,6 +224,41 @@ pub async fn publish_latest(
     }
 }
 
+/// Follows every key of `kv`: first the latest value of each (so a node that starts, or
+/// starts over after NATS was away, learns what it missed; a plain watch would only give
+/// changes from now on), then each change, handing every entry to `apply` (which returns
+/// false to stop). Returns when the watch fails, or with `Ok` when NATS reconnects or
+/// watches are restarted (`connections` changes): [`keep_watching`] then starts it over.
+pub async fn follow_bucket<F, Fut>(
+    kv: &kv::Store,
+    mut connections: tokio::sync::watch::Receiver<u64>,
+    mut apply: F,
+) -> Result<(), String>
+where
+    F: FnMut(kv::Entry) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use futures_util::StreamExt;
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            next = watch.next() => match next {
+                Some(Ok(entry)) => {
+                    if !apply(entry).await {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("watch ended".into()),
+            },
+            _ = connections.changed() => return Ok(()),
+        }
+    }
+}
+
 /// Runs `once` (a watch of a bucket) whenever NATS is connected, and again whenever it
 /// returns: on an error, on a new connection, when the node's watches are restarted. `once`
 /// gets the connection counter to select on. `what` names the watch in the log.

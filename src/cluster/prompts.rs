@@ -12,12 +12,11 @@
 //!
 //! Without NATS, uploads and deletions answer 503: a change on one node only would diverge.
 
-use super::nats::{confirmed, keep_watching, BucketSpec, Nats};
+use super::nats::{confirmed, follow_bucket, keep_watching, BucketSpec, Nats};
 use super::WriteError;
 use crate::blob::{prompt_key, BlobStore};
 use crate::promptstore::{valid_name, PromptStore};
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -111,7 +110,7 @@ impl SharedPrompts {
     /// every change.
     async fn mirror_once(
         &self,
-        mut connections: tokio::sync::watch::Receiver<u64>,
+        connections: tokio::sync::watch::Receiver<u64>,
     ) -> Result<(), String> {
         let kv = self.nats.bucket(&self.spec).await?;
         for (tenant, name) in self.prompts.all() {
@@ -127,20 +126,11 @@ impl SharedPrompts {
                 }
             }
         }
-        let mut watch = kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            tokio::select! {
-                next = watch.next() => match next {
-                    Some(Ok(entry)) => self.apply(&entry),
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => return Err("watch ended".into()),
-                },
-                _ = connections.changed() => return Ok(()),
-            }
-        }
+        follow_bucket(&kv, connections, |entry| async move {
+            self.apply(&entry);
+            true
+        })
+        .await
     }
 
     fn apply(&self, entry: &kv::Entry) {

@@ -15,12 +15,11 @@
 //! bucket's older state when the node rejoins.
 //! Greetings are not shared yet: each node plays the greeting recorded on it.
 
-use super::nats::{keep_watching, publish_latest, BucketSpec, KeyChange, Nats};
+use super::nats::{follow_bucket, keep_watching, publish_latest, BucketSpec, KeyChange, Nats};
 use super::outbox::Outbox;
 use crate::blob::{voicemail_key, BlobStore};
 use crate::mailstore::{MailChange, MailStore, Message};
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -121,7 +120,7 @@ async fn mirror_once(
     mail: &MailStore,
     blobs: &BlobStore,
     outbox: &Outbox,
-    mut connections: tokio::sync::watch::Receiver<u64>,
+    connections: tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), String> {
     let kv = nats.bucket(spec).await?;
     for (tenant, msg) in mail.all_messages() {
@@ -131,22 +130,14 @@ async fn mirror_once(
             let _ = kv.create(&key, json.into()).await;
         }
     }
-    let mut watch = kv
-        .watch_with_history(">")
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        tokio::select! {
-            next = watch.next() => match next {
-                // A change of ours still waits for the bucket: the bucket's is older.
-                Some(Ok(entry)) if outbox.waits(&entry.key) => {}
-                Some(Ok(entry)) => apply(&entry, mail, blobs),
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("watch ended".into()),
-            },
-            _ = connections.changed() => return Ok(()),
+    follow_bucket(&kv, connections, |entry| async move {
+        // A change of ours still waits for the bucket: the bucket's is older.
+        if !outbox.waits(&entry.key) {
+            apply(&entry, mail, blobs);
         }
-    }
+        true
+    })
+    .await
 }
 
 fn apply(entry: &kv::Entry, mail: &MailStore, blobs: &BlobStore) {
