@@ -837,28 +837,27 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         "http://127.0.0.1:{}/v1/tenants/demo/mailboxes/100/messages",
         a.api_port
     );
+    // Mailbox 100's one message as A lists it.
+    let message_on_a = || {
+        http.get(&messages)
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<serde_json::Value>().ok())
+            .map(|l| l["items"][0].clone())
+            .unwrap_or_default()
+    };
     wait_for(
         "A to show the message saved on B",
         Duration::from_secs(10),
-        || {
-            http.get(&messages)
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .ok()
-                .and_then(|r| r.json::<serde_json::Value>().ok())
-                .is_some_and(|l| l["items"][0]["folder"] == "saved")
-        },
+        || message_on_a()["folder"] == "saved",
     );
 
     // A change made on B while NATS is away survives B dying before NATS returns: B
     // publishes it when it is back, and A shows it (the bucket's older state does not win).
-    let id = http
-        .get(&messages)
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .ok()
-        .and_then(|r| r.json::<serde_json::Value>().ok())
-        .and_then(|l| l["items"][0]["id"].as_str().map(str::to_string))
+    let id = message_on_a()["id"]
+        .as_str()
+        .map(str::to_string)
         .expect("the message's id");
     nats.kill(0);
     let r = http
@@ -877,14 +876,7 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
     wait_for(
         "A to show the change B made while NATS was away",
         Duration::from_secs(20),
-        || {
-            http.get(&messages)
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .ok()
-                .and_then(|r| r.json::<serde_json::Value>().ok())
-                .is_some_and(|l| l["items"][0]["folder"] == "new")
-        },
+        || message_on_a()["folder"] == "new",
     );
     // Restarted, B learns the registrations other nodes hold (the latest of each key, not
     // only changes from now on).
