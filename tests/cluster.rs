@@ -1438,6 +1438,39 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
     // Kamailio's first probes.
     std::thread::sleep(Duration::from_secs(2));
 
+    // Someone who is not a node sends a Path-style Route (received= naming a victim): the
+    // front door refuses it rather than relay there.
+    let victim = std::net::UdpSocket::bind("127.0.0.1:0").expect("victim");
+    victim
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let victim_port = victim.local_addr().expect("addr").port();
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").expect("attacker");
+    let me = attacker.local_addr().expect("addr").port();
+    let forged = format!(
+        "INVITE sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKforged\r\nRoute: <sip:{front};lr;received=sip:127.0.0.1:{victim_port}>\r\nMax-Forwards: 70\r\nFrom: <sip:x@127.0.0.1>;tag=f\r\nTo: <sip:101@127.0.0.1>\r\nCall-ID: forged-{me}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    attacker
+        .send_to(forged.as_bytes(), &front)
+        .expect("send forged");
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let answer = attacker
+        .recv_from(&mut buf)
+        .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+        .unwrap_or_default();
+    assert!(
+        answer.starts_with("SIP/2.0 403"),
+        "a forged Path-style Route must be refused: {answer:?}\n{}",
+        kamailio.log()
+    );
+    assert!(
+        victim.recv_from(&mut buf).is_err(),
+        "the front door relayed a forged request to the address it named"
+    );
+
     // A node lost mid-load.
     let load = load_through(&front, 4, 60);
     std::thread::sleep(Duration::from_secs(6));
