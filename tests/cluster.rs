@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::netns::Lab;
 use common::*;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -15,9 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One NATS server, or three clustered, with JetStream, on loopback ports of the test's own.
+/// One NATS server, or three clustered, with JetStream: on loopback ports of the test's own, or
+/// one on each of a [`Lab`]'s hosts.
 struct NatsCluster {
     servers: Vec<Option<Child>>,
+    hosts: Vec<Host>,
     client_ports: Vec<u16>,
     route_ports: Vec<u16>,
     dir: tempfile::TempDir,
@@ -26,10 +29,27 @@ struct NatsCluster {
 
 impl NatsCluster {
     fn start(binary: PathBuf, block: &Ports, servers: usize) -> NatsCluster {
+        Self::start_on(
+            binary,
+            vec![Host::local(); servers],
+            [block.sip, block.sip + 2, block.sip + 3][..servers].to_vec(),
+            [block.sip + 5, block.sip + 6, block.sip + 7][..servers].to_vec(),
+        )
+    }
+
+    /// A server on each of `hosts`, clustered when more than one.
+    fn start_on(
+        binary: PathBuf,
+        hosts: Vec<Host>,
+        client_ports: Vec<u16>,
+        route_ports: Vec<u16>,
+    ) -> NatsCluster {
+        let servers = hosts.len();
         let mut c = NatsCluster {
             servers: (0..servers).map(|_| None).collect(),
-            client_ports: [block.sip, block.sip + 2, block.sip + 3][..servers].to_vec(),
-            route_ports: [block.sip + 5, block.sip + 6, block.sip + 7][..servers].to_vec(),
+            hosts,
+            client_ports,
+            route_ports,
             dir: tempfile::tempdir().expect("tmp"),
             binary,
         };
@@ -43,12 +63,14 @@ impl NatsCluster {
         let routes: Vec<String> = self
             .route_ports
             .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .zip(&self.hosts)
+            .map(|(p, h)| format!("nats://{}:{p}", h.addr))
             .collect();
         let dir = self.dir.path().join(format!("n{i}"));
         std::fs::create_dir_all(&dir).expect("nats dir");
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(["-js", "-a", "127.0.0.1"])
+        let host = &self.hosts[i];
+        let mut cmd = host.command(&self.binary);
+        cmd.args(["-js", "-a", &host.addr])
             .args(["-p", &self.client_ports[i].to_string()])
             .args(["-sd", &dir.to_string_lossy()])
             .args(["-n", &format!("sy-nats-{i}")])
@@ -60,7 +82,7 @@ impl NatsCluster {
             cmd.args(["--cluster_name", "sy-test"])
                 .args([
                     "--cluster",
-                    &format!("nats://127.0.0.1:{}", self.route_ports[i]),
+                    &format!("nats://{}:{}", host.addr, self.route_ports[i]),
                 ])
                 .args(["--routes", &routes.join(",")]);
         }
@@ -70,10 +92,11 @@ impl NatsCluster {
             .spawn()
             .expect("start nats-server");
         self.servers[i] = Some(child);
+        let addr = host.addr.clone();
         wait_for(
             &format!("NATS server {i} to accept connections"),
             Duration::from_secs(10),
-            || TcpStream::connect(("127.0.0.1", self.client_ports[i])).is_ok(),
+            || TcpStream::connect((addr.as_str(), self.client_ports[i])).is_ok(),
         );
     }
 
@@ -87,7 +110,8 @@ impl NatsCluster {
     fn urls(&self) -> String {
         self.client_ports
             .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .zip(&self.hosts)
+            .map(|(p, h)| format!("nats://{}:{p}", h.addr))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -143,7 +167,7 @@ fn get_json(
     path: &str,
 ) -> (StatusCode, Option<String>, serde_json::Value) {
     match http
-        .get(format!("http://127.0.0.1:{port}{path}"))
+        .get(api_url(port, path))
         .bearer_auth(ADMIN_KEY)
         .timeout(Duration::from_secs(5))
         .send()
@@ -173,7 +197,7 @@ fn demo(http: &Client, port: u16) -> (String, serde_json::Value) {
 
 fn put_demo(http: &Client, port: u16, tag: &str, doc: &serde_json::Value) -> (StatusCode, String) {
     let r = http
-        .put(format!("http://127.0.0.1:{port}/v1/tenants/demo"))
+        .put(api_url(port, "/v1/tenants/demo"))
         .bearer_auth(ADMIN_KEY)
         .header("If-Match", tag)
         .timeout(Duration::from_secs(30))
@@ -314,6 +338,18 @@ fn start_node_with(
     dir: Option<tempfile::TempDir>,
     extra: &[(&str, &str)],
 ) -> Server {
+    start_node_on(&Host::local(), nats, p, node, dir, extra)
+}
+
+/// [`start_node_with`] on `host`.
+fn start_node_on(
+    host: &Host,
+    nats: &NatsCluster,
+    p: &Ports,
+    node: &str,
+    dir: Option<tempfile::TempDir>,
+    extra: &[(&str, &str)],
+) -> Server {
     let urls = nats.urls();
     let replicas = nats.servers.len().to_string();
     // Per test: a test's nodes share their buckets, nobody else's.
@@ -335,10 +371,8 @@ fn start_node_with(
         ),
     ];
     vars.extend_from_slice(extra);
-    match dir {
-        Some(d) => Server::start_in(p, &vars, d),
-        None => Server::start(p, &vars),
-    }
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("tmp"));
+    Server::start_on(host, p, &vars, dir)
 }
 
 /// Waits until every node in `api` applies the same tenant configuration.
@@ -1047,29 +1081,31 @@ impl Kamailio {
             .replace("@NODE@", &format!("sip:127.0.0.1:{node_port}"));
         let path = dir.path().join("front.cfg");
         std::fs::write(&path, cfg).expect("write cfg");
-        Self::launch(dir, &path, &[])
+        Self::launch(&Host::local(), dir, &path, &[])
     }
 
     /// The shipped front door (`config/kamailio/kamailio.cfg`: dispatcher, probing, failover)
-    /// in front of the nodes at `node_ports`.
-    fn dispatcher(listen: &str, node_ports: &[u16]) -> Kamailio {
+    /// on `host`, listening on `listen`, in front of the nodes at `nodes` (`addr:port`).
+    fn dispatcher_on(host: &Host, listen: &str, nodes: &[String]) -> Kamailio {
         let dir = tempfile::tempdir().expect("tmp");
         let list = dir.path().join("dispatcher.list");
-        let nodes: String = node_ports
-            .iter()
-            .map(|p| format!("1 sip:127.0.0.1:{p} 0 0\n"))
-            .collect();
+        let nodes: String = nodes.iter().map(|n| format!("1 sip:{n} 0 0\n")).collect();
         std::fs::write(&list, nodes).expect("dispatcher.list");
         let defines = [
             format!("LISTEN=udp:{listen}"),
             format!("DISPATCHER_LIST=\"{}\"", list.display()),
         ];
-        Self::launch(dir, &repo().join("config/kamailio/kamailio.cfg"), &defines)
+        Self::launch(
+            host,
+            dir,
+            &repo().join("config/kamailio/kamailio.cfg"),
+            &defines,
+        )
     }
 
-    fn launch(dir: tempfile::TempDir, cfg: &Path, defines: &[String]) -> Kamailio {
+    fn launch(host: &Host, dir: tempfile::TempDir, cfg: &Path, defines: &[String]) -> Kamailio {
         let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
-        let mut cmd = Command::new(kamailio_binary());
+        let mut cmd = host.command(kamailio_binary());
         cmd.arg("-f")
             .arg(cfg)
             .args(["-DD", "-E", "-Y"])
@@ -1354,16 +1390,24 @@ fn sipp_counts(out: &str) -> (u64, u64) {
     (column("SuccessfulCall(C)"), column("FailedCall(C)"))
 }
 
-/// Trunk calls through the front door at `front`: `calls` of 3 s at `rate` per second, in a
+/// The echo number (+15550600) called through the front door at `front` from the test's
+/// address `from`: `calls` of 3 s at `rate` per second, each streaming a 1000 Hz tone, in a
 /// thread of their own.
-fn load_through(front: &str, rate: u32, calls: u32) -> std::thread::JoinHandle<(bool, String)> {
-    let front = front.to_string();
+fn load_through(
+    from: &str,
+    front: &str,
+    rate: u32,
+    calls: u32,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let (from, front) = (from.to_string(), front.to_string());
     std::thread::spawn(move || {
         let (rate, calls) = (rate.to_string(), calls.to_string());
-        sipp_to(
+        sipp_from(
+            &from,
             &front,
             &ports(),
-            "invite_trunk.xml",
+            "media_stream_loop.xml",
+            Some(&sine_wave(1000.0, 1.0)),
             &[
                 "-r",
                 &rate,
@@ -1372,57 +1416,214 @@ fn load_through(front: &str, rate: u32, calls: u32) -> std::thread::JoinHandle<(
                 "-l",
                 "100",
                 "-s",
-                "+15550100",
+                "+15550600",
                 "-d",
                 "3000",
                 "-timeout",
                 "150s",
+                // A proxy with several worker processes (Kamailio) can relay a 180 after the
+                // 200 that followed it at once; a UA ignores such a late 180 (RFC 3261
+                // §13.2.2.4), SIPp would abort the call. A message that is really wrong
+                // still fails the call: it never completes.
+                "-default_behaviors",
+                "all,-abortunexp",
             ],
         )
     })
 }
 
-/// Kamailio with the shipped configuration (`config/kamailio/kamailio.cfg`: dispatcher,
-/// OPTIONS probing, failover) in front of three nodes sharing NATS, PostgreSQL and S3, with
-/// trunk calls arriving through it all along:
+/// What the callers heard, stream by stream (one per call: a node's RTP port and SSRC), in a
+/// capture of RTP from the nodes: (streams of a second or more that carry the 1000 Hz tone
+/// back, such streams that don't).
+fn echoed_streams(cap: Capture) -> (usize, usize) {
+    let mut streams: std::collections::BTreeMap<(u16, u32), Vec<i16>> = Default::default();
+    for d in cap.finish() {
+        let p = &d.payload;
+        // PCMU, 20 ms.
+        if p.len() == 172 && p[0] >> 6 == 2 && p[1] & 0x7f == 0 {
+            let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+            streams
+                .entry((d.src_port, ssrc))
+                .or_default()
+                .extend(p[12..].iter().map(|&b| ulaw_to_linear(b)));
+        }
+    }
+    let (mut tone, mut not) = (0, 0);
+    for samples in streams.values().filter(|s| s.len() >= 8000) {
+        let heard = samples
+            .iter()
+            .position(|s| s.unsigned_abs() > 2000)
+            .and_then(|start| samples.get(start + 400..start + 4400))
+            .map(tone_frequency);
+        match heard {
+            Some(f) if (f - 1000.0).abs() < 15.0 => tone += 1,
+            _ => not += 1,
+        }
+    }
+    (tone, not)
+}
+
+/// An S3 server (moto) of the test's own at `addr:port` with one bucket, for nodes on a
+/// [`Lab`]'s hosts (the machine's is on loopback, which they can't reach).
+struct LabS3 {
+    child: Child,
+    endpoint: String,
+}
+
+impl LabS3 {
+    fn start(addr: &str, port: u16, bucket: &str) -> LabS3 {
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", addr, "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let s3 = LabS3 {
+            child,
+            endpoint: format!("http://{addr}:{port}"),
+        };
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            TcpStream::connect((addr, port)).is_ok()
+        });
+        let r = Client::new()
+            .put(format!("{}/{bucket}", s3.endpoint))
+            .send()
+            .expect("create bucket");
+        assert!(r.status().is_success(), "S3 bucket: {:?}", r.text());
+        s3
+    }
+}
+
+impl Drop for LabS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the nodes' logs say of the calls SIPp's error log names (for a failure's message).
+fn failed_calls_in_logs(sipp_out: &str, nodes: &[Option<Server>]) -> String {
+    let ids: Vec<&str> = sipp_out
+        .lines()
+        .flat_map(|l| l.split(['\'', ' ']))
+        .filter(|w| w.contains('@') && w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    let mut text = String::new();
+    for node in nodes.iter().flatten() {
+        for line in node.log_text().lines() {
+            if ids.iter().any(|id| line.contains(id)) {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    format!("--- node log lines naming {ids:?} ---\n{text}")
+}
+
+/// SIPp's successful and failed calls of a load, printed and returned.
+fn load_result(what: &str, load: std::thread::JoinHandle<(bool, String)>) -> (u64, u64, String) {
+    let (_, out) = load.join().expect("load");
+    let (ok, failed) = sipp_counts(&out);
+    println!("{what}: {failed} of {} calls failed", ok + failed);
+    (ok, failed, out)
+}
+
+/// The service as separate hosts, network namespaces made by the test: Kamailio (the shipped
+/// `config/kamailio/kamailio.cfg`: dispatcher, probing, failover) on one, three Switchyard
+/// nodes each with a NATS server (clustered, JetStream R3) on three others; the carrier, a
+/// PJSUA2 phone and the shared stores (a PostgreSQL and an S3 server of the test's own) on
+/// the test's side of the bridge. Calls to the echo number arrive through Kamailio all along,
+/// each streaming a tone, and what comes back is checked as audio:
 /// - one node SIGKILLed under load: at most its own calls and one new call fail;
+/// - one node's cable cut under load (a partition: node and its NATS server unreachable, both
+///   still running): at most its calls and one new call fail; mended, it rejoins;
 /// - a rolling upgrade (each node in turn SIGTERMed, drained, started again) under load: no
 ///   call fails;
-/// - every completed call's record is in PostgreSQL once.
+/// - every completed call's record is in PostgreSQL once;
+/// - the cluster page shows a lost node gone within seconds, and ready after;
+/// - a phone registered through Kamailio is rung by whichever node takes a carrier's call, and
+///   calls out through each node in turn, hearing the carrier's echo.
 #[test]
 fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_none() {
     let Some(nats_bin) = nats_server() else {
         return;
     };
-    if !peer_available("sipp") || !kamailio_available() {
+    if !peer_available("sipp")
+        || !peer_available("tcpdump")
+        || !kamailio_available()
+        || !pjsua_available()
+    {
         return;
     }
-    let nats = NatsCluster::start(nats_bin, &ports(), 1);
-    let names = ["node-a", "node-b", "node-c"];
-    let node_ports = [ports(), ports(), ports()];
-    let Some(stores) =
-        SharedStores::create(&format!("{}_{}", std::process::id(), node_ports[0].sip))
-    else {
+    let Ok(pg_bin) = std::env::var("SWITCHYARD_TEST_PG_BIN") else {
+        switchyard::test_support::peer_missing(
+            "SWITCHYARD_TEST_PG_BIN (integration/services/start.sh prints it)",
+        );
         return;
     };
-    let mut vars = stores.vars();
-    vars.push(("SWITCHYARD_SIP_TRUSTED_PROXIES", "127.0.0.2"));
-    // Calls through the front door come from 127.0.0.2: the per-source limits are the
-    // proxy's, which trusted proxies are exempt from.
+    let Some(lab) = Lab::create(&["k", "a", "b", "c"]) else {
+        return;
+    };
+    let outside = lab.gateway().addr;
+    let hosts = [lab.host("a"), lab.host("b"), lab.host("c")];
+    let names = ["node-a", "node-b", "node-c"];
+    let node_ports = [ports(), ports(), ports()];
+    let block = ports();
+    let pg = postgres::PrivatePostgres::start_new_at(pg_bin.into(), &outside, block.sip + 15);
+    let s3 = LabS3::start(&outside, block.sip + 16, "switchyard");
+    let nats = NatsCluster::start_on(nats_bin, hosts.to_vec(), vec![4222; 3], vec![6222; 3]);
+    let kamailio_host = lab.host("k");
+    let history = pg.url();
+    let vars: Vec<(&str, &str)> = vec![
+        ("SWITCHYARD_HISTORY_URL", &history),
+        ("SWITCHYARD_BLOB_URL", "s3://switchyard"),
+        ("SWITCHYARD_BLOB_ENDPOINT", &s3.endpoint),
+        ("SWITCHYARD_BLOB_REGION", "us-east-1"),
+        ("SWITCHYARD_BLOB_ACCESS_KEY_ID", "test"),
+        ("SWITCHYARD_BLOB_SECRET_ACCESS_KEY", "test"),
+        ("SWITCHYARD_BLOB_ALLOW_HTTP", "true"),
+        // Calls through the front door come from Kamailio: the per-source limits are the
+        // proxy's, which trusted proxies are exempt from.
+        ("SWITCHYARD_SIP_TRUSTED_PROXIES", &kamailio_host.addr),
+        // Each node is a host of its own: room for every call of the load on one node.
+        ("SWITCHYARD_MEDIA_RTP_PORTS", "20000-20199"),
+    ];
     let start = |i: usize, dir: Option<tempfile::TempDir>| {
-        start_node_with(&nats, &node_ports[i], names[i], dir, &vars)
+        start_node_on(&hosts[i], &nats, &node_ports[i], names[i], dir, &vars)
     };
     let mut nodes: Vec<Option<Server>> = (0..3).map(|i| Some(start(i, None))).collect();
     let api = |nodes: &[Option<Server>]| -> Vec<u16> {
         nodes.iter().flatten().map(|n| n.api_port).collect()
     };
     let http = Client::new();
-    if let Err(e) = wait_converged(&http, &api(&nodes), Duration::from_secs(40)) {
+    if let Err(e) = wait_converged(&http, &api(&nodes), Duration::from_secs(60)) {
         panic!("{e}\n{}", nats.logs());
     }
-    let front = format!("127.0.0.2:{}", ports().sip);
-    let sip_ports: Vec<u16> = node_ports.iter().map(|p| p.sip).collect();
-    let kamailio = Kamailio::dispatcher(&front, &sip_ports);
+    // The carrier: calls in from the test's address, and takes calls out at a port there.
+    let carrier = ports();
+    edit_demo(nodes[0].as_ref().expect("A"), |doc| {
+        doc["trunks"][0]["allowed_sources"] = serde_json::json!([outside]);
+        doc["trunks"]
+            .as_array_mut()
+            .expect("trunks")
+            .push(serde_json::json!({
+                "id": "carrier", "address": format!("{outside}:{}", carrier.sipp),
+                "allowed_prefixes": ["+1"]
+            }));
+        doc["outbound_routes"] =
+            serde_json::json!([{"name": "nanp", "prefix": "+1", "trunk": "carrier"}]);
+        doc["numbers"].as_array_mut().expect("numbers").push(
+            serde_json::json!({"number": "+15550101", "target": {"type": "user", "extension": "101"}}),
+        );
+    });
+    if let Err(e) = wait_converged(&http, &api(&nodes), Duration::from_secs(20)) {
+        panic!("{e}\n{}", nats.logs());
+    }
+    let front = format!("{}:5060", kamailio_host.addr);
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("{}:{}", hosts[i].addr, node_ports[i].sip))
+        .collect();
+    let kamailio = Kamailio::dispatcher_on(&kamailio_host, &front, &members);
     // The page of any node that runs.
     let state_of = |nodes: &[Option<Server>], name: &str| {
         api(nodes)
@@ -1440,15 +1641,15 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
 
     // Someone who is not a node sends a Path-style Route (received= naming a victim): the
     // front door refuses it rather than relay there.
-    let victim = std::net::UdpSocket::bind("127.0.0.1:0").expect("victim");
+    let victim = std::net::UdpSocket::bind((outside.as_str(), 0)).expect("victim");
     victim
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .expect("timeout");
     let victim_port = victim.local_addr().expect("addr").port();
-    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").expect("attacker");
+    let attacker = std::net::UdpSocket::bind((outside.as_str(), 0)).expect("attacker");
     let me = attacker.local_addr().expect("addr").port();
     let forged = format!(
-        "INVITE sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKforged\r\nRoute: <sip:{front};lr;received=sip:127.0.0.1:{victim_port}>\r\nMax-Forwards: 70\r\nFrom: <sip:x@127.0.0.1>;tag=f\r\nTo: <sip:101@127.0.0.1>\r\nCall-ID: forged-{me}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        "INVITE sip:101@{outside} SIP/2.0\r\nVia: SIP/2.0/UDP {outside}:{me};branch=z9hG4bKforged\r\nRoute: <sip:{front};lr;received=sip:{outside}:{victim_port}>\r\nMax-Forwards: 70\r\nFrom: <sip:x@{outside}>;tag=f\r\nTo: <sip:101@{outside}>\r\nCall-ID: forged-{me}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     );
     attacker
         .send_to(forged.as_bytes(), &front)
@@ -1471,28 +1672,38 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
         "the front door relayed a forged request to the address it named"
     );
 
+    // RTP from the nodes to the callers, for the whole run.
+    let cap = Capture::start_on(
+        &lab.interface(),
+        &format!(
+            "udp and dst host {outside} and src net {} and not src port 5060",
+            lab.subnet()
+        ),
+    );
+    // Calls on `name` now, as any node's listing (which gathers every node's) tells.
+    let calls_on = |nodes: &[Option<Server>], name: &str| {
+        let port = api(nodes).first().copied().unwrap_or(0);
+        let (_, _, listed) = get_json(&http, port, "/v1/tenants/demo/calls");
+        listed["items"]
+            .as_array()
+            .map(|calls| calls.iter().filter(|c| c["node"] == name).count())
+            .unwrap_or(0) as u64
+    };
+
     // A node lost mid-load.
-    let load = load_through(&front, 4, 60);
+    let load = load_through(&outside, &front, 4, 60);
     std::thread::sleep(Duration::from_secs(6));
+    let on_victim = calls_on(&nodes, "node-c");
     let victim = nodes[2].take().expect("node C");
-    // The listing gathers every node's calls; the victim's own are those naming it.
-    let (_, _, listed) = get_json(&http, victim.api_port, "/v1/tenants/demo/calls");
-    let on_victim = listed["items"]
-        .as_array()
-        .map(|calls| calls.iter().filter(|c| c["node"] == "node-c").count())
-        .unwrap_or(0) as u64;
     let dir = victim.kill_keeping_data();
     let killed = Instant::now();
     wait_for("the page to show C gone", Duration::from_secs(15), || {
         state_of(&nodes, "node-c") == "gone"
     });
-    let detected = killed.elapsed();
-    let (_, out) = load.join().expect("load");
-    let (ok_kill, failed_kill) = sipp_counts(&out);
+    let detected_kill = killed.elapsed();
+    let (ok_kill, failed_kill, out) = load_result("node SIGKILLed under load", load);
     println!(
-        "node SIGKILLed under load: {failed_kill} of {} calls failed ({on_victim} were on it); \
-         the cluster page showed it gone after {detected:?}",
-        ok_kill + failed_kill
+        "  {on_victim} calls were on it; the cluster page showed it gone after {detected_kill:?}"
     );
     assert_eq!(ok_kill + failed_kill, 60, "{out}");
     assert!(
@@ -1507,9 +1718,39 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
     });
     std::thread::sleep(Duration::from_secs(2));
 
+    // A node cut off mid-load: a partition, with the node and its NATS server still running.
+    let load = load_through(&outside, &front, 4, 60);
+    std::thread::sleep(Duration::from_secs(6));
+    let on_cut = calls_on(&nodes, "node-b");
+    lab.cut("b");
+    let cut = Instant::now();
+    let others = |nodes: &[Option<Server>]| {
+        state_on_page(&http, nodes[0].as_ref().expect("A").api_port, "node-b")
+    };
+    wait_for("A's page to show B gone", Duration::from_secs(15), || {
+        others(&nodes) == "gone"
+    });
+    let detected_cut = cut.elapsed();
+    let (ok_cut, failed_cut, out) = load_result("node cut off under load", load);
+    println!("  {on_cut} calls were on it; the cluster page showed it gone after {detected_cut:?}");
+    assert_eq!(ok_cut + failed_cut, 60, "{out}");
+    assert!(
+        failed_cut <= on_cut + 1,
+        "only the cut-off node's calls (and one new call) may fail: {failed_cut} failed, \
+         {on_cut} were on it\n{out}\n{}",
+        kamailio.log()
+    );
+    lab.mend("b");
+    let mended = Instant::now();
+    wait_for("B ready again on A's page", Duration::from_secs(60), || {
+        others(&nodes) == "ready"
+    });
+    println!("B mended: ready on A's page after {:?}", mended.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+
     // A rolling upgrade under load: each node in turn stops (SIGTERM: drains, exits) and
     // starts again.
-    let load = load_through(&front, 4, 160);
+    let load = load_through(&outside, &front, 4, 160);
     let began = Instant::now();
     for i in 0..3 {
         std::thread::sleep(Duration::from_secs(3));
@@ -1531,31 +1772,40 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
         std::thread::sleep(Duration::from_secs(2));
     }
     let upgraded = began.elapsed();
-    let (_, out) = load.join().expect("load");
-    let (ok_roll, failed_roll) = sipp_counts(&out);
-    println!(
-        "rolling upgrade of three nodes in {upgraded:?} under load: {failed_roll} of {} calls failed",
-        ok_roll + failed_roll
-    );
+    let (ok_roll, failed_roll, out) =
+        load_result(&format!("rolling upgrade in {upgraded:?} under load"), load);
     assert_eq!(
         (ok_roll, failed_roll),
         (160, 0),
-        "no call may fail in a rolling upgrade\n{out}\n{}",
-        kamailio.log()
+        "no call may fail in a rolling upgrade\n{out}\n{}\n{}",
+        kamailio.log(),
+        failed_calls_in_logs(&out, &nodes)
+    );
+
+    // What the callers heard.
+    let completed = ok_kill + ok_cut + ok_roll;
+    let (with_tone, without) = echoed_streams(cap);
+    println!("{with_tone} calls heard their tone echoed, {without} heard something else");
+    assert!(
+        with_tone as u64 >= completed && without == 0,
+        "every completed call ({completed}) must hear its tone: {with_tone} did, {without} \
+         streams held something else"
     );
 
     // Every completed call recorded once, whichever node took it (a killed node's spool
-    // delivers after its restart).
-    let recorded = |sql: &str| stores.query(sql).parse::<u64>().unwrap_or(0);
-    let completed = ok_kill + ok_roll;
-    let answered = "SELECT COUNT(*) FROM call_records WHERE to_number = '+15550100' AND disposition = 'answered'";
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // delivers after its restart, a cut-off node's after the cable is back).
+    let recorded = |sql: &str| pg.value(sql).parse::<u64>().unwrap_or(0);
+    let answered = "SELECT COUNT(*) FROM call_records WHERE to_number = '+15550600' AND disposition = 'answered'";
+    let deadline = Instant::now() + Duration::from_secs(60);
     while recorded(answered) < completed {
         assert!(
             Instant::now() < deadline,
             "{} of {completed} completed calls recorded; by disposition and number:\n{}",
             recorded(answered),
-            stores.query("SELECT disposition, to_number, COUNT(*) FROM call_records GROUP BY 1, 2")
+            pg.value(
+                "SELECT string_agg(d || ' ' || t || ' ' || n, ', ') FROM \
+                 (SELECT disposition d, to_number t, COUNT(*) n FROM call_records GROUP BY 1, 2) x"
+            )
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -1568,13 +1818,13 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
 
     // A phone registered through the front door (whichever node took the REGISTER) is rung
     // by whichever node takes a carrier's call: three calls, round robin over the nodes.
-    let (a, b) = (nodes[0].as_ref().expect("A"), nodes[1].as_ref().expect("B"));
-    number_for_101(&http, a, b);
     let phone = ports();
-    let (ok, out) = sipp_to(
+    let (ok, out) = sipp_from(
+        &outside,
         &front,
         &phone,
         "register_only.xml",
+        None,
         &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
     );
     assert!(
@@ -1582,20 +1832,99 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
         "register through the front door: {out}\n{}",
         kamailio.log()
     );
-    wait_for_101_on(&http, b);
+    wait_for_101_on(&http, nodes[1].as_ref().expect("B"));
     for round in 0..3 {
-        let (front2, phone2) = (front.clone(), same_ports(&phone));
-        let callee =
-            std::thread::spawn(move || sipp_to(&front2, &phone2, "uas_answer.xml", &["-m", "1"]));
+        let (front2, phone2, from) = (front.clone(), same_ports(&phone), outside.clone());
+        let callee = std::thread::spawn(move || {
+            sipp_from(
+                &from,
+                &front2,
+                &phone2,
+                "uas_answer.xml",
+                None,
+                &["-m", "1"],
+            )
+        });
         std::thread::sleep(Duration::from_millis(300));
-        let (ok, out) = sipp_to(
+        let (ok, out) = sipp_from(
+            &outside,
             &front,
             &ports(),
             "invite_trunk.xml",
+            None,
             &["-m", "1", "-s", "+15550101", "-d", "500"],
         );
         assert!(ok, "call {round} to the phone: {out}\n{}", kamailio.log());
         let (ok, out) = callee.join().expect("phone");
         assert!(ok, "call {round}: the phone must be rung: {out}");
     }
+
+    // A PJSUA2 phone (user 100) calls out through the front door three times: round robin
+    // sends each call out through another node, the carrier echoes, and the phone hears its
+    // own tone back.
+    let work = tempfile::tempdir().expect("tmp");
+    let messages = work.path().join("carrier-messages.log");
+    let messages_arg = messages.to_string_lossy().into_owned();
+    let (from, carrier_ports) = (outside.clone(), same_ports(&carrier));
+    let carrier_side = std::thread::spawn(move || {
+        sipp_from(
+            &from,
+            &format!("{from}:5999"),
+            &carrier_ports,
+            "uas_answer.xml",
+            None,
+            &[
+                "-m",
+                "3",
+                "-rtp_echo",
+                "-trace_msg",
+                "-message_file",
+                &messages_arg,
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let tone = work.path().join("tone.wav");
+    std::fs::write(&tone, pcm_wav(&tone_at(700.0, 8000, 3.0), 8000)).expect("tone");
+    for round in 0..3 {
+        let heard = work.path().join(format!("heard-{round}.wav"));
+        let out = Command::new("python3")
+            .arg(repo().join("integration/pjsua/echo_call.py"))
+            .args(["--server", &front, "--to", "+15559990000"])
+            .args(["--user", "100", "--password", "demo100", "--bind", &outside])
+            .arg("--play")
+            .arg(&tone)
+            .arg("--record")
+            .arg(&heard)
+            .args(["--seconds", "3"])
+            .output()
+            .expect("run echo_call.py");
+        assert!(
+            out.status.success(),
+            "the phone's call {round} out: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            kamailio.log()
+        );
+        let samples = wav_data(&std::fs::read(&heard).expect("recording"));
+        let f = tone_after_onset(&samples);
+        assert!(
+            (f - 700.0).abs() < 15.0,
+            "call {round} out: the phone heard {f} Hz, not its 700 Hz tone"
+        );
+    }
+    let (ok, out) = carrier_side.join().expect("carrier");
+    assert!(ok, "the carrier must take three calls: {out}");
+    let log = std::fs::read_to_string(&messages).unwrap_or_default();
+    let mut via_nodes: Vec<&str> = hosts
+        .iter()
+        .map(|h| h.addr.as_str())
+        .filter(|addr| log.contains(&format!("Via: SIP/2.0/UDP {addr}:")))
+        .collect();
+    via_nodes.dedup();
+    assert_eq!(
+        via_nodes.len(),
+        3,
+        "the phone's three calls must leave through the three nodes: {via_nodes:?}\n{log}"
+    );
+    println!("a PJSUA2 phone called out through each of the three nodes and heard its echo");
 }

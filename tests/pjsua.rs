@@ -6,33 +6,8 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn pjsua_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import pjsua2"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok || switchyard::test_support::peer_missing(
-        "pjsua2 (pip install -r integration/pjsua/requirements.txt)",
-    )
-}
-
 fn read_wav_8k(path: &std::path::Path) -> Vec<i16> {
-    let b = std::fs::read(path).expect("recording");
-    // Find the data chunk.
-    let mut off = 12;
-    while off + 8 <= b.len() {
-        let len = u32::from_le_bytes([b[off + 4], b[off + 5], b[off + 6], b[off + 7]]) as usize;
-        if &b[off..off + 4] == b"data" {
-            let end = (off + 8 + len).min(b.len());
-            return b[off + 8..end]
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                .collect();
-        }
-        off += 8 + len + (len & 1);
-    }
-    panic!("no data chunk");
+    wav_data(&std::fs::read(path).expect("recording"))
 }
 
 /// A 16-bit 8 kHz mono WAV of a sine tone.

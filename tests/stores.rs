@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::postgres::PrivatePostgres;
 use common::*;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -28,129 +29,6 @@ fn tool(var: &str) -> Option<PathBuf> {
             ));
             None
         }
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A PostgreSQL cluster of the test's own (PostgreSQL refuses to run as root: as root, its
-/// commands run as the `postgres` user).
-struct PrivatePostgres {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl PrivatePostgres {
-    fn command(&self, program: &str) -> Command {
-        let exe = self.bin.join(program);
-        let mut c = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        };
-        c.current_dir("/");
-        c
-    }
-
-    fn start_new(bin: PathBuf, port: u16) -> PrivatePostgres {
-        let dir = tempfile::Builder::new()
-            .prefix("sy-pg-")
-            .tempdir_in("/tmp")
-            .expect("tmp");
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
-            assert!(ok.success());
-        }
-        let pg = PrivatePostgres { bin, dir, port };
-        let out = pg
-            .command("initdb")
-            .arg("-D")
-            .arg(pg.data())
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
-            .output()
-            .expect("initdb");
-        assert!(out.status.success(), "initdb: {out:?}");
-        pg.start();
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-d", "postgres", "-c", "CREATE DATABASE switchyard"])
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "create database: {out:?}");
-        pg
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/switchyard", self.port)
-    }
-
-    fn start(&self) {
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let out = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.path().join("log"))
-            .args(["-w", "-t", "60", "-o", &opts, "start"])
-            .output()
-            .expect("pg_ctl start");
-        assert!(out.status.success(), "pg_ctl start: {out:?}");
-    }
-
-    /// Stops at once, as a crash would (no shutdown checkpoint).
-    fn stop(&self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-
-    /// `SELECT` through psql, one value.
-    fn value(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", "switchyard", "-tAc", sql])
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "{sql}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -115,6 +115,8 @@ def parse_args(argv):
                    help="keep the call up this long after media starts (default 4)")
     p.add_argument("--user", help="authenticate as this user (digest, realm '*')")
     p.add_argument("--password", help="password for --user")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="local address for SIP and RTP (default 127.0.0.1)")
     p.add_argument("--local-port", type=int, default=0,
                    help="local SIP UDP port (default 0 = any)")
     p.add_argument("--log-level", type=int, default=0,
@@ -176,7 +178,7 @@ def run(opts):
 
         tcfg = pj.TransportConfig()
         tcfg.port = opts.local_port
-        tcfg.boundAddress = "127.0.0.1"
+        tcfg.boundAddress = opts.bind
         ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         ep.libStart()
         ep.audDevManager().setNullDev()
@@ -186,7 +188,7 @@ def run(opts):
         ident = opts.user if opts.user else "pjsua"
         acfg.idUri = "sip:%s@%s" % (ident, opts.server)
         acfg.regConfig.registrarUri = ""
-        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+        acfg.mediaConfig.transportConfig.boundAddress = opts.bind
         if opts.user:
             acfg.sipConfig.authCreds.append(
                 pj.AuthCredInfo("digest", "*", opts.user, 0, opts.password))

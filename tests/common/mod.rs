@@ -9,6 +9,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+pub mod postgres;
+
+pub use netns::Host;
+
 static NEXT: AtomicU16 = AtomicU16::new(0);
 
 /// A block of ports for one test: SIP server, SIPp, SIPp media, RTP range.
@@ -39,6 +44,18 @@ pub fn ports() -> Ports {
     }
 }
 
+/// Whether PJSUA2 (pjsip's Python binding) can be imported.
+pub fn pjsua_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pjsua2"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    ok || switchyard::test_support::peer_missing(
+        "pjsua2 (pip install -r integration/pjsua/requirements.txt)",
+    )
+}
+
 pub fn peer_available(program: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -57,11 +74,29 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The addresses servers on a [`Lab`]'s hosts serve their API at, by API port (the others
+/// are on 127.0.0.1).
+static API_ADDRS: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// `http://ADDR:PORT{path}` for the server whose API port is `port`.
+pub fn api_url(port: u16, path: &str) -> String {
+    let addrs = API_ADDRS.lock().unwrap_or_else(|e| e.into_inner());
+    let addr = addrs
+        .iter()
+        .rev()
+        .find(|(p, _)| *p == port)
+        .map(|(_, a)| a.as_str())
+        .unwrap_or("127.0.0.1");
+    format!("http://{addr}:{port}{path}")
+}
+
 /// The admin key every test server is started with.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 pub struct Server {
     pub child: Child,
+    /// The address it listens on (127.0.0.1 unless started on a [`Host`]).
+    pub addr: String,
     pub sip_port: u16,
     pub api_port: u16,
     pub data_dir: tempfile::TempDir,
@@ -79,7 +114,17 @@ impl Server {
         extra_env: &[(&str, &str)],
         data_dir: tempfile::TempDir,
     ) -> Server {
-        Self::launch(ports, extra_env, data_dir, false)
+        Self::launch(&Host::local(), ports, extra_env, data_dir, false)
+    }
+
+    /// A server on `host` (a network namespace of a [`Lab`]), listening on its address.
+    pub fn start_on(
+        host: &Host,
+        ports: &Ports,
+        extra_env: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> Server {
+        Self::launch(host, ports, extra_env, data_dir, false)
     }
 
     /// A server as an operator would start one: its working directory an empty folder, no
@@ -87,10 +132,17 @@ impl Server {
     /// binary is the release build named by `SWITCHYARD_RELEASE_BINARY` when set (`.ci/run`
     /// builds it), else the test build.
     pub fn start_from_empty_dir(ports: &Ports) -> Server {
-        Self::launch(ports, &[], tempfile::tempdir().expect("tmp"), true)
+        Self::launch(
+            &Host::local(),
+            ports,
+            &[],
+            tempfile::tempdir().expect("tmp"),
+            true,
+        )
     }
 
     fn launch(
+        host: &Host,
         ports: &Ports,
         extra_env: &[(&str, &str)],
         data_dir: tempfile::TempDir,
@@ -102,7 +154,8 @@ impl Server {
             Ok(release) if bare => repo().join(release),
             _ => PathBuf::from(env!("CARGO_BIN_EXE_switchyard")),
         };
-        let mut cmd = Command::new(binary);
+        let mut cmd = host.command(binary);
+        let addr = host.addr.as_str();
         if bare {
             let cwd = data_dir.path().join("cwd");
             std::fs::create_dir_all(&cwd).expect("cwd");
@@ -113,7 +166,7 @@ impl Server {
             .env("SWITCHYARD_DATA_DIR", data_dir.path())
             .env(
                 "SWITCHYARD_SIP_LISTEN",
-                format!("udp:127.0.0.1:{p},tcp:127.0.0.1:{p}", p = ports.sip),
+                format!("udp:{addr}:{p},tcp:{addr}:{p}", p = ports.sip),
             )
             .env(
                 "SWITCHYARD_MEDIA_RTP_PORTS",
@@ -127,7 +180,7 @@ impl Server {
                     repo().join("prompts")
                 },
             )
-            .env("SWITCHYARD_API_LISTEN", format!("127.0.0.1:{}", ports.api))
+            .env("SWITCHYARD_API_LISTEN", format!("{addr}:{}", ports.api))
             .env("SWITCHYARD_API_ADMIN_KEY", ADMIN_KEY)
             // Every test peer (providers included) runs on this machine.
             .env("SWITCHYARD_TENANT_ALLOW_LOCAL_TRUNKS", "true")
@@ -138,8 +191,15 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start switchyard");
+        if host.netns.is_some() {
+            API_ADDRS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((ports.api, addr.to_string()));
+        }
         let s = Server {
             child,
+            addr: addr.to_string(),
             sip_port: ports.sip,
             api_port: ports.api,
             data_dir,
@@ -150,7 +210,7 @@ impl Server {
     }
 
     fn wait_ready(&self) {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -158,7 +218,7 @@ impl Server {
         while Instant::now() < deadline {
             let _ = sock.send_to(
                 options(sock.local_addr().expect("addr").port()).as_bytes(),
-                ("127.0.0.1", self.sip_port),
+                (self.addr.as_str(), self.sip_port),
             );
             if let Ok((n, _)) = sock.recv_from(&mut buf) {
                 if buf[..n].starts_with(b"SIP/2.0 200") {
@@ -236,14 +296,7 @@ pub fn sipp_at(sip_port: u16, ports: &Ports, scenario: &str, args: &[&str]) -> (
 
 /// [`sipp`] against any `host:port` (a proxy in front of the server).
 pub fn sipp_to(target: &str, ports: &Ports, scenario: &str, args: &[&str]) -> (bool, String) {
-    run_sipp(
-        target,
-        ports,
-        scenario,
-        None,
-        &["-trace_err", "-trace_stat", "-fd", "1"],
-        args,
-    )
+    sipp_from("127.0.0.1", target, ports, scenario, None, args)
 }
 
 /// Runs one SIPp call with `audio` written to `audio.wav` in its working directory (the file
@@ -267,6 +320,7 @@ pub fn sipp_with_audio_at(
     args: &[&str],
 ) -> (bool, String) {
     run_sipp(
+        "127.0.0.1",
         &format!("127.0.0.1:{sip_port}"),
         ports,
         scenario,
@@ -285,6 +339,7 @@ pub fn sipp_at_with_audio(
     args: &[&str],
 ) -> (bool, String) {
     run_sipp(
+        "127.0.0.1",
         &format!("127.0.0.1:{sip_port}"),
         ports,
         scenario,
@@ -294,7 +349,29 @@ pub fn sipp_at_with_audio(
     )
 }
 
+/// [`sipp_to`] from `local` (an address of the test's own on a [`Lab`]'s bridge), with
+/// `audio` as `audio.wav` when given.
+pub fn sipp_from(
+    local: &str,
+    target: &str,
+    ports: &Ports,
+    scenario: &str,
+    audio: Option<&[i16]>,
+    args: &[&str],
+) -> (bool, String) {
+    run_sipp(
+        local,
+        target,
+        ports,
+        scenario,
+        audio,
+        &["-trace_err", "-trace_stat", "-fd", "1"],
+        args,
+    )
+}
+
 fn run_sipp(
+    local: &str,
     target: &str,
     ports: &Ports,
     scenario: &str,
@@ -313,7 +390,7 @@ fn run_sipp(
         .arg(target)
         .args([
             "-i",
-            "127.0.0.1",
+            local,
             "-p",
             &ports.sipp.to_string(),
             "-mp",
@@ -419,12 +496,17 @@ pub struct Datagram {
 impl Capture {
     /// Starts capturing UDP from ports `first..=last` (the server's RTP range).
     pub fn start(first: u16, last: u16) -> Capture {
+        Self::start_on("lo", &format!("udp and src portrange {first}-{last}"))
+    }
+
+    /// Starts capturing what `filter` (tcpdump's syntax) takes on `interface`.
+    pub fn start_on(interface: &str, filter: &str) -> Capture {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("cap.pcap");
         let child = Command::new("tcpdump")
-            .args(["-i", "lo", "-U", "-n", "-w"])
+            .args(["-i", interface, "-U", "-n", "-w"])
             .arg(&path)
-            .arg(format!("udp and src portrange {first}-{last}"))
+            .arg(filter)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -598,7 +680,7 @@ pub fn short_greeting(server: &Server) {
 
 pub fn edit_demo(server: &Server, edit: impl FnOnce(&mut serde_json::Value)) {
     let http = reqwest::blocking::Client::new();
-    let url = format!("http://127.0.0.1:{}/v1/tenants/demo", server.api_port);
+    let url = api_url(server.api_port, "/v1/tenants/demo");
     let r = http.get(&url).bearer_auth(ADMIN_KEY).send().expect("GET");
     let tag = r.headers()["etag"].to_str().expect("etag").to_string();
     let mut doc: serde_json::Value = r.json().expect("doc");
@@ -619,6 +701,24 @@ pub fn wav_samples(b: &[u8]) -> Vec<i16> {
         .chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
         .collect()
+}
+
+/// The 16-bit samples of a WAV file's data chunk (wherever the writer put it).
+pub fn wav_data(b: &[u8]) -> Vec<i16> {
+    // Find the data chunk.
+    let mut off = 12;
+    while off + 8 <= b.len() {
+        let len = u32::from_le_bytes([b[off + 4], b[off + 5], b[off + 6], b[off + 7]]) as usize;
+        if &b[off..off + 4] == b"data" {
+            let end = (off + 8 + len).min(b.len());
+            return b[off + 8..end]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+        }
+        off += 8 + len + (len & 1);
+    }
+    panic!("no data chunk");
 }
 
 /// A 8 kHz sine tone.

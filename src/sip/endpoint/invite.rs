@@ -73,6 +73,10 @@ pub(super) struct Call {
     webrtc_answer: Option<String>,
 }
 
+/// Seconds a node out of media ports asks callers to wait: calls end and free ports all the
+/// time, so soon.
+const NO_PORTS_RETRY_AFTER_SECS: u32 = 2;
+
 impl Endpoint {
     pub(super) fn handle_invite(&mut self, now: Now, key: TxKey, peer: Peer, req: SipRequest) {
         if req.to.tag().is_some() {
@@ -171,11 +175,15 @@ impl Endpoint {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot answer call");
+                // This node is full, not the service: with Retry-After, a balancer in front
+                // (RFC 3261 §21.5.4) tries another node rather than fail the call.
                 return self.respond(
                     now,
                     &key,
                     &req,
-                    ResponseBuilder::new(503).reason("Service Unavailable (no media ports)"),
+                    ResponseBuilder::new(503)
+                        .reason("Service Unavailable (no media ports)")
+                        .header("Retry-After", NO_PORTS_RETRY_AFTER_SECS.to_string()),
                 );
             }
         };

@@ -1004,12 +1004,11 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111 0 101\r\na=rtpmap:0 PCMU/8000\r\na=fingerprint:s
     h.send(peer, &in_dialog("ACK", 1, "z9hG4bKm3a", "m3", &tag, ""));
     h.send(peer, &in_dialog("BYE", 2, "z9hG4bKm3b", "m3", &tag, ""));
     assert_eq!(h.media_in_use(), 0);
-    // No ports: 503, and nothing is held.
+    // No ports: 503 with Retry-After (a balancer tries another node), and nothing is held.
     h.media.exhaust();
-    assert_eq!(
-        codes(&h.send(peer, &invite("+15550100", "z9hG4bKm4", "m4", "", SDP))),
-        vec![100, 503]
-    );
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKm4", "m4", "", SDP));
+    assert_eq!(codes(&out), vec![100, 503]);
+    assert_eq!(header(&out[1], "Retry-After"), Some("2"));
     assert_eq!(h.media_in_use(), 0);
 }
 
