@@ -31,6 +31,18 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Drain the node running with these settings without stopping it: it answers new calls
+    /// (and the balancer's OPTIONS probes) with 503 + Retry-After while its live calls go on.
+    /// Talks to the node's admin API (`api.listen`, `api.admin_key`).
+    Drain {
+        /// Take new calls again instead.
+        #[arg(long)]
+        off: bool,
+        /// Then wait up to this many seconds for the node's live calls to end (exit 1 if they
+        /// have not).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+    },
     /// Tenant configuration.
     Tenant {
         #[command(subcommand)]
@@ -146,6 +158,7 @@ fn main() -> Result<()> {
             runtime.block_on(switchyard::server::run(settings, demo))?;
             Ok(())
         }
+        Command::Drain { off, wait } => drain(&settings, off, wait),
         Command::Tenant { command } => tenant_command(&settings, command),
         Command::Doctor => doctor(&settings),
         Command::Backup { file } => backup(&settings, &file),
@@ -182,6 +195,87 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// The admin API's base URL for a client on this machine: a wildcard listen address is
+/// reached on loopback.
+fn local_api(settings: &Settings) -> Result<String> {
+    let listen: std::net::SocketAddr = settings
+        .api
+        .listen
+        .parse()
+        .with_context(|| format!("api.listen {:?} is not an address", settings.api.listen))?;
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, listen.port())
+    ))
+}
+
+fn drain(settings: &Settings, off: bool, wait: Option<u64>) -> Result<()> {
+    if settings.api.admin_key.is_empty() {
+        bail!("api.admin_key is not set: the drain goes through the admin API");
+    }
+    let base = local_api(settings)?;
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let url = format!("{base}/v1/node/drain");
+    let request = if off {
+        http.delete(&url)
+    } else {
+        http.post(&url)
+    };
+    let r = request
+        .bearer_auth(&settings.api.admin_key)
+        .send()
+        .with_context(|| format!("is the node running? {url}"))?;
+    if !r.status().is_success() {
+        bail!("{url}: {}", r.status());
+    }
+    let state: serde_json::Value = r.json().context("the node's answer")?;
+    let draining = state["draining"].as_bool().unwrap_or(false);
+    println!(
+        "{}",
+        if draining {
+            "draining: new calls are refused (503), live calls go on"
+        } else {
+            "taking calls"
+        }
+    );
+    let Some(secs) = wait.filter(|_| draining) else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let page: serde_json::Value = http
+            .get(format!("{base}/v1/cluster"))
+            .bearer_auth(&settings.api.admin_key)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .context("reading the node's live calls")?;
+        let me = page["this_node"].clone();
+        let live = page["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["node"] == me))
+            .and_then(|n| n["live_calls"].as_u64())
+            .unwrap_or(0);
+        if live == 0 {
+            println!("no live calls: the node can be stopped");
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            println!("{live} live call(s) still up after {secs} s");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

@@ -1228,6 +1228,23 @@ fn probe(sip_port: u16) -> String {
         .unwrap_or_default()
 }
 
+/// `switchyard drain` with `args`, set up as on `node`'s machine: (exit 0, what it printed).
+fn drain_cli(node: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("drain")
+        .args(args)
+        .env(
+            "SWITCHYARD_API_LISTEN",
+            format!("0.0.0.0:{}", node.api_port),
+        )
+        .env("SWITCHYARD_API_ADMIN_KEY", ADMIN_KEY)
+        .output()
+        .expect("switchyard drain");
+    let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
 /// `node`'s state on the cluster page served by `port` ("" when it is not listed).
 fn state_on_page(http: &Client, port: u16, node: &str) -> String {
     let (_, _, page) = get_json(http, port, "/v1/cluster");
@@ -1268,16 +1285,11 @@ fn drained_and_dead_nodes_show_on_the_cluster_page() {
     assert!(probe(b.sip_port).starts_with("SIP/2.0 200"));
 
     // Drained through its API: probes and calls refused, live calls would go on.
-    let drain = format!("http://127.0.0.1:{}/v1/node/drain", b.api_port);
-    let r = http
-        .post(&drain)
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .expect("drain");
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["draining"],
-        true
+    // `switchyard drain` on B's machine (its settings name the API and the admin key).
+    let (ok, said) = drain_cli(&b, &["--wait", "10"]);
+    assert!(
+        ok && said.contains("draining") && said.contains("no live calls"),
+        "switchyard drain: {said}"
     );
     let answer = probe(b.sip_port);
     assert!(
@@ -1298,15 +1310,8 @@ fn drained_and_dead_nodes_show_on_the_cluster_page() {
     assert!(ok, "A takes calls meanwhile: {out}");
 
     // Undrained: takes calls again.
-    let r = http
-        .delete(&drain)
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .expect("undrain");
-    assert_eq!(
-        r.json::<serde_json::Value>().expect("json")["draining"],
-        false
-    );
+    let (ok, said) = drain_cli(&b, &["--off"]);
+    assert!(ok && said.contains("taking calls"), "drain --off: {said}");
     assert!(probe(b.sip_port).starts_with("SIP/2.0 200"));
     let (ok, out) = short_call(&b);
     assert!(ok, "B takes calls again: {out}");
