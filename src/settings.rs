@@ -224,12 +224,12 @@ pub struct SipSettings {
     pub tcp_max_connections: u32,
     /// Open TCP/WebSocket connections from one address (more are closed at once).
     pub tcp_max_connections_per_ip: u32,
-    /// PEM certificate chain for `wss:` listeners.
+    /// PEM certificate chain for `tls:` and `wss:` listeners (reloaded when the file changes).
     pub tls_cert: String,
     /// SIP proxies in front of this node (IPs or CIDR networks): requests from them are
     /// judged by the client they relayed, and their REGISTERs' Path is kept.
     pub trusted_proxies: Vec<String>,
-    /// PEM private key for `wss:` listeners.
+    /// PEM private key for `tls:` and `wss:` listeners.
     pub tls_key: String,
 }
 
@@ -587,21 +587,22 @@ impl Settings {
             let transport = match tp.to_ascii_lowercase().as_str() {
                 "udp" => TransportKind::Udp,
                 "tcp" => TransportKind::Tcp,
+                "tls" => TransportKind::Tls,
                 "ws" => TransportKind::Ws,
                 "wss" => TransportKind::Wss,
                 other => {
                     return Err(invalid(
                         "sip.listen",
-                        format!("unknown transport {other:?} (udp, tcp, ws or wss)"),
+                        format!("unknown transport {other:?} (udp, tcp, tls, ws or wss)"),
                     ))
                 }
             };
-            if transport == TransportKind::Wss
+            if matches!(transport, TransportKind::Wss | TransportKind::Tls)
                 && (self.sip.tls_cert.is_empty() || self.sip.tls_key.is_empty())
             {
                 return Err(invalid(
                     "sip.tls_cert",
-                    "a wss listener needs sip.tls_cert and sip.tls_key (PEM files)",
+                    format!("a {tp} listener needs sip.tls_cert and sip.tls_key (PEM files)"),
                 ));
             }
             let addr: SocketAddr = addr
@@ -934,6 +935,10 @@ mod tests {
         assert!(e.to_string().contains("media.rtp_ports"), "{e}");
         let e = Settings::load(None, env(&[("SWITCHYARD_SIP_T1_MS", "soon")])).expect_err("bad");
         assert!(e.to_string().contains("sip.t1_ms"), "{e}");
+        // A TLS listener without a certificate is refused before anything binds.
+        let e = Settings::load(None, env(&[("SWITCHYARD_SIP_LISTEN", "tls:0.0.0.0:5061")]))
+            .expect_err("bad");
+        assert!(e.to_string().contains("sip.tls_cert"), "{e}");
         let e = Settings::load(None, env(&[("SWITCHYARD_SIP_NOPE", "1")])).expect_err("bad");
         assert!(e.to_string().contains("SWITCHYARD_SIP_NOPE"), "{e}");
         // Not a setting at all: ignored.

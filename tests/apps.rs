@@ -124,6 +124,19 @@ fn phone_for_101(
     args: &'static [&'static str],
     edit: impl FnOnce(&mut Value),
 ) -> std::thread::JoinHandle<(bool, String)> {
+    phone_for_101_with(server, &[], scenario, args, edit)
+}
+
+/// [`phone_for_101`] with `transport` (SIPp's `-t …`) for both SIPp runs. Over TCP the
+/// registering SIPp's connection closes when it exits: the scenario's SIPp is reached by a
+/// connection Switchyard opens to the phone's Contact.
+fn phone_for_101_with(
+    server: &Server,
+    transport: &'static [&'static str],
+    scenario: &'static str,
+    args: &'static [&'static str],
+    edit: impl FnOnce(&mut Value),
+) -> std::thread::JoinHandle<(bool, String)> {
     edit_demo(server, |doc| {
         doc["numbers"]
             .as_array_mut()
@@ -132,15 +145,15 @@ fn phone_for_101(
         edit(doc);
     });
     let phone = ports();
-    let (ok, out) = sipp(
-        server,
-        &phone,
-        "register_only.xml",
-        &["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"],
-    );
+    let mut register = vec!["-m", "1", "-s", "101", "-au", "101", "-ap", "demo101"];
+    register.extend_from_slice(transport);
+    let (ok, out) = sipp(server, &phone, "register_only.xml", &register);
     assert!(ok, "register: {out}");
     let sip_port = server.sip_port;
-    let handle = std::thread::spawn(move || sipp_at(sip_port, &phone, scenario, args));
+    let handle = std::thread::spawn(move || {
+        let all: Vec<&str> = args.iter().chain(transport).copied().collect();
+        sipp_at(sip_port, &phone, scenario, &all)
+    });
     std::thread::sleep(Duration::from_millis(300));
     handle
 }
@@ -358,7 +371,8 @@ fn destination_no_route_allows_is_refused_and_no_invite_leaves() {
 }
 
 /// Message waiting: a subscribed phone is told "0 new" at once and "1 new" when a message is
-/// left in its mailbox; the message's audio holds the caller's tone.
+/// left in its mailbox; a phone that registers afterwards is told "1 new" unasked; the
+/// message's audio holds the caller's tone.
 #[test]
 fn message_waiting_notify_follows_a_new_voicemail() {
     if !peer_available("sipp") {
@@ -385,6 +399,25 @@ fn message_waiting_notify_follows_a_new_voicemail() {
         "MWI NOTIFYs wrong or missing:\n{out}\n{}",
         server.log_text()
     );
+    // A phone of user 100 that registers now (after a reboot, say) is told at once, unasked
+    // (PJSUA2 reports the unsolicited NOTIFY as message-waiting info).
+    if pjsua_available() {
+        let out = std::process::Command::new("python3")
+            .arg(repo().join("integration/pjsua/mwi_on_register.py"))
+            .args(["--server", &format!("127.0.0.1:{}", server.sip_port)])
+            .args(["--user", "100", "--password", "demo100"])
+            .output()
+            .expect("run mwi_on_register.py");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && said.contains("Messages-Waiting: yes")
+                && said.contains("Voice-Message: 1/0"),
+            "a new registration must be told its mailbox: {said}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+    }
     // The message holds the caller's 600 Hz tone.
     let dir = server.data_path().join("voicemail/demo/100");
     let wav = std::fs::read_dir(&dir)
@@ -412,12 +445,43 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     let p = ports();
     let server = Server::start(&p, &[]);
     let callee = phone_for_101(&server, "uas_answer.xml", &["-m", "1", "-rtp_echo"], |_| {});
+    caller_hears_echo_through_101(&server, &p, callee);
+}
+
+/// A phone registered over TCP whose connection then closed (the registering SIPp exits) is
+/// rung on a new connection Switchyard opens to its Contact, and the call bridges audio.
+#[test]
+fn a_tcp_phone_whose_connection_closed_is_rung_over_a_new_connection() {
+    if !peer_available("sipp") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let callee = phone_for_101_with(
+        &server,
+        &["-t", "t1"],
+        "uas_answer.xml",
+        &["-m", "1", "-rtp_echo"],
+        |_| {},
+    );
+    caller_hears_echo_through_101(&server, &p, callee);
+    let log = server.log_text();
+    assert!(log.contains("tcp connection opened to a phone"), "{log}");
+}
+
+/// A carrier's call to +15550101 with a 1000 Hz tone: `callee` (the phone, echoing) must be
+/// rung and the caller hear its tone back; the call record tells the phone's leg.
+fn caller_hears_echo_through_101(
+    server: &Server,
+    p: &Ports,
+    callee: std::thread::JoinHandle<(bool, String)>,
+) {
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
     let mut audio = sine_wave(1000.0, 2.0);
     audio.extend(vec![0i16; 8000]);
     let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
+        server,
+        p,
         "media_stream.xml",
         Some(&audio),
         &["-s", "+15550101", "-d", "3500"],
@@ -429,7 +493,7 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
         "the phone must be called, then hung up by the server:\n{out}"
     );
     // What the caller received: its own tone, after a trip through the phone's echo.
-    let heard = heard_by(cap, &p);
+    let heard = heard_by(cap, p);
     let start = heard
         .iter()
         .position(|s| s.unsigned_abs() > 2000)
@@ -445,7 +509,7 @@ fn user_call_rings_the_registered_phone_and_bridges_audio_both_ways() {
     let log = server.log_text();
     assert!(log.contains("leg answered"), "{log}");
     // The call record: answered, with the phone's leg and both legs' RTP figures.
-    let recs = call_records(&server, 1);
+    let recs = call_records(server, 1);
     assert_eq!(recs.len(), 1, "{recs:?}");
     let r = &recs[0];
     assert_eq!(r["disposition"], "answered", "{r}");

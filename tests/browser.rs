@@ -57,27 +57,11 @@ fn start_with(secure: bool) -> BrowserServer {
         "udp:127.0.0.1:{s},tcp:127.0.0.1:{s},{scheme}:127.0.0.1:{ws_port}",
         s = p.sip
     );
-    let cert = work.path().join("cert.pem");
-    let key = work.path().join("key.pem");
-    if secure {
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "{out:?}");
-    }
+    let (cert, key) = if secure {
+        self_signed_cert(work.path(), "127.0.0.1")
+    } else {
+        (work.path().join("cert.pem"), work.path().join("key.pem"))
+    };
     let (cert, key) = (
         cert.to_string_lossy().into_owned(),
         key.to_string_lossy().into_owned(),

@@ -133,3 +133,97 @@ fn pjsua2_hears_itself_on_the_echo_test() {
     // The echo arrives within a fraction of a second (jitter buffer + pacing), not seconds.
     assert!(start < 8000 / 2, "echo delay {} ms", start / 8);
 }
+
+/// SIP over TLS (`tls:` listener): PJSUA2 checks the server's certificate against the
+/// self-signed one it was given, calls the echo test with digest auth over TLS and hears its
+/// tone; the capture of the TLS port holds no SIP in clear. Then the certificate files are
+/// replaced (a renewal): new connections get the new certificate, with no restart, and a call
+/// still works.
+#[test]
+fn pjsua2_calls_over_tls_and_a_renewed_certificate_needs_no_restart() {
+    if !pjsua_available() || !peer_available("openssl") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let tls_port = p.sip + 7;
+    let work = tempfile::tempdir().expect("tmp");
+    let (first_cert, first_key) = self_signed_cert(work.path(), "first");
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    std::fs::copy(&first_cert, &cert).expect("cert");
+    std::fs::copy(&first_key, &key).expect("key");
+    let listen = format!(
+        "udp:127.0.0.1:{s},tcp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}",
+        s = p.sip
+    );
+    let (cert_s, key_s) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let server = Server::start(
+        &p,
+        &[
+            ("SWITCHYARD_SIP_LISTEN", listen.as_str()),
+            ("SWITCHYARD_SIP_TLS_CERT", cert_s.as_str()),
+            ("SWITCHYARD_SIP_TLS_KEY", key_s.as_str()),
+        ],
+    );
+    let play = work.path().join("tone.wav");
+    write_tone_wav(&play, 700.0, 3.0);
+    let call = |ca: &std::path::Path, round: &str| {
+        let rec = work.path().join(format!("heard-{round}.wav"));
+        let out = Command::new("python3")
+            .arg(repo().join("integration/pjsua/echo_call.py"))
+            .args(["--tls", "--server", &format!("127.0.0.1:{tls_port}")])
+            .arg("--ca")
+            .arg(ca)
+            .args(["--to", "+15550600", "--seconds", "3"])
+            .args(["--user", "100", "--password", "demo100"])
+            .arg("--play")
+            .arg(&play)
+            .arg("--record")
+            .arg(&rec)
+            .output()
+            .expect("run pjsua");
+        assert!(
+            out.status.success(),
+            "{round}: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        let f = tone_after_onset(&read_wav_8k(&rec));
+        assert!((f - 700.0).abs() < 15.0, "{round}: PJSUA2 heard {f} Hz");
+    };
+
+    let cap = Capture::start_on("lo", &format!("tcp port {tls_port}"));
+    call(&first_cert, "first certificate");
+    let wire = cap.finish_raw();
+    let has = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        wire.len() > 2000 && !has(b"SIP/2.0") && !has(b"INVITE sip:") && !has(b"Digest"),
+        "the TLS port must carry no SIP in clear ({} bytes captured)",
+        wire.len()
+    );
+    assert!(
+        server.log_text().contains("SIP listening on TLS"),
+        "{}",
+        server.log_text()
+    );
+
+    // Renewed in place: new connections get the new certificate.
+    assert!(presented_subject(tls_port).contains("CN = first"));
+    let (second_cert, second_key) = self_signed_cert(work.path(), "second");
+    std::fs::copy(&second_key, &key).expect("key");
+    std::fs::copy(&second_cert, &cert).expect("cert");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !presented_subject(tls_port).contains("CN = second") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate is not served: {}\n{}",
+            presented_subject(tls_port),
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    call(&second_cert, "renewed certificate");
+}

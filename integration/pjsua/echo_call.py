@@ -115,6 +115,10 @@ def parse_args(argv):
                    help="keep the call up this long after media starts (default 4)")
     p.add_argument("--user", help="authenticate as this user (digest, realm '*')")
     p.add_argument("--password", help="password for --user")
+    p.add_argument("--tls", action="store_true",
+                   help="SIP over TLS to --server (its certificate checked against --ca)")
+    p.add_argument("--ca", help="with --tls: PEM file of the CA (or self-signed certificate) "
+                   "the server's certificate must chain to")
     p.add_argument("--bind", default="127.0.0.1",
                    help="local address for SIP and RTP (default 127.0.0.1)")
     p.add_argument("--local-port", type=int, default=0,
@@ -179,7 +183,13 @@ def run(opts):
         tcfg = pj.TransportConfig()
         tcfg.port = opts.local_port
         tcfg.boundAddress = opts.bind
-        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        if opts.tls:
+            if opts.ca:
+                tcfg.tlsConfig.CaListFile = opts.ca
+                tcfg.tlsConfig.verifyServer = True
+            ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
+        else:
+            ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         ep.libStart()
         ep.audDevManager().setNullDev()
         configure_codecs(ep)
@@ -197,6 +207,8 @@ def run(opts):
 
         call = Call(acc, opts)
         uri = "sip:%s@%s" % (opts.to, opts.server)
+        if opts.tls:
+            uri += ";transport=tls"
         cprm = pj.CallOpParam(True)
         cprm.opt.audioCount = 1
         cprm.opt.videoCount = 0

@@ -34,8 +34,8 @@ use crate::sip::endpoint::{Endpoint, EndpointConfig, HangupCause, Now, Transport
 use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{
-    spawn_tcp_listener, spawn_udp_receiver, spawn_ws_listener, tls_acceptor, Inbound,
-    TcpConnections,
+    spawn_tcp_listener, spawn_tls_listener, spawn_udp_receiver, spawn_ws_listener, tls_acceptor,
+    Inbound, TcpConnections,
 };
 use crate::spool::{Spool, Stores};
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
@@ -253,6 +253,17 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let mut tcp_port = None;
     let mut ws_port = None;
     let mut wss_port = None;
+    let mut tls_port = None;
+    let server_tls = || {
+        tls_acceptor(
+            Path::new(&settings.sip.tls_cert),
+            Path::new(&settings.sip.tls_key),
+        )
+        .map_err(|e| crate::settings::SettingsError::Invalid {
+            key: "sip.tls_cert".into(),
+            message: e.to_string(),
+        })
+    };
     let stream_limits = crate::sip::transport::StreamLimits {
         max_connections: settings.sip.tcp_max_connections as usize,
         max_per_ip: settings.sip.tcp_max_connections_per_ip as usize,
@@ -300,25 +311,29 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 bound_ip.get_or_insert(local.ip());
                 spawn_tcp_listener(s, to_endpoint.clone(), stream_limits);
             }
+            TransportKind::Tls => {
+                let acceptor = server_tls()?;
+                let s = TcpListener::bind(l.addr)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        transport: "tls",
+                        addr: l.addr,
+                        source,
+                    })?;
+                let local = s.local_addr().map_err(|source| ServerError::Io {
+                    what: "tls local address".into(),
+                    source,
+                })?;
+                tracing::info!(addr = %local, "SIP listening on TLS");
+                bound.push(format!("tls {local}"));
+                tls_port = Some(local.port());
+                bound_ip.get_or_insert(local.ip());
+                spawn_tls_listener(s, acceptor, to_endpoint.clone(), stream_limits);
+            }
             TransportKind::Ws | TransportKind::Wss => {
                 let secure = l.transport == TransportKind::Wss;
                 let name = if secure { "wss" } else { "ws" };
-                let tls = if secure {
-                    Some(
-                        tls_acceptor(
-                            Path::new(&settings.sip.tls_cert),
-                            Path::new(&settings.sip.tls_key),
-                        )
-                        .map_err(|e| {
-                            crate::settings::SettingsError::Invalid {
-                                key: "sip.tls_cert".into(),
-                                message: e.to_string(),
-                            }
-                        })?,
-                    )
-                } else {
-                    None
-                };
+                let tls = if secure { Some(server_tls()?) } else { None };
                 let s = TcpListener::bind(l.addr)
                     .await
                     .map_err(|source| ServerError::Bind {
@@ -389,6 +404,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         public_ip,
         udp_port,
         tcp_port,
+        tls_port,
         ws_port,
         wss_port,
         algorithms: settings.algorithms()?,
@@ -621,7 +637,8 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         stores.history.clone(),
     );
 
-    let mut tcp = TcpConnections::default();
+    // Connections phones opened, and those this node opens to TCP phones whose own closed.
+    let mut tcp = TcpConnections::with_dialer(to_endpoint.clone(), stream_limits);
     let drain_timeout = Duration::from_secs(settings.shutdown.drain_timeout_secs);
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
@@ -728,7 +745,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         flush(
             &mut endpoint,
             udp_socket.as_deref(),
-            &tcp,
+            &mut tcp,
             &work,
             shared_bindings.as_ref(),
         );
@@ -744,7 +761,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             flush(
                 &mut endpoint,
                 udp_socket.as_deref(),
-                &tcp,
+                &mut tcp,
                 &work,
                 shared_bindings.as_ref(),
             );
@@ -764,7 +781,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 flush(
                     &mut endpoint,
                     udp_socket.as_deref(),
-                    &tcp,
+                    &mut tcp,
                     &work,
                     shared_bindings.as_ref(),
                 );
@@ -945,7 +962,7 @@ fn submit_work(
 fn flush(
     endpoint: &mut Endpoint,
     udp: Option<&UdpSocket>,
-    tcp: &TcpConnections,
+    tcp: &mut TcpConnections,
     work: &adapters::EndpointWork,
     shared: Option<&SharedBindings>,
 ) {
@@ -959,13 +976,22 @@ fn flush(
                     }
                 }
             }
-            (TransportKind::Tcp | TransportKind::Ws | TransportKind::Wss, Some(conn)) => {
+            (
+                TransportKind::Tcp | TransportKind::Tls | TransportKind::Ws | TransportKind::Wss,
+                Some(conn),
+            ) => {
                 if !tcp.send(conn, t.payload) {
                     tracing::debug!(peer = %t.peer.addr, "tcp connection gone or congested: message dropped");
                 }
             }
-            (TransportKind::Tcp | TransportKind::Ws | TransportKind::Wss, None) => {
-                tracing::debug!(peer = %t.peer.addr, "no tcp connection to send on");
+            (TransportKind::Tcp, None) => {
+                // A TCP phone whose connection closed: reached by a new one.
+                if !tcp.send_to(t.peer.addr, t.payload) {
+                    tracing::debug!(peer = %t.peer.addr, "no tcp connection could take the message");
+                }
+            }
+            (TransportKind::Tls | TransportKind::Ws | TransportKind::Wss, None) => {
+                tracing::debug!(peer = %t.peer.addr, "no connection to send on");
             }
         }
     }

@@ -524,15 +524,20 @@ impl Capture {
         }
     }
 
-    /// Stops and parses the capture.
-    pub fn finish(mut self) -> Vec<Datagram> {
+    /// Stops and returns the capture file's bytes (every packet whole, any protocol).
+    pub fn finish_raw(mut self) -> Vec<u8> {
         std::thread::sleep(Duration::from_millis(200));
         let _ = Command::new("kill")
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
-        parse_pcap(&std::fs::read(&self.path).expect("pcap"))
+        std::fs::read(&self.path).expect("pcap")
+    }
+
+    /// Stops and parses the capture.
+    pub fn finish(self) -> Vec<Datagram> {
+        parse_pcap(&self.finish_raw())
     }
 }
 
@@ -701,6 +706,69 @@ pub fn wav_samples(b: &[u8]) -> Vec<i16> {
         .chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
         .collect()
+}
+
+/// A self-signed certificate for 127.0.0.1 (`CN`=`cn`, SAN IP:127.0.0.1) and its key, as PEM
+/// files in `dir` named after `cn`; made by openssl.
+pub fn self_signed_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{cn}-cert.pem")),
+        dir.join(format!("{cn}-key.pem")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{out:?}");
+    (cert, key)
+}
+
+/// The subject of the certificate a TLS server at 127.0.0.1:`port` presents (openssl
+/// s_client), empty when none.
+pub fn presented_subject(port: u16) -> String {
+    let Ok(mut client) = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return String::new();
+    };
+    let mut pem = Vec::new();
+    if let Some(mut out) = client.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_end(&mut pem);
+    }
+    let _ = client.wait();
+    let Ok(mut x509) = Command::new("openssl")
+        .args(["x509", "-noout", "-subject"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return String::new();
+    };
+    if let Some(mut input) = x509.stdin.take() {
+        use std::io::Write;
+        let _ = input.write_all(&pem);
+    }
+    x509.wait_with_output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The 16-bit samples of a WAV file's data chunk (wherever the writer put it).

@@ -303,23 +303,32 @@ impl Registrar {
         RegisterOutcome::Ok(current)
     }
 
-    /// Drops the bindings made over connection `conn`, which closed: nothing can reach
-    /// those contacts any more. Returns how many went.
-    pub fn connection_closed(&mut self, conn: u64) -> usize {
+    /// Connection `conn` closed. Contacts registered over it on WebSocket or TLS are dropped:
+    /// nothing can reach them any more (a browser is reachable only on its own connection;
+    /// this node opens no TLS connection to a phone). Contacts registered over TCP stay until
+    /// they expire, without the connection: a phone listening on its Contact's address is
+    /// reached by a new connection (RFC 3261 §18.1.1). Returns (dropped, kept).
+    pub fn connection_closed(&mut self, conn: u64) -> (usize, usize) {
         let mut changed = Vec::new();
-        let mut removed = 0;
+        let (mut dropped, mut kept) = (0, 0);
         for (k, list) in self.bindings.iter_mut() {
             let before = list.len();
-            list.retain(|b| b.conn != Some(conn));
-            if list.len() != before {
-                removed += before - list.len();
+            list.retain(|b| b.conn != Some(conn) || b.transport.eq_ignore_ascii_case("TCP"));
+            dropped += before - list.len();
+            let mut touched = list.len() != before;
+            for b in list.iter_mut().filter(|b| b.conn == Some(conn)) {
+                b.conn = None;
+                kept += 1;
+                touched = true;
+            }
+            if touched {
                 changed.push(k.clone());
             }
         }
         for k in changed {
             self.persist(&k);
         }
-        removed
+        (dropped, kept)
     }
 
     /// Live bindings of a user: this node's, then other nodes' (a contact registered through
@@ -394,8 +403,12 @@ mod tests {
     use crate::message::{parse, SipMessage};
 
     fn register(contact: &str, expires: &str, cseq: u32) -> SipRequest {
+        register_via("UDP", contact, expires, cseq)
+    }
+
+    fn register_via(transport: &str, contact: &str, expires: &str, cseq: u32) -> SipRequest {
         let m = format!(
-            "REGISTER sip:demo SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{cseq}\r\nFrom: <sip:100@demo>;tag=a\r\nTo: <sip:100@demo>\r\nCall-ID: reg1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+            "REGISTER sip:demo SIP/2.0\r\nVia: SIP/2.0/{transport} 10.0.0.1:5060;branch=z9hG4bK{cseq}\r\nFrom: <sip:100@demo>;tag=a\r\nTo: <sip:100@demo>\r\nCall-ID: reg1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         );
         match parse(m.as_bytes()).expect("parse") {
             SipMessage::Request(r) => r,
@@ -510,6 +523,35 @@ mod tests {
             r.lookup("t", "101", 2200).is_empty(),
             "an empty list removes them"
         );
+    }
+
+    #[test]
+    fn a_closed_connection_keeps_tcp_contacts_without_it_and_drops_websocket_ones() {
+        let src: SocketAddr = "192.0.2.1:40000".parse().expect("addr");
+        let mut r = Registrar::new(RegistrarConfig::default(), Vec::new());
+        let over = |transport: &str, contact: &str| register_via(transport, contact, "3600", 1);
+        let tcp = over("TCP", "<sip:100@10.0.0.2:5062;transport=tcp>");
+        r.register_on("demo", "100", &tcp, src, Some(7), Vec::new(), 1000);
+        let ws = over("WSS", "<sip:abc@df7jal23ls0d.invalid;transport=ws>");
+        r.register_on("demo", "101", &ws, src, Some(7), Vec::new(), 1000);
+        while r.poll_change().is_some() {}
+        assert_eq!(r.connection_closed(7), (1, 1));
+        let kept = r.lookup("demo", "100", 1001);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].conn, None,
+            "reached by a new connection from now on"
+        );
+        assert!(
+            r.lookup("demo", "101", 1001).is_empty(),
+            "a browser is gone"
+        );
+        assert_eq!(
+            std::iter::from_fn(|| r.poll_change()).count(),
+            2,
+            "both users' lists are written again"
+        );
+        assert_eq!(r.connection_closed(7), (0, 0), "nothing left on it");
     }
 
     #[test]

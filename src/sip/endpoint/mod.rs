@@ -48,7 +48,7 @@ use super::auth_guard::{AuthGuard, GuardLimits};
 use super::digest::{challenge_values, DigestAlgorithm, NonceIssuer};
 use super::ids::Ids;
 use super::message::{parse, ParseError, SipMessage, SipRequest, SipResponse};
-use super::registrar::Registrar;
+use super::registrar::{Binding, Registrar};
 use super::response::ResponseBuilder;
 use super::transaction::{
     ClientInviteTransaction, ClientNonInviteTransaction, ServerInviteTransaction,
@@ -81,6 +81,8 @@ pub enum TransportKind {
     Udp,
     /// TCP: reliable, one connection per peer.
     Tcp,
+    /// SIP over TLS (RFC 3261 §26.2): a TCP connection inside TLS.
+    Tls,
     /// SIP over WebSocket (RFC 7118), for browsers.
     Ws,
     /// SIP over secure WebSocket.
@@ -93,6 +95,7 @@ impl TransportKind {
         match self {
             TransportKind::Udp => "UDP",
             TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
             TransportKind::Ws => "WS",
             TransportKind::Wss => "WSS",
         }
@@ -103,6 +106,7 @@ impl TransportKind {
         match t.to_ascii_uppercase().as_str() {
             "UDP" => Some(TransportKind::Udp),
             "TCP" => Some(TransportKind::Tcp),
+            "TLS" => Some(TransportKind::Tls),
             "WS" => Some(TransportKind::Ws),
             "WSS" => Some(TransportKind::Wss),
             _ => None,
@@ -150,6 +154,8 @@ pub struct EndpointConfig {
     pub udp_port: Option<u16>,
     /// Our TCP port.
     pub tcp_port: Option<u16>,
+    /// Our SIP-over-TLS port.
+    pub tls_port: Option<u16>,
     /// Our WebSocket port.
     pub ws_port: Option<u16>,
     /// Our secure WebSocket port.
@@ -192,6 +198,7 @@ impl Default for EndpointConfig {
             public_ip: IpAddr::from([127, 0, 0, 1]),
             udp_port: Some(5060),
             tcp_port: Some(5060),
+            tls_port: None,
             ws_port: None,
             wss_port: None,
             algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
@@ -515,6 +522,10 @@ pub struct Endpoint {
     message_waiting: bool,
     /// Last known (new, saved) counts by (tenant, mailbox).
     mailbox_counts: HashMap<(String, String), (usize, usize)>,
+    /// Contacts registered anew while their mailbox's counts were unknown, by (tenant,
+    /// mailbox): told when the counts come, if there are new messages. At most the contacts
+    /// of a configured mailbox's users (authenticated registrations only).
+    mwi_after_register: HashMap<(String, String), Vec<(String, Binding)>>,
     /// The call layer's rules for new calls (trunk trust, routing, limits).
     policy: Box<dyn CallPolicy>,
     /// Where tags, branches and Call-IDs come from (seeded: randomness is an input).
@@ -575,6 +586,7 @@ impl Endpoint {
             subscriptions: HashMap::new(),
             message_waiting: false,
             mailbox_counts: HashMap::new(),
+            mwi_after_register: HashMap::new(),
             policy,
             ids,
             work: VecDeque::new(),
@@ -1147,6 +1159,7 @@ impl Endpoint {
         match transport {
             TransportKind::Udp => self.cfg.udp_port,
             TransportKind::Tcp => self.cfg.tcp_port,
+            TransportKind::Tls => self.cfg.tls_port,
             TransportKind::Ws => self.cfg.ws_port,
             TransportKind::Wss => self.cfg.wss_port,
         }
@@ -1183,6 +1196,7 @@ impl Endpoint {
         let tp = match transport {
             TransportKind::Udp => "",
             TransportKind::Tcp => ";transport=tcp",
+            TransportKind::Tls => ";transport=tls",
             TransportKind::Ws => ";transport=ws",
             TransportKind::Wss => ";transport=wss",
         };

@@ -10,9 +10,13 @@
 use super::{Endpoint, Now, Peer, TxKey};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::SipRequest;
+use crate::sip::registrar::Binding;
 use crate::sip::response::ResponseBuilder;
 use crate::tenant::Tenant;
 use bytes::Bytes;
+
+/// Most contacts of one mailbox waiting for its counts after registering.
+const MAX_WAITING_CONTACTS: usize = 32;
 
 /// Longest subscription we grant.
 const MAX_EXPIRES: u64 = 3600;
@@ -71,9 +75,18 @@ impl Endpoint {
             self.mailbox_counts.remove(&key);
             return;
         }
-        self.mailbox_counts.insert(key, counts);
+        self.mailbox_counts.insert(key.clone(), counts);
+        // Phones that registered while the counts were unknown.
+        let registered = self.mwi_after_register.remove(&key).unwrap_or_default();
         if changed {
             return self.notify_message_waiting(now, tenant, mailbox);
+        }
+        if counts.0 > 0 {
+            if let Some(t) = self.tenants.load().tenant(tenant).cloned() {
+                for (ext, binding) in &registered {
+                    self.notify_binding(now, &t, mailbox, ext, binding);
+                }
+            }
         }
         let waiting: Vec<(String, String)> = self
             .subscriptions
@@ -261,9 +274,6 @@ impl Endpoint {
         let Some(tenant) = snap.tenant(tenant_id).cloned() else {
             return;
         };
-        let domain = tenant_domain(&tenant);
-        let account = format!("sip:{mailbox}@{domain}");
-        let body = self.summary_body(tenant_id, mailbox, &account);
         let owners: Vec<String> = tenant
             .config
             .users
@@ -273,28 +283,88 @@ impl Endpoint {
             .collect();
         for ext in owners {
             for binding in self.registrar.lookup(tenant_id, &ext, now.unix) {
-                let Some(peer) = super::outbound::binding_peer(&binding) else {
-                    continue;
-                };
-                let transport = peer.transport;
-                let branch = self.ids.branch();
-                let via = self.via_for(transport, &branch);
-                let bytes = format!(
-                    "NOTIFY {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+                self.notify_binding(now, &tenant, mailbox, &ext, &binding);
+            }
+        }
+    }
+
+    /// A phone of `extension` (whose mailbox is `mailbox`) registered a contact it did not
+    /// have: when the mailbox holds new messages it is told at once, as Asterisk does (a phone
+    /// that rebooted would otherwise show no message-waiting lamp until the next message; a
+    /// phone starts with the lamp off, so "no new messages" is not sent). Counts not yet known
+    /// are asked for, and the contact told when they come.
+    pub(super) fn tell_new_registration(
+        &mut self,
+        now: Now,
+        tenant: &Tenant,
+        mailbox: &str,
+        extension: &str,
+        new_bindings: &[Binding],
+    ) {
+        if !self.message_waiting || new_bindings.is_empty() {
+            return;
+        }
+        let key = (tenant.id().to_string(), mailbox.to_string());
+        match self.mailbox_counts.get(&key) {
+            Some((new, _)) if *new > 0 => {
+                for binding in new_bindings {
+                    self.notify_binding(now, tenant, mailbox, extension, binding);
+                }
+            }
+            Some(_) => {}
+            None => {
+                let waiting = self.mwi_after_register.entry(key).or_default();
+                let first = waiting.is_empty();
+                for b in new_bindings {
+                    waiting.retain(|(_, w)| w.uri != b.uri);
+                    waiting.push((extension.to_string(), b.clone()));
+                }
+                // Bounded: a mailbox's users' contacts, newest kept.
+                let excess = waiting.len().saturating_sub(MAX_WAITING_CONTACTS);
+                waiting.drain(..excess);
+                if first {
+                    self.work.push_back(super::Work::CountMailbox {
+                        tenant: tenant.id().to_string(),
+                        mailbox: mailbox.to_string(),
+                        changed: false,
+                    });
+                }
+            }
+        }
+    }
+
+    /// An unsolicited message-summary NOTIFY (no subscription) to one registered contact.
+    fn notify_binding(
+        &mut self,
+        now: Now,
+        tenant: &Tenant,
+        mailbox: &str,
+        ext: &str,
+        binding: &Binding,
+    ) {
+        let Some(peer) = super::outbound::binding_peer(binding) else {
+            return;
+        };
+        let domain = tenant_domain(tenant);
+        let account = format!("sip:{mailbox}@{domain}");
+        let body = self.summary_body(tenant.id(), mailbox, &account);
+        let transport = peer.transport;
+        let branch = self.ids.branch();
+        let via = self.via_for(transport, &branch);
+        let bytes = format!(
+            "NOTIFY {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
 From: <{account}>;tag={tag}\r\nTo: <sip:{ext}@{domain}>\r\nCall-ID: {cid}\r\nCSeq: 1 NOTIFY\r\n\
 Contact: {contact}\r\nEvent: message-summary\r\nSubscription-State: active\r\n\
 User-Agent: {ua}\r\nContent-Type: application/simple-message-summary\r\nContent-Length: {len}\r\n\r\n{body}",
-                    uri = binding.uri,
-                    tag = self.ids.token(),
-                    cid = self.ids.token(),
-                    contact = self.contact_for(mailbox, transport),
-                    ua = self.cfg.server_name,
-                    len = body.len(),
-                );
-                tracing::debug!(tenant = %tenant_id, %mailbox, %ext, to = %binding.source, "message-waiting NOTIFY");
-                self.send_request(now, peer, branch, Bytes::from(bytes));
-            }
-        }
+            uri = binding.uri,
+            tag = self.ids.token(),
+            cid = self.ids.token(),
+            contact = self.contact_for(mailbox, transport),
+            ua = self.cfg.server_name,
+            len = body.len(),
+        );
+        tracing::debug!(tenant = %tenant.id(), %mailbox, %ext, to = %binding.source, "message-waiting NOTIFY");
+        self.send_request(now, peer, branch, Bytes::from(bytes));
     }
 
     /// Drops expired subscriptions (housekeeping).

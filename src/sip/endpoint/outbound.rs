@@ -756,10 +756,20 @@ pub(super) fn parse_host_port(s: &str) -> Option<std::net::SocketAddr> {
 }
 
 /// Where to send a request for a registered contact: its source address over UDP, or the
-/// stream connection (TCP, WebSocket) it registered on. None for a stream contact whose
-/// connection is unknown (we do not open connections to phones).
+/// stream connection (TCP, TLS, WebSocket) it registered on. A TCP contact whose connection
+/// closed is reached at its Contact's port, on the address it registered from only (the
+/// runtime opens a connection): a Contact naming another host would make this node connect
+/// wherever a user likes. None for any other stream contact without its connection.
 pub(super) fn binding_peer(b: &crate::sip::registrar::Binding) -> Option<Peer> {
     let transport = TransportKind::from_token(&b.transport)?;
+    if transport == TransportKind::Tcp && b.conn.is_none() && b.path.is_empty() {
+        let addr = contact_address(&b.uri).filter(|a| a.ip() == b.source.ip())?;
+        return Some(Peer {
+            transport,
+            addr,
+            conn: None,
+        });
+    }
     if transport.is_stream() && b.conn.is_none() {
         return None;
     }
@@ -768,6 +778,19 @@ pub(super) fn binding_peer(b: &crate::sip::registrar::Binding) -> Option<Peer> {
         addr: b.source,
         conn: if transport.is_stream() { b.conn } else { None },
     })
+}
+
+/// The IP address and port (5060 when none) in a Contact URI: `sip:user@192.0.2.7:5062;…`.
+/// None for a host name (not resolved here) or anything unparsable.
+fn contact_address(uri: &str) -> Option<std::net::SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("SIP:"))?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split([';', '?', '>']).next()?;
+    let (host, port) = crate::sip::headers::split_host_port(hostport)?;
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, port.unwrap_or(5060)))
 }
 
 /// The audio a called party answered with; for a browser, its answer completes the WebRTC

@@ -159,6 +159,13 @@ impl Endpoint {
             return self.respond(now, &key, &req, b);
         }
         let extension = user.extension.clone();
+        let mailbox = user.mailbox.clone();
+        let known: Vec<String> = self
+            .registrar
+            .lookup(tenant.id(), &extension, now.unix)
+            .into_iter()
+            .map(|b| b.uri)
+            .collect();
         let path = self.trusted_path(&peer, &req);
         let outcome = self.registrar.register_on(
             tenant.id(),
@@ -169,8 +176,14 @@ impl Endpoint {
             path.clone(),
             now.unix,
         );
+        let mut new_bindings = Vec::new();
         let b = match outcome {
             RegisterOutcome::Ok(bindings) => {
+                new_bindings = bindings
+                    .iter()
+                    .filter(|(b, remaining)| *remaining > 0 && !known.contains(&b.uri))
+                    .map(|(b, _)| b.clone())
+                    .collect();
                 let client = self.client_of(&peer, &req);
                 tracing::info!(tenant = %tenant.id(), user = %extension, contacts = bindings.len(), source = %client, via = %peer.addr, path = path.len(), "registered");
                 let mut b = ResponseBuilder::new(200).to_tag(&self.ids.token());
@@ -196,7 +209,10 @@ impl Endpoint {
                 ResponseBuilder::new(403).reason("Forbidden (too many contacts)")
             }
         };
-        self.respond(now, &key, &req, b)
+        self.respond(now, &key, &req, b);
+        if let Some(mailbox) = mailbox {
+            self.tell_new_registration(now, &tenant, &mailbox, &extension, &new_bindings);
+        }
     }
 }
 
@@ -206,12 +222,19 @@ impl Endpoint {
     /// whose party was on it are over too: nothing can reach that party again (the BYE we
     /// send is dropped), and the call should not wait for the RTP timeout.
     pub fn connection_closed(&mut self, now: Now, conn: u64) {
-        let n = self.registrar.connection_closed(conn);
-        if n > 0 {
+        let (dropped, kept) = self.registrar.connection_closed(conn);
+        if dropped > 0 {
             tracing::info!(
                 conn,
-                contacts = n,
+                contacts = dropped,
                 "connection closed: its registrations removed"
+            );
+        }
+        if kept > 0 {
+            tracing::debug!(
+                conn,
+                contacts = kept,
+                "connection closed: its TCP contacts stay, reached by a new connection"
             );
         }
         let calls: Vec<u64> = self

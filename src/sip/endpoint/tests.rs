@@ -868,17 +868,25 @@ fn sip_info_digits_join_the_call() {
 
 /// Registers user 100 from `peer` (challenge, then an MD5 digest).
 fn register_100(h: &mut Harness, peer: Peer) {
-    let out = h.send(peer, &register(1, None, 3600));
+    assert_eq!(codes(&register_100_as(h, peer, 1, |r| r)), vec![200]);
+}
+
+/// Registers user 100 from `peer` with REGISTERs `edit` changes (CSeq `cseq`, then the one
+/// above with an MD5 digest); what the second brought.
+fn register_100_as(
+    h: &mut Harness,
+    peer: Peer,
+    cseq: u32,
+    edit: impl Fn(String) -> String,
+) -> Vec<String> {
+    let out = h.send(peer, &edit(register(cseq, None, 3600)));
     let challenge = out[0]
         .split("\r\n")
         .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
         .expect("challenge")
         .to_string();
     let auth = register_digest(&challenge, DigestAlgorithm::Md5, 1);
-    assert_eq!(
-        codes(&h.send(peer, &register(2, Some(&auth), 3600))),
-        vec![200]
-    );
+    h.send(peer, &edit(register(cseq + 1, Some(&auth), 3600)))
 }
 
 #[test]
@@ -950,9 +958,12 @@ fn message_waiting_counts_come_in_as_input_and_the_endpoint_reads_no_mailbox() {
     h.work.clear();
     h.ep.mailbox_counts(h.now, "demo", "100", (2, 5), false);
     let out = h.drain();
-    assert_eq!(out.len(), 1);
-    assert!(out[0].starts_with("NOTIFY "), "{}", out[0]);
-    assert!(out[0].contains("Voice-Message: 2/5 (0/0)"), "{}", out[0]);
+    // The subscription's first NOTIFY, and the phone that registered before the counts were
+    // known (there are new messages).
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out
+        .iter()
+        .all(|m| m.starts_with("NOTIFY ") && m.contains("Voice-Message: 2/5 (0/0)")));
     // A message arrives: counted again, then the subscription and the registered phone are
     // both told.
     h.ep.mailbox_changed("demo", "100");
@@ -970,6 +981,57 @@ fn message_waiting_counts_come_in_as_input_and_the_endpoint_reads_no_mailbox() {
     // Counts for a mailbox nobody has are not kept (the table is bounded by the config).
     h.ep.mailbox_counts(h.now, "demo", "nobody", (1, 0), true);
     assert!(h.drain().is_empty());
+}
+
+#[test]
+fn a_phone_that_registers_anew_is_told_its_mailbox_state_and_a_refresh_is_not() {
+    let mut h = Harness::new();
+    h.ep.enable_message_waiting();
+    let peer = udp_peer("192.0.2.10:5999");
+    // Counts not known yet: asked for, and the phone told when they come (there is a new
+    // message).
+    register_100(&mut h, peer);
+    assert!(h.work.iter().any(|w| matches!(
+        w,
+        Work::CountMailbox { mailbox, changed: false, .. } if mailbox == "100"
+    )));
+    h.ep.mailbox_counts(h.now, "demo", "100", (1, 0), false);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        out[0].starts_with("NOTIFY sip:100@10.9.9.9:5999 "),
+        "{}",
+        out[0]
+    );
+    assert!(out[0].contains("Messages-Waiting: yes"), "{}", out[0]);
+    // The phone reboots and registers from a new port: that contact is told at once (the
+    // counts are known now).
+    h.work.clear();
+    let reregister = |h: &mut Harness, cseq: u32, contact: &str| {
+        register_100_as(h, peer, cseq, |r| r.replace("10.9.9.9:5999", contact))
+    };
+    let out = reregister(&mut h, 10, "10.9.9.9:6000");
+    assert_eq!(code(&out[0]), 200);
+    let notify: Vec<&String> = out.iter().filter(|m| m.starts_with("NOTIFY ")).collect();
+    assert_eq!(notify.len(), 1, "the new contact is told: {out:?}");
+    assert!(
+        notify[0].starts_with("NOTIFY sip:100@10.9.9.9:6000 "),
+        "{}",
+        notify[0]
+    );
+    assert!(notify[0].contains("Voice-Message: 1/0"), "{}", notify[0]);
+    assert!(h
+        .work
+        .iter()
+        .all(|w| !matches!(w, Work::CountMailbox { .. })));
+    // A refresh of a contact it already has: nothing more.
+    let out = reregister(&mut h, 20, "10.9.9.9:6000");
+    assert_eq!(codes(&out), vec![200], "{out:?}");
+    // No new messages: a new phone is not told anything (its lamp is off already).
+    h.ep.mailbox_counts(h.now, "demo", "100", (0, 1), true);
+    h.drain();
+    let out = reregister(&mut h, 30, "10.9.9.9:6001");
+    assert_eq!(codes(&out), vec![200], "{out:?}");
 }
 
 #[test]
@@ -1326,6 +1388,57 @@ fn a_register_through_a_trusted_proxy_keeps_its_path_and_calls_to_the_phone_foll
         Some("<sip:192.0.2.50;lr;received=sip:198.51.100.7:40001>")
     );
     assert_eq!(h.sent_to, vec![PROXY.parse::<SocketAddr>().expect("addr")]);
+}
+
+#[test]
+fn a_tcp_phone_whose_connection_closed_is_called_on_a_new_one_at_its_own_address() {
+    let mut h = Harness::new();
+    let tcp = Peer {
+        transport: TransportKind::Tcp,
+        addr: "192.0.2.10:40001".parse().expect("addr"),
+        conn: Some(5),
+    };
+    let over_tcp = |r: String, contact: &str| {
+        r.replace("SIP/2.0/UDP 10.9.9.9:5999", "SIP/2.0/TCP 192.0.2.10:40001")
+            .replace("<sip:100@10.9.9.9:5999>", contact)
+    };
+    let register_at = |h: &mut Harness, contact: &str, cseq: u32| {
+        let out = register_100_as(h, tcp, cseq, |r| over_tcp(r, contact));
+        assert_eq!(codes(&out), vec![200], "{out:?}");
+    };
+    register_at(&mut h, "<sip:100@192.0.2.10:5062;transport=tcp>", 1);
+    h.ep.connection_closed(h.now, 5);
+    assert_eq!(
+        h.ep.registrations_of("demo", "100", h.now.unix).len(),
+        1,
+        "a TCP contact outlives its connection"
+    );
+    let caller = CallerId {
+        user: "+15557654321".into(),
+        display: None,
+        fixed: false,
+    };
+    let parent = answered_trunk_call(&mut h, "tcp-phone");
+    assert_eq!(h.ep.dial_user(h.now, parent, "demo", "100", &caller), 1);
+    let out = h.drain();
+    assert!(
+        first_line(&out[0]).starts_with("INVITE sip:100@192.0.2.10:5062;transport=tcp"),
+        "{out:?}"
+    );
+    assert!(header(&out[0], "Via").is_some_and(|v| v.starts_with("SIP/2.0/TCP")));
+    assert_eq!(
+        h.sent_to,
+        vec!["192.0.2.10:5062".parse::<SocketAddr>().expect("addr")],
+        "its Contact's port, on the address it registered from"
+    );
+
+    // A Contact naming another host is not dialled: a user can't make this node connect to
+    // whatever address it likes.
+    let mut h = Harness::new();
+    register_at(&mut h, "<sip:100@203.0.113.9:6379;transport=tcp>", 1);
+    h.ep.connection_closed(h.now, 5);
+    let parent = answered_trunk_call(&mut h, "elsewhere");
+    assert_eq!(h.ep.dial_user(h.now, parent, "demo", "100", &caller), 0);
 }
 
 #[test]

@@ -6,18 +6,22 @@
 //! - TCP: one task per connection reading into a [`framing::StreamFramer`], with an idle
 //!   timeout and a connection limit; writes go through a bounded per-connection queue so a
 //!   slow peer cannot hold up anyone else.
+//! - TLS (`tls:`): a handshake (the certificate reloaded when its files change), then a
+//!   connection like a TCP one.
 //! - WebSocket (RFC 7118, `ws:` and `wss:`): like TCP, one SIP message per WebSocket message;
 //!   the `sip` subprotocol is required. Browsers are reachable only over the connection they
 //!   registered on, so requests to them use it too.
 
 pub mod framing;
 mod tcp;
+mod tls;
 mod udp;
 mod ws;
 
 pub use tcp::{spawn_tcp_listener, TcpConnections};
+pub use tls::{spawn_tls_listener, tls_acceptor, TlsSetupError};
 pub use udp::spawn_udp_receiver;
-pub use ws::{spawn_ws_listener, tls_acceptor, TlsSetupError};
+pub use ws::spawn_ws_listener;
 
 static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 

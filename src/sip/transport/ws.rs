@@ -13,8 +13,6 @@ use crate::sip::message::MAX_MESSAGE_SIZE;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -23,58 +21,6 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Why TLS for `wss:` cannot be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The files hold no usable certificate or key.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// A TLS acceptor for `wss:` from PEM files (certificate chain, private key).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| TlsSetupError::Read {
-            path: p.display().to_string(),
-            source,
-        })
-    };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(TlsSetupError::Invalid(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", key.display())))?;
-    // The provider is named rather than taken from the process default: other crates bring
-    // a second one, and rustls refuses to guess between them.
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TlsSetupError::Invalid(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| TlsSetupError::Invalid(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
 
 /// Accepts WebSocket connections on `listener` (TLS first when `tls` is given) until the
 /// endpoint goes away.

@@ -1,0 +1,260 @@
+//! TLS for SIP: the server certificate from PEM files, reloaded when they change, and `tls:`
+//! listeners (SIP over TLS, RFC 3261 §26.2, as desk phones and carriers use it).
+//!
+//! The certificate is read again when its files change (checked at most every
+//! [`RELOAD_CHECK`], on a handshake): renewing a certificate (certbot, an ACME client, a
+//! copied file) needs no restart. A change that does not load (a half-written file, a key that
+//! does not match) is logged and the previous certificate stays in use. The same acceptor
+//! serves `wss:` listeners.
+//!
+//! A TLS connection is then a TCP one: the same framing, limits and per-connection writer.
+
+use super::{Inbound, StreamLimits};
+use crate::sip::endpoint::TransportKind;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// How often, at most, the certificate files are looked at for a change.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// How long a TLS handshake may take: a stalled one must not hold a connection slot.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Why TLS cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The files hold no usable certificate or key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A TLS acceptor for `tls:` and `wss:` listeners from PEM files (certificate chain, private
+/// key), reloading them when they change.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+    let resolver = ReloadingCert::load(cert, key, RELOAD_CHECK)?;
+    // The provider is named rather than taken from the process default: other crates bring
+    // a second one, and rustls refuses to guess between them.
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsSetupError::Invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(resolver));
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The files' modification times: what tells a renewed certificate.
+fn modified(paths: [&Path; 2]) -> Option<[SystemTime; 2]> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some([m(paths[0])?, m(paths[1])?])
+}
+
+/// The certificate and key in `cert` and `key`, ready to sign handshakes.
+fn read_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsSetupError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsSetupError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::Invalid(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", key.display())))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(certs, key_der, &provider).map_err(|e| {
+        TlsSetupError::Invalid(format!("{} and {}: {e}", cert.display(), key.display()))
+    })?;
+    Ok(certified)
+}
+
+/// The server certificate, read again from its files when they change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+    state: Mutex<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    current: Arc<CertifiedKey>,
+    /// The files' times when last looked at (a failed load is not retried until they change
+    /// again).
+    seen: Option<[SystemTime; 2]>,
+    checked: Instant,
+}
+
+impl ReloadingCert {
+    fn load(cert: &Path, key: &Path, every: Duration) -> Result<ReloadingCert, TlsSetupError> {
+        let seen = modified([cert, key]);
+        let current = Arc::new(read_certified_key(cert, key)?);
+        Ok(ReloadingCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            every,
+            state: Mutex::new(Loaded {
+                current,
+                seen,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The certificate to present now, reloaded first if the files changed.
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.checked.elapsed() >= self.every {
+            s.checked = Instant::now();
+            let now = modified([&self.cert, &self.key]);
+            if now.is_some() && now != s.seen {
+                s.seen = now;
+                match read_certified_key(&self.cert, &self.key) {
+                    Ok(k) => {
+                        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                        s.current = Arc::new(k);
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "TLS certificate files changed but do not load: keeping the previous one"
+                    ),
+                }
+            }
+        }
+        s.current.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Accepts SIP-over-TLS connections on `listener` until the endpoint goes away: a handshake,
+/// then a connection like a TCP one.
+pub fn spawn_tls_listener(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    to_endpoint: mpsc::Sender<Inbound>,
+    limits: StreamLimits,
+) -> tokio::task::JoinHandle<()> {
+    super::accept_loop(listener, "tls", limits, move |stream, addr| {
+        let tx = to_endpoint.clone();
+        let acceptor = acceptor.clone();
+        async move {
+            match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => super::tcp::connection(s, addr, TransportKind::Tls, tx, limits).await,
+                Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and key for `name`, made by openssl (skipped without it).
+    fn make_cert(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let ok = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        ok.then_some((cert, key))
+    }
+
+    fn fingerprint(k: &CertifiedKey) -> Vec<u8> {
+        k.cert[0].as_ref().to_vec()
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (Some((cert_a, key_a)), Some((cert_b, key_b))) =
+            (make_cert(dir.path(), "a"), make_cert(dir.path(), "b"))
+        else {
+            eprintln!("openssl missing: certificate reload not tested here");
+            return;
+        };
+        let (cert, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+        std::fs::copy(&cert_a, &cert).expect("copy");
+        std::fs::copy(&key_a, &key).expect("copy");
+        let r = ReloadingCert::load(&cert, &key, Duration::ZERO).expect("load");
+        let a = fingerprint(&r.current());
+
+        // Renewed: the next handshake presents the new one.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::copy(&cert_b, &cert).expect("copy");
+        std::fs::copy(&key_b, &key).expect("copy");
+        let b = fingerprint(&r.current());
+        assert_ne!(a, b, "the renewed certificate is served");
+
+        // A half-written renewal (certificate without its key): the working one stays.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::copy(&cert_a, &cert).expect("copy");
+        assert_eq!(
+            fingerprint(&r.current()),
+            b,
+            "a mismatched pair is not taken"
+        );
+        // Its key arrives: now it loads.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::copy(&key_a, &key).expect("copy");
+        assert_eq!(fingerprint(&r.current()), a);
+    }
+
+    #[test]
+    fn files_that_hold_no_certificate_are_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "not a certificate").expect("write");
+        std::fs::write(&key, "not a key").expect("write");
+        let Err(err) = tls_acceptor(&cert, &key) else {
+            panic!("junk taken for a certificate")
+        };
+        assert!(err.to_string().contains("c.pem"), "{err}");
+        let Err(missing) = tls_acceptor(&dir.path().join("none.pem"), &key) else {
+            panic!("a missing file taken for a certificate")
+        };
+        assert!(matches!(missing, TlsSetupError::Read { .. }), "{missing}");
+    }
+}
