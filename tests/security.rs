@@ -958,3 +958,74 @@ fn voicemail_pin_guesses_lock_the_mailbox_across_calls() {
         "{shown:?}"
     );
 }
+
+/// A `tls:` listener can't be held by connections that never finish their handshake (closed
+/// after 10 s), and bytes that are no ClientHello (plain SIP sent to the TLS port) are
+/// refused at once; both are counted in `/metrics`, and a real TLS client still gets in.
+#[test]
+fn stalled_or_garbage_tls_handshakes_are_closed_and_counted() {
+    use std::io::{Read, Write};
+    if !peer_available("openssl") {
+        return;
+    }
+    let p = ports();
+    let tls_port = p.sip + 7;
+    let work = tempfile::tempdir().expect("tmp");
+    let (cert, key) = self_signed_cert(work.path(), "127.0.0.1");
+    let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let server = Server::start(
+        &p,
+        &[
+            ("SWITCHYARD_SIP_LISTEN", listen.as_str()),
+            ("SWITCHYARD_SIP_TLS_CERT", cert.as_str()),
+            ("SWITCHYARD_SIP_TLS_KEY", key.as_str()),
+        ],
+    );
+    let closed_within = |s: &mut std::net::TcpStream, secs: u64| {
+        s.set_read_timeout(Some(Duration::from_secs(secs)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                // A TLS alert before the close.
+                Ok(_) => continue,
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
+    };
+    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", tls_port)).expect("connect");
+    garbage
+        .write_all(b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        .expect("write");
+    assert!(closed_within(&mut garbage, 5), "plain SIP on the TLS port");
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", tls_port)).expect("connect");
+    assert!(
+        closed_within(&mut stalled, 15),
+        "a connection that never handshakes must be closed"
+    );
+    // A real client gets in meanwhile and after.
+    assert!(presented_subject(tls_port).contains("127.0.0.1"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", server.api_port))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if m.contains("switchyard_sip_tls_handshake_failures_total 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics: {m}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = server.log_text();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+}

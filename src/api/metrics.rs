@@ -104,6 +104,11 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         counter(g(&l.sip_malformed)),
     );
     r.register(
+        "sip_tls_handshake_failures",
+        "TLS handshakes (tls: and wss: listeners) that failed or timed out",
+        counter(g(&l.sip_tls_handshake_failures)),
+    );
+    r.register(
         "sip_auth_failures",
         "Failed digest authentications",
         counter(g(&l.sip_auth_failures)),

@@ -60,6 +60,8 @@ pub struct LiveStats {
     pub registrations: AtomicU64,
     /// Malformed SIP messages.
     pub sip_malformed: AtomicU64,
+    /// TLS handshakes that failed or timed out (`tls:`, `wss:`).
+    pub sip_tls_handshake_failures: AtomicU64,
     /// Failed digest authentications.
     pub sip_auth_failures: AtomicU64,
     /// Requests refused because their (user, address) or address is blocked.

@@ -906,6 +906,10 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
     live.registrations
         .store(endpoint.registrations() as u64, Ordering::Relaxed);
     live.sip_malformed.store(st.malformed, Ordering::Relaxed);
+    live.sip_tls_handshake_failures.store(
+        crate::sip::transport::tls_handshake_failures(),
+        Ordering::Relaxed,
+    );
     live.sip_auth_failures
         .store(st.auth_failures, Ordering::Relaxed);
     live.sip_auth_refused

@@ -19,7 +19,9 @@ mod udp;
 mod ws;
 
 pub use tcp::{spawn_tcp_listener, TcpConnections};
-pub use tls::{spawn_tls_listener, tls_acceptor, TlsSetupError};
+pub use tls::{
+    handshake_failures as tls_handshake_failures, spawn_tls_listener, tls_acceptor, TlsSetupError,
+};
 pub use udp::spawn_udp_receiver;
 pub use ws::spawn_ws_listener;
 

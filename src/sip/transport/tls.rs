@@ -27,6 +27,20 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 /// How long a TLS handshake may take: a stalled one must not hold a connection slot.
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 
+/// TLS handshakes that failed or timed out since start-up (`tls:` and `wss:`).
+static HANDSHAKE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// TLS handshakes that failed or timed out since start-up, for the metrics.
+pub fn handshake_failures() -> u64 {
+    HANDSHAKE_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts and logs a handshake that did not complete.
+pub(super) fn handshake_failed(peer: std::net::SocketAddr, why: &str) {
+    HANDSHAKE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(%peer, reason = %why, "TLS handshake failed");
+}
+
 /// Why TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -171,8 +185,8 @@ pub fn spawn_tls_listener(
         async move {
             match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => super::tcp::connection(s, addr, TransportKind::Tls, tx, limits).await,
-                Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),
+                Ok(Err(e)) => handshake_failed(addr, &e.to_string()),
+                Err(_) => handshake_failed(addr, "timed out"),
             }
         }
     })

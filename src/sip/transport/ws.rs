@@ -41,10 +41,8 @@ pub fn spawn_ws_listener(
                         .await
                     {
                         Ok(Ok(s)) => connection(s, addr, TransportKind::Wss, tx, limits).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                        Ok(Err(e)) => super::tls::handshake_failed(addr, &e.to_string()),
+                        Err(_) => super::tls::handshake_failed(addr, "timed out"),
                     }
                 }
                 None => connection(stream, addr, TransportKind::Ws, tx, limits).await,
