@@ -62,18 +62,7 @@ fn start_with(secure: bool) -> BrowserServer {
     } else {
         (work.path().join("cert.pem"), work.path().join("key.pem"))
     };
-    let (cert, key) = (
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    );
-    let server = Server::start(
-        &p,
-        &[
-            ("SWITCHYARD_SIP_LISTEN", listen.as_str()),
-            ("SWITCHYARD_SIP_TLS_CERT", cert.as_str()),
-            ("SWITCHYARD_SIP_TLS_KEY", key.as_str()),
-        ],
-    );
+    let server = start_with_certificate(&p, &listen, &cert, &key);
     BrowserServer {
         server,
         ports: p,

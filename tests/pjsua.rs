@@ -155,18 +155,7 @@ fn pjsua2_calls_over_tls_and_a_renewed_certificate_needs_no_restart() {
         "udp:127.0.0.1:{s},tcp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}",
         s = p.sip
     );
-    let (cert_s, key_s) = (
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    );
-    let server = Server::start(
-        &p,
-        &[
-            ("SWITCHYARD_SIP_LISTEN", listen.as_str()),
-            ("SWITCHYARD_SIP_TLS_CERT", cert_s.as_str()),
-            ("SWITCHYARD_SIP_TLS_KEY", key_s.as_str()),
-        ],
-    );
+    let server = start_with_certificate(&p, &listen, &cert, &key);
     let play = work.path().join("tone.wav");
     write_tone_wav(&play, 700.0, 3.0);
     let call = |ca: &std::path::Path, round: &str| {

@@ -973,18 +973,7 @@ fn stalled_or_garbage_tls_handshakes_are_closed_and_counted() {
     let work = tempfile::tempdir().expect("tmp");
     let (cert, key) = self_signed_cert(work.path(), "127.0.0.1");
     let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
-    let (cert, key) = (
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    );
-    let server = Server::start(
-        &p,
-        &[
-            ("SWITCHYARD_SIP_LISTEN", listen.as_str()),
-            ("SWITCHYARD_SIP_TLS_CERT", cert.as_str()),
-            ("SWITCHYARD_SIP_TLS_KEY", key.as_str()),
-        ],
-    );
+    let server = start_with_certificate(&p, &listen, &cert, &key);
     let closed_within = |s: &mut std::net::TcpStream, secs: u64| {
         s.set_read_timeout(Some(Duration::from_secs(secs)))
             .expect("timeout");

@@ -735,6 +735,23 @@ pub fn self_signed_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A server with `listen` (`SWITCHYARD_SIP_LISTEN`) and the certificate and key at `cert` and
+/// `key` for its `tls:`/`wss:` listeners.
+pub fn start_with_certificate(p: &Ports, listen: &str, cert: &Path, key: &Path) -> Server {
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    Server::start(
+        p,
+        &[
+            ("SWITCHYARD_SIP_LISTEN", listen),
+            ("SWITCHYARD_SIP_TLS_CERT", cert.as_str()),
+            ("SWITCHYARD_SIP_TLS_KEY", key.as_str()),
+        ],
+    )
+}
+
 /// The subject of the certificate a TLS server at 127.0.0.1:`port` presents (openssl
 /// s_client), empty when none.
 pub fn presented_subject(port: u16) -> String {
