@@ -212,6 +212,8 @@ pub struct SipSettings {
     pub default_expires: u32,
     /// RFC 3261 T1 in milliseconds.
     pub t1_ms: u64,
+    /// Shortest session-timer interval accepted (RFC 4028 Min-SE), seconds.
+    pub session_min_secs: u32,
     /// Server transactions alive at once (beyond: new requests are dropped unanswered).
     pub max_transactions: u32,
     /// Server transactions alive at once from one address; trunks' addresses are exempt.
@@ -335,6 +337,7 @@ impl Default for SipSettings {
             max_expires: 7200,
             default_expires: 3600,
             t1_ms: 500,
+            session_min_secs: 90,
             max_transactions: 100_000,
             max_transactions_per_source: 1_000,
             max_subscriptions_per_user: 20,
@@ -456,6 +459,9 @@ impl Settings {
         }
         if !(50..=5000).contains(&self.sip.t1_ms) {
             return Err(invalid("sip.t1_ms", "must be 50-5000"));
+        }
+        if !(1..=86_400).contains(&self.sip.session_min_secs) {
+            return Err(invalid("sip.session_min_secs", "must be 1-86400"));
         }
         if self.sip.nonce_lifetime_secs < 10 {
             return Err(invalid("sip.nonce_lifetime_secs", "must be at least 10"));

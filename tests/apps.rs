@@ -1123,3 +1123,40 @@ fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
     assert!((f - 500.0).abs() < 10.0, "caller heard {f} Hz");
     assert!(server.log_text().contains("early media"));
 }
+
+/// Session timers (RFC 4028) with a real UAC: SIPp asks for a 6 s session, gets it with
+/// `refresher=uac` and `Require: timer`, refreshes once by UPDATE (RFC 3311), then stops: the
+/// server hangs up (BYE) and the call record says `session_expired`. A request below the
+/// minimum gets 422 with `Min-SE`.
+#[test]
+fn a_session_not_refreshed_in_time_is_hung_up() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    // The RFC's 90 s minimum would make this a minute's wait.
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_SESSION_MIN_SECS", "5")]);
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "session_timer.xml",
+        &["-m", "1", "-s", "+15550600"],
+    );
+    assert!(ok, "{out}\n{}", server.log_text());
+    let recs = call_records(&server, 1);
+    assert_eq!(recs[0]["hangup_cause"], "session_expired", "{:?}", recs[0]);
+    assert!(server.log_text().contains("no session refresh in time"));
+
+    // Too short an interval: 422 naming the minimum.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = sock.local_addr().expect("addr").port();
+    let invite = format!(
+        "INVITE sip:+15550600@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKse{me}\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=se\r\nTo: <sip:+15550600@127.0.0.1>\r\nCall-ID: se-{me}\r\nCSeq: 1 INVITE\r\nSupported: timer\r\nSession-Expires: 2\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answers = udp_exchange(&sock, server.sip_port, &invite, Duration::from_millis(1000));
+    let last = answers.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("SIP/2.0 422") && last.contains("Min-SE: 5"),
+        "{answers:?}"
+    );
+}

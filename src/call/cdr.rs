@@ -81,6 +81,7 @@ mod tests {
             (HangupCause::CallerCancel, "caller_cancel"),
             (HangupCause::MediaTimeout, "media_timeout"),
             (HangupCause::ConnectionLost, "connection_lost"),
+            (HangupCause::SessionExpired, "session_expired"),
         ] {
             assert_eq!(cause.as_str(), code);
             assert_eq!(

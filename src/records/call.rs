@@ -92,6 +92,8 @@ pub enum HangupCause {
     ConnectionLost,
     /// The server could not go on with the call (no media, a failed bridge, a missing prompt).
     Server,
+    /// The caller's session timer (RFC 4028) ran out without a refresh.
+    SessionExpired,
 }
 
 impl HangupCause {
@@ -112,6 +114,7 @@ impl HangupCause {
             HangupCause::Transferred => "transferred",
             HangupCause::ConnectionLost => "connection_lost",
             HangupCause::Server => "server",
+            HangupCause::SessionExpired => "session_expired",
         }
     }
 }

@@ -430,6 +430,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             ..TimerConfig::default()
         },
         drain_retry_after: settings.shutdown.retry_after_secs,
+        session_min_secs: settings.sip.session_min_secs,
         max_server_transactions: settings.sip.max_transactions as usize,
         max_transactions_per_source: settings.sip.max_transactions_per_source as usize,
         max_subscriptions_per_user: settings.sip.max_subscriptions_per_user as usize,

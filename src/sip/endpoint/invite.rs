@@ -40,13 +40,13 @@ struct PendingAck {
 
 /// The server side of one call: its dialog, its media port and where it stands.
 pub(super) struct Call {
-    span: tracing::Span,
+    pub(super) span: tracing::Span,
     pub(super) tenant: String,
     pub(super) dialog: Dialog,
     pub(super) peer: Peer,
     /// The caller's own address: `peer`, or the client behind a trusted proxy.
     client: std::net::SocketAddr,
-    state: CallState,
+    pub(super) state: CallState,
     invite_key: TxKey,
     invite: SipRequest,
     pending_ack: Option<PendingAck>,
@@ -71,6 +71,10 @@ pub(super) struct Call {
     /// Our answer to a browser's offer (made by its WebRTC transport); every SDP we send
     /// in the call is this one.
     webrtc_answer: Option<String>,
+    /// The session timer's interval (RFC 4028), seconds, when the caller asked for one.
+    pub(super) session_interval: Option<u32>,
+    /// When the session ends without a refresh.
+    pub(super) session_deadline: Option<Instant>,
 }
 
 /// Seconds a node out of media ports asks callers to wait: calls end and free ports all the
@@ -89,6 +93,14 @@ impl Endpoint {
                 .header("Retry-After", self.cfg.drain_retry_after.to_string());
             return self.respond(now, &key, &req, b);
         }
+        let session_interval = match self.session_ask(&req) {
+            super::session_timer::SessionAsk::None => None,
+            super::session_timer::SessionAsk::Interval(n) => Some(n),
+            super::session_timer::SessionAsk::TooBrief(min) => {
+                let b = Self::session_too_brief(min);
+                return self.respond(now, &key, &req, b);
+            }
+        };
         let dialed = uri_user(&req.uri().to_string()).unwrap_or_default();
         let host = req.uri().host().to_string();
         let snap = self.tenants.load();
@@ -248,6 +260,8 @@ impl Endpoint {
             final_code: None,
             early_media: false,
             webrtc_answer,
+            session_interval,
+            session_deadline: None,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -342,7 +356,7 @@ impl Endpoint {
     }
 
     /// A response in the dialog of call `id` (To tag and Contact set).
-    fn dialog_response(&self, id: u64, code: u16) -> ResponseBuilder {
+    pub(super) fn dialog_response(&self, id: u64, code: u16) -> ResponseBuilder {
         let call = &self.calls[&id];
         ResponseBuilder::new(code)
             .to_tag(&call.dialog.local_tag)
@@ -377,11 +391,13 @@ impl Endpoint {
     /// Sends the 200 for the initial INVITE and starts retransmitting it until the ACK.
     fn answer(&mut self, now: Now, id: u64, offer: Option<&SessionDescription>) {
         let sdp = self.local_sdp(id, offer);
+        let interval = self.calls.get(&id).and_then(|c| c.session_interval);
         let b = self
             .dialog_response(id, 200)
             .header("Allow", super::ALLOW)
-            .header("Supported", "")
+            .header("Supported", super::SUPPORTED)
             .body("application/sdp", sdp);
+        let b = super::session_timer::with_session_headers(b, interval);
         let call = &self.calls[&id];
         let bytes = b.build(&call.invite, call.peer.addr, &self.cfg.server_name);
         let key = call.invite_key.clone();
@@ -390,6 +406,7 @@ impl Endpoint {
         if let Some(call) = self.calls.get_mut(&id) {
             call.state = CallState::Answered;
         }
+        self.session_refreshed(now, id, None);
         self.start_media(id);
     }
 
@@ -749,10 +766,14 @@ impl Endpoint {
             }
         }
         let sdp = self.local_sdp(id, offer.as_ref());
+        // A re-INVITE refreshes the session too (RFC 4028 §10).
+        self.session_refreshed(now, id, Some(&req));
+        let interval = self.calls.get(&id).and_then(|c| c.session_interval);
         let b = self
             .dialog_response(id, 200)
             .header("Allow", super::ALLOW)
             .body("application/sdp", sdp);
+        let b = super::session_timer::with_session_headers(b, interval);
         let peer = self.calls[&id].peer;
         let bytes = b.build(&req, peer.addr, &self.cfg.server_name);
         let cseq = req.cseq;

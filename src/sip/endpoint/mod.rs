@@ -39,6 +39,7 @@ mod proxy;
 mod refer;
 mod register;
 mod reinvite;
+mod session_timer;
 mod trunk_reg;
 
 pub use outbound::CallerId;
@@ -183,6 +184,8 @@ pub struct EndpointConfig {
     pub server_name: String,
     /// `Retry-After` seconds in 503 while draining.
     pub drain_retry_after: u32,
+    /// The shortest session-timer interval we accept (RFC 4028 Min-SE), seconds.
+    pub session_min_secs: u32,
     /// Server transactions alive at once, from everybody.
     pub max_server_transactions: usize,
     /// Server transactions alive at once from one address (trunks exempt).
@@ -217,6 +220,7 @@ impl Default for EndpointConfig {
             timers: TimerConfig::default(),
             server_name: concat!("Switchyard/", env!("CARGO_PKG_VERSION")).into(),
             drain_retry_after: 30,
+            session_min_secs: 90,
             max_server_transactions: 100_000,
             max_transactions_per_source: 1_000,
             max_subscriptions_per_user: 20,
@@ -483,11 +487,16 @@ enum TimerRef {
     Call(u64),
     /// `limits.max_call_secs` of a call or outgoing leg is up.
     MaxLength(u64),
+    /// A call's session timer (RFC 4028) may have run out.
+    SessionExpiry(u64),
     Housekeeping,
 }
 
 /// Methods we implement; others known to SIP get 405 with this list.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE, REFER";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE, REFER, UPDATE";
+
+/// Option tags we support (RFC 3261 §20.37).
+const SUPPORTED: &str = "timer";
 
 /// The SIP endpoint. See the module documentation.
 pub struct Endpoint {
@@ -869,7 +878,7 @@ impl Endpoint {
                     .to_tag(&self.ids.token())
                     .header("Allow", ALLOW)
                     .header("Accept", "application/sdp")
-                    .header("Supported", "");
+                    .header("Supported", SUPPORTED);
                 self.respond(now, &key, &req, b)
             }
             Method::Register => self.handle_register(now, key, peer, req),
@@ -878,6 +887,7 @@ impl Endpoint {
             Method::Info => self.handle_info(now, key, req),
             Method::Subscribe => self.handle_subscribe(now, key, peer, req),
             Method::Refer => self.handle_refer(now, key, req),
+            Method::Update => self.handle_update(now, key, req),
             _ => {
                 let b = ResponseBuilder::new(405).header("Allow", ALLOW);
                 self.respond(now, &key, &req, b)
@@ -888,10 +898,13 @@ impl Endpoint {
     /// `Require` options we do not support (RFC 3261 §8.2.2.3).
     fn unsupported_requirements(&self, req: &SipRequest) -> Option<String> {
         let required = req.header_values("Require");
-        // Path (RFC 3327) is the one extension we support; a proxy may require it.
+        // Path (RFC 3327; a proxy may require it) and session timers (RFC 4028).
         let unsupported: Vec<String> = required
             .into_iter()
-            .filter(|r| !r.is_empty() && !r.trim().eq_ignore_ascii_case("path"))
+            .filter(|r| {
+                let r = r.trim();
+                !r.is_empty() && !r.eq_ignore_ascii_case("path") && !r.eq_ignore_ascii_case("timer")
+            })
             .collect();
         (!unsupported.is_empty()).then(|| unsupported.join(", "))
     }
@@ -1143,6 +1156,7 @@ impl Endpoint {
                         );
                     }
                 }
+                TimerRef::SessionExpiry(id) => self.session_timer_fired(now, id),
                 TimerRef::Housekeeping => {
                     self.registrar.expire(now.unix);
                     self.expire_subscriptions(now);

@@ -1035,6 +1035,55 @@ fn a_phone_that_registers_anew_is_told_its_mailbox_state_and_a_refresh_is_not() 
 }
 
 #[test]
+fn a_session_timer_is_granted_refreshed_by_update_and_ends_the_call_when_refreshes_stop() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    let timer = "Supported: timer\r\nSession-Expires: 120\r\n";
+    // Too brief: 422 with our minimum.
+    let brief = "Supported: timer\r\nSession-Expires: 30\r\n";
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKst0", "st0", brief, SDP));
+    assert_eq!(codes(&out), vec![100, 422]);
+    assert_eq!(header(&out[1], "Min-SE"), Some("90"));
+    // Granted: the caller refreshes.
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKst1", "st1", timer, SDP));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+    assert_eq!(
+        header(&out[2], "Session-Expires"),
+        Some("120;refresher=uac")
+    );
+    assert_eq!(header(&out[2], "Require"), Some("timer"));
+    let tag = to_tag(&out[2]);
+    h.send(peer, &in_dialog("ACK", 1, "z9hG4bKst1a", "st1", &tag, ""));
+    // A refresh by UPDATE at 60 s: 200 with the interval; the session now ends at 60 + 88 s.
+    h.advance(Duration::from_secs(60));
+    let update = in_dialog("UPDATE", 2, "z9hG4bKst1u", "st1", &tag, "");
+    let out = h.send(peer, &update);
+    assert_eq!(codes(&out), vec![200]);
+    assert_eq!(
+        header(&out[0], "Session-Expires"),
+        Some("120;refresher=uac")
+    );
+    // An offer in an UPDATE is not taken.
+    let offer = in_dialog("UPDATE", 3, "z9hG4bKst1o", "st1", &tag, SDP);
+    assert_eq!(codes(&h.send(peer, &offer)), vec![488]);
+    let out = h.advance(Duration::from_secs(87));
+    assert!(
+        out.iter().all(|m| !m.starts_with("BYE ")),
+        "refreshed: still up at 147 s: {out:?}"
+    );
+    let out = h.advance(Duration::from_secs(2));
+    assert!(
+        out.iter().any(|m| m.starts_with("BYE ")),
+        "not refreshed again: BYE at 148 s: {out:?}"
+    );
+    // Without Supported: timer, no timer at all.
+    let plain = "Session-Expires: 120\r\n";
+    let out = h.send(peer, &invite("+15550100", "z9hG4bKst2", "st2", plain, SDP));
+    assert_eq!(codes(&out), vec![100, 180, 200]);
+    assert_eq!(header(&out[2], "Session-Expires"), None);
+}
+
+#[test]
 fn media_is_reserved_through_the_backend_and_released_however_calls_end() {
     let mut h = Harness::new();
     let peer = udp_peer(PHONE);
