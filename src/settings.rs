@@ -233,6 +233,16 @@ pub struct SipSettings {
     pub trusted_proxies: Vec<String>,
     /// PEM private key for `tls:` and `wss:` listeners.
     pub tls_key: String,
+    /// Extra CA certificates (PEM) trusted for TLS trunks, beside the system's roots.
+    pub tls_trunk_ca: String,
+    /// PEM certificate chain this node presents to TLS trunks that ask for one (mutual TLS);
+    /// reloaded when the file changes.
+    pub tls_client_cert: String,
+    /// PEM private key for `tls_client_cert`.
+    pub tls_client_key: String,
+    /// DNS servers (`IP` or `IP:port`) for trunk names; empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub dns_servers: Vec<String>,
 }
 
 /// `[media]`
@@ -346,6 +356,10 @@ impl Default for SipSettings {
             tcp_max_connections_per_ip: 100,
             tls_cert: String::new(),
             trusted_proxies: Vec::new(),
+            tls_trunk_ca: String::new(),
+            tls_client_cert: String::new(),
+            tls_client_key: String::new(),
+            dns_servers: Vec::new(),
             tls_key: String::new(),
         }
     }
@@ -491,7 +505,39 @@ impl Settings {
         self.blob_url()?;
         self.cluster_checks()?;
         self.trusted_proxies()?;
+        self.dns_servers()?;
+        if self.sip.tls_client_cert.is_empty() != self.sip.tls_client_key.is_empty() {
+            return Err(invalid(
+                "sip.tls_client_cert",
+                "sip.tls_client_cert and sip.tls_client_key go together",
+            ));
+        }
         Ok(())
+    }
+
+    /// Parsed `sip.dns_servers` (port 53 when none is given).
+    pub fn dns_servers(&self) -> Result<Vec<std::net::SocketAddr>, SettingsError> {
+        self.sip
+            .dns_servers
+            .iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<std::net::SocketAddr>()
+                    .ok()
+                    .or_else(|| {
+                        s.trim_matches(|c| c == '[' || c == ']')
+                            .parse::<IpAddr>()
+                            .ok()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .ok_or_else(|| {
+                        invalid(
+                            "sip.dns_servers",
+                            format!("{s:?} is not IP or IP:port (127.0.0.53, 10.0.0.2:5353)"),
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// Parsed `sip.trusted_proxies`.

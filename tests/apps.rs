@@ -655,16 +655,8 @@ fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
-    let mut audio = sine_wave(1000.0, 2.0);
-    audio.extend(vec![0i16; 8000]);
     // The demo trunk's caller reaches the external number through a DID forwarding to it.
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
-        "media_stream.xml",
-        Some(&audio),
-        &["-s", "+15550555", "-d", "3500"],
-    );
+    let (ok, out) = call_out_with_tone(&server, &p);
     let (provider_ok, provider_out) = carrier.join().expect("carrier");
     assert!(
         provider_ok,

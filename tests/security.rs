@@ -580,6 +580,9 @@ fn trunk_fields_that_would_reach_the_wire_are_validated() {
         ("address", json!("127.0.0.1:5060")),
         ("address", json!("169.254.169.254:80")),
         ("address", json!("0.0.0.0:5060")),
+        ("address", json!("sip.example\r\nX-Evil: 1")),
+        ("address", json!("under_score.example")),
+        ("address", json!("sip.example:0")),
         ("username", json!("acct\r\nX-Evil: 1")),
         (
             "caller_id",

@@ -109,6 +109,21 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         counter(g(&l.sip_tls_handshake_failures)),
     );
     r.register(
+        "trunk_dns_failures",
+        "Trunk name lookups (NAPTR, SRV, A/AAAA) that failed or found nothing",
+        counter(g(&l.trunk_dns_failures)),
+    );
+    r.register(
+        "trunk_failovers",
+        "Trunk calls moved on to the next target (silence, unreachable, timeout, 503)",
+        counter(g(&l.trunk_failovers)),
+    );
+    r.register(
+        "trunk_unresolved",
+        "Trunk calls that failed because the trunk's name had no target",
+        counter(g(&l.trunk_unresolved)),
+    );
+    r.register(
         "sip_auth_failures",
         "Failed digest authentications",
         counter(g(&l.sip_auth_failures)),

@@ -62,6 +62,12 @@ pub struct LiveStats {
     pub sip_malformed: AtomicU64,
     /// TLS handshakes that failed or timed out (`tls:`, `wss:`).
     pub sip_tls_handshake_failures: AtomicU64,
+    /// Trunk name lookups that failed or found nothing.
+    pub trunk_dns_failures: AtomicU64,
+    /// Trunk legs moved on to the next target.
+    pub trunk_failovers: AtomicU64,
+    /// Trunk calls that failed because the trunk's name had no target.
+    pub trunk_unresolved: AtomicU64,
     /// Failed digest authentications.
     pub sip_auth_failures: AtomicU64,
     /// Requests refused because their (user, address) or address is blocked.

@@ -13,6 +13,7 @@
 
 mod adapters;
 mod call_counts;
+mod trunk_dns;
 
 use crate::api::live::{CallInfo, Control};
 use crate::api::{ApiKeys, ApiState, LiveStats};
@@ -35,7 +36,7 @@ use crate::sip::registrar::{Registrar, RegistrarConfig};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{
     spawn_tcp_listener, spawn_tls_listener, spawn_udp_receiver, spawn_ws_listener, tls_acceptor,
-    Inbound, TcpConnections,
+    tls_connector, Inbound, TcpConnections, TlsClientFiles,
 };
 use crate::spool::{Spool, Stores};
 use crate::tenant::{TenantConfig, TenantStore, TenantStoreError};
@@ -370,12 +371,10 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             ip
         }
     };
-    store.set_node_addresses(
-        std::iter::once(public_ip)
-            .chain(bound_ip.filter(|ip: &IpAddr| !ip.is_unspecified()))
-            .collect(),
-        settings.tenant.allow_local_trunks,
-    );
+    let own_ips: Vec<IpAddr> = std::iter::once(public_ip)
+        .chain(bound_ip.filter(|ip: &IpAddr| !ip.is_unspecified()))
+        .collect();
+    store.set_node_addresses(own_ips.clone(), settings.tenant.allow_local_trunks);
     let (rtp_first, rtp_last) = settings.rtp_ports()?;
     let rtp_bind: IpAddr = if settings.media.bind_address.is_empty() {
         IpAddr::from([0, 0, 0, 0])
@@ -450,6 +449,20 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         Box::new(crate::call::policy::TenantPolicy),
         registrar,
     );
+    // Trunk names resolved in the background (RFC 3263); a node whose resolver cannot be
+    // made still runs, with trunks by IP only.
+    let trunk_targets = Arc::new(arc_swap::ArcSwap::default());
+    endpoint.set_trunk_targets(trunk_targets.clone());
+    match trunk_dns::resolver(&settings.dns_servers()?) {
+        Ok(resolver) => {
+            let own = trunk_dns::OwnAddresses {
+                ips: own_ips,
+                allowed: settings.tenant.allow_local_trunks,
+            };
+            trunk_dns::spawn(store.snapshots(), trunk_targets, resolver, own);
+        }
+        Err(e) => tracing::warn!(error = %e, "trunks given by name will not be reached"),
+    }
     // A cluster: one NATS connection for the shared registrations (here) and the tenant
     // configuration (with the admin API below).
     let nats = if settings.cluster.nats_url.is_empty() {
@@ -639,7 +652,21 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     );
 
     // Connections phones opened, and those this node opens to TCP phones whose own closed.
-    let mut tcp = TcpConnections::with_dialer(to_endpoint.clone(), stream_limits);
+    let trunk_tls = tls_connector(TlsClientFiles {
+        extra_ca: (!settings.sip.tls_trunk_ca.is_empty())
+            .then(|| Path::new(&settings.sip.tls_trunk_ca)),
+        identity: (!settings.sip.tls_client_cert.is_empty()).then(|| {
+            (
+                Path::new(&settings.sip.tls_client_cert),
+                Path::new(&settings.sip.tls_client_key),
+            )
+        }),
+    })
+    .map_err(|e| crate::settings::SettingsError::Invalid {
+        key: "sip.tls_trunk_ca".into(),
+        message: e.to_string(),
+    })?;
+    let mut tcp = TcpConnections::with_dialer(to_endpoint.clone(), stream_limits, Some(trunk_tls));
     let drain_timeout = Duration::from_secs(settings.shutdown.drain_timeout_secs);
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
@@ -911,6 +938,12 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
         crate::sip::transport::tls_handshake_failures(),
         Ordering::Relaxed,
     );
+    live.trunk_dns_failures
+        .store(trunk_dns::failures(), Ordering::Relaxed);
+    live.trunk_failovers
+        .store(st.trunk_failovers, Ordering::Relaxed);
+    live.trunk_unresolved
+        .store(st.trunk_unresolved, Ordering::Relaxed);
     live.sip_auth_failures
         .store(st.auth_failures, Ordering::Relaxed);
     live.sip_auth_refused
@@ -937,6 +970,9 @@ fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inboun
         Inbound::Closed { conn } => {
             tcp.closed(conn);
             endpoint.connection_closed(now(), conn);
+        }
+        Inbound::Unreachable { peer } => {
+            endpoint.peer_unreachable(now(), peer.transport, peer.addr)
         }
     }
 }
@@ -989,13 +1025,14 @@ fn flush(
                     tracing::debug!(peer = %t.peer.addr, "tcp connection gone or congested: message dropped");
                 }
             }
-            (TransportKind::Tcp, None) => {
-                // A TCP phone whose connection closed: reached by a new one.
-                if !tcp.send_to(t.peer.addr, t.payload) {
-                    tracing::debug!(peer = %t.peer.addr, "no tcp connection could take the message");
+            (TransportKind::Tcp | TransportKind::Tls, None) => {
+                // A trunk, or a TCP phone whose connection closed: reached by a connection
+                // this node opens (TLS verified for the target's name).
+                if !tcp.send_to(t.peer.addr, t.peer.transport, t.server_name, t.payload) {
+                    tracing::debug!(peer = %t.peer.addr, "no connection could take the message");
                 }
             }
-            (TransportKind::Tls | TransportKind::Ws | TransportKind::Wss, None) => {
+            (TransportKind::Ws | TransportKind::Wss, None) => {
                 tracing::debug!(peer = %t.peer.addr, "no connection to send on");
             }
         }

@@ -390,9 +390,14 @@ fn default_max_message() -> u32 {
 pub struct Trunk {
     /// Identifier.
     pub id: String,
-    /// Provider's SIP address (`host[:port]`) for outbound calls; absent for inbound-only.
+    /// Provider's SIP address for outbound calls: an IP or a DNS name, with an optional
+    /// port (`sip.carrier.example`, `192.0.2.10:5070`); absent for inbound-only. A name
+    /// without a port is looked up as RFC 3263 says (NAPTR, SRV, then A/AAAA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Transport towards the provider; absent: UDP for an IP, DNS decides for a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TrunkTransport>,
     /// Username for digest auth towards the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -419,6 +424,7 @@ impl std::fmt::Debug for Trunk {
         f.debug_struct("Trunk")
             .field("id", &self.id)
             .field("address", &self.address)
+            .field("transport", &self.transport)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("register", &self.register)
@@ -427,6 +433,19 @@ impl std::fmt::Debug for Trunk {
             .field("caller_id", &self.caller_id)
             .finish()
     }
+}
+
+/// How requests reach a trunk's provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP (this node opens the connection).
+    Tcp,
+    /// SIP over TLS: the provider's certificate is verified against the system's roots
+    /// (and `sip.tls_trunk_ca`); this node presents `sip.tls_client_cert` when set.
+    Tls,
 }
 
 /// An outbound route.
@@ -526,6 +545,7 @@ mod tests {
         let t = Trunk {
             id: "t".into(),
             address: None,
+            transport: None,
             username: Some("u".into()),
             password: Some("hunter2".into()),
             register: false,

@@ -95,15 +95,21 @@ fn valid_sip_user(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(crate::sip::headers::is_user_char)
 }
 
-/// Whether a trunk address is `IP[:port]` (names are not resolved yet); the IP must be one a
-/// provider can have. Loopback, unspecified, multicast, broadcast and link-local (cloud
-/// metadata) addresses reach the node itself or its host's internals, not a provider.
+/// Whether a trunk address is `host[:port]` with a host that is an IP a provider can have
+/// or a DNS name. Unspecified, multicast, broadcast and link-local (cloud metadata)
+/// addresses reach the node's host internals or nothing, not a provider (a name's answers
+/// are held to the same rule when they arrive). Loopback stays allowed, as for a provider
+/// on the same host.
 fn trunk_address_problem(address: &str) -> Option<&'static str> {
-    let Some((host, _port)) = crate::sip::headers::split_host_port(address) else {
-        return Some("must be IP[:port]");
+    let Some((host, port)) = crate::sip::headers::split_host_port(address) else {
+        return Some("must be host[:port]");
     };
+    if port == Some(0) {
+        return Some("port must be 1-65535");
+    }
     let Ok(ip) = host.parse::<std::net::IpAddr>() else {
-        return Some("must be IP[:port] (names are not resolved yet)");
+        return (!valid_dns_name(&host))
+            .then_some("must be an IP address or a DNS name (letters, digits, '-', '.')");
     };
     if ip.is_unspecified() || ip.is_multicast() {
         return Some("must be a provider's unicast address");
@@ -116,6 +122,23 @@ fn trunk_address_problem(address: &str) -> Option<&'static str> {
         return Some("must not be a link-local or broadcast address");
     }
     None
+}
+
+/// A host name as DNS and SIP URIs take it: labels of letters, digits and inner hyphens,
+/// 1-63 characters each, at most 253 in all, a trailing dot allowed.
+fn valid_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        // A last label of digits only would be a mistyped IPv4 address.
+        && !name.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn valid_dialable(ext: &str) -> bool {

@@ -916,6 +916,20 @@ pub fn tone_after_onset(samples: &[i16]) -> f32 {
     tone_frequency(&samples[start + 400..start + 8000])
 }
 
+/// SIPp calls the DID +15550555 (which the test forwarded to an external number) and
+/// streams 2 s of 1000 Hz then silence, staying 3.5 s: SIPp's verdict and output.
+pub fn call_out_with_tone(server: &Server, p: &Ports) -> (bool, String) {
+    let mut audio = sine_wave(1000.0, 2.0);
+    audio.extend(vec![0i16; 8000]);
+    sipp_with_audio(
+        server,
+        p,
+        "media_stream.xml",
+        Some(&audio),
+        &["-s", "+15550555", "-d", "3500"],
+    )
+}
+
 /// The PCMU audio the server sent to a SIPp caller's media port.
 pub fn heard_by(cap: Capture, p: &Ports) -> Vec<i16> {
     cap.finish()

@@ -18,15 +18,19 @@
 //! - `outbound.rs`: outgoing INVITE legs (users' phones, trunks with digest).
 //! - `info.rs`: digits we relay by SIP INFO to a party without telephone-event.
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
+//! - `locate.rs`: RFC 3263: a trunk's address to an ordered list of targets (the lookups are
+//!   the runtime's); `failover.rs`: a trunk leg moving on to its next target.
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
 //! - `reinvite.rs`: our re-INVITEs that pass hold/resume from one party to the other.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
 //! - `invite.rs`: INVITE as UAS (tenant by domain, auth, the policy's routing, offer/answer, 2xx
 //!   retransmission until ACK), CANCEL, BYE, re-INVITE, and hang-up on drain.
 
+mod failover;
 mod info;
 mod invite;
 pub use invite::info_digit;
+pub mod locate;
 mod media;
 #[cfg(test)]
 pub use media::FakeMedia;
@@ -142,6 +146,9 @@ pub struct Transmit {
     pub peer: Peer,
     /// The message.
     pub payload: Bytes,
+    /// For a TLS connection this node has to open: the name the server's certificate must
+    /// carry (a trunk's SRV target or host).
+    pub server_name: Option<Arc<str>>,
 }
 
 /// Endpoint settings.
@@ -399,6 +406,10 @@ pub struct EndpointStats {
     pub requests_dropped: u64,
     /// Client transactions alive.
     pub client_transactions: usize,
+    /// Trunk calls that failed because the trunk's name had no target.
+    pub trunk_unresolved: u64,
+    /// Trunk legs moved on to the next target (silence, unreachable, timeout, 503).
+    pub trunk_failovers: u64,
 }
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).
@@ -489,6 +500,8 @@ enum TimerRef {
     MaxLength(u64),
     /// A call's session timer (RFC 4028) may have run out.
     SessionExpiry(u64),
+    /// A trunk leg's current target may have stayed silent (see `failover.rs`).
+    TargetSilent(u64),
     Housekeeping,
 }
 
@@ -555,7 +568,17 @@ pub struct Endpoint {
     reg_branches: HashMap<String, trunk_reg::TrunkKey>,
     /// The tenant snapshot the registrations were last matched to.
     trunk_reg_snapshot: Option<Arc<crate::tenant::Snapshot>>,
+    /// The trunk targets the registrations were last matched to.
+    trunk_reg_targets: Option<Arc<locate::TargetTable>>,
+    /// Trunk names' targets, resolved by the runtime in the background.
+    trunk_targets: Arc<arc_swap::ArcSwap<locate::TargetTable>>,
+    /// The certificate name for each TLS target this node has sent to (bounded by
+    /// [`MAX_TLS_NAMES`]), so any request to it (a BYE too) can open a connection.
+    tls_names: HashMap<SocketAddr, Arc<str>>,
 }
+
+/// TLS target names remembered (trunk targets: a handful per trunk).
+const MAX_TLS_NAMES: usize = 4096;
 
 impl Endpoint {
     /// A new endpoint.
@@ -606,7 +629,15 @@ impl Endpoint {
             trunk_regs: HashMap::new(),
             reg_branches: HashMap::new(),
             trunk_reg_snapshot: None,
+            trunk_reg_targets: None,
+            trunk_targets: Arc::default(),
+            tls_names: HashMap::new(),
         }
+    }
+
+    /// Where trunk names' targets are read from (the runtime keeps them resolved).
+    pub fn set_trunk_targets(&mut self, table: Arc<arc_swap::ArcSwap<locate::TargetTable>>) {
+        self.trunk_targets = table;
     }
 
     /// Counters.
@@ -748,7 +779,27 @@ impl Endpoint {
     }
 
     fn send(&mut self, peer: Peer, payload: Bytes) {
-        self.out.push_back(Transmit { peer, payload });
+        let server_name = match (peer.transport, peer.conn) {
+            (TransportKind::Tls, None) => self.tls_names.get(&peer.addr).cloned(),
+            _ => None,
+        };
+        self.out.push_back(Transmit {
+            peer,
+            payload,
+            server_name,
+        });
+    }
+
+    /// Remembers the certificate name of a TLS target before the first request to it.
+    fn remember_tls_name(&mut self, target: &locate::Target) {
+        if target.transport != TransportKind::Tls {
+            return;
+        }
+        if self.tls_names.len() >= MAX_TLS_NAMES && !self.tls_names.contains_key(&target.addr) {
+            self.tls_names.clear();
+        }
+        self.tls_names
+            .insert(target.addr, target.server_name.clone());
     }
 
     /// A message arrived from `peer`.
@@ -1132,7 +1183,7 @@ impl Endpoint {
                                     self.send(p, b);
                                 }
                             }
-                            TxEvent::TimedOut => self.leg_timed_out(leg),
+                            TxEvent::TimedOut => self.leg_timed_out(now, leg),
                             TxEvent::Terminated => {
                                 self.client_invites.remove(&branch);
                             }
@@ -1143,6 +1194,7 @@ impl Endpoint {
                     }
                 }
                 TimerRef::TrunkReg(key) => self.trunk_reg_timeout(now, key),
+                TimerRef::TargetSilent(id) => self.target_silent(now, id),
                 TimerRef::ClientReinvite(branch) => self.reinvite_timeout(now, branch),
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::MaxLength(id) => {

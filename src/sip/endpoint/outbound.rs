@@ -30,11 +30,11 @@ pub(super) enum OutState {
 
 /// One outgoing leg.
 pub(super) struct OutCall {
-    span: tracing::Span,
+    pub(super) span: tracing::Span,
     /// The parent call's tenant: the leg counts toward its concurrent-call limit.
     tenant: String,
     pub(super) peer: Peer,
-    request_uri: String,
+    pub(super) request_uri: String,
     /// `Route` header lines for requests outside the dialog (INVITE, its ACK and CANCEL): the
     /// Path of a contact registered through a proxy; empty otherwise.
     route: String,
@@ -42,25 +42,32 @@ pub(super) struct OutCall {
     remote_party: String,
     call_id: String,
     local_tag: String,
-    cseq: u32,
-    via: String,
+    pub(super) cseq: u32,
+    pub(super) via: String,
     pub(super) state: OutState,
-    cancelled: bool,
+    pub(super) cancelled: bool,
     dialog: Option<Dialog>,
     ack: Option<Bytes>,
     /// True once `CallEvent::MediaStart` was emitted (early media or the answer); until then
     /// the media backend holds the leg's ports under its id.
-    media_started: bool,
+    pub(super) media_started: bool,
     rtp_port: u16,
     session_id: u64,
     session_version: u64,
     pub(super) started: Instant,
-    contact: String,
+    pub(super) contact: String,
+    /// The user part of our Contact (the caller), to make it again for another transport.
+    pub(super) contact_user: String,
     sdp: String,
     /// Digest credentials towards a provider (trunk legs).
     credentials: Option<(String, String)>,
     /// True once we answered a challenge (a second one is a failure).
-    auth_sent: bool,
+    pub(super) auth_sent: bool,
+    /// A trunk leg's targets not tried yet, in order (RFC 3263): the next is tried when
+    /// this one stays silent, cannot be reached, times out or answers 503.
+    pub(super) alternates: Vec<super::locate::Target>,
+    /// Some response to the current INVITE arrived (the target is alive).
+    pub(super) heard: bool,
     /// The callee put the call on hold (its last re-INVITE).
     on_hold: bool,
     /// A browser leg: our offer came from the media side's WebRTC transport, and the
@@ -76,7 +83,12 @@ impl OutCall {
     }
 
     /// Our INVITE (again, for a challenge: with a new branch, CSeq and the credentials).
-    fn invite_bytes(&self, authorization: Option<(&str, &str)>, allow: &str, ua: &str) -> Bytes {
+    pub(super) fn invite_bytes(
+        &self,
+        authorization: Option<(&str, &str)>,
+        allow: &str,
+        ua: &str,
+    ) -> Bytes {
         let auth = authorization
             .map(|(h, v)| format!("{h}: {v}\r\n"))
             .unwrap_or_default();
@@ -255,9 +267,12 @@ impl Endpoint {
             session_version: 2,
             started: now.instant,
             contact,
+            contact_user: caller.user.clone(),
             sdp,
             credentials,
             auth_sent: false,
+            alternates: Vec::new(),
+            heard: false,
             on_hold: false,
             browser,
         };
@@ -271,7 +286,14 @@ impl Endpoint {
         Some(id)
     }
 
-    fn start_invite_tx(&mut self, now: Now, id: u64, branch: String, peer: Peer, bytes: Bytes) {
+    pub(super) fn start_invite_tx(
+        &mut self,
+        now: Now,
+        id: u64,
+        branch: String,
+        peer: Peer,
+        bytes: Bytes,
+    ) {
         let tx = ClientInviteTransaction::new(
             bytes,
             peer.transport.is_reliable(),
@@ -305,13 +327,16 @@ impl Endpoint {
         let Some(address) = plan.trunk.address.clone() else {
             return 0;
         };
-        let Some(addr) = parse_host_port(&address) else {
-            tracing::error!(trunk = %plan.trunk.id, %address, "trunk address must be IP[:port] (names are not resolved yet)");
+        let mut targets = self.trunk_targets_for(plan.trunk).into_iter();
+        let Some(first) = targets.next() else {
+            self.stats.trunk_unresolved += 1;
+            tracing::warn!(trunk = %plan.trunk.id, %address, "outbound call failed: the trunk's address has no target (DNS name not resolved, or resolving to nothing)");
             return 0;
         };
+        self.remember_tls_name(&first);
         let peer = Peer {
-            transport: TransportKind::Udp,
-            addr,
+            transport: first.transport,
+            addr: first.addr,
             conn: None,
         };
         let ruri = format!("sip:{}@{address}", escape_user(&plan.dial));
@@ -325,25 +350,24 @@ impl Endpoint {
             fixed: caller.fixed,
         };
         let credentials = plan.trunk.username.clone().zip(plan.trunk.password.clone());
-        let host = address
-            .rsplit_once(':')
+        let host = crate::sip::headers::split_host_port(&address)
             .map(|(h, _)| h)
-            .unwrap_or(&address)
-            .to_string();
-        usize::from(
-            self.start_leg(
-                now,
-                parent,
-                peer,
-                &ruri,
-                &[],
-                &to,
-                &shown,
-                &host,
-                credentials,
-            )
-            .is_some(),
-        )
+            .unwrap_or_else(|| address.clone());
+        let Some(id) = self.start_leg(
+            now,
+            parent,
+            peer,
+            &ruri,
+            &[],
+            &to,
+            &shown,
+            &host,
+            credentials,
+        ) else {
+            return 0;
+        };
+        self.set_alternates(now, id, targets.collect());
+        1
     }
 
     /// Answers a provider's 401/407 once with the trunk's credentials: a new INVITE (new
@@ -443,6 +467,9 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
         if self.client_invites.contains_key(&branch) {
             self.schedule(next, TimerRef::ClientInvite(branch));
         }
+        if let Some(c) = self.out_calls.get_mut(&id) {
+            c.heard = true;
+        }
         if !d.pass_to_user {
             return;
         }
@@ -472,6 +499,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             }
             200..=299 => self.leg_answered(now, id, &resp),
             401 | 407 if self.retry_with_auth(now, id, &resp) => {}
+            503 if self.try_next_target(now, id, "503 Service Unavailable") => {}
             code => {
                 if let Some(c) = self.out_calls.get(&id) {
                     c.span.in_scope(|| tracing::info!(code, "leg refused"));
@@ -642,7 +670,13 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         self.end_leg_with(id, cause, why, None);
     }
 
-    fn end_leg_with(&mut self, id: u64, cause: HangupCause, why: &str, code: Option<u16>) {
+    pub(super) fn end_leg_with(
+        &mut self,
+        id: u64,
+        cause: HangupCause,
+        why: &str,
+        code: Option<u16>,
+    ) {
         let Some(c) = self.out_calls.remove(&id) else {
             return;
         };
@@ -669,7 +703,10 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
     }
 
     /// The INVITE of leg `id` timed out (Timer B): nobody answered the request at all.
-    pub(super) fn leg_timed_out(&mut self, id: u64) {
+    pub(super) fn leg_timed_out(&mut self, now: Now, id: u64) {
+        if self.try_next_target(now, id, "no response") {
+            return;
+        }
         let cancelled = self.out_calls.get(&id).is_some_and(|c| c.cancelled);
         if !cancelled {
             self.events
@@ -743,16 +780,6 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
     pub fn outgoing_legs(&self) -> usize {
         self.out_calls.len()
     }
-}
-
-/// `192.0.2.1:5070` or `192.0.2.1` (port 5060); `[2001:db8::1]:5060` for IPv6.
-pub(super) fn parse_host_port(s: &str) -> Option<std::net::SocketAddr> {
-    s.parse().ok().or_else(|| {
-        s.trim_matches(|c| c == '[' || c == ']')
-            .parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| std::net::SocketAddr::new(ip, 5060))
-    })
 }
 
 /// Where to send a request for a registered contact: its source address over UDP, or the

@@ -3,7 +3,7 @@
 //! credentials, refreshing before expiry and retrying a minute after a failure. Tenant changes
 //! are picked up by [`Endpoint::sync_trunk_registrations`], which the runtime calls often.
 
-use super::{Endpoint, Now, Peer, TimerRef, TransportKind};
+use super::{Endpoint, Now, Peer, TimerRef};
 use crate::sip::digest::authorization_for;
 use crate::sip::message::SipResponse;
 use bytes::Bytes;
@@ -52,35 +52,40 @@ impl Endpoint {
     /// Starts, keeps or drops provider registrations to match the tenants' trunks.
     pub fn sync_trunk_registrations(&mut self, now: Now) {
         let snap = self.tenants.load();
-        if self
-            .trunk_reg_snapshot
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &snap))
-        {
+        let targets = self.trunk_targets.load_full();
+        fn same<T>(a: &Option<Arc<T>>, b: &Arc<T>) -> bool {
+            a.as_ref().is_some_and(|a| Arc::ptr_eq(a, b))
+        }
+        if same(&self.trunk_reg_snapshot, &snap) && same(&self.trunk_reg_targets, &targets) {
             return;
         }
         self.trunk_reg_snapshot = Some(snap.clone());
+        self.trunk_reg_targets = Some(targets);
         let mut wanted = Vec::new();
         for t in snap.tenants() {
             for trunk in t.config.trunks.iter().filter(|t| t.register) {
                 let (Some(address), Some(user)) = (&trunk.address, &trunk.username) else {
                     continue;
                 };
-                let Some(addr) = super::outbound::parse_host_port(address) else {
-                    tracing::warn!(trunk = %trunk.id, %address, "trunk registration needs an IP[:port] address");
+                let key = (t.id().to_string(), trunk.id.clone());
+                // A name not resolved yet: kept as it is until the runtime's answers arrive
+                // (this runs again when they do).
+                let Some(target) = self.trunk_targets_for(trunk).into_iter().next() else {
+                    tracing::debug!(trunk = %trunk.id, %address, "trunk registration waits for DNS");
+                    if self.trunk_regs.contains_key(&key) {
+                        wanted.push(key);
+                    }
                     continue;
                 };
-                let key = (t.id().to_string(), trunk.id.clone());
-                let host = address
-                    .rsplit_once(':')
+                self.remember_tls_name(&target);
+                let host = crate::sip::headers::split_host_port(address)
                     .map(|(h, _)| h)
-                    .unwrap_or(address)
-                    .to_string();
+                    .unwrap_or_else(|| address.clone());
                 wanted.push(key.clone());
                 let reg = TrunkRegistration {
                     peer: Peer {
-                        transport: TransportKind::Udp,
-                        addr,
+                        transport: target.transport,
+                        addr: target.addr,
                         conn: None,
                     },
                     registrar_uri: format!("sip:{address}"),
@@ -95,6 +100,8 @@ impl Endpoint {
                 };
                 let changed = self.trunk_regs.get(&key).is_none_or(|r| {
                     r.registrar_uri != reg.registrar_uri
+                        || r.peer.addr != reg.peer.addr
+                        || r.peer.transport != reg.peer.transport
                         || r.username != reg.username
                         || r.password != reg.password
                 });

@@ -7,7 +7,8 @@
 //!   timeout and a connection limit; writes go through a bounded per-connection queue so a
 //!   slow peer cannot hold up anyone else.
 //! - TLS (`tls:`): a handshake (the certificate reloaded when its files change), then a
-//!   connection like a TCP one.
+//!   connection like a TCP one. Towards trunks this node opens TLS connections itself
+//!   (`tls_client.rs`), verifying the provider's certificate.
 //! - WebSocket (RFC 7118, `ws:` and `wss:`): like TCP, one SIP message per WebSocket message;
 //!   the `sip` subprotocol is required. Browsers are reachable only over the connection they
 //!   registered on, so requests to them use it too.
@@ -15,6 +16,7 @@
 pub mod framing;
 mod tcp;
 mod tls;
+mod tls_client;
 mod udp;
 mod ws;
 
@@ -22,6 +24,7 @@ pub use tcp::{spawn_tcp_listener, TcpConnections};
 pub use tls::{
     handshake_failures as tls_handshake_failures, spawn_tls_listener, tls_acceptor, TlsSetupError,
 };
+pub use tls_client::{tls_connector, TlsClientFiles};
 pub use udp::spawn_udp_receiver;
 pub use ws::spawn_ws_listener;
 
@@ -57,6 +60,11 @@ pub enum Inbound {
     Closed {
         /// Connection id.
         conn: u64,
+    },
+    /// A connection this node tried to open (TCP, or TLS with its handshake) failed.
+    Unreachable {
+        /// Where to.
+        peer: Peer,
     },
 }
 

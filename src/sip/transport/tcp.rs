@@ -1,11 +1,15 @@
-//! TCP listener and stream connections (TCP, and TLS once its handshake is done).
+//! TCP listener and stream connections (TCP, and TLS once its handshake is done), and the
+//! connections this node opens itself: TCP to phones whose own connection closed, TCP and
+//! TLS to trunks.
 
 use super::framing::{Frame, StreamFramer};
 use super::{Inbound, StreamLimits};
 use crate::sip::endpoint::{Peer, TransportKind};
 use crate::sip::message::MAX_MESSAGE_SIZE;
 use bytes::Bytes;
+use rustls::pki_types::ServerName;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -14,45 +18,88 @@ use tokio::sync::mpsc;
 const DIAL_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Writers of open connections, owned by the endpoint task; and the connections this node
-/// opened itself (to TCP phones whose own connection closed), by the address dialled, reused
-/// for every later request there.
+/// opened itself (to TCP phones whose own connection closed, to TCP and TLS trunks), by
+/// where they go, reused for every later request there.
 #[derive(Default)]
 pub struct TcpConnections {
     writers: HashMap<u64, mpsc::Sender<Bytes>>,
-    dialled: HashMap<std::net::SocketAddr, u64>,
+    dialled: HashMap<DialKey, u64>,
     dialer: Option<(mpsc::Sender<Inbound>, StreamLimits)>,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
+
+/// A connection this node opens: address, transport and (TLS) the certificate's name, so
+/// two trunks naming one server differently never share a connection verified for the other.
+type DialKey = (std::net::SocketAddr, TransportKind, Option<Arc<str>>);
 
 impl TcpConnections {
     /// Connections that can also be opened: new ones report to `to_endpoint` like accepted
-    /// ones, at most `limits.max_connections` at a time.
-    pub fn with_dialer(to_endpoint: mpsc::Sender<Inbound>, limits: StreamLimits) -> Self {
+    /// ones, at most `limits.max_connections` at a time; TLS ones with `tls`.
+    pub fn with_dialer(
+        to_endpoint: mpsc::Sender<Inbound>,
+        limits: StreamLimits,
+        tls: Option<tokio_rustls::TlsConnector>,
+    ) -> Self {
         TcpConnections {
             dialer: Some((to_endpoint, limits)),
+            tls,
             ..Default::default()
         }
     }
 
-    /// Queues bytes for `addr` over TCP on the connection this node opened there, opening
-    /// one first if there is none; false when that can't be done (no dialer, at the limit,
-    /// queue full).
-    pub fn send_to(&mut self, addr: std::net::SocketAddr, data: Bytes) -> bool {
-        if let Some(conn) = self.dialled.get(&addr) {
+    /// Queues bytes for `addr` over `transport` (TCP, or TLS checked for `server_name`) on
+    /// the connection this node opened there, opening one first if there is none; false when
+    /// that can't be done (no dialer, TLS without a name or connector, at the limit, queue
+    /// full).
+    pub fn send_to(
+        &mut self,
+        addr: std::net::SocketAddr,
+        transport: TransportKind,
+        server_name: Option<Arc<str>>,
+        data: Bytes,
+    ) -> bool {
+        let name = match transport {
+            TransportKind::Tls => server_name,
+            _ => None,
+        };
+        let key = (addr, transport, name.clone());
+        if let Some(conn) = self.dialled.get(&key) {
             return self.send(*conn, data);
         }
         let Some((to_endpoint, limits)) = &self.dialer else {
             return false;
         };
+        let tls = match (transport, name) {
+            (TransportKind::Tcp, _) => None,
+            (TransportKind::Tls, Some(name)) => {
+                let Some(connector) = self.tls.clone() else {
+                    return false;
+                };
+                let Ok(server_name) = ServerName::try_from(name.to_string()) else {
+                    tracing::warn!(peer = %addr, name = %name, "not a name a certificate can carry: message dropped");
+                    return false;
+                };
+                Some((connector, server_name))
+            }
+            _ => return false,
+        };
         if self.dialled.len() >= limits.max_connections {
-            tracing::warn!(peer = %addr, "outgoing tcp connections at their limit: message dropped");
+            tracing::warn!(peer = %addr, "outgoing connections at their limit: message dropped");
             return false;
         }
         let conn = super::next_conn_id();
         let (wtx, wrx) = mpsc::channel::<Bytes>(256);
         let queued = wtx.try_send(data).is_ok();
         self.writers.insert(conn, wtx.clone());
-        self.dialled.insert(addr, conn);
-        tokio::spawn(dial(addr, conn, (wtx, wrx), to_endpoint.clone(), *limits));
+        self.dialled.insert(key, conn);
+        tokio::spawn(dial(
+            addr,
+            tls,
+            conn,
+            (wtx, wrx),
+            to_endpoint.clone(),
+            *limits,
+        ));
         queued
     }
 
@@ -137,38 +184,65 @@ pub(super) async fn connection<S>(
     .await;
 }
 
-/// Opens a TCP connection to `addr` for the endpoint (its writer already registered as
-/// `conn`, with the first message queued), then serves it like an accepted one. A failed
-/// connect is reported as the connection closing.
+/// Opens a connection to `addr` for the endpoint (its writer already registered as `conn`,
+/// with the first message queued): TCP, then the TLS handshake when `tls` is given; then
+/// serves it like an accepted one. A connection that cannot be opened is reported as
+/// unreachable (the endpoint moves its calls on) and as closed.
 async fn dial(
     addr: std::net::SocketAddr,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     conn: u64,
     queue: (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>),
     to_endpoint: mpsc::Sender<Inbound>,
     limits: StreamLimits,
 ) {
-    match tokio::time::timeout(DIAL_WITHIN, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            tracing::info!(peer = %addr, conn, "tcp connection opened to a phone");
-            serve(
-                stream,
+    let transport = if tls.is_some() {
+        TransportKind::Tls
+    } else {
+        TransportKind::Tcp
+    };
+    let failed = |why: String| {
+        let to_endpoint = to_endpoint.clone();
+        async move {
+            tracing::info!(peer = %addr, ?transport, reason = %why, "could not open a connection");
+            let peer = Peer {
+                transport,
                 addr,
-                TransportKind::Tcp,
-                conn,
-                queue,
-                to_endpoint,
-                limits,
-            )
-            .await;
+                conn: None,
+            };
+            let _ = to_endpoint.send(Inbound::Unreachable { peer }).await;
+            let _ = to_endpoint.send(Inbound::Closed { conn }).await;
+        }
+    };
+    let stream = match tokio::time::timeout(DIAL_WITHIN, tokio::net::TcpStream::connect(addr)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return failed(e.to_string()).await,
+        Err(_) => return failed("connecting timed out".into()).await,
+    };
+    let _ = stream.set_nodelay(true);
+    let Some((connector, name)) = tls else {
+        tracing::info!(peer = %addr, conn, "tcp connection opened");
+        return serve(stream, addr, transport, conn, queue, to_endpoint, limits).await;
+    };
+    let shown = format!("{name:?}");
+    match tokio::time::timeout(
+        super::tls::HANDSHAKE_WITHIN,
+        connector.connect(name, stream),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => {
+            tracing::info!(peer = %addr, conn, server = %shown, "tls connection opened");
+            serve(stream, addr, transport, conn, queue, to_endpoint, limits).await
         }
         Ok(Err(e)) => {
-            tracing::info!(peer = %addr, error = %e, "could not open a tcp connection");
-            let _ = to_endpoint.send(Inbound::Closed { conn }).await;
+            super::tls::handshake_failed(addr, &e.to_string());
+            failed(format!("TLS handshake: {e}")).await
         }
         Err(_) => {
-            tracing::info!(peer = %addr, "opening a tcp connection timed out");
-            let _ = to_endpoint.send(Inbound::Closed { conn }).await;
+            super::tls::handshake_failed(addr, "timed out");
+            failed("TLS handshake timed out".into()).await
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// How long a TLS handshake may take: a stalled one must not hold a connection slot.
-const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 
 /// TLS handshakes that failed or timed out since start-up (`tls:` and `wss:`).
 static HANDSHAKE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -107,9 +107,10 @@ fn read_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsSetupE
     Ok(certified)
 }
 
-/// The server certificate, read again from its files when they change.
+/// A certificate (the server's, or the one this node presents to trunks), read again from
+/// its files when they change.
 #[derive(Debug)]
-struct ReloadingCert {
+pub(super) struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
     every: Duration,
@@ -126,7 +127,11 @@ struct Loaded {
 }
 
 impl ReloadingCert {
-    fn load(cert: &Path, key: &Path, every: Duration) -> Result<ReloadingCert, TlsSetupError> {
+    pub(super) fn load(
+        cert: &Path,
+        key: &Path,
+        every: Duration,
+    ) -> Result<ReloadingCert, TlsSetupError> {
         let seen = modified([cert, key]);
         let current = Arc::new(read_certified_key(cert, key)?);
         Ok(ReloadingCert {
@@ -168,6 +173,20 @@ impl ReloadingCert {
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
