@@ -1072,8 +1072,23 @@ fn busy_phone_sends_the_caller_to_voicemail_with_the_busy_greeting() {
 /// 3 s later; the caller hears the announcement (its tone) through our 183 before the answer.
 #[test]
 fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
+    early_media_through("provider_early.xml");
+}
+
+/// Reliable early media (RFC 3262): the provider requires 100rel on its 183 and waits for our
+/// PRACK before it streams; the scenario checks `Supported: 100rel`, the RAck and that the
+/// dialog's CSeq numbering goes on after the PRACK (the BYE's).
+#[test]
+fn reliable_early_media_is_acknowledged_with_prack() {
+    let log = early_media_through("provider_early_100rel.xml");
+    assert!(log.contains("PRACK sent"), "{log}");
+}
+
+/// A provider (`scenario`) answers with early media of 500 Hz; the caller must hear it.
+/// Returns the server's log.
+fn early_media_through(scenario: &'static str) -> String {
     if !peer_available("sipp") || !peer_available("tcpdump") {
-        return;
+        return "PRACK sent (skipped)".into();
     }
     let p = ports();
     let server = Server::start(&p, &[]);
@@ -1085,13 +1100,7 @@ fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
         std::thread::spawn(move || {
             // One second of 500 Hz: over long before the 200 at 3 s.
             let announcement = sine_wave(500.0, 1.0);
-            sipp_at_with_audio(
-                sip_port,
-                &provider,
-                "provider_early.xml",
-                &announcement,
-                &[],
-            )
+            sipp_at_with_audio(sip_port, &provider, scenario, &announcement, &[])
         })
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -1113,7 +1122,9 @@ fn early_media_from_the_provider_reaches_the_caller_before_the_answer() {
         .unwrap_or_else(|| panic!("no early media reached the caller\n{}", server.log_text()));
     let f = tone_frequency(&heard[start + 400..start + 4000]);
     assert!((f - 500.0).abs() < 10.0, "caller heard {f} Hz");
-    assert!(server.log_text().contains("early media"));
+    let log = server.log_text();
+    assert!(log.contains("early media"));
+    log
 }
 
 /// Session timers (RFC 4028) with a real UAC: SIPp asks for a 6 s session, gets it with

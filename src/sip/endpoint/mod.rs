@@ -20,6 +20,7 @@
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
 //! - `locate.rs`: RFC 3263: a trunk's address to an ordered list of targets (the lookups are
 //!   the runtime's); `failover.rs`: a trunk leg moving on to its next target.
+//! - `prack.rs`: PRACK for reliable provisional responses to our INVITEs (RFC 3262).
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
 //! - `reinvite.rs`: our re-INVITEs that pass hold/resume from one party to the other.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
@@ -38,6 +39,7 @@ pub use media::{MediaBackend, MediaRefused};
 mod mwi;
 mod outbound;
 mod policy;
+mod prack;
 pub use policy::{CallPolicy, Refusal};
 mod proxy;
 mod refer;

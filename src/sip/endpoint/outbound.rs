@@ -38,10 +38,10 @@ pub(super) struct OutCall {
     /// `Route` header lines for requests outside the dialog (INVITE, its ACK and CANCEL): the
     /// Path of a contact registered through a proxy; empty otherwise.
     route: String,
-    local_party: String,
-    remote_party: String,
+    pub(super) local_party: String,
+    pub(super) remote_party: String,
     call_id: String,
-    local_tag: String,
+    pub(super) local_tag: String,
     pub(super) cseq: u32,
     pub(super) via: String,
     pub(super) state: OutState,
@@ -68,6 +68,10 @@ pub(super) struct OutCall {
     pub(super) alternates: Vec<super::locate::Target>,
     /// Some response to the current INVITE arrived (the target is alive).
     pub(super) heard: bool,
+    /// The last RSeq acknowledged by PRACK (RFC 3262).
+    pub(super) last_rseq: Option<u32>,
+    /// The CSeq of our last PRACK (0: none): the dialog's numbering continues after it.
+    pub(super) prack_cseq: u32,
     /// The callee put the call on hold (its last re-INVITE).
     on_hold: bool,
     /// A browser leg: our offer came from the media side's WebRTC transport, and the
@@ -95,7 +99,7 @@ impl OutCall {
         Bytes::from(format!(
             "INVITE {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n{route}\
 From: {from};tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} INVITE\r\n\
-Contact: {contact}\r\n{auth}Allow: {allow}\r\nUser-Agent: {ua}\r\n\
+Contact: {contact}\r\n{auth}Allow: {allow}\r\nSupported: {supported}\r\nUser-Agent: {ua}\r\n\
 Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
             ruri = self.request_uri,
             via = self.via,
@@ -106,6 +110,7 @@ Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
             cid = self.call_id,
             cseq = self.cseq,
             contact = self.contact,
+            supported = super::prack::UAC_SUPPORTED,
             len = self.sdp.len(),
             sdp = self.sdp,
         ))
@@ -273,6 +278,8 @@ impl Endpoint {
             auth_sent: false,
             alternates: Vec::new(),
             heard: false,
+            last_rseq: None,
+            prack_cseq: 0,
             on_hold: false,
             browser,
         };
@@ -492,6 +499,9 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                         code: resp.code,
                     });
                 }
+                if super::prack::is_reliable(&resp) {
+                    self.prack(now, id, &resp);
+                }
                 // Early media: a provisional answer with SDP (ringback, announcements).
                 if !resp.raw.body.is_empty() {
                     self.leg_early_media(id, &resp);
@@ -557,6 +567,8 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             return;
         };
         let ack = Bytes::from(dialog.request("ACK", &via, "", None));
+        // After the INVITE's ACK, in-dialog requests number on from our PRACKs (RFC 3262).
+        dialog.local_cseq = dialog.local_cseq.max(c.prack_cseq);
         c.ack = Some(ack.clone());
         c.state = OutState::Confirmed;
         let peer = c.peer;
