@@ -97,19 +97,38 @@ fn cancel_before_answer_gets_487() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
+    user_100_rings_509_over_udp_and_tcp(&server, &p, "cancel.xml", "3");
+    assert_eq!(server.log_text().matches("cancelled by caller").count(), 6);
+}
+
+/// A caller that requires 100rel (RFC 3262): the ringing comes reliably (Require: 100rel,
+/// RSeq: 1), a PRACK naming another RSeq gets 481, the right one 200, and no 180 follows it;
+/// CANCEL still works.
+#[test]
+fn a_caller_requiring_100rel_gets_reliable_ringing_and_prack_answered() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    user_100_rings_509_over_udp_and_tcp(&server, &p, "invite_100rel.xml", "1");
+}
+
+/// User 100 (digest auth) runs `scenario` against the ring test (509) `calls` times over
+/// UDP, then over TCP; each run must pass.
+fn user_100_rings_509_over_udp_and_tcp(server: &Server, p: &Ports, scenario: &str, calls: &str) {
     for transport in ["u1", "t1"] {
         let args = [
-            "-t", transport, "-m", "3", "-s", "509", "-key", "caller", "100", "-au", "100", "-ap",
-            "demo100",
+            "-t", transport, "-m", calls, "-s", "509", "-key", "caller", "100", "-au", "100",
+            "-ap", "demo100",
         ];
-        let (ok, out) = sipp(&server, &p, "cancel.xml", &args);
+        let (ok, out) = sipp(server, p, scenario, &args);
         assert!(
             ok,
-            "cancel over {transport} failed:\n{out}\n{}",
+            "{scenario} over {transport} failed:\n{out}\n{}",
             server.log_text()
         );
     }
-    assert_eq!(server.log_text().matches("cancelled by caller").count(), 6);
 }
 
 /// SIPp drops 10% of the messages it sends and receives; retransmissions (ours of the 200 and

@@ -47,7 +47,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
-/// A response under construction.
+/// A response under construction (cloned to resend a reliable provisional as it was).
+#[derive(Clone)]
 pub struct ResponseBuilder {
     code: u16,
     reason: String,

@@ -47,8 +47,8 @@ pub(super) struct Call {
     /// The caller's own address: `peer`, or the client behind a trusted proxy.
     client: std::net::SocketAddr,
     pub(super) state: CallState,
-    invite_key: TxKey,
-    invite: SipRequest,
+    pub(super) invite_key: TxKey,
+    pub(super) invite: SipRequest,
     pending_ack: Option<PendingAck>,
     /// Our RTP port (announced in every SDP of the call); the media backend holds the ports
     /// under the call's id until the call layer starts its media.
@@ -75,6 +75,8 @@ pub(super) struct Call {
     pub(super) session_interval: Option<u32>,
     /// When the session ends without a refresh.
     pub(super) session_deadline: Option<Instant>,
+    /// Reliable provisional responses (RFC 3262), when the caller required them.
+    pub(super) reliable: Option<super::reliable::Reliable>,
 }
 
 /// Seconds a node out of media ports asks callers to wait: calls end and free ports all the
@@ -238,6 +240,7 @@ impl Endpoint {
             Target::User { extension } => extension.clone(),
             _ => dialed.clone(),
         };
+        let reliable = super::reliable::required(&req);
         let call = Call {
             span,
             tenant: tenant.id().to_string(),
@@ -262,6 +265,7 @@ impl Endpoint {
             webrtc_answer,
             session_interval,
             session_deadline: None,
+            reliable: reliable.then(Default::default),
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -290,9 +294,8 @@ impl Endpoint {
         if call.state != CallState::Ringing {
             return;
         }
-        let (key, invite) = (call.invite_key.clone(), call.invite.clone());
         let ringing = self.dialog_response(id, 180);
-        self.respond(now, &key, &invite, ringing);
+        self.send_provisional(now, id, ringing, false);
     }
 
     /// Early media: 183 Session Progress with our SDP to a ringing call, and its media starts
@@ -315,19 +318,25 @@ impl Endpoint {
             return;
         };
         call.early_media = true;
-        let (key, invite) = (call.invite_key.clone(), call.invite.clone());
-        self.respond(now, &key, &invite, b);
+        self.send_provisional(now, id, b, true);
         self.start_media(id);
     }
 
     /// Answers a ringing call (200 with our SDP); media starts once the offer/answer is done.
     pub fn answer_call(&mut self, now: Now, id: u64) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         if call.state != CallState::Ringing {
             return;
         }
+        if let Some(rel) = call.reliable.as_mut().filter(|r| r.holds_answer()) {
+            // Our SDP went in a provisional the caller has not acknowledged yet: the 200
+            // follows its PRACK.
+            rel.answer_waiting = true;
+            return;
+        }
+        let call = &self.calls[&id];
         let offer = if call.invite.body().is_empty() {
             None
         } else {

@@ -20,7 +20,8 @@
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
 //! - `locate.rs`: RFC 3263: a trunk's address to an ordered list of targets (the lookups are
 //!   the runtime's); `failover.rs`: a trunk leg moving on to its next target.
-//! - `prack.rs`: PRACK for reliable provisional responses to our INVITEs (RFC 3262).
+//! - `prack.rs`: PRACK for reliable provisional responses to our INVITEs (RFC 3262);
+//!   `reliable.rs`: our own reliable provisionals to callers that require them.
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
 //! - `reinvite.rs`: our re-INVITEs that pass hold/resume from one party to the other.
 //! - `mwi.rs`: message waiting (SUBSCRIBE/NOTIFY message-summary, unsolicited NOTIFY).
@@ -40,6 +41,7 @@ mod mwi;
 mod outbound;
 mod policy;
 mod prack;
+mod reliable;
 pub use policy::{CallPolicy, Refusal};
 mod proxy;
 mod refer;
@@ -504,14 +506,17 @@ enum TimerRef {
     SessionExpiry(u64),
     /// A trunk leg's current target may have stayed silent (see `failover.rs`).
     TargetSilent(u64),
+    /// A call's reliable provisional response may be due again (see `reliable.rs`).
+    Reliable(u64),
     Housekeeping,
 }
 
 /// Methods we implement; others known to SIP get 405 with this list.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE, REFER, UPDATE";
+const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, SUBSCRIBE, REFER, UPDATE, PRACK";
 
 /// Option tags we support (RFC 3261 §20.37).
-const SUPPORTED: &str = "timer";
+const SUPPORTED: &str = "timer, 100rel";
 
 /// The SIP endpoint. See the module documentation.
 pub struct Endpoint {
@@ -941,6 +946,7 @@ impl Endpoint {
             Method::Subscribe => self.handle_subscribe(now, key, peer, req),
             Method::Refer => self.handle_refer(now, key, req),
             Method::Update => self.handle_update(now, key, req),
+            Method::PRack => self.handle_prack(now, key, req),
             _ => {
                 let b = ResponseBuilder::new(405).header("Allow", ALLOW);
                 self.respond(now, &key, &req, b)
@@ -951,12 +957,17 @@ impl Endpoint {
     /// `Require` options we do not support (RFC 3261 §8.2.2.3).
     fn unsupported_requirements(&self, req: &SipRequest) -> Option<String> {
         let required = req.header_values("Require");
-        // Path (RFC 3327; a proxy may require it) and session timers (RFC 4028).
+        // Path (RFC 3327; a proxy may require it), session timers (RFC 4028), and reliable
+        // provisional responses (RFC 3262) for an INVITE, the only request that gets them.
+        let invite = req.method() == Method::Invite;
         let unsupported: Vec<String> = required
             .into_iter()
             .filter(|r| {
                 let r = r.trim();
-                !r.is_empty() && !r.eq_ignore_ascii_case("path") && !r.eq_ignore_ascii_case("timer")
+                let ours = r.eq_ignore_ascii_case("path")
+                    || r.eq_ignore_ascii_case("timer")
+                    || (invite && r.eq_ignore_ascii_case("100rel"));
+                !r.is_empty() && !ours
             })
             .collect();
         (!unsupported.is_empty()).then(|| unsupported.join(", "))
@@ -1197,6 +1208,7 @@ impl Endpoint {
                 }
                 TimerRef::TrunkReg(key) => self.trunk_reg_timeout(now, key),
                 TimerRef::TargetSilent(id) => self.target_silent(now, id),
+                TimerRef::Reliable(id) => self.reliable_timeout(now, id),
                 TimerRef::ClientReinvite(branch) => self.reinvite_timeout(now, branch),
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::MaxLength(id) => {

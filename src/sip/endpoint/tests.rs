@@ -297,17 +297,22 @@ fn missing_ack_hangs_up_with_bye_after_64_t1() {
     assert_eq!(h.media_in_use(), 0);
 }
 
-#[test]
-fn retransmitted_invite_while_ringing_gets_the_180_again_and_cancel_gives_487() {
-    let mut h = Harness::new();
-    let peer = udp_peer(PHONE);
-    // 509 is reached by users only: use a DID-less target through a user login instead.
+/// The ring test (rings, never answers) reachable as the DID +15550509.
+fn ring_test_at_15550509(h: &Harness) {
     let mut cfg: TenantConfig = h.tenant();
     cfg.numbers.push(crate::tenant::model::Number {
         number: "+15550509".into(),
         target: crate::tenant::model::Target::RingTest,
     });
     h.put_tenant(cfg);
+}
+
+#[test]
+fn retransmitted_invite_while_ringing_gets_the_180_again_and_cancel_gives_487() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    // 509 is reached by users only: use a DID-less target through a user login instead.
+    ring_test_at_15550509(&h);
     let out = h.send(peer, &invite("+15550509", "z9hG4bKi3", "c3", "", SDP));
     assert_eq!(codes(&out), vec![100, 180]);
     assert_eq!(
@@ -1752,4 +1757,62 @@ fn a_trunk_name_without_targets_fails_the_call_at_once() {
     );
     assert!(h.drain().is_empty());
     assert_eq!(h.ep.stats().trunk_unresolved, 1);
+}
+
+/// A caller that requires 100rel (RFC 3262) gets a reliable 180: resent at T1, 2·T1, … until
+/// its PRACK (a PRACK naming another RSeq gets 481 and changes nothing); a caller that never
+/// sends one has its call refused with 500 after 64·T1.
+#[test]
+fn reliable_ringing_is_resent_until_prack_and_refused_without_one() {
+    let mut h = Harness::new();
+    let peer = udp_peer(PHONE);
+    ring_test_at_15550509(&h);
+    let require = "Require: 100rel\r\n";
+    let out = h.send(peer, &invite("+15550509", "z9hG4bKr1", "r1", require, SDP));
+    assert_eq!(codes(&out), vec![100, 180]);
+    assert_eq!(header(&out[1], "Require"), Some("100rel"));
+    assert_eq!(header(&out[1], "RSeq"), Some("1"));
+    let tag = to_tag(&out[1]);
+    // Resent at T1 (500 ms), then 1 s later.
+    assert_eq!(codes(&h.advance(Duration::from_millis(500))), vec![180]);
+    assert!(h.advance(Duration::from_millis(900)).is_empty());
+    let again = h.advance(Duration::from_millis(100));
+    assert_eq!(codes(&again), vec![180]);
+    assert_eq!(header(&again[0], "RSeq"), Some("1"), "the same RSeq");
+    let prack = |rack: &str, cseq: u32, branch: &str| {
+        in_dialog("PRACK", cseq, branch, "r1", &tag, "")
+            .replace("Content-Length", &format!("RAck: {rack}\r\nContent-Length"))
+    };
+    assert_eq!(
+        codes(&h.send(peer, &prack("2 1 INVITE", 2, "z9hG4bKp2"))),
+        vec![481]
+    );
+    assert_eq!(
+        codes(&h.send(peer, &prack("1 1 INVITE", 3, "z9hG4bKp3"))),
+        vec![200]
+    );
+    assert!(
+        h.advance(Duration::from_secs(10)).is_empty(),
+        "no more 180s"
+    );
+
+    // Never acknowledged: 500 after 64·T1.
+    let out = h.send(peer, &invite("+15550509", "z9hG4bKr2", "r2", require, SDP));
+    assert_eq!(codes(&out), vec![100, 180]);
+    let mut finals = Vec::new();
+    for _ in 0..40 {
+        finals.extend(
+            codes(&h.advance(Duration::from_secs(1)))
+                .into_iter()
+                .filter(|c| *c >= 200),
+        );
+    }
+    assert_eq!(finals.first(), Some(&500), "{finals:?}");
+    // A caller that only supports 100rel gets an ordinary 180.
+    let out = h.send(
+        peer,
+        &invite("+15550509", "z9hG4bKr3", "r3", "Supported: 100rel\r\n", SDP),
+    );
+    assert_eq!(codes(&out), vec![100, 180]);
+    assert_eq!(header(&out[1], "RSeq"), None);
 }
