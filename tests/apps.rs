@@ -466,7 +466,7 @@ fn a_tcp_phone_whose_connection_closed_is_rung_over_a_new_connection() {
     );
     caller_hears_echo_through_101(&server, &p, callee);
     let log = server.log_text();
-    assert!(log.contains("tcp connection opened to a phone"), "{log}");
+    assert!(log.contains("tcp connection opened"), "{log}");
 }
 
 /// A carrier's call to +15550101 with a 1000 Hz tone: `callee` (the phone, echoing) must be
@@ -1125,6 +1125,43 @@ fn early_media_through(scenario: &'static str) -> String {
     let log = server.log_text();
     assert!(log.contains("early media"));
     log
+}
+
+/// Session timers on a leg we place (RFC 4028): the provider answers with
+/// `Session-Expires: 6;refresher=uac`; our UPDATE refresh comes within the interval and is
+/// accepted, the next is refused (481), and the leg and the caller's call end with BYEs.
+#[test]
+fn a_leg_refreshes_its_session_and_ends_when_a_refresh_fails() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[("SWITCHYARD_SIP_SESSION_MIN_SECS", "5")]);
+    let provider = ports();
+    route_to_carrier(&server, provider.sipp, json!({}));
+    let carrier = {
+        let sip_port = server.sip_port;
+        std::thread::spawn(move || {
+            sipp_at(
+                sip_port,
+                &provider,
+                "provider_session_timer.xml",
+                &["-m", "1"],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "wait_for_bye.xml",
+        &["-m", "1", "-s", "+15550555"],
+    );
+    let (c_ok, c_out) = carrier.join().expect("carrier");
+    assert!(c_ok, "provider: {c_out}\n{}", server.log_text());
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let log = server.log_text();
+    assert!(log.contains("session refresh failed"), "{log}");
 }
 
 /// Session timers (RFC 4028) with a real UAC: SIPp asks for a 6 s session, gets it with

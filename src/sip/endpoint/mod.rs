@@ -20,6 +20,7 @@
 //! - `refer.rs`: blind transfer by REFER with NOTIFY sipfrag.
 //! - `locate.rs`: RFC 3263: a trunk's address to an ordered list of targets (the lookups are
 //!   the runtime's); `failover.rs`: a trunk leg moving on to its next target.
+//! - `leg_timer.rs`: session timers on the legs we place (we refresh by UPDATE, or watch).
 //! - `prack.rs`: PRACK for reliable provisional responses to our INVITEs (RFC 3262);
 //!   `reliable.rs`: our own reliable provisionals to callers that require them.
 //! - `trunk_reg.rs`: registration to providers for trunks with `register: true`.
@@ -32,6 +33,7 @@ mod failover;
 mod info;
 mod invite;
 pub use invite::info_digit;
+mod leg_timer;
 pub mod locate;
 mod media;
 #[cfg(test)]
@@ -508,6 +510,8 @@ enum TimerRef {
     TargetSilent(u64),
     /// A call's reliable provisional response may be due again (see `reliable.rs`).
     Reliable(u64),
+    /// An outgoing leg's session refresh may be due, or its session over (`leg_timer.rs`).
+    LegSession(u64),
     Housekeeping,
 }
 
@@ -577,6 +581,8 @@ pub struct Endpoint {
     trunk_reg_snapshot: Option<Arc<crate::tenant::Snapshot>>,
     /// The trunk targets the registrations were last matched to.
     trunk_reg_targets: Option<Arc<locate::TargetTable>>,
+    /// Branches of our session refreshes (UPDATE) on outgoing legs, to their leg.
+    leg_refreshes: HashMap<String, u64>,
     /// Trunk names' targets, resolved by the runtime in the background.
     trunk_targets: Arc<arc_swap::ArcSwap<locate::TargetTable>>,
     /// The certificate name for each TLS target this node has sent to (bounded by
@@ -637,6 +643,7 @@ impl Endpoint {
             reg_branches: HashMap::new(),
             trunk_reg_snapshot: None,
             trunk_reg_targets: None,
+            leg_refreshes: HashMap::new(),
             trunk_targets: Arc::default(),
             tls_names: HashMap::new(),
         }
@@ -1108,6 +1115,9 @@ impl Endpoint {
         if d.pass_to_user && resp.code >= 200 && resp.cseq_method == Method::Register {
             return self.trunk_register_result(now, &branch, Some(&resp));
         }
+        if d.pass_to_user && resp.code >= 200 && resp.cseq_method == Method::Update {
+            return self.leg_refresh_result(now, &branch, Some(&resp));
+        }
         if d.pass_to_user && resp.code >= 300 {
             tracing::debug!(%branch, code = resp.code, method = %resp.cseq_method, "request refused by peer");
         }
@@ -1170,6 +1180,7 @@ impl Endpoint {
                             TxEvent::TimedOut => {
                                 tracing::debug!(%branch, "client transaction timed out");
                                 self.trunk_register_result(now, &branch, None);
+                                self.leg_refresh_result(now, &branch, None);
                             }
                             TxEvent::Terminated => {
                                 self.client_txs.remove(&branch);
@@ -1209,6 +1220,7 @@ impl Endpoint {
                 TimerRef::TrunkReg(key) => self.trunk_reg_timeout(now, key),
                 TimerRef::TargetSilent(id) => self.target_silent(now, id),
                 TimerRef::Reliable(id) => self.reliable_timeout(now, id),
+                TimerRef::LegSession(id) => self.leg_session_timer(now, id),
                 TimerRef::ClientReinvite(branch) => self.reinvite_timeout(now, branch),
                 TimerRef::Call(id) => self.call_timeout(now, id),
                 TimerRef::MaxLength(id) => {

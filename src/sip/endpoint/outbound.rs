@@ -72,6 +72,8 @@ pub(super) struct OutCall {
     pub(super) last_rseq: Option<u32>,
     /// The CSeq of our last PRACK (0: none): the dialog's numbering continues after it.
     pub(super) prack_cseq: u32,
+    /// The session timer the called party's 2xx asked for (RFC 4028).
+    pub(super) session: Option<super::leg_timer::LegSession>,
     /// The callee put the call on hold (its last re-INVITE).
     on_hold: bool,
     /// A browser leg: our offer came from the media side's WebRTC transport, and the
@@ -110,7 +112,7 @@ Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
             cid = self.call_id,
             cseq = self.cseq,
             contact = self.contact,
-            supported = super::prack::UAC_SUPPORTED,
+            supported = super::leg_timer::UAC_SUPPORTED,
             len = self.sdp.len(),
             sdp = self.sdp,
         ))
@@ -280,6 +282,7 @@ impl Endpoint {
             heard: false,
             last_rseq: None,
             prack_cseq: 0,
+            session: None,
             on_hold: false,
             browser,
         };
@@ -597,6 +600,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                     audio,
                     signalling_ip: c.peer.addr.ip(),
                 });
+                self.leg_session_started(now, id, resp);
             }
             (Ok(audio), true) => {
                 // Media started with early media; the final answer may change it.
@@ -604,6 +608,7 @@ Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
                 self.events.push_back(CallEvent::LegAnswered { leg: id });
                 self.events
                     .push_back(CallEvent::MediaUpdate { call: id, audio });
+                self.leg_session_started(now, id, resp);
             }
             (Err(e), _) => {
                 c.span
@@ -730,6 +735,8 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
     /// A re-INVITE inside an outgoing leg's dialog (the callee holds or resumes): answered
     /// with our media, and the call layer hears of the new direction.
     pub(super) fn leg_reinvite(&mut self, now: Now, key: super::TxKey, id: u64, req: SipRequest) {
+        // A re-INVITE refreshes the session too (RFC 4028), whatever it does to media.
+        self.leg_session_refreshed_by_peer(now, id);
         let public_ip = self.cfg.public_ip;
         let Some(transport) = self.out_calls.get(&id).map(|c| c.peer.transport) else {
             return;

@@ -10,9 +10,6 @@ use crate::sip::dialog::Dialog;
 use crate::sip::message::SipResponse;
 use bytes::Bytes;
 
-/// Option tags our INVITEs offer.
-pub(super) const UAC_SUPPORTED: &str = "100rel";
-
 /// Whether a provisional response must be acknowledged by PRACK.
 pub(super) fn is_reliable(resp: &SipResponse) -> bool {
     resp.headers.iter().any(|(k, v)| {

@@ -9,8 +9,8 @@
 //! (a crashed phone, a proxy that lost the dialog) stops holding media ports and a tenant's
 //! call slot long before the RTP timeout would notice on a silent call on hold.
 //!
-//! A caller that does not say it supports timers gets none (§9 lets the UAS decline), as do
-//! the outgoing legs we place. UPDATE carrying an SDP offer is refused with 488 for now: the
+//! A caller that does not say it supports timers gets none (§9 lets the UAS decline). The
+//! legs we place have their own (`leg_timer.rs`). UPDATE carrying an SDP offer is refused with 488 for now: the
 //! refresh is what callers use it for; media changes come by re-INVITE.
 
 use super::invite::CallState;
@@ -129,7 +129,8 @@ impl Endpoint {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
         if !self.calls.contains_key(&id) {
-            // An outgoing leg's party refreshing: nothing of ours to refresh.
+            // An outgoing leg's party refreshing the session it asked for (`leg_timer.rs`).
+            self.leg_session_refreshed_by_peer(now, id);
             return self.respond(now, &key, &req, ResponseBuilder::new(200));
         }
         let Some(call) = self.calls.get_mut(&id) else {

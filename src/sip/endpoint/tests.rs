@@ -1816,3 +1816,81 @@ fn reliable_ringing_is_resent_until_prack_and_refused_without_one() {
     assert_eq!(codes(&out), vec![100, 180]);
     assert_eq!(header(&out[1], "RSeq"), None);
 }
+
+/// A leg we placed, answered with `Session-Expires` (RFC 4028): with `refresher=uac` we send
+/// an UPDATE at half the interval, again after it is accepted, and hang up (BYE) when one
+/// goes unanswered; with `refresher=uas` we hang up when the phone's refresh does not come.
+#[test]
+fn a_leg_refreshes_its_session_by_update_and_ends_when_refreshes_stop() {
+    for we_refresh in [true, false] {
+        let mut h = Harness::new();
+        let phone = udp_peer("192.0.2.10:5999");
+        register_100(&mut h, phone);
+        let parent = answered_trunk_call(&mut h, "leg-timer");
+        let caller = CallerId {
+            user: "+15557654321".into(),
+            display: None,
+            fixed: false,
+        };
+        assert_eq!(h.ep.dial_user(h.now, parent, "demo", "100", &caller), 1);
+        let inv = h.drain().remove(0);
+        assert!(
+            header(&inv, "Supported").is_some_and(|s| s.contains("timer") && s.contains("100rel")),
+            "{inv}"
+        );
+        let refresher = if we_refresh { "uac" } else { "uas" };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=ph1\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:100@192.0.2.10:5999>\r\nSession-Expires: 90;refresher={refresher}\r\nRequire: timer\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            header(&inv, "Via").expect("Via"),
+            header(&inv, "From").expect("From"),
+            header(&inv, "To").expect("To"),
+            header(&inv, "Call-ID").expect("Call-ID"),
+            SDP.len()
+        );
+        let out = h.send(phone, &ok);
+        assert!(first_line(&out[0]).starts_with("ACK "), "{out:?}");
+        if !we_refresh {
+            // The phone never refreshes: BYE at 90 - 30 s.
+            assert!(h.advance(Duration::from_secs(59)).is_empty());
+            let out = h.advance(Duration::from_secs(2));
+            assert!(
+                out.iter().any(|m| first_line(m).starts_with("BYE ")),
+                "{out:?}"
+            );
+            continue;
+        }
+        assert!(h.advance(Duration::from_secs(44)).is_empty());
+        let out = h.advance(Duration::from_secs(2));
+        let update = out
+            .iter()
+            .find(|m| first_line(m).starts_with("UPDATE "))
+            .unwrap_or_else(|| panic!("a refresh at half the interval: {out:?}"))
+            .clone();
+        assert!(header(&update, "Session-Expires").is_some_and(|v| v.starts_with("90")));
+        let accepted = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nSession-Expires: 90;refresher=uac\r\nContent-Length: 0\r\n\r\n",
+            header(&update, "Via").expect("Via"),
+            header(&update, "From").expect("From"),
+            header(&update, "To").expect("To"),
+            header(&update, "Call-ID").expect("Call-ID"),
+            header(&update, "CSeq").expect("CSeq"),
+        );
+        h.send(phone, &accepted);
+        // The next refresh 45 s on; unanswered (Timer F, 64 T1): BYE.
+        let out = h.advance(Duration::from_secs(46));
+        assert!(
+            out.iter().any(|m| first_line(m).starts_with("UPDATE ")),
+            "{out:?}"
+        );
+        let out = h.advance(Duration::from_secs(40));
+        assert!(
+            out.iter().any(|m| first_line(m).starts_with("BYE ")),
+            "{out:?}"
+        );
+        assert!(
+            h.told.iter().any(|t| t.contains("SessionExpired")),
+            "{:?}",
+            h.told
+        );
+    }
+}
