@@ -1814,10 +1814,25 @@ fn behind_the_kamailio_dispatcher_a_lost_node_costs_its_calls_and_upgrades_cost_
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // One INVITE may be taken by two nodes: the first got it just before its cable was cut,
+    // its answer never reached Kamailio, which then tried another node. The first node's
+    // attempt ends unconfirmed and is recorded as such (a second record of that Call-ID, not
+    // a completed call recorded twice). Completed calls (ended by the caller's BYE) must each
+    // be recorded exactly once.
+    let doubled = pg.value(
+        "SELECT COALESCE(string_agg(call_id || ' ' || disposition || ' ' || hangup_cause, ', '), '') \
+         FROM call_records WHERE call_id IN \
+         (SELECT call_id FROM call_records GROUP BY call_id HAVING COUNT(*) > 1)",
+    );
+    if !doubled.trim().is_empty() {
+        println!("Call-IDs with more than one record (one INVITE, two nodes): {doubled}");
+    }
     assert_eq!(
-        recorded("SELECT COUNT(*) FROM call_records"),
-        recorded("SELECT COUNT(DISTINCT call_id) FROM call_records"),
-        "a call recorded twice"
+        recorded("SELECT COUNT(*) FROM call_records WHERE hangup_cause = 'caller_hangup'"),
+        recorded(
+            "SELECT COUNT(DISTINCT call_id) FROM call_records WHERE hangup_cause = 'caller_hangup'"
+        ),
+        "a completed call recorded twice: {doubled}"
     );
     println!("{completed} completed calls, each recorded once in PostgreSQL");
 
