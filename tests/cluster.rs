@@ -785,6 +785,17 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         }
     });
     assert_eq!(listed["node"], "node-a", "{listed}");
+    // B admits calls against A's count as A's heartbeat tells it, which may come a moment
+    // after the shared call list shows the call (CI once probed in between).
+    wait_for("B to hear A's call count", Duration::from_secs(15), || {
+        let (_, _, view) = get_json(&http, b.api_port, "/v1/cluster");
+        view["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["node"] == "node-a" && n["live_calls"].as_u64().unwrap_or(0) >= 1)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
     // The tenant's one allowed call is the one on A: a call arriving at B is refused.
     let refused = invite_status(b.sip_port, "+15550100");
     assert!(
