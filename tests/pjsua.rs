@@ -134,6 +134,28 @@ fn pjsua2_hears_itself_on_the_echo_test() {
     assert!(start < 8000 / 2, "echo delay {} ms", start / 8);
 }
 
+/// PJSUA2 as user 100 over TLS (the server's certificate checked against `ca`) calling the
+/// echo test for 3 s, playing `play` and recording what it hears into `rec`.
+fn echo_over_tls(
+    tls_port: u16,
+    ca: &std::path::Path,
+    play: &std::path::Path,
+    rec: &std::path::Path,
+) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("integration/pjsua/echo_call.py"))
+        .args(["--tls", "--server", &format!("127.0.0.1:{tls_port}")])
+        .arg("--ca")
+        .arg(ca)
+        .args(["--to", "+15550600", "--seconds", "3"])
+        .args(["--user", "100", "--password", "demo100"])
+        .arg("--play")
+        .arg(play)
+        .arg("--record")
+        .arg(rec);
+    cmd
+}
+
 /// SIP over TLS (`tls:` listener): PJSUA2 checks the server's certificate against the
 /// self-signed one it was given, calls the echo test with digest auth over TLS and hears its
 /// tone; the capture of the TLS port holds no SIP in clear. Then the certificate files are
@@ -160,17 +182,7 @@ fn pjsua2_calls_over_tls_and_a_renewed_certificate_needs_no_restart() {
     write_tone_wav(&play, 700.0, 3.0);
     let call = |ca: &std::path::Path, round: &str| {
         let rec = work.path().join(format!("heard-{round}.wav"));
-        let out = Command::new("python3")
-            .arg(repo().join("integration/pjsua/echo_call.py"))
-            .args(["--tls", "--server", &format!("127.0.0.1:{tls_port}")])
-            .arg("--ca")
-            .arg(ca)
-            .args(["--to", "+15550600", "--seconds", "3"])
-            .args(["--user", "100", "--password", "demo100"])
-            .arg("--play")
-            .arg(&play)
-            .arg("--record")
-            .arg(&rec)
+        let out = echo_over_tls(tls_port, ca, &play, &rec)
             .output()
             .expect("run pjsua");
         assert!(
@@ -215,4 +227,117 @@ fn pjsua2_calls_over_tls_and_a_renewed_certificate_needs_no_restart() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     call(&second_cert, "renewed certificate");
+}
+
+/// The share of a block's energy at `freq` (Goertzel): about 1 for that pure tone, about
+/// 2/len for noise (what an encrypted G.711 payload decodes to).
+fn tone_share(block: &[i16], freq: f64) -> f64 {
+    let n = block.len() as f64;
+    let w = 2.0 * std::f64::consts::PI * freq / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in block {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let energy: f64 = block.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if energy == 0.0 {
+        return 0.0;
+    }
+    power / (energy * n / 2.0)
+}
+
+/// SRTP with SDES keys (RFC 4568) over TLS: PJSUA2 offers `RTP/SAVP` and requires it
+/// (`srtpUse` mandatory, secure signalling), once with its own list of suites and once with
+/// `AES_CM_128_HMAC_SHA1_32` alone; each time it hears its tone come back from the echo test.
+/// What the server sent from its RTP ports is SRTP: every media packet carries the suite's
+/// authentication tag (no 172-byte plain G.711 packet), and the payloads are noise, not the
+/// tone the caller hears once they are decrypted. A last call without SRTP is the control:
+/// the same checks see its plain packets and the tone in them.
+#[test]
+fn pjsua2_calls_over_tls_with_srtp_and_nothing_plain_is_on_the_wire() {
+    if !pjsua_available() || !peer_available("openssl") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let tls_port = p.sip + 7;
+    let work = tempfile::tempdir().expect("tmp");
+    let (cert, key) = self_signed_cert(work.path(), "srtp");
+    let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
+    let server = start_with_certificate(&p, &listen, &cert, &key);
+    let play = work.path().join("tone.wav");
+    write_tone_wav(&play, 700.0, 3.0);
+    for (round, suite, tag_len) in [
+        ("pjsua2's suites", Some(""), None),
+        ("32-bit tag", Some("AES_CM_128_HMAC_SHA1_32"), Some(4)),
+        ("control without SRTP", None, Some(0)),
+    ] {
+        let rec = work.path().join(format!("heard-{tag_len:?}.wav"));
+        let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+        let mut cmd = echo_over_tls(tls_port, &cert, &play, &rec);
+        match suite {
+            Some("") => {
+                cmd.args(["--srtp", "mandatory"]);
+            }
+            Some(s) => {
+                cmd.args(["--srtp", "mandatory", "--srtp-suite", s]);
+            }
+            None => {}
+        }
+        let out = cmd.output().expect("run pjsua");
+        let sent = cap.finish();
+        assert!(
+            out.status.success(),
+            "{round}: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        let f = tone_after_onset(&read_wav_8k(&rec));
+        assert!((f - 700.0).abs() < 15.0, "{round}: PJSUA2 heard {f} Hz");
+
+        let media: Vec<&Datagram> = sent
+            .iter()
+            .filter(|d| d.payload.len() > 12 && d.payload[0] >> 6 == 2)
+            .filter(|d| matches!(d.payload[1] & 0x7f, 0 | 8))
+            .collect();
+        assert!(
+            media.len() > 100,
+            "{round}: {} media packets captured",
+            media.len()
+        );
+        let plain = media.iter().filter(|d| d.payload.len() == 172).count();
+        let encrypted = suite.is_some();
+        assert_eq!(
+            plain == 0,
+            encrypted,
+            "{round}: {plain} plain G.711 packets"
+        );
+        if let Some(t) = tag_len {
+            assert!(
+                media.iter().all(|d| d.payload.len() == 172 + t),
+                "{round}: packets without the {t}-byte tag"
+            );
+        }
+        let shares: Vec<f64> = media
+            .iter()
+            .map(|d| {
+                let block: Vec<i16> = d.payload[12..172]
+                    .iter()
+                    .map(|&b| ulaw_to_linear(b))
+                    .collect();
+                tone_share(&block, 700.0)
+            })
+            .collect();
+        let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+        assert_eq!(
+            mean < 0.1,
+            encrypted,
+            "{round}: share of the tone in the payloads {mean:.3}"
+        );
+    }
+    let log = server.log_text();
+    assert!(log.contains("SRTP answered"), "{log}");
+    assert!(log.contains("AES_CM_128_HMAC_SHA1_32"), "{log}");
 }

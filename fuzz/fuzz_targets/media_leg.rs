@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         rtp_timeout: Duration::from_secs(5),
         inband: InbandDtmf::Always,
         signalling_ip: Some("192.0.2.10".parse().expect("ip")),
+        srtp: None,
     };
     let t0 = Instant::now();
     let mut leg = Leg::new(params, t0);

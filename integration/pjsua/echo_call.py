@@ -119,6 +119,11 @@ def parse_args(argv):
                    help="SIP over TLS to --server (its certificate checked against --ca)")
     p.add_argument("--ca", help="with --tls: PEM file of the CA (or self-signed certificate) "
                    "the server's certificate must chain to")
+    p.add_argument("--srtp", choices=["off", "mandatory"], default="off",
+                   help="mandatory: offer RTP/SAVP with SDES keys only, and require a secure "
+                   "signalling hop (needs --tls); the call fails without SRTP")
+    p.add_argument("--srtp-suite", default=None,
+                   help="with --srtp: offer only this crypto suite (e.g. AES_CM_128_HMAC_SHA1_32)")
     p.add_argument("--bind", default="127.0.0.1",
                    help="local address for SIP and RTP (default 127.0.0.1)")
     p.add_argument("--local-port", type=int, default=0,
@@ -128,6 +133,8 @@ def parse_args(argv):
     opts = p.parse_args(argv)
     if (opts.user is None) != (opts.password is None):
         p.error("--user and --password go together")
+    if opts.srtp != "off" and not opts.tls:
+        p.error("--srtp needs --tls")
     if not os.path.isfile(opts.play):
         p.error("play file not found: %s" % opts.play)
     opts.record = os.path.abspath(opts.record)
@@ -199,6 +206,18 @@ def run(opts):
         acfg.idUri = "sip:%s@%s" % (ident, opts.server)
         acfg.regConfig.registrarUri = ""
         acfg.mediaConfig.transportConfig.boundAddress = opts.bind
+        if opts.srtp == "mandatory":
+            acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+            acfg.mediaConfig.srtpSecureSignaling = 1
+            keyings = pj.IntVector()
+            keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+            acfg.mediaConfig.srtpOpt.keyings = keyings
+            if opts.srtp_suite:
+                suite = pj.SrtpCrypto()
+                suite.name = opts.srtp_suite
+                cryptos = pj.SrtpCryptoVector()
+                cryptos.append(suite)
+                acfg.mediaConfig.srtpOpt.cryptos = cryptos
         if opts.user:
             acfg.sipConfig.authCreds.append(
                 pj.AuthCredInfo("digest", "*", opts.user, 0, opts.password))

@@ -124,6 +124,16 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         counter(g(&l.trunk_unresolved)),
     );
     r.register(
+        "srtp_offers_refused",
+        "Calls refused for their SRTP offer (keys without TLS, against the tenant's policy)",
+        counter(g(&l.srtp_offers_refused)),
+    );
+    r.register(
+        "srtp_packets_refused",
+        "SRTP/SRTCP packets dropped: failed authentication, replays, not SRTP",
+        counter(g(&l.srtp_packets_refused)),
+    );
+    r.register(
         "sip_auth_failures",
         "Failed digest authentications",
         counter(g(&l.sip_auth_failures)),

@@ -68,6 +68,10 @@ pub struct LiveStats {
     pub trunk_failovers: AtomicU64,
     /// Trunk calls that failed because the trunk's name had no target.
     pub trunk_unresolved: AtomicU64,
+    /// Offers refused for their SRTP.
+    pub srtp_offers_refused: AtomicU64,
+    /// SRTP packets dropped (failed authentication, replays).
+    pub srtp_packets_refused: AtomicU64,
     /// Failed digest authentications.
     pub sip_auth_failures: AtomicU64,
     /// Requests refused because their (user, address) or address is blocked.

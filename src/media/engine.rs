@@ -18,6 +18,7 @@ use super::leg::{
 use super::loader::{clip_for, spawn_loader, LoadJob};
 use super::prompts::{PromptCache, PromptError};
 use super::recorder::{spawn_writer, WriterMsg};
+use super::sdes::{SdesCrypto, Unprotected};
 use super::{ReservedMedia, RtpPortLease};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -68,6 +69,9 @@ pub enum MediaError {
     /// OS error starting workers or registering sockets.
     #[error("media I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A leg's SRTP keys could not be used.
+    #[error(transparent)]
+    Srtp(#[from] super::sdes::SdesError),
     /// Bridging legs on different workers.
     #[error("legs must be created beside each other to be bridged")]
     NotBeside,
@@ -177,6 +181,8 @@ pub struct WorkerStats {
     pub packets_in: AtomicU64,
     /// RTP packets sent.
     pub packets_out: AtomicU64,
+    /// SRTP/SRTCP packets dropped: failed authentication, replays, not SRTP.
+    pub srtp_refused: AtomicU64,
 }
 
 struct WorkerHandle {
@@ -458,6 +464,10 @@ struct Entry {
     partner: Option<usize>,
     /// A browser leg's DTLS-SRTP/ICE transport: datagrams pass through it.
     webrtc: Option<Box<super::webrtc::WebRtcTransport>>,
+    /// A phone or trunk leg's SDES-keyed SRTP.
+    sdes: Option<Box<SdesCrypto>>,
+    /// SRTP packets refused on this leg (the first and every 500th are logged).
+    srtp_refused: u64,
 }
 
 struct Worker {
@@ -549,7 +559,11 @@ impl Worker {
                 }
                 Command::Update { id, params } => {
                     if let Some(e) = self.entry(id) {
-                        e.leg.update(params);
+                        if let Err(err) = rekey(&mut e.sdes, params.srtp.as_ref()) {
+                            tracing::warn!(leg = id.0, error = %err, "SRTP keys of a new offer refused: media stays as it was");
+                        } else {
+                            e.leg.update(params);
+                        }
                     }
                 }
                 Command::Source { id, source } => {
@@ -620,6 +634,10 @@ impl Worker {
         params: LegParams,
     ) -> Result<(), MediaError> {
         let ReservedMedia { mut lease, webrtc } = media;
+        let sdes = match (&webrtc, &params.srtp) {
+            (None, Some(keys)) => Some(Box::new(SdesCrypto::new(keys)?)),
+            _ => None,
+        };
         let (rtp, rtcp) = lease.take_sockets().ok_or(MediaError::NoSockets)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
@@ -638,6 +656,8 @@ impl Worker {
         self.slots[slot] = Some(Entry {
             id,
             webrtc,
+            sdes,
+            srtp_refused: 0,
             leg: Leg::new(params, Instant::now()),
             rtp,
             rtcp,
@@ -672,6 +692,33 @@ impl Worker {
                         for (from, pkt) in &out.rtp {
                             self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
                             e.leg.on_rtp(*from, pkt, now, &mut events);
+                        }
+                    } else if let Some(s) = e.sdes.as_mut() {
+                        let data = &buf[..n];
+                        let control = is_rtcp
+                            || (e.leg.params.rtcp_mux
+                                && data.len() >= 2
+                                && (200..=204).contains(&data[1]));
+                        let plain = if control {
+                            s.unprotect_rtcp(data)
+                        } else {
+                            s.unprotect_rtp(data)
+                        };
+                        match plain {
+                            Unprotected::Plain(p) if control => {
+                                e.leg.on_rtcp(src, &p, now, unix_micros())
+                            }
+                            Unprotected::Plain(p) => {
+                                self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                                e.leg.on_rtp(src, &p, now, &mut events);
+                            }
+                            Unprotected::Refused(why) => {
+                                self.stats.srtp_refused.fetch_add(1, Ordering::Relaxed);
+                                if e.srtp_refused % 500 == 0 {
+                                    tracing::info!(leg = e.id.0, peer = %src, reason = %why, refused = e.srtp_refused + 1, "SRTP packet dropped");
+                                }
+                                e.srtp_refused += 1;
+                            }
                         }
                     } else if is_rtcp {
                         e.leg.on_rtcp(src, &buf[..n], now, unix_micros());
@@ -831,6 +878,23 @@ impl Worker {
                 out.rtp.clear();
                 out.rtcp.clear();
             }
+            if let Some(s) = e.sdes.as_mut() {
+                // Nothing leaves a secure leg in the clear: what cannot be protected is dropped.
+                out.rtp.retain_mut(|(_, pkt)| match s.protect_rtp(pkt) {
+                    Some(p) => {
+                        *pkt = p;
+                        true
+                    }
+                    None => false,
+                });
+                out.rtcp.retain_mut(|(_, pkt)| match s.protect_rtcp(pkt) {
+                    Some(p) => {
+                        *pkt = p;
+                        true
+                    }
+                    None => false,
+                });
+            }
             for (dst, pkt) in &out.rtp {
                 if e.rtp.send_to(pkt, *dst).is_ok() {
                     self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
@@ -887,6 +951,26 @@ pub fn params_from_sdp(
         rtp_timeout,
         inband,
         signalling_ip: None,
+        srtp: neg.srtp.clone().filter(|_| !neg.browser),
+    }
+}
+
+/// A leg's SDES contexts after a new offer/answer: started, rekeyed, or ended (a re-INVITE
+/// that moved the stream to plain RTP).
+fn rekey(
+    sdes: &mut Option<Box<SdesCrypto>>,
+    keys: Option<&crate::sdp::SrtpKeys>,
+) -> Result<(), super::sdes::SdesError> {
+    match (sdes.as_mut(), keys) {
+        (Some(s), Some(k)) => s.rekey(k),
+        (None, Some(k)) => {
+            *sdes = Some(Box::new(SdesCrypto::new(k)?));
+            Ok(())
+        }
+        (_, None) => {
+            *sdes = None;
+            Ok(())
+        }
     }
 }
 
@@ -946,6 +1030,7 @@ mod tests {
             rtp_timeout: Duration::from_millis(600),
             inband: InbandDtmf::Auto,
             signalling_ip: None,
+            srtp: None,
         }
     }
 

@@ -61,6 +61,9 @@ pub struct LegParams {
     /// packets may teach the latch a new source (a phone behind NAT sends media from there).
     /// `None` lets any host prove itself.
     pub signalling_ip: Option<std::net::IpAddr>,
+    /// SRTP keys from SDES (RFC 4568); the engine protects and unprotects, the leg sees
+    /// plain RTP.
+    pub srtp: Option<crate::sdp::SrtpKeys>,
 }
 
 /// Where a digit came from.
@@ -788,6 +791,7 @@ mod tests {
             rtp_timeout: Duration::from_secs(10),
             inband: InbandDtmf::Auto,
             signalling_ip: None,
+            srtp: None,
         }
     }
 

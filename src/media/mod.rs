@@ -9,6 +9,7 @@
 //!   [`recorder`]: the thread that writes recordings, header always valid.
 //! - [`reserve`]: what the SIP side reserved for a call (ports, a browser's WebRTC
 //!   transport) until the call layer starts its leg.
+//! - [`sdes`]: SRTP for phone and trunk legs keyed in SDP (RFC 4568).
 //! - [`leg`]: one leg's media logic with no I/O; [`engine`]: the workers that run many legs on
 //!   one shared 20 ms tick per core, and the command/event API the call layer uses.
 
@@ -24,6 +25,7 @@ pub mod recorder;
 pub mod reserve;
 pub mod rtcp;
 pub mod rtp;
+pub mod sdes;
 pub mod wav;
 pub mod webrtc;
 

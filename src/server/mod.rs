@@ -944,14 +944,17 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
         .store(st.trunk_failovers, Ordering::Relaxed);
     live.trunk_unresolved
         .store(st.trunk_unresolved, Ordering::Relaxed);
+    live.srtp_offers_refused
+        .store(st.srtp_offers_refused, Ordering::Relaxed);
     live.sip_auth_failures
         .store(st.auth_failures, Ordering::Relaxed);
     live.sip_auth_refused
         .store(st.auth_blocked, Ordering::Relaxed);
     live.sip_auth_blocks
         .store(st.auth_blocks_started, Ordering::Relaxed);
-    let (mut legs, mut pin, mut pout, mut late) = (0, 0, 0, 0);
+    let (mut legs, mut pin, mut pout, mut late, mut srtp) = (0, 0, 0, 0, 0);
     for w in engine.worker_stats() {
+        srtp += w.srtp_refused.load(Ordering::Relaxed);
         legs += w.legs.load(Ordering::Relaxed) as u64;
         pin += w.packets_in.load(Ordering::Relaxed);
         pout += w.packets_out.load(Ordering::Relaxed);
@@ -961,6 +964,7 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
     live.rtp_packets_in.store(pin, Ordering::Relaxed);
     live.rtp_packets_out.store(pout, Ordering::Relaxed);
     live.rtp_late_ticks.store(late, Ordering::Relaxed);
+    live.srtp_packets_refused.store(srtp, Ordering::Relaxed);
 }
 
 fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inbound) {

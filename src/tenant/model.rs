@@ -508,6 +508,24 @@ pub struct TenantSettings {
     /// Retention in days (0 = keep forever).
     #[serde(default)]
     pub retention: Retention,
+    /// SRTP (SDES keys, RFC 4568) on calls from this tenant's phones and trunks.
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
+}
+
+/// Whether calls must, may or must not carry SRTP. SRTP is only ever answered over TLS
+/// (its keys travel in the SDP); whatever the policy, an `RTP/SAVP` offer over UDP or TCP
+/// is refused with 488.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SrtpPolicy {
+    /// SRTP offers are refused (488); plain RTP only.
+    Off,
+    /// An SRTP offer over TLS is answered with SRTP; plain RTP offers too.
+    #[default]
+    Optional,
+    /// Only SRTP over TLS: plain RTP offers, and calls without an offer, get 488.
+    Required,
 }
 
 /// Retention in days; 0 keeps forever.

@@ -1,13 +1,17 @@
 //! SDP (RFC 8866) reading and the RFC 3264 offer/answer for audio calls.
 //!
 //! Only what a telephony server negotiates is modelled: connection addresses, audio media lines,
-//! `rtpmap`/`fmtp`, direction attributes, `ptime` and `rtcp-mux`. Unknown lines are kept out of
+//! `rtpmap`/`fmtp`, direction attributes, `ptime`, `rtcp-mux` and SDES keys for `RTP/SAVP`
+//! ([`sdes`]). Unknown lines are kept out of
 //! the answer; other media (video, …) are declined with port 0 as RFC 3264 §6 requires.
 //!
 //! Codec choice follows the offerer's order among the codecs we support (PCMU, PCMA), so a
 //! phone that prefers A-law gets A-law; `telephone-event/8000` is accepted with whatever payload
 //! type the offer used.
 
+pub mod sdes;
+
+pub use sdes::{CryptoAttr, SrtpKeys, SrtpSuite};
 use std::net::IpAddr;
 
 /// Why an offer could not be answered.
@@ -19,6 +23,9 @@ pub enum SdpError {
     /// No audio stream with a codec we support (answered 488).
     #[error("no acceptable audio codec offered")]
     NoCommonCodec,
+    /// SRTP offered, but with no `a=crypto` line we can run (answered 488).
+    #[error("no acceptable SRTP crypto suite offered")]
+    NoCommonCrypto,
 }
 
 /// Media direction attribute.
@@ -98,6 +105,8 @@ pub struct MediaDescription {
     pub rtcp_mux: bool,
     /// `a=ptime`.
     pub ptime: Option<u32>,
+    /// SDES keys offered (`a=crypto`, RFC 4568), at most 16.
+    pub crypto: Vec<CryptoAttr>,
 }
 
 impl MediaDescription {
@@ -187,6 +196,7 @@ impl SessionDescription {
                         direction: None,
                         rtcp_mux: false,
                         ptime: None,
+                        crypto: Vec::new(),
                     });
                 }
                 "a" => {
@@ -212,6 +222,11 @@ impl SessionDescription {
                         }
                         ("rtcp-mux", _) => m.rtcp_mux = true,
                         ("ptime", Some(arg)) => m.ptime = arg.trim().parse().ok(),
+                        ("crypto", Some(arg)) if m.crypto.len() < sdes::MAX_CRYPTO_LINES => {
+                            if let Some(c) = sdes::parse_crypto(arg) {
+                                m.crypto.push(c);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -290,6 +305,8 @@ pub struct NegotiatedAudio {
     /// A browser leg (DTLS-SRTP and ICE): the media side's WebRTC transport carries it, and
     /// `remote_addr`/`remote_port` are our own leg's address.
     pub browser: bool,
+    /// SRTP with SDES keys (an `RTP/SAVP` stream); `None` for plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
 
 impl NegotiatedAudio {
@@ -304,10 +321,21 @@ impl NegotiatedAudio {
 
 /// Picks the audio stream and codec to answer an offer with.
 pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError> {
+    let mut crypto_refused = false;
     for (i, m) in offer.media.iter().enumerate() {
-        if m.kind != "audio" || m.port == 0 || !m.proto.starts_with("RTP/AVP") {
+        let secure = m.proto == "RTP/SAVP";
+        if m.kind != "audio" || m.port == 0 || !(secure || m.proto.starts_with("RTP/AVP")) {
             continue;
         }
+        let srtp = if secure {
+            let Some(keys) = sdes::choose(&m.crypto) else {
+                crypto_refused = true;
+                continue;
+            };
+            Some(keys)
+        } else {
+            None
+        };
         let mut codec = None;
         let mut dtmf_pt = None;
         for f in &m.formats {
@@ -350,9 +378,14 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
                 .filter(|p| (10..=60).contains(p) && p % 10 == 0)
                 .unwrap_or(20),
             browser: false,
+            srtp,
         });
     }
-    Err(SdpError::NoCommonCodec)
+    Err(if crypto_refused {
+        SdpError::NoCommonCrypto
+    } else {
+        SdpError::NoCommonCodec
+    })
 }
 
 /// True for an SDP that asks for WebRTC media (DTLS-SRTP audio with ICE), which only the
@@ -410,6 +443,7 @@ pub fn browser_audio(
         rtcp_mux: true,
         ptime: 20,
         browser: true,
+        srtp: None,
     })
 }
 
@@ -471,6 +505,9 @@ pub fn build_answer(
         if neg.rtcp_mux {
             s.push_str("a=rtcp-mux\r\n");
         }
+        if let Some(keys) = neg.srtp.as_ref().filter(|k| !k.local.is_empty()) {
+            s.push_str(&keys.crypto_line());
+        }
         s.push_str(&format!("a={}\r\n", neg.direction.as_str()));
     }
     s
@@ -484,6 +521,15 @@ mod tests {
 m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
 m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
 
+    fn local() -> LocalMedia {
+        LocalMedia {
+            address: "192.0.2.1".parse().expect("ip"),
+            port: 20000,
+            session_id: 7,
+            session_version: 1,
+        }
+    }
+
     #[test]
     fn follows_offerer_codec_order_and_declines_video() {
         let offer = SessionDescription::parse(OFFER.as_bytes()).expect("sdp");
@@ -491,13 +537,7 @@ m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         assert_eq!(neg.codec, AudioCodec::Pcma);
         assert_eq!(neg.dtmf_pt, Some(101));
         assert_eq!(neg.remote_port, 4000);
-        let local = LocalMedia {
-            address: "192.0.2.1".parse().expect("ip"),
-            port: 20000,
-            session_id: 7,
-            session_version: 1,
-        };
-        let ans = build_answer(&offer, &neg, &local);
+        let ans = build_answer(&offer, &neg, &local());
         assert!(ans.contains("m=audio 20000 RTP/AVP 8 101\r\n"));
         assert!(ans.contains("m=video 0 RTP/AVP 96\r\n"));
         assert!(ans.contains("a=sendrecv"));
@@ -514,6 +554,35 @@ m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         let neg = negotiate(&SessionDescription::parse(old.as_bytes()).expect("sdp")).expect("neg");
         assert!(neg.is_hold());
         assert_eq!(neg.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn srtp_offer_is_answered_on_savp_with_our_key() {
+        let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let savp = OFFER
+            .replace("RTP/AVP 8 0 101", "RTP/SAVP 8 0 101")
+            .replace(
+                "a=fmtp:101 0-15\r\n",
+                &format!("a=fmtp:101 0-15\r\na=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\n"),
+            );
+        let offer = SessionDescription::parse(savp.as_bytes()).expect("sdp");
+        let mut neg = negotiate(&offer).expect("neg");
+        let keys = neg.srtp.as_mut().expect("srtp");
+        assert_eq!(keys.suite, SrtpSuite::AesCm128HmacSha1_32);
+        keys.local = vec![1; 30];
+        let ans = build_answer(&offer, &neg, &local());
+        assert!(ans.contains("m=audio 20000 RTP/SAVP 8 101\r\n"), "{ans}");
+        assert!(
+            ans.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:AQEB"),
+            "{ans}"
+        );
+        let unusable = savp.replace("AES_CM_128_HMAC_SHA1_32", "F8_128_HMAC_SHA1_80");
+        assert_eq!(
+            negotiate(&SessionDescription::parse(unusable.as_bytes()).expect("sdp")),
+            Err(SdpError::NoCommonCrypto)
+        );
+        let plain = negotiate(&SessionDescription::parse(OFFER.as_bytes()).expect("sdp"));
+        assert_eq!(plain.expect("neg").srtp, None);
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub(super) struct Call {
     pub(super) session_deadline: Option<Instant>,
     /// Reliable provisional responses (RFC 3262), when the caller required them.
     pub(super) reliable: Option<super::reliable::Reliable>,
+    /// The tenant's SRTP policy, for the offers of later re-INVITEs.
+    srtp_policy: crate::tenant::model::SrtpPolicy,
 }
 
 /// Seconds a node out of media ports asks callers to wait: calls end and free ports all the
@@ -179,10 +181,21 @@ impl Endpoint {
                 browser_offer = Some(offer);
             } else {
                 match negotiate(&offer) {
-                    Ok(n) => audio = Some((offer, n)),
+                    Ok(mut n) => {
+                        let policy = tenant.config.settings.srtp;
+                        if let Err(e) = super::srtp::admit(&mut n, peer.transport, policy, None) {
+                            return self.refuse_srtp(now, &key, &req, &peer, &e);
+                        }
+                        if let Some(k) = &n.srtp {
+                            tracing::info!(call_id = %req.call_id, suite = k.suite.name(), "SRTP answered (SDES)");
+                        }
+                        audio = Some((offer, n));
+                    }
                     Err(e) => return self.refuse_sdp(now, &key, &req, &e),
                 }
             }
+        } else if let Err(e) = super::srtp::admit_late_offer(tenant.config.settings.srtp) {
+            return self.refuse_srtp(now, &key, &req, &peer, &e);
         }
         let id = self.next_call;
         let rtp_port = match self.media.reserve(id) {
@@ -266,6 +279,7 @@ impl Endpoint {
             session_interval,
             session_deadline: None,
             reliable: reliable.then(Default::default),
+            srtp_policy: tenant.config.settings.srtp,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -665,6 +679,20 @@ impl Endpoint {
         self.respond(now, key, req, b);
     }
 
+    /// 488 for an offer whose SRTP (or lack of it) we may not answer; logged and counted.
+    pub(super) fn refuse_srtp(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        req: &SipRequest,
+        peer: &Peer,
+        e: &super::srtp::SrtpRefused,
+    ) {
+        tracing::info!(call_id = %req.call_id, source = %peer.addr, transport = ?peer.transport, reason = %e, "media offer refused");
+        self.stats.srtp_offers_refused += 1;
+        self.refuse_sdp(now, key, req, e);
+    }
+
     /// A browser's re-INVITE (hold, resume, a refreshed session): the ICE and DTLS session
     /// stays as negotiated, so the answer is our first one with the direction that answers the
     /// new offer.
@@ -745,10 +773,16 @@ impl Endpoint {
         if !req.body().is_empty() {
             match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)))
             {
-                Ok((o, neg)) => {
+                Ok((o, mut neg)) => {
                     let Some(call) = self.calls.get_mut(&id) else {
                         return;
                     };
+                    let ours = call.audio.as_ref().and_then(|a| a.srtp.as_ref());
+                    let (transport, policy) = (call.peer.transport, call.srtp_policy);
+                    if let Err(e) = super::srtp::admit(&mut neg, transport, policy, ours) {
+                        let peer = call.peer;
+                        return self.refuse_srtp(now, &key, &req, &peer, &e);
+                    }
                     call.span.in_scope(|| {
                         tracing::info!(
                             hold = neg.is_hold(),

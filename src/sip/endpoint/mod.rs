@@ -50,6 +50,7 @@ mod refer;
 mod register;
 mod reinvite;
 mod session_timer;
+mod srtp;
 mod trunk_reg;
 
 pub use outbound::CallerId;
@@ -416,6 +417,8 @@ pub struct EndpointStats {
     pub trunk_unresolved: u64,
     /// Trunk legs moved on to the next target (silence, unreachable, timeout, 503).
     pub trunk_failovers: u64,
+    /// Offers refused for their SRTP (keys without TLS, against the tenant's policy).
+    pub srtp_offers_refused: u64,
 }
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).

@@ -747,10 +747,16 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
         };
         let parsed =
             SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)));
-        let (offer, audio): (SessionDescription, NegotiatedAudio) = match parsed {
+        let (offer, mut audio): (SessionDescription, NegotiatedAudio) = match parsed {
             Ok(p) => p,
             Err(e) => return self.refuse_sdp(now, &key, &req, &e),
         };
+        // We offer these legs plain RTP; a callee that moves to SRTP keys over TLS gets it.
+        let policy = crate::tenant::model::SrtpPolicy::Optional;
+        if let Err(e) = super::srtp::admit(&mut audio, transport, policy, None) {
+            let peer = c.peer;
+            return self.refuse_srtp(now, &key, &req, &peer, &e);
+        }
         if let Some(d) = c.dialog.as_mut() {
             if d.accept_remote_cseq(req.cseq).is_err() {
                 let b = ResponseBuilder::new(500).reason("Out of order CSeq");
