@@ -40,6 +40,13 @@ fn two_pjsua2_users_call_each_other_and_hear_each_others_tone() {
     }
     let p = ports();
     let server = Server::start(&p, &[]);
+    two_users_hear_each_other(&server, &[]);
+}
+
+/// Users 100 (plays 440 Hz) and 101 (1000 Hz) register, 100 calls 101, and each hears the
+/// other's tone (measured by the script and again here from its recordings). `extra` goes to
+/// `two_users.py` (transports, SRTP).
+fn two_users_hear_each_other(server: &Server, extra: &[&str]) {
     let dir = tempfile::tempdir().expect("tmp");
     let path = |n: &str| dir.path().join(n).display().to_string();
     write_tone_wav(dir.path().join("a.wav").as_path(), 440.0, 2.0);
@@ -60,16 +67,16 @@ fn two_pjsua2_users_call_each_other_and_hear_each_others_tone() {
             &path("b-heard.wav"),
         ])
         .args(["--seconds", "3", "--check-freqs", "440", "1000"])
+        .args(extra)
         .output()
         .expect("run pjsua");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{stdout}\n{}\n{}",
+        "{extra:?}: {stdout}\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
         server.log_text()
     );
-    // The script measured the frequencies; check them here as well from its recordings.
     let caller_heard = read_wav_8k(&dir.path().join("a-heard.wav"));
     let callee_heard = read_wav_8k(&dir.path().join("b-heard.wav"));
     for (heard, want, who) in [
@@ -79,10 +86,13 @@ fn two_pjsua2_users_call_each_other_and_hear_each_others_tone() {
         let start = heard
             .iter()
             .position(|s| s.unsigned_abs() > 2000)
-            .unwrap_or_else(|| panic!("{who} heard nothing"));
+            .unwrap_or_else(|| panic!("{extra:?}: {who} heard nothing"));
         let window = &heard[start + 400..(start + 400 + 8000).min(heard.len())];
         let f = tone_frequency(window);
-        assert!((f - want).abs() < 15.0, "{who} heard {f} Hz, not {want}");
+        assert!(
+            (f - want).abs() < 15.0,
+            "{extra:?}: {who} heard {f} Hz, not {want}"
+        );
     }
 }
 
@@ -340,4 +350,78 @@ fn pjsua2_calls_over_tls_with_srtp_and_nothing_plain_is_on_the_wire() {
     let log = server.log_text();
     assert!(log.contains("SRTP answered"), "{log}");
     assert!(log.contains("AES_CM_128_HMAC_SHA1_32"), "{log}");
+}
+
+/// SRTP between phones through the B2BUA. With the tenant's SRTP `optional` (the default), a
+/// PJSUA2 phone on TLS that requires SRTP calls one on plain UDP: the engine bridges SDES-SRTP
+/// and plain RTP, and each hears the other's tone. With `required`, both phones on TLS and
+/// requiring SRTP: the server offers the called phone SRTP too (so neither leg is plain: the
+/// capture of the server's RTP ports holds no plain G.711 packet), and each hears the other;
+/// a phone calling over UDP with plain RTP is refused with 488.
+#[test]
+fn srtp_phones_reach_plain_phones_and_each_other_as_the_tenant_policy_says() {
+    if !pjsua_available() || !peer_available("openssl") || !peer_available("tcpdump") {
+        return;
+    }
+    let p = ports();
+    let tls_port = p.sip + 7;
+    let work = tempfile::tempdir().expect("tmp");
+    let (cert, key) = self_signed_cert(work.path(), "srtp");
+    let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
+    let server = start_with_certificate(&p, &listen, &cert, &key);
+    let tls = tls_port.to_string();
+    let ca = cert.display().to_string();
+    let common = ["--tls-port", tls.as_str(), "--ca", ca.as_str()];
+
+    let mut mixed = common.to_vec();
+    mixed.extend(["--caller-tls", "--caller-srtp"]);
+    two_users_hear_each_other(&server, &mixed);
+
+    edit_demo(&server, |doc| {
+        doc["settings"]["srtp"] = serde_json::json!("required")
+    });
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let mut both = common.to_vec();
+    both.extend([
+        "--caller-tls",
+        "--caller-srtp",
+        "--callee-tls",
+        "--callee-srtp",
+    ]);
+    two_users_hear_each_other(&server, &both);
+    let sent = cap.finish();
+    let media: Vec<&Datagram> = sent
+        .iter()
+        .filter(|d| d.payload.len() > 12 && d.payload[0] >> 6 == 2)
+        .filter(|d| matches!(d.payload[1] & 0x7f, 0 | 8))
+        .collect();
+    assert!(media.len() > 200, "{} media packets captured", media.len());
+    assert!(
+        media.iter().all(|d| d.payload.len() > 172),
+        "a plain G.711 packet left the server under a policy that requires SRTP"
+    );
+
+    let play = work.path().join("tone.wav");
+    write_tone_wav(&play, 700.0, 1.0);
+    let out = Command::new("python3")
+        .arg(repo().join("integration/pjsua/echo_call.py"))
+        .args(["--server", &format!("127.0.0.1:{}", p.sip)])
+        .args(["--to", "+15550600", "--seconds", "1"])
+        .args(["--user", "100", "--password", "demo100"])
+        .arg("--play")
+        .arg(&play)
+        .arg("--record")
+        .arg(work.path().join("refused.wav"))
+        .output()
+        .expect("run pjsua");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && stdout.contains("488"),
+        "a plain call under `required`: {stdout}"
+    );
+    assert!(
+        server.log_text().contains("media offer refused"),
+        "{}",
+        server.log_text()
+    );
 }

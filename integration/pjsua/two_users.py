@@ -193,6 +193,14 @@ def parse_args(argv):
     p.add_argument("--caller-password", default="demo100")
     p.add_argument("--callee", default="101", help="callee's user/extension (default 101)")
     p.add_argument("--callee-password", default="demo101")
+    p.add_argument("--tls-port", type=int, default=None,
+                   help="the server's TLS port, for a party that registers over TLS")
+    p.add_argument("--ca", help="PEM the server's TLS certificate must chain to")
+    for who in ("caller", "callee"):
+        p.add_argument("--%s-tls" % who, action="store_true",
+                       help="the %s registers and calls over TLS (needs --tls-port)" % who)
+        p.add_argument("--%s-srtp" % who, action="store_true",
+                       help="the %s requires SRTP with SDES keys (needs --%s-tls)" % (who, who))
     p.add_argument("--caller-wav", required=True, help="WAV the caller loops into the call")
     p.add_argument("--callee-wav", help="WAV the callee loops into the call")
     p.add_argument("--caller-rec", required=True, help="WAV file: what the caller hears")
@@ -225,6 +233,11 @@ def parse_args(argv):
     opts.port = int(port)
     if opts.caller == opts.callee:
         p.error("--caller and --callee must differ")
+    for who in ("caller", "callee"):
+        if getattr(opts, who + "_tls") and opts.tls_port is None:
+            p.error("--%s-tls needs --tls-port" % who)
+        if getattr(opts, who + "_srtp") and not getattr(opts, who + "_tls"):
+            p.error("--%s-srtp needs --%s-tls" % (who, who))
     if not opts.no_answer:
         if not opts.callee_wav or not opts.callee_rec:
             p.error("--callee-wav and --callee-rec are required unless --no-answer")
@@ -266,7 +279,10 @@ def configure_codecs(ep):
 
 def make_account(opts, name, user, password, transport_id):
     acfg = pj.AccountConfig()
-    if opts.use_domain:
+    if getattr(opts, name + "_tls"):
+        acfg.idUri = "sip:%s@%s" % (user, opts.host)
+        acfg.regConfig.registrarUri = "sip:%s:%d;transport=tls" % (opts.host, opts.tls_port)
+    elif opts.use_domain:
         acfg.idUri = "sip:%s@%s" % (user, opts.domain)
         acfg.regConfig.registrarUri = "sip:%s" % opts.domain
         acfg.sipConfig.proxies.append("sip:%s:%d;lr" % (opts.host, opts.port))
@@ -280,6 +296,12 @@ def make_account(opts, name, user, password, transport_id):
     acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
     acfg.natConfig.contactRewriteUse = 0     # loopback: nothing to learn from rport
     acfg.natConfig.viaRewriteUse = 0
+    if getattr(opts, name + "_srtp"):
+        acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+        acfg.mediaConfig.srtpSecureSignaling = 1
+        keyings = pj.IntVector()
+        keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+        acfg.mediaConfig.srtpOpt.keyings = keyings
     acc = Account(name)
     acc.create(acfg)
     return acc
@@ -342,11 +364,17 @@ def session(ep, opts, out):
     ep.libInit(cfg)
 
     tids = []
-    for _ in range(2):
+    for who in ("caller", "callee"):
         tcfg = pj.TransportConfig()
         tcfg.port = 0
         tcfg.boundAddress = "127.0.0.1"
-        tids.append(ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg))
+        if getattr(opts, who + "_tls"):
+            if opts.ca:
+                tcfg.tlsConfig.CaListFile = opts.ca
+                tcfg.tlsConfig.verifyServer = True
+            tids.append(ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg))
+        else:
+            tids.append(ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg))
     ep.libStart()
     ep.audDevManager().setNullDev()
     configure_codecs(ep)
@@ -445,7 +473,9 @@ def wait_registered(ep, caller_acc, callee_acc, out):
 
 
 def drive(ep, caller_acc, opts, out):
-    if opts.use_domain:
+    if opts.caller_tls:
+        uri = "sip:%s@%s:%d;transport=tls" % (opts.callee, opts.host, opts.tls_port)
+    elif opts.use_domain:
         uri = "sip:%s@%s" % (opts.callee, opts.domain)
     else:
         uri = "sip:%s@%s:%d" % (opts.callee, opts.host, opts.port)

@@ -57,7 +57,7 @@ pub(super) struct Call {
     media_started: bool,
     /// Where the call was routed.
     target: Target,
-    audio: Option<NegotiatedAudio>,
+    pub(super) audio: Option<NegotiatedAudio>,
     pub(super) session_id: u64,
     pub(super) session_version: u64,
     /// True when we made the offer (INVITE without SDP) and the ACK carries the answer.
@@ -407,7 +407,7 @@ impl Endpoint {
         }
         match (offer, &call.audio) {
             (Some(offer), Some(neg)) => build_answer(offer, neg, &local),
-            _ => our_offer(&local),
+            _ => our_offer(&local, None),
         }
     }
 
@@ -1002,16 +1002,21 @@ pub(super) fn is_dtmf_digit(c: char) -> bool {
 }
 
 /// Our own offer (late-offer INVITE, outgoing legs): PCMU, PCMA and telephone-event.
-pub(super) fn our_offer(local: &LocalMedia) -> String {
+/// Our offer: PCMU, PCMA and telephone-event; with `srtp`, on `RTP/SAVP` with our key.
+pub(super) fn our_offer(local: &LocalMedia, srtp: Option<&crate::sdp::SrtpKeys>) -> String {
     let ip_kind = if local.address.is_ipv4() {
         "IP4"
     } else {
         "IP6"
     };
+    let (proto, crypto) = match srtp {
+        Some(k) => ("RTP/SAVP", k.crypto_line()),
+        None => ("RTP/AVP", String::new()),
+    };
     format!(
         "v=0\r\no=switchyard {sid} {ver} IN {ip_kind} {ip}\r\ns=switchyard\r\nc=IN {ip_kind} {ip}\r\nt=0 0\r\n\
-m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+m=audio {port} {proto} 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n{crypto}a=sendrecv\r\n",
         sid = local.session_id,
         ver = local.session_version,
         ip = local.address,

@@ -68,6 +68,9 @@ pub(super) struct OutCall {
     pub(super) alternates: Vec<super::locate::Target>,
     /// Some response to the current INVITE arrived (the target is alive).
     pub(super) heard: bool,
+    /// Our SRTP keys on this leg (offered under a policy that requires SRTP, or answered to
+    /// the callee's SRTP re-offer); `None` for plain RTP.
+    pub(super) srtp: Option<crate::sdp::SrtpKeys>,
     /// The last RSeq acknowledged by PRACK (RFC 3262).
     pub(super) last_rseq: Option<u32>,
     /// The CSeq of our last PRACK (0: none): the dialog's numbering continues after it.
@@ -208,6 +211,20 @@ impl Endpoint {
                 return None;
             }
         };
+        let policy = self
+            .tenants
+            .load()
+            .tenant(&tenant)
+            .map(|t| t.config.settings.srtp)
+            .unwrap_or_default();
+        let srtp = match super::srtp::for_our_offer(peer.transport, policy) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::info!(%tenant, peer = %peer.addr, transport = ?peer.transport, reason = %e, "outgoing leg not placed");
+                self.stats.srtp_offers_refused += 1;
+                return None;
+            }
+        };
         let id = self.next_call;
         let rtp_port = match self.media.reserve(id) {
             Ok(p) => p,
@@ -241,12 +258,15 @@ impl Endpoint {
                 }
             }
         } else {
-            super::invite::our_offer(&LocalMedia {
-                address: self.cfg.public_ip,
-                port: rtp_port,
-                session_id,
-                session_version: 1,
-            })
+            super::invite::our_offer(
+                &LocalMedia {
+                    address: self.cfg.public_ip,
+                    port: rtp_port,
+                    session_id,
+                    session_version: 1,
+                },
+                srtp.as_ref(),
+            )
         };
         let contact = self.contact_for(&caller.user, peer.transport);
         let span = tracing::info_span!("leg", call_id = %call_id, parent);
@@ -280,6 +300,7 @@ impl Endpoint {
             auth_sent: false,
             alternates: Vec::new(),
             heard: false,
+            srtp,
             last_rseq: None,
             prack_cseq: 0,
             session: None,
@@ -751,12 +772,16 @@ Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             Ok(p) => p,
             Err(e) => return self.refuse_sdp(now, &key, &req, &e),
         };
-        // We offer these legs plain RTP; a callee that moves to SRTP keys over TLS gets it.
-        let policy = crate::tenant::model::SrtpPolicy::Optional;
-        if let Err(e) = super::srtp::admit(&mut audio, transport, policy, None) {
+        // A leg on SRTP stays on it; a plain one may move to SRTP keys over TLS.
+        let policy = match c.srtp {
+            Some(_) => crate::tenant::model::SrtpPolicy::Required,
+            None => crate::tenant::model::SrtpPolicy::Optional,
+        };
+        if let Err(e) = super::srtp::admit(&mut audio, transport, policy, c.srtp.as_ref()) {
             let peer = c.peer;
             return self.refuse_srtp(now, &key, &req, &peer, &e);
         }
+        c.srtp = audio.srtp.clone();
         if let Some(d) = c.dialog.as_mut() {
             if d.accept_remote_cseq(req.cseq).is_err() {
                 let b = ResponseBuilder::new(500).reason("Out of order CSeq");
@@ -855,9 +880,11 @@ fn leg_audio(
     public_ip: std::net::IpAddr,
 ) -> Result<NegotiatedAudio, String> {
     if !c.browser {
-        return SessionDescription::parse(body)
+        let mut audio = SessionDescription::parse(body)
             .and_then(|a| negotiate(&a))
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())?;
+        super::srtp::accept_answer(&mut audio, c.srtp.as_ref()).map_err(|e| e.to_string())?;
+        return Ok(audio);
     }
     let text = String::from_utf8_lossy(body);
     media

@@ -31,12 +31,16 @@ impl Endpoint {
         let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
         let contact = self.contact_for("", transport);
-        let sdp = super::invite::our_offer(&LocalMedia {
-            address: public_ip,
-            port,
-            session_id,
-            session_version: version,
-        })
+        let keys = self.media_keys(id);
+        let sdp = super::invite::our_offer(
+            &LocalMedia {
+                address: public_ip,
+                port,
+                session_id,
+                session_version: version,
+            },
+            keys.as_ref(),
+        )
         .replace("a=sendrecv", &format!("a={direction}"));
         let extra = format!(
             "Contact: {contact}\r\nAllow: {}\r\nUser-Agent: {}\r\n",
@@ -64,6 +68,14 @@ impl Endpoint {
         self.client_reinvites.insert(branch.clone(), (tx, id));
         self.schedule(next, TimerRef::ClientReinvite(branch));
         self.send(peer, bytes);
+    }
+
+    /// Our SRTP keys in call or leg `id` (what our offers in it carry), `None` for plain RTP.
+    fn media_keys(&self, id: u64) -> Option<crate::sdp::SrtpKeys> {
+        match self.calls.get(&id) {
+            Some(c) => c.audio.as_ref().and_then(|a| a.srtp.clone()),
+            None => self.out_calls.get(&id).and_then(|c| c.srtp.clone()),
+        }
     }
 
     /// A request inside the dialog of a caller's call or of an outgoing leg.
@@ -145,10 +157,17 @@ impl Endpoint {
             if let Some((p, ack)) = self.in_dialog_request(id, "ACK", &via, "", None) {
                 self.send(p, Bytes::from(ack));
             }
-            if let Ok(audio) = SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a))
+            if let Ok(mut audio) =
+                SessionDescription::parse(&resp.raw.body).and_then(|a| negotiate(&a))
             {
-                self.events
-                    .push_back(CallEvent::MediaUpdate { call: id, audio });
+                match super::srtp::accept_answer(&mut audio, self.media_keys(id).as_ref()) {
+                    Ok(()) => self
+                        .events
+                        .push_back(CallEvent::MediaUpdate { call: id, audio }),
+                    Err(e) => {
+                        tracing::info!(call = id, reason = %e, "answer to our re-INVITE refused: media stays as it was");
+                    }
+                }
             }
         } else if d.pass_to_user && resp.code >= 300 {
             tracing::info!(

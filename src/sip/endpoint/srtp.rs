@@ -17,9 +17,12 @@ pub enum SrtpRefused {
     /// The tenant turned SRTP off.
     #[error("SRTP is not used for this tenant")]
     Off,
-    /// The tenant requires SRTP and the offer (or its absence) is plain RTP.
+    /// The tenant requires SRTP and the offer (or its absence, or an answer) is plain RTP.
     #[error("this service requires SRTP (RTP/SAVP over TLS)")]
     Required,
+    /// An answer with SRTP to an offer of plain RTP.
+    #[error("SRTP in an answer to a plain RTP offer")]
+    NotOffered,
 }
 
 /// True for transports whose signalling keys stay secret.
@@ -60,6 +63,50 @@ pub(super) fn admit(
         }
     };
     Ok(())
+}
+
+/// Keys for an offer of ours on a leg we place: under a policy that requires SRTP, a new
+/// key (`AES_CM_128_HMAC_SHA1_80`, the suite every SRTP phone runs), and only towards a
+/// target reached over TLS; otherwise plain RTP.
+pub(super) fn for_our_offer(
+    transport: TransportKind,
+    policy: SrtpPolicy,
+) -> Result<Option<SrtpKeys>, SrtpRefused> {
+    if policy != SrtpPolicy::Required || transport == TransportKind::Wss {
+        return Ok(None); // browsers: DTLS-SRTP
+    }
+    if !secure(transport) {
+        return Err(SrtpRefused::Required);
+    }
+    let suite = crate::sdp::SrtpSuite::AesCm128HmacSha1_80;
+    let mut local = vec![0u8; suite.material_len()];
+    rand::rngs::OsRng.fill_bytes(&mut local);
+    Ok(Some(SrtpKeys {
+        tag: 1,
+        suite,
+        remote: Vec::new(),
+        local,
+    }))
+}
+
+/// The answer to an offer of ours: SRTP exactly when we offered it, in the suite we offered;
+/// our key goes with the peer's into the negotiated audio.
+pub(super) fn accept_answer(
+    answer: &mut NegotiatedAudio,
+    offered: Option<&SrtpKeys>,
+) -> Result<(), SrtpRefused> {
+    if answer.browser {
+        return Ok(());
+    }
+    match (answer.srtp.as_mut(), offered) {
+        (None, None) => Ok(()),
+        (Some(k), Some(ours)) if k.suite == ours.suite => {
+            k.local = ours.local.clone();
+            Ok(())
+        }
+        (Some(_), None) => Err(SrtpRefused::NotOffered),
+        _ => Err(SrtpRefused::Required),
+    }
 }
 
 /// A call that arrives without an offer gets plain RTP in ours: under a policy that requires
@@ -112,6 +159,28 @@ a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubG
             }
         }
         assert_eq!(admit_late_offer(Required), Err(SrtpRefused::Required));
+    }
+
+    #[test]
+    fn our_offers_carry_a_key_only_when_required_and_answers_must_match() {
+        use SrtpPolicy::*;
+        use TransportKind::*;
+        assert_eq!(for_our_offer(Tls, Optional), Ok(None));
+        assert_eq!(for_our_offer(Udp, Required), Err(SrtpRefused::Required));
+        assert_eq!(for_our_offer(Wss, Required), Ok(None));
+        let ours = for_our_offer(Tls, Required).expect("ok").expect("keys");
+        let mut answer = offer(true);
+        accept_answer(&mut answer, Some(&ours)).expect("accepted");
+        assert_eq!(answer.srtp.as_ref().expect("keys").local, ours.local);
+        assert_eq!(
+            accept_answer(&mut offer(false), Some(&ours)),
+            Err(SrtpRefused::Required)
+        );
+        assert_eq!(
+            accept_answer(&mut offer(true), None),
+            Err(SrtpRefused::NotOffered)
+        );
+        accept_answer(&mut offer(false), None).expect("plain for plain");
     }
 
     #[test]
