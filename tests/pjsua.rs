@@ -239,6 +239,26 @@ fn pjsua2_calls_over_tls_and_a_renewed_certificate_needs_no_restart() {
     call(&second_cert, "renewed certificate");
 }
 
+/// A server listening on UDP and TLS (port `p.sip + 7`, a self-signed certificate for
+/// 127.0.0.1 in the returned folder): the server, its TLS port and the certificate.
+fn udp_and_tls_server(p: &Ports) -> (Server, u16, std::path::PathBuf, tempfile::TempDir) {
+    let tls_port = p.sip + 7;
+    let work = tempfile::tempdir().expect("tmp");
+    let (cert, key) = self_signed_cert(work.path(), "srtp");
+    let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
+    let server = start_with_certificate(p, &listen, &cert, &key);
+    (server, tls_port, cert, work)
+}
+
+/// The captured datagrams that look like RTP carrying PCMU or PCMA (SRTP keeps the header
+/// in clear, so SRTP packets are among them).
+fn g711_media(sent: &[Datagram]) -> Vec<&Datagram> {
+    sent.iter()
+        .filter(|d| d.payload.len() > 12 && d.payload[0] >> 6 == 2)
+        .filter(|d| matches!(d.payload[1] & 0x7f, 0 | 8))
+        .collect()
+}
+
 /// The share of a block's energy at `freq` (Goertzel): about 1 for that pure tone, about
 /// 2/len for noise (what an encrypted G.711 payload decodes to).
 fn tone_share(block: &[i16], freq: f64) -> f64 {
@@ -271,11 +291,7 @@ fn pjsua2_calls_over_tls_with_srtp_and_nothing_plain_is_on_the_wire() {
         return;
     }
     let p = ports();
-    let tls_port = p.sip + 7;
-    let work = tempfile::tempdir().expect("tmp");
-    let (cert, key) = self_signed_cert(work.path(), "srtp");
-    let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
-    let server = start_with_certificate(&p, &listen, &cert, &key);
+    let (server, tls_port, cert, work) = udp_and_tls_server(&p);
     let play = work.path().join("tone.wav");
     write_tone_wav(&play, 700.0, 3.0);
     for (round, suite, tag_len) in [
@@ -307,11 +323,7 @@ fn pjsua2_calls_over_tls_with_srtp_and_nothing_plain_is_on_the_wire() {
         let f = tone_after_onset(&read_wav_8k(&rec));
         assert!((f - 700.0).abs() < 15.0, "{round}: PJSUA2 heard {f} Hz");
 
-        let media: Vec<&Datagram> = sent
-            .iter()
-            .filter(|d| d.payload.len() > 12 && d.payload[0] >> 6 == 2)
-            .filter(|d| matches!(d.payload[1] & 0x7f, 0 | 8))
-            .collect();
+        let media = g711_media(&sent);
         assert!(
             media.len() > 100,
             "{round}: {} media packets captured",
@@ -364,11 +376,7 @@ fn srtp_phones_reach_plain_phones_and_each_other_as_the_tenant_policy_says() {
         return;
     }
     let p = ports();
-    let tls_port = p.sip + 7;
-    let work = tempfile::tempdir().expect("tmp");
-    let (cert, key) = self_signed_cert(work.path(), "srtp");
-    let listen = format!("udp:127.0.0.1:{s},tls:127.0.0.1:{tls_port}", s = p.sip);
-    let server = start_with_certificate(&p, &listen, &cert, &key);
+    let (server, tls_port, cert, work) = udp_and_tls_server(&p);
     let tls = tls_port.to_string();
     let ca = cert.display().to_string();
     let common = ["--tls-port", tls.as_str(), "--ca", ca.as_str()];
@@ -390,11 +398,7 @@ fn srtp_phones_reach_plain_phones_and_each_other_as_the_tenant_policy_says() {
     ]);
     two_users_hear_each_other(&server, &both);
     let sent = cap.finish();
-    let media: Vec<&Datagram> = sent
-        .iter()
-        .filter(|d| d.payload.len() > 12 && d.payload[0] >> 6 == 2)
-        .filter(|d| matches!(d.payload[1] & 0x7f, 0 | 8))
-        .collect();
+    let media = g711_media(&sent);
     assert!(media.len() > 200, "{} media packets captured", media.len());
     assert!(
         media.iter().all(|d| d.payload.len() > 172),
