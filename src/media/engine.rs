@@ -9,8 +9,10 @@
 //! The call layer talks to the engine with [`MediaEngine`] methods (fire-and-forget commands)
 //! and hears back through the [`MediaEvent`] channel returned by [`MediaEngine::start`].
 //! Bridged legs live on the same worker ([`MediaEngine::create_leg_beside`]), so a bridge is
-//! two legs reading each other's frames in one tick.
+//! two legs reading each other's frames in one tick. Legs set up apart (an attended transfer
+//! joins parties of two calls) are bridged through a [`CrossLink`] instead.
 
+use super::crosslink::CrossLink;
 use super::leg::{
     unix_micros, InbandDtmf, Leg, LegEvent, LegParams, LegQuality, Outgoing, Player, RecordOptions,
     RecordSlot, RecordStop, Recording, Source, FRAME,
@@ -150,6 +152,12 @@ enum Command {
     Bridge {
         a: LegId,
         b: LegId,
+    },
+    /// One side of a bridge across workers.
+    BridgeRemote {
+        id: LegId,
+        link: Arc<CrossLink>,
+        side: usize,
     },
     Unbridge {
         id: LegId,
@@ -406,7 +414,24 @@ impl MediaEngine {
     /// Bridges two legs created beside each other.
     pub fn bridge(&self, a: LegId, b: LegId) -> Result<(), MediaError> {
         if a.worker() != b.worker() {
-            return Err(MediaError::NotBeside);
+            // Apart (an attended transfer): each worker reaches the other through a link.
+            let link = Arc::new(CrossLink::default());
+            self.send(
+                a.worker(),
+                Command::BridgeRemote {
+                    id: a,
+                    link: link.clone(),
+                    side: 0,
+                },
+            )?;
+            return self.send(
+                b.worker(),
+                Command::BridgeRemote {
+                    id: b,
+                    link,
+                    side: 1,
+                },
+            );
         }
         self.send(a.worker(), Command::Bridge { a, b })
     }
@@ -468,6 +493,8 @@ struct Entry {
     sdes: Option<Box<SdesCrypto>>,
     /// SRTP packets refused on this leg (the first and every 500th are logged).
     srtp_refused: u64,
+    /// A bridge partner on another worker, and our side of the link.
+    remote: Option<(Arc<CrossLink>, usize)>,
 }
 
 struct Worker {
@@ -596,11 +623,22 @@ impl Worker {
                 }
                 Command::Bridge { a, b } => {
                     if let (Some(&sa), Some(&sb)) = (self.by_id.get(&a), self.by_id.get(&b)) {
+                        // Whoever they were bridged to before falls back to its own source.
+                        self.unlink(sa);
+                        self.unlink(sb);
                         if let Some(Some(e)) = self.slots.get_mut(sa) {
                             e.partner = Some(sb);
                         }
                         if let Some(Some(e)) = self.slots.get_mut(sb) {
                             e.partner = Some(sa);
+                        }
+                    }
+                }
+                Command::BridgeRemote { id, link, side } => {
+                    if let Some(&s) = self.by_id.get(&id) {
+                        self.unlink(s);
+                        if let Some(Some(e)) = self.slots.get_mut(s) {
+                            e.remote = Some((link, side));
                         }
                     }
                 }
@@ -658,6 +696,7 @@ impl Worker {
             webrtc,
             sdes,
             srtp_refused: 0,
+            remote: None,
             leg: Leg::new(params, Instant::now()),
             rtp,
             rtcp,
@@ -795,14 +834,20 @@ impl Worker {
         self.dispatch(slot, id, partner, events);
     }
 
+    /// Ends `slot`'s bridge, local or remote; its partner (if it still points back) too.
     fn unlink(&mut self, slot: usize) {
         let partner = self
             .slots
             .get_mut(slot)
             .and_then(|e| e.as_mut())
-            .and_then(|e| e.partner.take());
+            .and_then(|e| {
+                e.remote = None;
+                e.partner.take()
+            });
         if let Some(Some(p)) = partner.and_then(|p| self.slots.get_mut(p)) {
-            p.partner = None;
+            if p.partner == Some(slot) {
+                p.partner = None;
+            }
         }
     }
 
@@ -834,6 +879,9 @@ impl Worker {
             };
             let mut events = Vec::new();
             e.leg.pull_frame(&mut events);
+            if let Some((link, side)) = &e.remote {
+                link.put(*side, &e.leg.frame_in);
+            }
             if !events.is_empty() {
                 let (id, partner) = (e.id, e.partner);
                 self.dispatch(slot, id, partner, events);
@@ -844,6 +892,11 @@ impl Worker {
         let mut frame = [0i16; FRAME];
         for slot in 0..self.slots.len() {
             let partner_frame = match self.slots.get(slot) {
+                // A partner on another worker: what it heard, silence while nothing came.
+                Some(Some(Entry {
+                    remote: Some((link, side)),
+                    ..
+                })) => Some(link.take(*side).unwrap_or([0; FRAME])),
                 Some(Some(e)) => e
                     .partner
                     .and_then(|p| self.slots.get(p))
@@ -1217,6 +1270,53 @@ mod tests {
             }
         }
         assert!(saw_digit && saw_relay);
+        engine.destroy(a).expect("d");
+        engine.destroy(b).expect("d");
+    }
+
+    /// An attended transfer's shape: two legs made apart, on two workers, then bridged (the
+    /// leg each was bridged to before falls back to its own source).
+    #[test]
+    fn legs_on_two_workers_hear_each_other_through_a_link() {
+        let (engine, _events) = MediaEngine::start(MediaConfig {
+            workers: 2,
+            prompts_dir: "prompts".into(),
+            tenant_prompts_dir: None,
+        })
+        .expect("engine");
+        let pool = RtpPortPool::new("127.0.0.1".parse().expect("ip"), 43200, 43209);
+        let (pa, pb) = (peer(), peer());
+        let (la, lb) = (pool.allocate().expect("a"), pool.allocate().expect("b"));
+        let (port_a, port_b) = (la.port(), lb.port());
+        let a = engine
+            .create_leg(
+                la.into(),
+                params(pa.local_addr().expect("a"), Law::Ulaw, 0, None),
+            )
+            .expect("a");
+        let b = engine
+            .create_leg(
+                lb.into(),
+                params(pb.local_addr().expect("b"), Law::Ulaw, 0, None),
+            )
+            .expect("b");
+        assert_ne!(a.worker(), b.worker(), "made apart");
+        engine.bridge(a, b).expect("bridge");
+        let sender = std::thread::spawn(move || {
+            for p in &tone_packets(Law::Ulaw, 600.0, 60, 10) {
+                pa.send_to(p, SocketAddr::from(([127, 0, 0, 1], port_a)))
+                    .expect("send");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (heard, _) = exchange(&pb, SocketAddr::from(([127, 0, 0, 1], port_b)), &[], 1200);
+        sender.join().expect("join");
+        let loud: Vec<i16> = heard
+            .into_iter()
+            .skip_while(|s| s.unsigned_abs() < 1000)
+            .collect();
+        assert!(loud.len() > 2000, "B heard {} loud samples", loud.len());
+        assert!((freq(&loud[..2000]) - 600.0).abs() < 15.0);
         engine.destroy(a).expect("d");
         engine.destroy(b).expect("d");
     }

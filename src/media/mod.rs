@@ -13,6 +13,7 @@
 //! - [`leg`]: one leg's media logic with no I/O; [`engine`]: the workers that run many legs on
 //!   one shared 20 ms tick per core, and the command/event API the call layer uses.
 
+mod crosslink;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
