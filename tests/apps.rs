@@ -66,33 +66,6 @@ fn info_digit_call(
     sipp_at(sip_port, p, scenario, &args)
 }
 
-/// The tenant's call records through the admin API, oldest first, once `n` have reached the
-/// history store (they are spooled and written a moment after each call ends).
-fn call_records(server: &Server, n: usize) -> Vec<Value> {
-    let http = Client::new();
-    let url = format!(
-        "http://127.0.0.1:{}/v1/tenants/demo/call-logs?limit=500",
-        server.api_port
-    );
-    let mut out: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        out = http
-            .get(&url)
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .ok()
-            .and_then(|r| r.json::<Value>().ok())
-            .and_then(|v| v["items"].as_array().cloned())
-            .unwrap_or_default();
-        if out.len() >= n {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    out.sort_by_key(|r: &Value| r["start_unix"].as_u64());
-    out
-}
-
 /// A call recording's audio through the admin API (`name` as in the call record:
 /// `TENANT/FILE`), once its metadata has reached the history store.
 fn recording_bytes(server: &Server, name: &str) -> Vec<u8> {

@@ -429,3 +429,65 @@ fn srtp_phones_reach_plain_phones_and_each_other_as_the_tenant_policy_says() {
         server.log_text()
     );
 }
+
+/// Attended transfer from a desk phone's Transfer key (REFER with Replaces, RFC 3891):
+/// 100 (440 Hz) calls 101 (700 Hz); 101 holds it, calls 102 (1000 Hz), then transfers with
+/// PJSUA2's `xferReplaces`. 100 and 102 end up talking (each hears the other's tone at the end
+/// of its recording), 101's two calls end, and the records show it: the first call lists the
+/// leg to 102, the consultation call ended with cause `transferred`.
+#[test]
+fn a_desk_phone_transfers_after_consulting_and_the_other_two_talk() {
+    if !pjsua_available() {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let dir = tempfile::tempdir().expect("tmp");
+    for f in [440.0, 700.0, 1000.0] {
+        write_tone_wav(&dir.path().join(format!("{f}.wav")), f, 2.0);
+    }
+    let out = Command::new("python3")
+        .arg(repo().join("integration/pjsua/attended_transfer.py"))
+        .args(["--server", &format!("127.0.0.1:{}", server.sip_port)])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run pjsua");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("OK"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    for (who, want) in [("a", 1000.0), ("c", 440.0)] {
+        let heard = read_wav_8k(&dir.path().join(format!("{who}-heard.wav")));
+        assert!(
+            heard.len() > 16000,
+            "{who} recorded {} samples",
+            heard.len()
+        );
+        // The last second, minus the hang-up's edge.
+        let tail = &heard[heard.len() - 12000..heard.len() - 4000];
+        let f = tone_frequency(tail);
+        assert!(
+            (f - want).abs() < 15.0,
+            "{who} heard {f} Hz at the end, not {want}\n{}",
+            server.log_text()
+        );
+    }
+    let records = call_records(&server, 2);
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (first, consultation) = (&records[0], &records[1]);
+    assert_eq!(first["to"], "101", "{first}");
+    assert_eq!(
+        first["legs"].as_array().map(Vec::len),
+        Some(2),
+        "the first call lists 101's leg and 102's: {first}"
+    );
+    assert_eq!(
+        consultation["hangup_cause"], "transferred",
+        "{consultation}"
+    );
+    assert!(server.log_text().contains("attended transfer"));
+}

@@ -26,6 +26,9 @@ except ImportError:  # pragma: no cover - environment problem
         "`pip install -r integration/pjsua/requirements.txt`\n")
     sys.exit(4)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pjcommon import lib_create, lib_init  # noqa: E402
+
 ANSWER_TIMEOUT_S = 10.0
 MEDIA_TIMEOUT_S = 5.0
 DISCONNECT_TIMEOUT_S = 5.0
@@ -156,36 +159,11 @@ def configure_codecs(ep):
         ep.codecSetPriority(cid, prio)
 
 
-def lib_create(ep):
-    # pjlib logs a few lines to stdout inside libCreate(), before any log
-    # config can be applied; send them to stderr so stdout carries only the
-    # one-line summary.
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        ep.libCreate()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def run(opts):
     ep = pj.Endpoint()
     lib_create(ep)
     try:
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.userAgent = "switchyard-pjsua-echo"
-        cfg.logConfig.level = opts.log_level
-        cfg.logConfig.consoleLevel = opts.log_level
-        cfg.medConfig.noVad = True
-        cfg.medConfig.ecTailLen = 0
-        cfg.medConfig.clockRate = 8000
-        cfg.medConfig.sndClockRate = 8000
-        cfg.medConfig.channelCount = 1
-        ep.libInit(cfg)
+        lib_init(ep, "switchyard-pjsua-echo", opts.log_level)
 
         tcfg = pj.TransportConfig()
         tcfg.port = opts.local_port

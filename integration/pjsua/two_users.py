@@ -49,6 +49,9 @@ except ImportError:  # pragma: no cover - environment problem
         "`pip install -r integration/pjsua/requirements.txt`\n")
     sys.exit(4)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pjcommon import lib_init  # noqa: E402
+
 REGISTER_TIMEOUT_S = 5.0
 ANSWER_TIMEOUT_S = 10.0
 # The demo users ring for ring_timeout_secs = 20 before voicemail takes the call.
@@ -347,21 +350,8 @@ def run(opts, out):
 
 
 def session(ep, opts, out):
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = True
-    cfg.uaConfig.userAgent = "switchyard-pjsua-two-users"
-    file_level = opts.log_file_level if opts.log_file else 0
-    cfg.logConfig.level = max(opts.log_level, file_level)
-    cfg.logConfig.consoleLevel = opts.log_level
-    if opts.log_file:
-        cfg.logConfig.filename = opts.log_file
-    cfg.medConfig.noVad = True
-    cfg.medConfig.ecTailLen = 0
-    cfg.medConfig.clockRate = 8000
-    cfg.medConfig.sndClockRate = 8000
-    cfg.medConfig.channelCount = 1
-    ep.libInit(cfg)
+    lib_init(ep, "switchyard-pjsua-two-users", opts.log_level, opts.log_file,
+             opts.log_file_level)
 
     tids = []
     for who in ("caller", "callee"):

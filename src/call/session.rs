@@ -478,6 +478,32 @@ impl CallSession {
         true
     }
 
+    /// Attended transfer: the caller is joined to `leg`, an answered leg that belonged to
+    /// another call (the transferor's consultation call). Returns the leg bridged so far
+    /// (the transferor), which the call layer ends; false when the call is over.
+    pub fn adopt_peer(&mut self, leg: u64) -> Option<Option<u64>> {
+        if self.ended || !self.answered {
+            return None;
+        }
+        let old = self.peer.replace(leg);
+        self.early = None;
+        self.playing = None;
+        self.gather = None;
+        self.effects.push_back(Effect::Bridge { leg });
+        tracing::info!(call = self.cx.call, leg, transferor = ?old, "caller joined to the consulted party");
+        Some(old)
+    }
+
+    /// The bridged leg `leg` leaves this call for another (attended transfer): forgotten,
+    /// not hung up. False when it is not this call's bridged leg.
+    pub fn release_peer(&mut self, leg: u64) -> bool {
+        if self.peer != Some(leg) || self.ended {
+            return false;
+        }
+        self.peer = None;
+        true
+    }
+
     /// An outgoing leg rings.
     pub fn on_leg_progress(&mut self, leg: u64) {
         let dialing = self.dialing.as_ref().is_some_and(|d| d.legs.contains(&leg));

@@ -10,7 +10,7 @@
 //!    tells the call layer about calls and takes its actions.
 
 pub use switchyard_sip::{
-    auth_guard, dialog, digest, headers, ids, message, registrar, response, transaction,
+    auth_guard, dialog, digest, headers, ids, message, registrar, replaces, response, transaction,
 };
 pub mod endpoint;
 pub mod transport;

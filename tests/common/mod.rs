@@ -1003,3 +1003,30 @@ pub fn has_a_second_of_600hz(heard: &[i16]) -> bool {
         }
     })
 }
+
+/// The tenant's call records through the admin API, oldest first, once `n` have reached the
+/// history store (they are spooled and written a moment after each call ends).
+pub fn call_records(server: &Server, n: usize) -> Vec<serde_json::Value> {
+    let http = reqwest::blocking::Client::new();
+    let url = format!(
+        "http://127.0.0.1:{}/v1/tenants/demo/call-logs?limit=500",
+        server.api_port
+    );
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..100 {
+        out = http
+            .get(&url)
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<serde_json::Value>().ok())
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default();
+        if out.len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out.sort_by_key(|r: &serde_json::Value| r["start_unix"].as_u64());
+    out
+}

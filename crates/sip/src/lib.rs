@@ -24,5 +24,6 @@ pub mod headers;
 pub mod ids;
 pub mod message;
 pub mod registrar;
+pub mod replaces;
 pub mod response;
 pub mod transaction;

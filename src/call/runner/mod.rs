@@ -400,6 +400,19 @@ impl CallRunner {
                     tracing::info!(call = parent, %target, "transfer target reaches nothing: the call goes on");
                 }
             }
+            CallEvent::AttendedTransfer {
+                call: leg,
+                replaces,
+            } => {
+                if let Err(why) = self.attended_transfer(leg, replaces) {
+                    tracing::warn!(
+                        leg,
+                        consultation = replaces,
+                        reason = why,
+                        "attended transfer not done: the calls go on"
+                    );
+                }
+            }
             CallEvent::LegFailed { leg, code } => {
                 let Some(parent) = self.children.get(&leg).map(|c| c.parent) else {
                     return;
@@ -570,6 +583,71 @@ impl CallRunner {
             .is_some_and(|e| !e.ended && e.session.transfer(dialed, now, unix));
         self.apply(call);
         ok
+    }
+
+    /// Attended transfer: the transferor (leg `leg` of one call) consulted someone in call
+    /// `consultation` (its own call, bridged to that party's leg). The first call's caller is
+    /// joined to the consulted party's leg, which moves to the first call (its record lists
+    /// it), and both of the transferor's dialogs end with cause `transferred`.
+    fn attended_transfer(&mut self, leg: u64, consultation: u64) -> Result<(), &'static str> {
+        let call = self
+            .children
+            .get(&leg)
+            .map(|c| c.parent)
+            .ok_or("no such leg")?;
+        if call == consultation {
+            return Err("the leg's own call");
+        }
+        let consulted = self
+            .calls
+            .get(&consultation)
+            .filter(|e| !e.ended)
+            .and_then(|e| e.session.peer())
+            .filter(|p| {
+                self.children
+                    .get(p)
+                    .is_some_and(|c| c.parent == consultation)
+            })
+            .ok_or("the consultation call is not bridged to anyone")?;
+        let first = self.calls.get(&call).filter(|e| !e.ended);
+        if first.and_then(|e| e.session.peer()) != Some(leg) {
+            return Err("the transferor is not bridged to the caller");
+        }
+        let second = self.calls.get_mut(&consultation).ok_or("gone")?;
+        if !second.session.release_peer(consulted) {
+            return Err("the consulted party is not the consultation call's");
+        }
+        let moved = second.draft.legs.iter().position(|l| l.leg == consulted);
+        let record = moved.map(|i| second.draft.legs.remove(i));
+        if let Some(c) = self.children.get_mut(&consulted) {
+            c.parent = call;
+        }
+        let e = self.calls.get_mut(&call).ok_or("gone")?;
+        e.draft.legs.extend(record);
+        e.session.adopt_peer(consulted);
+        for (ended, why) in [
+            (leg, "attended transfer: the transferor's leg"),
+            (consultation, "attended transfer: the consultation call"),
+        ] {
+            self.actions.push_back(CallAction::Hangup {
+                call: ended,
+                cause: HangupCause::Transferred,
+                reason: why.into(),
+            });
+        }
+        // The transferor usually held the caller while it consulted: the caller is taken off
+        // hold (a re-INVITE with sendrecv; harmless when it was not held).
+        self.actions
+            .push_back(CallAction::Hold { call, hold: false });
+        tracing::info!(
+            call,
+            consulted,
+            transferor = leg,
+            consultation,
+            "attended transfer"
+        );
+        self.apply(call);
+        Ok(())
     }
 
     /// Starts (`start`) or stops the recording of call `call` (admin API, on-demand policy).

@@ -309,6 +309,16 @@ pub enum CallEvent {
         /// Refer-To user part.
         target: String,
     },
+    /// The called party asked (REFER with `Replaces`) for an attended transfer: the caller of
+    /// its call is to be joined to the party it consulted in call `replaces` (a call the
+    /// transferor placed through us, same tenant, same phone), and both of the transferor's
+    /// dialogs end.
+    AttendedTransfer {
+        /// The leg that sent the REFER.
+        call: u64,
+        /// The transferor's consultation call (our id), named by `Replaces`.
+        replaces: u64,
+    },
     /// A party's own re-INVITE put the call on hold or took it off (pass it to the other).
     HoldChanged {
         /// Call or leg id.
@@ -419,6 +429,8 @@ pub struct EndpointStats {
     pub trunk_failovers: u64,
     /// Offers refused for their SRTP (keys without TLS, against the tenant's policy).
     pub srtp_offers_refused: u64,
+    /// Attended transfers refused: `Replaces` named no dialog the transferor has with us.
+    pub replaces_refused: u64,
 }
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).

@@ -32,7 +32,7 @@ pub(super) enum OutState {
 pub(super) struct OutCall {
     pub(super) span: tracing::Span,
     /// The parent call's tenant: the leg counts toward its concurrent-call limit.
-    tenant: String,
+    pub(super) tenant: String,
     pub(super) peer: Peer,
     pub(super) request_uri: String,
     /// `Route` header lines for requests outside the dialog (INVITE, its ACK and CANCEL): the

@@ -159,6 +159,7 @@ impl Harness {
                 | CallEvent::LegAnswered { .. }
                 | CallEvent::LegFailed { .. }
                 | CallEvent::Transfer { .. }
+                | CallEvent::AttendedTransfer { .. }
                 | CallEvent::HoldChanged { .. }
                 | CallEvent::LegEarlyMedia { .. } => {}
                 CallEvent::Digit { digit, .. } => self.digits.push(digit),
