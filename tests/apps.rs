@@ -647,6 +647,42 @@ fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
     assert!(server.log_text().contains("provider challenged"));
 }
 
+/// An attended transfer whose `Replaces` names no dialog the transferor has with us: the
+/// REFER gets 202, then NOTIFY 100 and a final NOTIFY 481; the call goes on (the caller stays
+/// bridged to the phone until it hangs up); the refusal is logged and counted.
+#[test]
+fn an_attended_transfer_naming_no_dialog_is_refused_and_the_call_goes_on() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let transferor = phone_for_101(
+        &server,
+        "uas_transfer_unknown_replaces.xml",
+        &["-m", "1", "-rtp_echo"],
+        |_| {},
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_stream.xml",
+        Some(&sine_wave(1000.0, 3.0)),
+        &["-s", "+15550101", "-d", "3000"],
+    );
+    let (t_ok, t_out) = transferor.join().expect("transferor");
+    assert!(t_ok, "transferor: {t_out}\n{}", server.log_text());
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+    let recs = call_records(&server, 1);
+    assert_eq!(recs[0]["hangup_cause"], "caller_hangup", "{recs:?}");
+    assert!(server.log_text().contains("attended transfer refused"));
+    assert_eq!(
+        metric_value(server.api_port, "switchyard_sip_replaces_refused_total"),
+        1.0
+    );
+}
+
 /// Blind transfer: the called phone answers, then REFERs the caller to the echo test (600);
 /// it gets 202 and NOTIFY sipfrag progress and is hung up, and the caller's call goes on in
 /// the echo test (seen in the live call list).

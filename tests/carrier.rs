@@ -415,24 +415,8 @@ fn a_carrier_found_by_naptr_and_srv_takes_the_call_over_mutual_tls_after_two_fai
             String::from_utf8_lossy(clear)
         );
     }
-    let metrics = reqwest::blocking::get(api_url(server.api_port, "/metrics"))
-        .and_then(|r| r.text())
-        .expect("metrics");
-    let figure = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    assert_eq!(figure("switchyard_trunk_failovers_total"), 2.0, "{metrics}");
-    assert!(
-        figure("switchyard_trunk_dns_failures_total") >= 1.0,
-        "{metrics}"
-    );
-    assert!(
-        figure("switchyard_sip_tls_handshake_failures_total") >= 1.0,
-        "{metrics}"
-    );
+    let figure = |name: &str| metric_value(server.api_port, name);
+    assert_eq!(figure("switchyard_trunk_failovers_total"), 2.0);
+    assert!(figure("switchyard_trunk_dns_failures_total") >= 1.0);
+    assert!(figure("switchyard_sip_tls_handshake_failures_total") >= 1.0);
 }

@@ -124,6 +124,11 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         counter(g(&l.trunk_unresolved)),
     );
     r.register(
+        "sip_replaces_refused",
+        "Attended transfers refused: Replaces named no answered call of the transferor's",
+        counter(g(&l.sip_replaces_refused)),
+    );
+    r.register(
         "srtp_offers_refused",
         "Calls refused for their SRTP offer (keys without TLS, against the tenant's policy)",
         counter(g(&l.srtp_offers_refused)),

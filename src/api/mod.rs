@@ -70,6 +70,8 @@ pub struct LiveStats {
     pub trunk_unresolved: AtomicU64,
     /// Offers refused for their SRTP.
     pub srtp_offers_refused: AtomicU64,
+    /// Attended transfers refused (`Replaces` naming no dialog of the transferor's).
+    pub sip_replaces_refused: AtomicU64,
     /// SRTP packets dropped (failed authentication, replays).
     pub srtp_packets_refused: AtomicU64,
     /// Failed digest authentications.

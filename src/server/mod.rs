@@ -946,6 +946,8 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
         .store(st.trunk_unresolved, Ordering::Relaxed);
     live.srtp_offers_refused
         .store(st.srtp_offers_refused, Ordering::Relaxed);
+    live.sip_replaces_refused
+        .store(st.replaces_refused, Ordering::Relaxed);
     live.sip_auth_failures
         .store(st.auth_failures, Ordering::Relaxed);
     live.sip_auth_refused

@@ -1030,3 +1030,16 @@ pub fn call_records(server: &Server, n: usize) -> Vec<serde_json::Value> {
     out.sort_by_key(|r: &serde_json::Value| r["start_unix"].as_u64());
     out
 }
+
+/// A figure from the server's `/metrics` (the first line starting with `name`), 0 when absent.
+pub fn metric_value(api_port: u16, name: &str) -> f64 {
+    let metrics = reqwest::blocking::get(api_url(api_port, "/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}

@@ -100,20 +100,30 @@ impl Rig {
         &mut self,
         tenant: Arc<crate::tenant::Tenant>,
     ) -> (LegId, LegId, Vec<MediaCall>) {
+        self.bridged_user_call_as(1, 2, tenant)
+    }
+
+    /// Call `call` to user 101, answered on leg `leg` and bridged.
+    fn bridged_user_call_as(
+        &mut self,
+        call: u64,
+        leg: u64,
+        tenant: Arc<crate::tenant::Tenant>,
+    ) -> (LegId, LegId, Vec<MediaCall>) {
         self.incoming(
-            1,
+            call,
             tenant,
             Target::User {
                 extension: "101".into(),
             },
         );
         self.actions();
-        self.runner.dial_done(1, 1, self.now, UNIX);
-        self.event(CallEvent::LegStarted { leg: 2, parent: 1 });
-        self.event(CallEvent::LegAnswered { leg: 2 });
+        self.runner.dial_done(call, 1, self.now, UNIX);
+        self.event(CallEvent::LegStarted { leg, parent: call });
+        self.event(CallEvent::LegAnswered { leg });
         self.actions();
-        let (callee, _) = self.media_start(2);
-        let (caller, asked) = self.media_start(1);
+        let (callee, _) = self.media_start(leg);
+        let (caller, asked) = self.media_start(call);
         (caller, callee, asked)
     }
 
@@ -304,6 +314,83 @@ fn the_called_party_transfers_the_caller_to_another_destination() {
     assert!(
         path.ends_with("echo"),
         "the caller runs the echo test now: {path}"
+    );
+}
+
+#[test]
+fn an_attended_transfer_joins_the_caller_to_the_consulted_party() {
+    let mut r = Rig::new();
+    // Call 1 (caller, leg 2 = the transferor) and call 3 (the transferor's consultation call,
+    // leg 4 = the consulted party).
+    let (caller, transferor, _) = r.bridged_user_call(demo(|_| {}));
+    let (consultation, consulted, _) = r.bridged_user_call_as(3, 4, demo(|_| {}));
+    r.media.take();
+    r.event(CallEvent::AttendedTransfer {
+        call: 2,
+        replaces: 1,
+    });
+    assert!(
+        r.actions().is_empty(),
+        "a leg's own call is no consultation"
+    );
+    r.event(CallEvent::AttendedTransfer {
+        call: 2,
+        replaces: 3,
+    });
+    let actions = r.actions();
+    for ended in [2, 3] {
+        assert!(
+            actions.iter().any(|a| matches!(a, CallAction::Hangup { call, cause: HangupCause::Transferred, .. } if *call == ended)),
+            "{ended} is hung up: {actions:?}"
+        );
+    }
+    assert!(actions.contains(&CallAction::Hold {
+        call: 1,
+        hold: false
+    }));
+    assert!(r
+        .media
+        .take()
+        .contains(&MediaCall::Bridge(caller, consulted)));
+    r.ended(2, EndedBy::Server, HangupCause::Transferred);
+    r.ended(3, EndedBy::Server, HangupCause::Transferred);
+    assert!(
+        !r.actions()
+            .iter()
+            .any(|a| matches!(a, CallAction::Hangup { call: 4, .. })),
+        "the consulted party stays"
+    );
+    r.closed(transferor);
+    r.closed(consultation);
+    let rec = r
+        .runner
+        .poll_finished()
+        .expect("consultation record")
+        .record;
+    assert_eq!(rec.hangup_cause, HangupCause::Transferred);
+    assert!(
+        rec.legs.is_empty(),
+        "the consulted leg moved: {:?}",
+        rec.legs
+    );
+    // The caller hangs up: the consulted party is hung up with it, and call 1's record lists
+    // both legs.
+    r.ended(1, EndedBy::Caller, HangupCause::CallerHangup);
+    assert!(r
+        .actions()
+        .iter()
+        .any(|a| matches!(a, CallAction::Hangup { call: 4, .. })));
+    r.ended(4, EndedBy::Server, HangupCause::Server);
+    r.closed(consulted);
+    r.closed(caller);
+    let rec = r
+        .runner
+        .poll_finished()
+        .expect("first call's record")
+        .record;
+    assert_eq!(
+        rec.legs.iter().map(|l| l.leg).collect::<Vec<_>>(),
+        vec![2, 4]
     );
 }
 
