@@ -1173,6 +1173,27 @@ fn a_leg_refreshes_its_session_and_ends_when_a_refresh_fails() {
     assert!(log.contains("session refresh failed"), "{log}");
 }
 
+/// UPDATE with an SDP offer (RFC 3311): SIPp holds and resumes its call to the echo test by
+/// UPDATE; each 200 carries our answer (`a=recvonly`, then `a=sendrecv`), and the media side
+/// hears of each change.
+#[test]
+fn a_caller_holds_and_resumes_by_update() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "update_offer.xml",
+        &["-m", "1", "-s", "+15550600"],
+    );
+    assert!(ok, "{out}\n{}", server.log_text());
+    let log = server.log_text();
+    assert_eq!(log.matches("UPDATE with an offer").count(), 2, "{log}");
+}
+
 /// Session timers (RFC 4028) with a real UAC: SIPp asks for a 6 s session, gets it with
 /// `refresher=uac` and `Require: timer`, refreshes once by UPDATE (RFC 3311), then stops: the
 /// server hangs up (BYE) and the call record says `session_expired`. A request below the

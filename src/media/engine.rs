@@ -1316,7 +1316,11 @@ mod tests {
             .skip_while(|s| s.unsigned_abs() < 1000)
             .collect();
         assert!(loud.len() > 2000, "B heard {} loud samples", loud.len());
-        assert!((freq(&loud[..2000]) - 600.0).abs() < 15.0);
+        // Two workers' grids under a loaded test run may cost a frame here and there: the
+        // tone is judged by the median of 50 ms blocks.
+        let mut f: Vec<f32> = loud.chunks_exact(400).map(freq).collect();
+        f.sort_by(|a, b| a.total_cmp(b));
+        assert!((f[f.len() / 2] - 600.0).abs() < 15.0, "{f:?}");
         engine.destroy(a).expect("d");
         engine.destroy(b).expect("d");
     }

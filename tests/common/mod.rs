@@ -649,6 +649,17 @@ pub fn write_ulaw_wav(path: &Path, samples: &[i16]) {
     std::fs::write(path, b).expect("write wav");
 }
 
+/// The tone in `s` as the median of its 100 ms blocks' frequencies: a lost or repeated
+/// frame here and there (a loaded machine) does not move it.
+pub fn median_tone(s: &[i16]) -> f32 {
+    let mut f: Vec<f32> = s.chunks_exact(800).map(tone_frequency).collect();
+    if f.is_empty() {
+        return 0.0;
+    }
+    f.sort_by(|a, b| a.total_cmp(b));
+    f[f.len() / 2]
+}
+
 /// Frequency of a pure tone by zero crossings.
 pub fn tone_frequency(s: &[i16]) -> f32 {
     let crossings = s.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();

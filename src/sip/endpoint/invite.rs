@@ -54,7 +54,7 @@ pub(super) struct Call {
     /// under the call's id until the call layer starts its media.
     pub(super) rtp_port: u16,
     /// True once `CallEvent::MediaStart` was emitted (the call layer takes the reserved media).
-    media_started: bool,
+    pub(super) media_started: bool,
     /// Where the call was routed.
     target: Target,
     pub(super) audio: Option<NegotiatedAudio>,
@@ -70,7 +70,7 @@ pub(super) struct Call {
     early_media: bool,
     /// Our answer to a browser's offer (made by its WebRTC transport); every SDP we send
     /// in the call is this one.
-    webrtc_answer: Option<String>,
+    pub(super) webrtc_answer: Option<String>,
     /// The session timer's interval (RFC 4028), seconds, when the caller asked for one.
     pub(super) session_interval: Option<u32>,
     /// When the session ends without a refresh.
@@ -390,7 +390,7 @@ impl Endpoint {
     }
 
     /// The SDP we send: an answer to `offer`, or an offer of our own.
-    fn local_sdp(&mut self, id: u64, offer: Option<&SessionDescription>) -> String {
+    pub(super) fn local_sdp(&mut self, id: u64, offer: Option<&SessionDescription>) -> String {
         let public_ip = self.cfg.public_ip;
         let Some(call) = self.calls.get_mut(&id) else {
             return String::new();
@@ -771,42 +771,10 @@ impl Endpoint {
             return self.browser_reinvite(now, key, id, req);
         }
         if !req.body().is_empty() {
-            match SessionDescription::parse(req.body()).and_then(|o| negotiate(&o).map(|n| (o, n)))
-            {
-                Ok((o, mut neg)) => {
-                    let Some(call) = self.calls.get_mut(&id) else {
-                        return;
-                    };
-                    let ours = call.audio.as_ref().and_then(|a| a.srtp.as_ref());
-                    let (transport, policy) = (call.peer.transport, call.srtp_policy);
-                    if let Err(e) = super::srtp::admit(&mut neg, transport, policy, ours) {
-                        let peer = call.peer;
-                        return self.refuse_srtp(now, &key, &req, &peer, &e);
-                    }
-                    call.span.in_scope(|| {
-                        tracing::info!(
-                            hold = neg.is_hold(),
-                            direction = neg.direction.as_str(),
-                            "re-INVITE"
-                        )
-                    });
-                    let was_hold = call.audio.as_ref().is_some_and(|a| a.is_hold());
-                    if neg.is_hold() != was_hold {
-                        self.events.push_back(CallEvent::HoldChanged {
-                            call: id,
-                            hold: neg.is_hold(),
-                        });
-                    }
-                    let Some(call) = self.calls.get_mut(&id) else {
-                        return;
-                    };
-                    call.audio = Some(neg);
-                    offer = Some(o);
-                }
-                Err(e) => {
-                    return self.refuse_sdp(now, &key, &req, &e);
-                }
-            }
+            let Some(o) = self.take_offer(now, &key, &req, id, "re-INVITE") else {
+                return;
+            };
+            offer = Some(o);
         }
         let sdp = self.local_sdp(id, offer.as_ref());
         // A re-INVITE refreshes the session too (RFC 4028 §10).
@@ -833,6 +801,51 @@ impl Endpoint {
             }
         }
         self.start_media(id);
+    }
+
+    /// An offer from the caller inside its call (re-INVITE, UPDATE): negotiated, held to the
+    /// SRTP rules, and kept as the call's audio; a hold or resume is passed on. `None` when it
+    /// was refused (the 488 is sent here).
+    pub(super) fn take_offer(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        req: &SipRequest,
+        id: u64,
+        method: &'static str,
+    ) -> Option<SessionDescription> {
+        let (o, mut neg) = match SessionDescription::parse(req.body())
+            .and_then(|o| negotiate(&o).map(|n| (o, n)))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.refuse_sdp(now, key, req, &e);
+                return None;
+            }
+        };
+        let call = self.calls.get_mut(&id)?;
+        let ours = call.audio.as_ref().and_then(|a| a.srtp.as_ref());
+        let (transport, policy) = (call.peer.transport, call.srtp_policy);
+        if let Err(e) = super::srtp::admit(&mut neg, transport, policy, ours) {
+            let peer = call.peer;
+            self.refuse_srtp(now, key, req, &peer, &e);
+            return None;
+        }
+        call.span.in_scope(|| {
+            tracing::info!(
+                hold = neg.is_hold(),
+                direction = neg.direction.as_str(),
+                "{method} with an offer"
+            )
+        });
+        let was_hold = call.audio.as_ref().is_some_and(|a| a.is_hold());
+        let hold = neg.is_hold();
+        call.audio = Some(neg);
+        if hold != was_hold {
+            self.events
+                .push_back(CallEvent::HoldChanged { call: id, hold });
+        }
+        Some(o)
     }
 
     /// Ends a call from our side: BYE once it is answered, a final error while ringing.

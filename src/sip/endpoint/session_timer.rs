@@ -10,8 +10,9 @@
 //! call slot long before the RTP timeout would notice on a silent call on hold.
 //!
 //! A caller that does not say it supports timers gets none (§9 lets the UAS decline). The
-//! legs we place have their own (`leg_timer.rs`). UPDATE carrying an SDP offer is refused with 488 for now: the
-//! refresh is what callers use it for; media changes come by re-INVITE.
+//! legs we place have their own (`leg_timer.rs`). An UPDATE carrying an SDP offer (RFC 3311
+//! §5.2) is answered like a re-INVITE's (hold, resume, a new address, SRTP keys) in its 200,
+//! once the call is answered; before that, or while our 2xx awaits its ACK, it gets 491.
 
 use super::invite::CallState;
 use super::{Endpoint, Now, TimerRef, TxKey};
@@ -123,12 +124,16 @@ impl Endpoint {
         );
     }
 
-    /// UPDATE in a dialog (RFC 3311): a session refresh. An offer in it is refused (488).
+    /// UPDATE in a dialog (RFC 3311): a session refresh, and an offer when it has a body.
     pub(super) fn handle_update(&mut self, now: Now, key: TxKey, req: SipRequest) {
         let Some(id) = self.dialog_of(&req) else {
             return self.respond(now, &key, &req, ResponseBuilder::new(481));
         };
         if !self.calls.contains_key(&id) {
+            if !req.body().is_empty() && self.out_calls.contains_key(&id) {
+                // The called party's offer: answered as its re-INVITE would be.
+                return self.leg_reinvite(now, key, id, req);
+            }
             // An outgoing leg's party refreshing the session it asked for (`leg_timer.rs`).
             self.leg_session_refreshed_by_peer(now, id);
             return self.respond(now, &key, &req, ResponseBuilder::new(200));
@@ -140,14 +145,37 @@ impl Endpoint {
             let b = ResponseBuilder::new(500).reason("Out of order CSeq");
             return self.respond(now, &key, &req, b);
         }
+        let mut answer = None;
         if !req.body().is_empty() {
-            let b = ResponseBuilder::new(488).reason("Not Acceptable Here (offer in UPDATE)");
-            return self.respond(now, &key, &req, b);
+            if call.state != CallState::Confirmed || call.webrtc_answer.is_some() {
+                // Offers before the answer is confirmed cross ours; a browser's media is its
+                // WebRTC transport's (re-INVITE only).
+                let b = ResponseBuilder::new(491).header("Retry-After", "1");
+                return self.respond(now, &key, &req, b);
+            }
+            call.dialog.refresh_target(req.header("Contact"));
+            let Some(offer) = self.take_offer(now, &key, &req, id, "UPDATE") else {
+                return;
+            };
+            answer = Some(self.local_sdp(id, Some(&offer)));
+        } else {
+            call.dialog.refresh_target(req.header("Contact"));
         }
-        call.dialog.refresh_target(req.header("Contact"));
         self.session_refreshed(now, id, Some(&req));
         let interval = self.calls.get(&id).and_then(|c| c.session_interval);
-        let b = with_session_headers(self.dialog_response(id, 200), interval);
+        let mut b = with_session_headers(self.dialog_response(id, 200), interval);
+        if let Some(sdp) = answer {
+            b = b.body("application/sdp", sdp);
+            if let Some(c) = self.calls.get(&id).filter(|c| c.media_started) {
+                if let Some(audio) = c.audio.clone() {
+                    self.events
+                        .push_back(crate::sip::endpoint::CallEvent::MediaUpdate {
+                            call: id,
+                            audio,
+                        });
+                }
+            }
+        }
         self.respond(now, &key, &req, b);
     }
 }
