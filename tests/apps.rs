@@ -1137,40 +1137,40 @@ fn early_media_through(scenario: &'static str) -> String {
 }
 
 /// Session timers on a leg we place (RFC 4028): the provider answers with
-/// `Session-Expires: 6;refresher=uac`; our UPDATE refresh comes within the interval and is
-/// accepted, the next is refused (481), and the leg and the caller's call end with BYEs.
+/// `Session-Expires: 6;refresher=uac`; our refresh comes within the interval and is accepted,
+/// the next is refused, and the leg and the caller's call end with BYEs. A provider whose 2xx
+/// allows UPDATE is refreshed by UPDATE (the second refused with 481); one that does not say
+/// so, by re-INVITE with our SDP (the second refused with 488).
 #[test]
 fn a_leg_refreshes_its_session_and_ends_when_a_refresh_fails() {
     if !peer_available("sipp") {
         return;
     }
-    let p = ports();
-    let server = Server::start(&p, &[("SWITCHYARD_SIP_SESSION_MIN_SECS", "5")]);
-    let provider = ports();
-    route_to_carrier(&server, provider.sipp, json!({}));
-    let carrier = {
-        let sip_port = server.sip_port;
-        std::thread::spawn(move || {
-            sipp_at(
-                sip_port,
-                &provider,
-                "provider_session_timer.xml",
-                &["-m", "1"],
-            )
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = sipp(
-        &server,
-        &p,
-        "wait_for_bye.xml",
-        &["-m", "1", "-s", "+15550555"],
-    );
-    let (c_ok, c_out) = carrier.join().expect("carrier");
-    assert!(c_ok, "provider: {c_out}\n{}", server.log_text());
-    assert!(ok, "caller: {out}\n{}", server.log_text());
-    let log = server.log_text();
-    assert!(log.contains("session refresh failed"), "{log}");
+    for scenario in [
+        "provider_session_timer.xml",
+        "provider_session_timer_reinvite.xml",
+    ] {
+        let p = ports();
+        let server = Server::start(&p, &[("SWITCHYARD_SIP_SESSION_MIN_SECS", "5")]);
+        let provider = ports();
+        route_to_carrier(&server, provider.sipp, json!({}));
+        let carrier = {
+            let sip_port = server.sip_port;
+            std::thread::spawn(move || sipp_at(sip_port, &provider, scenario, &["-m", "1"]))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let (ok, out) = sipp(
+            &server,
+            &p,
+            "wait_for_bye.xml",
+            &["-m", "1", "-s", "+15550555"],
+        );
+        let (c_ok, c_out) = carrier.join().expect("carrier");
+        assert!(c_ok, "{scenario}: {c_out}\n{}", server.log_text());
+        assert!(ok, "{scenario}: caller: {out}\n{}", server.log_text());
+        let log = server.log_text();
+        assert!(log.contains("session refresh failed"), "{log}");
+    }
 }
 
 /// UPDATE with an SDP offer (RFC 3311): SIPp holds and resumes its call to the echo test by

@@ -1,9 +1,11 @@
 //! Session timers (RFC 4028) on the legs we place. Our INVITEs say `Supported: timer`; when
 //! the called party's 2xx carries a `Session-Expires`:
 //!
-//! - `refresher=uac` (we refresh): an UPDATE with the interval goes out at half of it (§10),
-//!   and again after each accepted refresh. A refresh that fails (an error response or no
-//!   response at all) ends the leg: BYE, cause `session_expired`, and a warning in the log.
+//! - `refresher=uac` (we refresh): a refresh with the interval goes out at half of it (§10),
+//!   and again after each accepted refresh: an UPDATE when the 2xx's `Allow` lists UPDATE,
+//!   else a re-INVITE with our offer as it stands (§7.4). A refresh that fails (an error
+//!   response or no response at all) ends the leg: BYE, cause `session_expired`, and a
+//!   warning in the log.
 //! - otherwise the called party refreshes: a re-INVITE or UPDATE from it must come within
 //!   the interval less min(32 s, a third of it); when none does, the leg is hung up the same
 //!   way.
@@ -31,6 +33,15 @@ pub(super) struct LegSession {
     /// When our next refresh is due, or (the peer refreshing) when the session ends;
     /// None while our refresh is in flight.
     due: Option<Instant>,
+    /// The peer allows UPDATE: we refresh with it, else with a re-INVITE.
+    by_update: bool,
+}
+
+/// True when a response's `Allow` lists UPDATE.
+fn allows_update(resp: &SipResponse) -> bool {
+    crate::sip::message::header_values(&resp.headers, "Allow")
+        .iter()
+        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
 }
 
 /// The interval and refresher a 2xx's `Session-Expires` (compact `x`) names.
@@ -59,13 +70,15 @@ impl Endpoint {
         let Some(c) = self.out_calls.get_mut(&id) else {
             return;
         };
+        let by_update = allows_update(resp);
         c.session = Some(LegSession {
             interval,
             we_refresh,
             due: Some(due),
+            by_update,
         });
         c.span
-            .in_scope(|| tracing::info!(interval, we_refresh, "session timer"));
+            .in_scope(|| tracing::info!(interval, we_refresh, by_update, "session timer"));
         self.schedule(Some(due), TimerRef::LegSession(id));
     }
 
@@ -112,20 +125,29 @@ impl Endpoint {
             return self.hangup_leg(now, id, HangupCause::SessionExpired, "session expired");
         }
         let transport = c.peer.transport;
-        let branch = self.ids.branch();
-        let via = self.via_for(transport, &branch);
         let extra = format!(
             "Session-Expires: {};refresher=uac\r\nSupported: timer\r\n",
             s.interval
         );
-        let Some((peer, bytes)) = self.leg_request(id, "UPDATE", &via, &extra, None) else {
-            return;
+        let branch = if s.by_update {
+            let branch = self.ids.branch();
+            let via = self.via_for(transport, &branch);
+            let Some((peer, bytes)) = self.leg_request(id, "UPDATE", &via, &extra, None) else {
+                return;
+            };
+            self.send_request(now, peer, branch.clone(), Bytes::from(bytes));
+            branch
+        } else {
+            let hold = c.offered_hold;
+            let Some(branch) = self.send_reinvite(now, id, hold, &extra) else {
+                return;
+            };
+            branch
         };
         if let Some(s) = self.out_calls.get_mut(&id).and_then(|c| c.session.as_mut()) {
             s.due = None;
         }
-        self.leg_refreshes.insert(branch.clone(), id);
-        self.send_request(now, peer, branch, Bytes::from(bytes));
+        self.leg_refreshes.insert(branch, id);
     }
 
     /// The outcome of our refresh on `branch` (None: no response in time).

@@ -71,6 +71,9 @@ pub(super) struct OutCall {
     /// Our SRTP keys on this leg (offered under a policy that requires SRTP, or answered to
     /// the callee's SRTP re-offer); `None` for plain RTP.
     pub(super) srtp: Option<crate::sdp::SrtpKeys>,
+    /// Our last offer in the leg put it on hold (a hold passed through): a refresh by
+    /// re-INVITE offers the same.
+    pub(super) offered_hold: bool,
     /// The last RSeq acknowledged by PRACK (RFC 3262).
     pub(super) last_rseq: Option<u32>,
     /// The CSeq of our last PRACK (0: none): the dialog's numbering continues after it.
@@ -301,6 +304,7 @@ impl Endpoint {
             alternates: Vec::new(),
             heard: false,
             srtp,
+            offered_hold: false,
             last_rseq: None,
             prack_cseq: 0,
             session: None,

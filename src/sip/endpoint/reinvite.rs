@@ -2,6 +2,8 @@
 //! (or resumes it), the call layer asks us to re-INVITE the other party with `sendonly` (or
 //! `sendrecv`), so its phone shows the hold too. This is our own INVITE inside an existing
 //! dialog — of a caller's call (we are its UAS) or of an outgoing leg (we are its UAC).
+//! The same re-INVITE refreshes a leg's session timer towards a peer that does not allow
+//! UPDATE (`leg_timer.rs`); its outcome is reported there.
 
 use super::{CallEvent, Endpoint, Now, Peer, TimerRef};
 use crate::sdp::{negotiate, LocalMedia, SessionDescription};
@@ -12,6 +14,23 @@ use bytes::Bytes;
 impl Endpoint {
     /// Re-INVITEs call or leg `id` to put it on hold (`sendonly` from us) or take it off.
     pub fn reinvite_hold(&mut self, now: Now, id: u64, hold: bool) {
+        if let Some(c) = self.out_calls.get_mut(&id) {
+            c.offered_hold = hold;
+        }
+        if self.send_reinvite(now, id, hold, "").is_some() {
+            tracing::info!(call = id, hold, "re-INVITE to pass hold through");
+        }
+    }
+
+    /// Sends our re-INVITE in call or leg `id`'s dialog: our offer (`sendonly` when `hold`),
+    /// with `extra` header lines. Returns its branch.
+    pub(super) fn send_reinvite(
+        &mut self,
+        now: Now,
+        id: u64,
+        hold: bool,
+        extra_headers: &str,
+    ) -> Option<String> {
         let direction = if hold { "sendonly" } else { "sendrecv" };
         let public_ip = self.cfg.public_ip;
         let (transport, port, session_id, version) = if let Some(c) = self.calls.get_mut(&id) {
@@ -26,7 +45,7 @@ impl Endpoint {
             let (p, sid, v) = c.bump_version();
             (c.peer.transport, p, sid, v)
         } else {
-            return;
+            return None;
         };
         let branch = self.ids.branch();
         let via = self.via_for(transport, &branch);
@@ -43,20 +62,17 @@ impl Endpoint {
         )
         .replace("a=sendrecv", &format!("a={direction}"));
         let extra = format!(
-            "Contact: {contact}\r\nAllow: {}\r\nUser-Agent: {}\r\n",
+            "Contact: {contact}\r\nAllow: {}\r\nUser-Agent: {}\r\n{extra_headers}",
             super::ALLOW,
             self.cfg.server_name
         );
-        let Some((peer, bytes)) = self.in_dialog_request(
+        let (peer, bytes) = self.in_dialog_request(
             id,
             "INVITE",
             &via,
             &extra,
             Some(("application/sdp", sdp.as_bytes())),
-        ) else {
-            return;
-        };
-        tracing::info!(call = id, hold, "re-INVITE to pass hold through");
+        )?;
         let bytes = Bytes::from(bytes);
         let tx = ClientInviteTransaction::new(
             bytes.clone(),
@@ -66,8 +82,9 @@ impl Endpoint {
         );
         let next = tx.poll_timeout();
         self.client_reinvites.insert(branch.clone(), (tx, id));
-        self.schedule(next, TimerRef::ClientReinvite(branch));
+        self.schedule(next, TimerRef::ClientReinvite(branch.clone()));
         self.send(peer, bytes);
+        Some(branch)
     }
 
     /// Our SRTP keys in call or leg `id` (what our offers in it carry), `None` for plain RTP.
@@ -150,7 +167,7 @@ impl Endpoint {
             self.client_reinvites.remove(&branch);
         }
         if self.client_reinvites.contains_key(&branch) {
-            self.schedule(next, TimerRef::ClientReinvite(branch));
+            self.schedule(next, TimerRef::ClientReinvite(branch.clone()));
         }
         if d.pass_to_user && (200..300).contains(&resp.code) {
             let via = self.via_for(transport, &ack_branch);
@@ -170,11 +187,11 @@ impl Endpoint {
                 }
             }
         } else if d.pass_to_user && resp.code >= 300 {
-            tracing::info!(
-                call = id,
-                code = resp.code,
-                "hold re-INVITE refused by the peer"
-            );
+            tracing::info!(call = id, code = resp.code, "re-INVITE refused by the peer");
+        }
+        if d.pass_to_user && resp.code >= 200 {
+            // A session refresh by re-INVITE: its outcome keeps or ends the leg.
+            self.leg_refresh_result(now, &branch, Some(resp));
         }
         true
     }
@@ -189,8 +206,12 @@ impl Endpoint {
         let next = tx.poll_timeout();
         let peer = self.party_peer(id);
         let had = !events.is_empty();
+        let timed_out = events.iter().any(|e| matches!(e, TxEvent::TimedOut));
         if self.client_invite_events(peer, events) {
             self.client_reinvites.remove(&branch);
+        }
+        if timed_out {
+            self.leg_refresh_result(now, &branch, None);
         }
         if had && self.client_reinvites.contains_key(&branch) {
             self.schedule(next, TimerRef::ClientReinvite(branch));

@@ -1825,7 +1825,9 @@ fn reliable_ringing_is_resent_until_prack_and_refused_without_one() {
 /// goes unanswered; with `refresher=uas` we hang up when the phone's refresh does not come.
 #[test]
 fn a_leg_refreshes_its_session_by_update_and_ends_when_refreshes_stop() {
-    for we_refresh in [true, false] {
+    // (we refresh, the phone's 2xx allows UPDATE): without UPDATE in Allow the refresh is a
+    // re-INVITE (RFC 4028 §7.4).
+    for (we_refresh, allows_update) in [(true, true), (true, false), (false, true)] {
         let mut h = Harness::new();
         let phone = udp_peer("192.0.2.10:5999");
         register_100(&mut h, phone);
@@ -1842,8 +1844,13 @@ fn a_leg_refreshes_its_session_by_update_and_ends_when_refreshes_stop() {
             "{inv}"
         );
         let refresher = if we_refresh { "uac" } else { "uas" };
+        let (allow, method) = if allows_update {
+            ("Allow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n", "UPDATE ")
+        } else {
+            ("", "INVITE ")
+        };
         let ok = format!(
-            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=ph1\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:100@192.0.2.10:5999>\r\nSession-Expires: 90;refresher={refresher}\r\nRequire: timer\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=ph1\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:100@192.0.2.10:5999>\r\n{allow}Session-Expires: 90;refresher={refresher}\r\nRequire: timer\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             header(&inv, "Via").expect("Via"),
             header(&inv, "From").expect("From"),
             header(&inv, "To").expect("To"),
@@ -1866,8 +1873,8 @@ fn a_leg_refreshes_its_session_by_update_and_ends_when_refreshes_stop() {
         let out = h.advance(Duration::from_secs(2));
         let update = out
             .iter()
-            .find(|m| first_line(m).starts_with("UPDATE "))
-            .unwrap_or_else(|| panic!("a refresh at half the interval: {out:?}"))
+            .find(|m| first_line(m).starts_with(method))
+            .unwrap_or_else(|| panic!("a refresh ({method}) at half the interval: {out:?}"))
             .clone();
         assert!(header(&update, "Session-Expires").is_some_and(|v| v.starts_with("90")));
         let accepted = format!(
@@ -1878,11 +1885,17 @@ fn a_leg_refreshes_its_session_by_update_and_ends_when_refreshes_stop() {
             header(&update, "Call-ID").expect("Call-ID"),
             header(&update, "CSeq").expect("CSeq"),
         );
-        h.send(phone, &accepted);
-        // The next refresh 45 s on; unanswered (Timer F, 64 T1): BYE.
+        let out = h.send(phone, &accepted);
+        if !allows_update {
+            assert!(
+                out.iter().any(|m| first_line(m).starts_with("ACK ")),
+                "a refresh re-INVITE's 2xx is acknowledged: {out:?}"
+            );
+        }
+        // The next refresh 45 s on; unanswered (Timer F or B, 64 T1): BYE.
         let out = h.advance(Duration::from_secs(46));
         assert!(
-            out.iter().any(|m| first_line(m).starts_with("UPDATE ")),
+            out.iter().any(|m| first_line(m).starts_with(method)),
             "{out:?}"
         );
         let out = h.advance(Duration::from_secs(40));
