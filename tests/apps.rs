@@ -677,10 +677,11 @@ fn an_attended_transfer_naming_no_dialog_is_refused_and_the_call_goes_on() {
     let recs = call_records(&server, 1);
     assert_eq!(recs[0]["hangup_cause"], "caller_hangup", "{recs:?}");
     assert!(server.log_text().contains("attended transfer refused"));
-    assert_eq!(
-        metric_value(server.api_port, "switchyard_sip_replaces_refused_total"),
+    assert!(metric_reaches(
+        server.api_port,
+        "switchyard_sip_replaces_refused_total",
         1.0
-    );
+    ));
 }
 
 /// Blind transfer: the called phone answers, then REFERs the caller to the echo test (600);
@@ -1134,6 +1135,47 @@ fn early_media_through(scenario: &'static str) -> String {
     let log = server.log_text();
     assert!(log.contains("early media"));
     log
+}
+
+/// A trunk's own SRTP policy wins over its tenant's: a trunk marked `required` refuses a
+/// plain RTP call from it (488, counted); a trunk marked `optional` takes plain calls in a
+/// tenant that requires SRTP everywhere else.
+#[test]
+fn a_trunks_srtp_policy_overrides_the_tenants() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let plain_call = || {
+        sipp(
+            &server,
+            &p,
+            "update_offer.xml",
+            &["-m", "1", "-s", "+15550600"],
+        )
+    };
+    edit_demo(&server, |doc| doc["trunks"][0]["srtp"] = json!("required"));
+    let (ok, out) = plain_call();
+    assert!(
+        !ok,
+        "a plain call through a trunk that requires SRTP: {out}"
+    );
+    assert!(server.log_text().contains("media offer refused"));
+    assert!(
+        metric_reaches(server.api_port, "switchyard_srtp_offers_refused_total", 1.0),
+        "the refusal is counted"
+    );
+    edit_demo(&server, |doc| {
+        doc["settings"]["srtp"] = json!("required");
+        doc["trunks"][0]["srtp"] = json!("optional");
+    });
+    let (ok, out) = plain_call();
+    assert!(
+        ok,
+        "the trunk's optional wins: {out}\n{}",
+        server.log_text()
+    );
 }
 
 /// Session timers on a leg we place (RFC 4028): the provider answers with

@@ -416,6 +416,9 @@ pub struct Trunk {
     /// Caller ID presented on outbound calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_id: Option<String>,
+    /// SRTP on calls through this trunk, both ways; absent: the tenant's `settings.srtp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<SrtpPolicy>,
 }
 
 impl std::fmt::Debug for Trunk {
@@ -431,6 +434,7 @@ impl std::fmt::Debug for Trunk {
             .field("allowed_sources", &self.allowed_sources)
             .field("allowed_prefixes", &self.allowed_prefixes)
             .field("caller_id", &self.caller_id)
+            .field("srtp", &self.srtp)
             .finish()
     }
 }
@@ -570,6 +574,7 @@ mod tests {
             allowed_sources: vec![],
             allowed_prefixes: vec![],
             caller_id: None,
+            srtp: None,
         };
         assert!(!format!("{t:?}").contains("hunter2"));
     }

@@ -1054,3 +1054,15 @@ pub fn metric_value(api_port: u16, name: &str) -> f64 {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
+
+/// True once the figure `name` reaches `at_least` within 4 s (the server gathers its figures
+/// from the SIP loop about once a second).
+pub fn metric_reaches(api_port: u16, name: &str, at_least: f64) -> bool {
+    (0..40).any(|_| {
+        if metric_value(api_port, name) >= at_least {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    })
+}

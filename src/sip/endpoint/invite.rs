@@ -159,6 +159,18 @@ impl Endpoint {
             }
         };
 
+        // A trunk's own SRTP policy, else the tenant's.
+        let srtp_policy = match &caller {
+            Caller::Trunk { trunk, .. } => tenant
+                .config
+                .trunks
+                .iter()
+                .find(|t| &t.id == trunk)
+                .and_then(|t| t.srtp),
+            _ => None,
+        }
+        .unwrap_or(tenant.config.settings.srtp);
+
         // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
         let mut audio = None;
         let mut browser_offer = None;
@@ -182,7 +194,7 @@ impl Endpoint {
             } else {
                 match negotiate(&offer) {
                     Ok(mut n) => {
-                        let policy = tenant.config.settings.srtp;
+                        let policy = srtp_policy;
                         if let Err(e) = super::srtp::admit(&mut n, peer.transport, policy, None) {
                             return self.refuse_srtp(now, &key, &req, &peer, &e);
                         }
@@ -194,7 +206,7 @@ impl Endpoint {
                     Err(e) => return self.refuse_sdp(now, &key, &req, &e),
                 }
             }
-        } else if let Err(e) = super::srtp::admit_late_offer(tenant.config.settings.srtp) {
+        } else if let Err(e) = super::srtp::admit_late_offer(srtp_policy) {
             return self.refuse_srtp(now, &key, &req, &peer, &e);
         }
         let id = self.next_call;
@@ -279,7 +291,7 @@ impl Endpoint {
             session_interval,
             session_deadline: None,
             reliable: reliable.then(Default::default),
-            srtp_policy: tenant.config.settings.srtp,
+            srtp_policy,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);

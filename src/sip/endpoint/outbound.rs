@@ -166,7 +166,7 @@ impl Endpoint {
             let to = format!("<sip:{}@{domain}>", escape_user(extension));
             if self
                 .start_leg(
-                    now, parent, peer, &b.uri, &b.path, &to, caller, &domain, None,
+                    now, parent, peer, &b.uri, &b.path, &to, caller, &domain, None, None,
                 )
                 .is_some()
             {
@@ -188,6 +188,7 @@ impl Endpoint {
         caller: &CallerId,
         domain: &str,
         credentials: Option<(String, String)>,
+        srtp_policy: Option<crate::tenant::model::SrtpPolicy>,
     ) -> Option<u64> {
         // Outgoing legs count toward the tenant's concurrent calls like incoming ones: a
         // forwarding loop or a dial fan-out cannot run past the limit.
@@ -214,12 +215,14 @@ impl Endpoint {
                 return None;
             }
         };
-        let policy = self
-            .tenants
-            .load()
-            .tenant(&tenant)
-            .map(|t| t.config.settings.srtp)
-            .unwrap_or_default();
+        // A trunk's own SRTP policy, else the tenant's.
+        let policy = srtp_policy.unwrap_or_else(|| {
+            self.tenants
+                .load()
+                .tenant(&tenant)
+                .map(|t| t.config.settings.srtp)
+                .unwrap_or_default()
+        });
         let srtp = match super::srtp::for_our_offer(peer.transport, policy) {
             Ok(keys) => keys,
             Err(e) => {
@@ -398,6 +401,7 @@ impl Endpoint {
             &shown,
             &host,
             credentials,
+            plan.trunk.srtp,
         ) else {
             return 0;
         };
