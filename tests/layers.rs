@@ -277,9 +277,13 @@ fn layers_only_use_the_layers_below_them() {
         if rel == Path::new("lib.rs") || rel == Path::new("main.rs") {
             continue;
         }
-        // Test-only files (`tests.rs`, `testing.rs`) build fixtures across layers.
+        // Test-only files (`tests.rs`, `testing.rs`, anything in a `tests/` module folder)
+        // build fixtures across layers.
         let stem = rel.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        if stem == "tests" || stem == "testing" {
+        let in_tests_dir = rel
+            .parent()
+            .is_some_and(|d| d.components().any(|c| c.as_os_str() == "tests"));
+        if stem == "tests" || stem == "testing" || in_tests_dir {
             continue;
         }
         let module = module_of(rel);
