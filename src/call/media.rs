@@ -15,8 +15,8 @@ use std::time::Duration;
 /// engine's workers); results arrive later as media events.
 pub trait CallMedia: Send {
     /// Starts the media reserved for call or leg `call` with the negotiated `audio`; `beside`
-    /// names a leg it will be bridged to (they must share a worker). `None` when nothing is
-    /// reserved any more (the call ended before its media started).
+    /// names a leg it will be bridged to (on its worker, so the bridge costs no hand-over).
+    /// `None` when nothing is reserved any more (the call ended before its media started).
     fn start(
         &mut self,
         call: u64,
@@ -43,7 +43,7 @@ pub trait CallMedia: Send {
     fn record(&mut self, leg: LegId, path: PathBuf, opts: RecordOptions) -> Result<(), MediaError>;
     /// Stops a recording.
     fn stop_recording(&mut self, leg: LegId, which: RecordSlot) -> Result<(), MediaError>;
-    /// Connects two legs' audio both ways.
+    /// Connects two legs' audio both ways (across workers when they were made apart).
     fn bridge(&mut self, a: LegId, b: LegId) -> Result<(), MediaError>;
     /// Ends a leg's media (its closed event follows with its figures).
     fn destroy(&mut self, leg: LegId) -> Result<(), MediaError>;

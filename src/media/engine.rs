@@ -74,9 +74,6 @@ pub enum MediaError {
     /// A leg's SRTP keys could not be used.
     #[error(transparent)]
     Srtp(#[from] super::sdes::SdesError),
-    /// Bridging legs on different workers.
-    #[error("legs must be created beside each other to be bridged")]
-    NotBeside,
 }
 
 /// What the engine tells the call layer.

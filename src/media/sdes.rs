@@ -105,23 +105,23 @@ impl SdesCrypto {
 
     /// Protects an RTP packet the leg made (`None` only for a packet too short to be RTP).
     pub fn protect_rtp(&mut self, pkt: &[u8]) -> Option<Vec<u8>> {
-        self.send.encrypt_rtp(pkt).ok().map(|b| b.to_vec())
+        self.send.encrypt_rtp(pkt).ok().map(Vec::from)
     }
 
     /// Protects an RTCP packet the leg made.
     pub fn protect_rtcp(&mut self, pkt: &[u8]) -> Option<Vec<u8>> {
-        self.send.encrypt_rtcp(pkt).ok().map(|b| b.to_vec())
+        self.send.encrypt_rtcp(pkt).ok().map(Vec::from)
     }
 
     /// Checks and decrypts an SRTP packet.
     pub fn unprotect_rtp(&mut self, pkt: &[u8]) -> Unprotected {
-        let r = self.recv.decrypt_rtp(pkt).map(|b| b.to_vec());
+        let r = self.recv.decrypt_rtp(pkt).map(Vec::from);
         self.outcome(r.map_err(|e| e.to_string()))
     }
 
     /// Checks and decrypts an SRTCP packet.
     pub fn unprotect_rtcp(&mut self, pkt: &[u8]) -> Unprotected {
-        let r = self.recv.decrypt_rtcp(pkt).map(|b| b.to_vec());
+        let r = self.recv.decrypt_rtcp(pkt).map(Vec::from);
         self.outcome(r.map_err(|e| e.to_string()))
     }
 

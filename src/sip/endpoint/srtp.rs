@@ -72,8 +72,9 @@ pub(super) fn for_our_offer(
     transport: TransportKind,
     policy: SrtpPolicy,
 ) -> Result<Option<SrtpKeys>, SrtpRefused> {
-    if policy != SrtpPolicy::Required || transport == TransportKind::Wss {
-        return Ok(None); // browsers: DTLS-SRTP
+    let browser = matches!(transport, TransportKind::Ws | TransportKind::Wss);
+    if policy != SrtpPolicy::Required || browser {
+        return Ok(None); // browsers: DTLS-SRTP, as for calls they place (`admit`)
     }
     if !secure(transport) {
         return Err(SrtpRefused::Required);
@@ -168,6 +169,7 @@ a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubG
         assert_eq!(for_our_offer(Tls, Optional), Ok(None));
         assert_eq!(for_our_offer(Udp, Required), Err(SrtpRefused::Required));
         assert_eq!(for_our_offer(Wss, Required), Ok(None));
+        assert_eq!(for_our_offer(Ws, Required), Ok(None));
         let ours = for_our_offer(Tls, Required).expect("ok").expect("keys");
         let mut answer = offer(true);
         accept_answer(&mut answer, Some(&ours)).expect("accepted");
