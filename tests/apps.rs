@@ -647,6 +647,27 @@ fn allowed_number_goes_out_through_the_trunk_with_digest_auth() {
     assert!(server.log_text().contains("provider challenged"));
 }
 
+/// A SIPp caller plays 1000 Hz to +15550101 for `secs` while the phone scenario behind
+/// `phone` (started with [`phone_for_101`]) answers; both scenarios must pass.
+fn call_101_with_tone(
+    server: &Server,
+    p: &Ports,
+    phone: std::thread::JoinHandle<(bool, String)>,
+    secs: u32,
+) {
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp_with_audio(
+        server,
+        p,
+        "media_stream.xml",
+        Some(&sine_wave(1000.0, secs as f32)),
+        &["-s", "+15550101", "-d", &(secs * 1000).to_string()],
+    );
+    let (t_ok, t_out) = phone.join().expect("phone");
+    assert!(t_ok, "phone: {t_out}\n{}", server.log_text());
+    assert!(ok, "caller: {out}\n{}", server.log_text());
+}
+
 /// An attended transfer whose `Replaces` names no dialog the transferor has with us: the
 /// REFER gets 202, then NOTIFY 100 and a final NOTIFY 481; the call goes on (the caller stays
 /// bridged to the phone until it hangs up); the refusal is logged and counted.
@@ -663,17 +684,7 @@ fn an_attended_transfer_naming_no_dialog_is_refused_and_the_call_goes_on() {
         &["-m", "1", "-rtp_echo"],
         |_| {},
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
-        "media_stream.xml",
-        Some(&sine_wave(1000.0, 3.0)),
-        &["-s", "+15550101", "-d", "3000"],
-    );
-    let (t_ok, t_out) = transferor.join().expect("transferor");
-    assert!(t_ok, "transferor: {t_out}\n{}", server.log_text());
-    assert!(ok, "caller: {out}\n{}", server.log_text());
+    call_101_with_tone(&server, &p, transferor, 3);
     let recs = call_records(&server, 1);
     assert_eq!(recs[0]["hangup_cause"], "caller_hangup", "{recs:?}");
     assert!(server.log_text().contains("attended transfer refused"));
@@ -717,17 +728,7 @@ fn called_phone_transfers_the_caller_with_refer() {
             None
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = sipp_with_audio(
-        &server,
-        &p,
-        "media_stream.xml",
-        Some(&sine_wave(1000.0, 4.0)),
-        &["-s", "+15550101", "-d", "4000"],
-    );
-    let (t_ok, t_out) = transferor.join().expect("transferor");
-    assert!(t_ok, "transferor: {t_out}\n{}", server.log_text());
-    assert!(ok, "caller: {out}\n{}", server.log_text());
+    call_101_with_tone(&server, &p, transferor, 4);
     let call = watcher
         .join()
         .expect("watcher")

@@ -166,6 +166,24 @@ fn echo_over_tls(
     cmd
 }
 
+/// `echo_call.py` ended well and what it recorded in `rec` is its 700 Hz tone coming back.
+fn assert_heard_700(
+    out: &std::process::Output,
+    rec: &std::path::Path,
+    round: &str,
+    server: &Server,
+) {
+    assert!(
+        out.status.success(),
+        "{round}: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    let f = tone_after_onset(&read_wav_8k(rec));
+    assert!((f - 700.0).abs() < 15.0, "{round}: PJSUA2 heard {f} Hz");
+}
+
 /// SIP over TLS (`tls:` listener): PJSUA2 checks the server's certificate against the
 /// self-signed one it was given, calls the echo test with digest auth over TLS and hears its
 /// tone; the capture of the TLS port holds no SIP in clear. Then the certificate files are
@@ -195,15 +213,7 @@ fn pjsua2_calls_over_tls_and_a_renewed_certificate_needs_no_restart() {
         let out = echo_over_tls(tls_port, ca, &play, &rec)
             .output()
             .expect("run pjsua");
-        assert!(
-            out.status.success(),
-            "{round}: {}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            server.log_text()
-        );
-        let f = tone_after_onset(&read_wav_8k(&rec));
-        assert!((f - 700.0).abs() < 15.0, "{round}: PJSUA2 heard {f} Hz");
+        assert_heard_700(&out, &rec, round, &server);
     };
 
     let cap = Capture::start_on("lo", &format!("tcp port {tls_port}"));
@@ -313,15 +323,7 @@ fn pjsua2_calls_over_tls_with_srtp_and_nothing_plain_is_on_the_wire() {
         }
         let out = cmd.output().expect("run pjsua");
         let sent = cap.finish();
-        assert!(
-            out.status.success(),
-            "{round}: {}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            server.log_text()
-        );
-        let f = tone_after_onset(&read_wav_8k(&rec));
-        assert!((f - 700.0).abs() < 15.0, "{round}: PJSUA2 heard {f} Hz");
+        assert_heard_700(&out, &rec, round, &server);
 
         let media = g711_media(&sent);
         assert!(
