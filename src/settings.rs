@@ -240,6 +240,9 @@ pub struct SipSettings {
     pub tls_client_cert: String,
     /// PEM private key for `tls_client_cert`.
     pub tls_client_key: String,
+    /// CA certificates (PEM) that client certificates on `tls:` listeners are verified
+    /// against (peers proving a name for RFC 5923 connection reuse); empty: none asked for.
+    pub tls_client_ca: String,
     /// DNS servers (`IP` or `IP:port`) for trunk names; empty: the system's
     /// (`/etc/resolv.conf`).
     pub dns_servers: Vec<String>,
@@ -359,6 +362,7 @@ impl Default for SipSettings {
             tls_trunk_ca: String::new(),
             tls_client_cert: String::new(),
             tls_client_key: String::new(),
+            tls_client_ca: String::new(),
             dns_servers: Vec::new(),
             tls_key: String::new(),
         }

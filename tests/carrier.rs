@@ -3,7 +3,9 @@
 //! is down, the second presents a certificate for another name, the third is Kamailio with
 //! its TLS module, which requires the customer's certificate (mutual TLS) and relays the
 //! call to a SIPp phone. The call fails over twice and completes; the caller hears its tone
-//! echoed through the carrier; no SIP crosses the TLS port in clear.
+//! echoed through the carrier; no SIP crosses the TLS port in clear. A second call, hung up
+//! by the carrier's phone, shows RFC 5923 connection reuse: Kamailio sends the BYE down the
+//! connection we opened (our Via offered it), not a new one to our listener.
 
 mod common;
 
@@ -415,8 +417,50 @@ fn a_carrier_found_by_naptr_and_srv_takes_the_call_over_mutual_tls_after_two_fai
             String::from_utf8_lossy(clear)
         );
     }
+
+    // RFC 5923: the carrier's phone hangs up a second call itself. Our Via offered the
+    // connection we opened (`alias`: we present a certificate) and Kamailio takes such
+    // offers (tcp_accept_aliases), so its BYE comes down that connection: nothing connects
+    // to our own TLS listener, though the BYE's target is our Contact there.
+    let our_tls = p.api + 3;
+    let tls_wire = Capture::start_on("lo", &format!("tcp port {our_tls} or tcp port {good}"));
+    let phone = std::thread::spawn(move || {
+        sipp_at(towards_phone, &c, "uas_answer_then_bye.xml", &["-m", "1"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sipp(
+        &server,
+        &p,
+        "wait_for_bye.xml",
+        &["-s", "+15550555", "-m", "1"],
+    );
+    let (phone_ok, phone_out) = phone.join().expect("phone");
+    assert!(
+        ok,
+        "caller hung up by the carrier's phone: {out}\n{}",
+        logs()
+    );
+    assert!(phone_ok, "carrier's phone: {phone_out}\n{}", logs());
+    assert!(
+        carrier.log().contains("carrier: in-dialog BYE over udp"),
+        "the phone's BYE went through the carrier\n{}",
+        logs()
+    );
+    let segments = tcp_ports_in_pcap(&tls_wire.finish_raw());
+    assert!(
+        segments.iter().any(|&(s, d)| s == good || d == good),
+        "the capture saw our connection to the carrier ({} segments)",
+        segments.len()
+    );
+    assert!(
+        !segments.iter().any(|&(s, d)| s == our_tls || d == our_tls),
+        "the carrier connected to our TLS listener instead of reusing our connection\n{}",
+        logs()
+    );
+
     let figure = |name: &str| metric_value(server.api_port, name);
-    assert_eq!(figure("switchyard_trunk_failovers_total"), 2.0);
+    // Two per call: down, then the wrong certificate.
+    assert_eq!(figure("switchyard_trunk_failovers_total"), 4.0);
     assert!(figure("switchyard_trunk_dns_failures_total") >= 1.0);
     assert!(figure("switchyard_sip_tls_handshake_failures_total") >= 1.0);
 }

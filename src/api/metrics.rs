@@ -129,6 +129,11 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         counter(g(&l.sip_replaces_refused)),
     );
     r.register(
+        "sip_aliases_refused",
+        "Connection reuse offers (RFC 5923 alias) refused: no verified client certificate, or not its name",
+        counter(g(&l.sip_aliases_refused)),
+    );
+    r.register(
         "srtp_offers_refused",
         "Calls refused for their SRTP offer (keys without TLS, against the tenant's policy)",
         counter(g(&l.srtp_offers_refused)),

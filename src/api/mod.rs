@@ -72,6 +72,8 @@ pub struct LiveStats {
     pub srtp_offers_refused: AtomicU64,
     /// Attended transfers refused (`Replaces` naming no dialog of the transferor's).
     pub sip_replaces_refused: AtomicU64,
+    /// RFC 5923 `alias` offers refused (no verified certificate, or not its name).
+    pub sip_aliases_refused: AtomicU64,
     /// SRTP packets dropped (failed authentication, replays).
     pub srtp_packets_refused: AtomicU64,
     /// Failed digest authentications.

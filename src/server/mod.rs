@@ -255,10 +255,15 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     let mut ws_port = None;
     let mut wss_port = None;
     let mut tls_port = None;
-    let server_tls = || {
+    // `tls:` listeners ask for client certificates when a CA for them is set (RFC 5923
+    // aliases need a proven name); `wss:` never does (browsers would ask their users).
+    let client_ca =
+        (!settings.sip.tls_client_ca.is_empty()).then(|| Path::new(&settings.sip.tls_client_ca));
+    let server_tls = |client_ca: Option<&Path>| {
         tls_acceptor(
             Path::new(&settings.sip.tls_cert),
             Path::new(&settings.sip.tls_key),
+            client_ca,
         )
         .map_err(|e| crate::settings::SettingsError::Invalid {
             key: "sip.tls_cert".into(),
@@ -313,7 +318,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
                 spawn_tcp_listener(s, to_endpoint.clone(), stream_limits);
             }
             TransportKind::Tls => {
-                let acceptor = server_tls()?;
+                let acceptor = server_tls(client_ca)?;
                 let s = TcpListener::bind(l.addr)
                     .await
                     .map_err(|source| ServerError::Bind {
@@ -334,7 +339,11 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             TransportKind::Ws | TransportKind::Wss => {
                 let secure = l.transport == TransportKind::Wss;
                 let name = if secure { "wss" } else { "ws" };
-                let tls = if secure { Some(server_tls()?) } else { None };
+                let tls = if secure {
+                    Some(server_tls(None)?)
+                } else {
+                    None
+                };
                 let s = TcpListener::bind(l.addr)
                     .await
                     .map_err(|source| ServerError::Bind {
@@ -433,6 +442,7 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
         max_server_transactions: settings.sip.max_transactions as usize,
         max_transactions_per_source: settings.sip.max_transactions_per_source as usize,
         max_subscriptions_per_user: settings.sip.max_subscriptions_per_user as usize,
+        tls_alias: !settings.sip.tls_client_cert.is_empty(),
         trusted_proxies: settings.trusted_proxies()?,
         first_call_id: if settings.cluster.nats_url.is_empty() {
             1
@@ -948,6 +958,8 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
         .store(st.srtp_offers_refused, Ordering::Relaxed);
     live.sip_replaces_refused
         .store(st.replaces_refused, Ordering::Relaxed);
+    live.sip_aliases_refused
+        .store(st.aliases_refused, Ordering::Relaxed);
     live.sip_auth_failures
         .store(st.auth_failures, Ordering::Relaxed);
     live.sip_auth_refused
@@ -972,7 +984,16 @@ fn publish(live: &LiveStats, endpoint: &Endpoint, engine: &MediaEngine) {
 fn handle_inbound(endpoint: &mut Endpoint, tcp: &mut TcpConnections, msg: Inbound) {
     match msg {
         Inbound::Message { peer, data } => endpoint.handle_incoming(now(), peer, &data),
-        Inbound::Opened { conn, writer } => tcp.opened(conn, writer),
+        Inbound::Opened {
+            conn,
+            writer,
+            certified,
+        } => {
+            tcp.opened(conn, writer);
+            if let Some(peer) = certified {
+                endpoint.connection_certified(conn, peer);
+            }
+        }
         Inbound::Closed { conn } => {
             tcp.closed(conn);
             endpoint.connection_closed(now(), conn);

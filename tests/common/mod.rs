@@ -17,6 +17,7 @@ pub use netns::Host;
 static NEXT: AtomicU16 = AtomicU16::new(0);
 
 /// A block of ports for one test: SIP server, SIPp, SIPp media, RTP range.
+#[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub sip: u16,
     pub api: u16,
@@ -499,12 +500,14 @@ impl Capture {
         Self::start_on("lo", &format!("udp and src portrange {first}-{last}"))
     }
 
-    /// Starts capturing what `filter` (tcpdump's syntax) takes on `interface`.
+    /// Starts capturing what `filter` (tcpdump's syntax) takes on `interface`. Packets are
+    /// handed over one by one (`--immediate-mode`): otherwise the kernel passes them in
+    /// blocks, and what the last block held when the capture is stopped is lost.
     pub fn start_on(interface: &str, filter: &str) -> Capture {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("cap.pcap");
         let child = Command::new("tcpdump")
-            .args(["-i", interface, "-U", "-n", "-w"])
+            .args(["-i", interface, "--immediate-mode", "-U", "-n", "-w"])
             .arg(&path)
             .arg(filter)
             .stdout(Stdio::null())
@@ -543,6 +546,44 @@ impl Capture {
 
 /// Reads a classic pcap file (Ethernet, Linux cooked or null link types; IPv4/UDP only).
 pub fn parse_pcap(b: &[u8]) -> Vec<Datagram> {
+    ipv4_packets(b)
+        .into_iter()
+        .filter_map(|(at_us, ip)| {
+            if ip[9] != 17 {
+                return None;
+            }
+            let ihl = (ip[0] & 0x0f) as usize * 4;
+            let udp = ip.get(ihl..).filter(|u| u.len() >= 8)?;
+            Some(Datagram {
+                at_us,
+                src_port: u16::from_be_bytes([udp[0], udp[1]]),
+                dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+                payload: udp[8..].to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// The (source, destination) ports of every TCP segment in a classic pcap file.
+pub fn tcp_ports_in_pcap(b: &[u8]) -> Vec<(u16, u16)> {
+    ipv4_packets(b)
+        .into_iter()
+        .filter_map(|(_, ip)| {
+            if ip[9] != 6 {
+                return None;
+            }
+            let ihl = (ip[0] & 0x0f) as usize * 4;
+            let tcp = ip.get(ihl..).filter(|t| t.len() >= 20)?;
+            Some((
+                u16::from_be_bytes([tcp[0], tcp[1]]),
+                u16::from_be_bytes([tcp[2], tcp[3]]),
+            ))
+        })
+        .collect()
+}
+
+/// The IPv4 packets in a classic pcap file, with their capture time (µs).
+fn ipv4_packets(b: &[u8]) -> Vec<(u64, &[u8])> {
     let mut out = Vec::new();
     if b.len() < 24 {
         return out;
@@ -576,20 +617,10 @@ pub fn parse_pcap(b: &[u8]) -> Vec<Datagram> {
         off += 16 + len;
         let at_us = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
         let Some(ip) = data.get(skip..) else { continue };
-        if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        if ip.len() < 20 || ip[0] >> 4 != 4 {
             continue;
         }
-        let ihl = (ip[0] & 0x0f) as usize * 4;
-        let Some(udp) = ip.get(ihl..) else { continue };
-        if udp.len() < 8 {
-            continue;
-        }
-        out.push(Datagram {
-            at_us,
-            src_port: u16::from_be_bytes([udp[0], udp[1]]),
-            dst_port: u16::from_be_bytes([udp[2], udp[3]]),
-            payload: udp[8..].to_vec(),
-        });
+        out.push((at_us, ip));
     }
     out
 }

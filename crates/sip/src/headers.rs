@@ -110,6 +110,9 @@ pub struct Via {
     pub rport_value: Option<u16>,
     /// `received` parameter.
     pub received: Option<String>,
+    /// `alias` present: the client that opened this connection offers it for requests
+    /// back to sent-by (RFC 5923).
+    pub alias: bool,
 }
 
 impl Via {
@@ -151,6 +154,7 @@ impl Via {
             rport: false,
             rport_value: None,
             received: None,
+            alias: false,
         };
         for (k, v) in parse_params(params) {
             match k.as_str() {
@@ -160,6 +164,7 @@ impl Via {
                     via.rport_value = v.and_then(|p| p.parse().ok());
                 }
                 "received" => via.received = v,
+                "alias" => via.alias = true,
                 _ => {}
             }
         }
@@ -447,6 +452,9 @@ mod tests {
         let v = Via::parse("SIP / 2.0 / tcp host.example;branch=abc").expect("spaced via");
         assert_eq!(v.transport, "TCP");
         assert_eq!(v.source_address(), None, "a host name is no address");
+        assert!(!v.alias);
+        let v = Via::parse("SIP/2.0/TLS edge.example:5061;branch=z9hG4bKy;alias").expect("alias");
+        assert!(v.alias, "RFC 5923 alias offered");
     }
 
     #[test]

@@ -49,6 +49,8 @@ mod proxy;
 mod refer;
 mod register;
 mod reinvite;
+mod reuse;
+pub use reuse::CertifiedPeer;
 mod session_timer;
 mod srtp;
 mod trunk_reg;
@@ -206,6 +208,9 @@ pub struct EndpointConfig {
     pub max_transactions_per_source: usize,
     /// MWI subscriptions one user may hold.
     pub max_subscriptions_per_user: usize,
+    /// This node presents a certificate on the TLS connections it opens (mutual TLS): its
+    /// Via there offers the connection for requests back (`alias`, RFC 5923).
+    pub tls_alias: bool,
 }
 
 impl Default for EndpointConfig {
@@ -238,6 +243,7 @@ impl Default for EndpointConfig {
             max_server_transactions: 100_000,
             max_transactions_per_source: 1_000,
             max_subscriptions_per_user: 20,
+            tls_alias: false,
         }
     }
 }
@@ -431,6 +437,10 @@ pub struct EndpointStats {
     pub srtp_offers_refused: u64,
     /// Attended transfers refused: `Replaces` named no dialog the transferor has with us.
     pub replaces_refused: u64,
+    /// `alias` offers refused (RFC 5923): no verified certificate, or not its name.
+    pub aliases_refused: u64,
+    /// Names aliased to connections peers opened (RFC 5923), now.
+    pub aliases: usize,
 }
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).
@@ -603,6 +613,8 @@ pub struct Endpoint {
     /// The certificate name for each TLS target this node has sent to (bounded by
     /// [`MAX_TLS_NAMES`]), so any request to it (a BYE too) can open a connection.
     tls_names: HashMap<SocketAddr, Arc<str>>,
+    /// Peers' connections offered for requests back to them (RFC 5923).
+    aliases: reuse::Aliases,
 }
 
 /// TLS target names remembered (trunk targets: a handful per trunk).
@@ -661,6 +673,7 @@ impl Endpoint {
             leg_refreshes: HashMap::new(),
             trunk_targets: Arc::default(),
             tls_names: HashMap::new(),
+            aliases: reuse::Aliases::default(),
         }
     }
 
@@ -674,6 +687,7 @@ impl Endpoint {
         EndpointStats {
             server_transactions: self.server_txs.len(),
             client_transactions: self.client_txs.len(),
+            aliases: self.aliases.len(),
             ..self.stats
         }
     }
@@ -807,11 +821,18 @@ impl Endpoint {
         }
     }
 
-    fn send(&mut self, peer: Peer, payload: Bytes) {
+    fn send(&mut self, mut peer: Peer, payload: Bytes) {
         let server_name = match (peer.transport, peer.conn) {
             (TransportKind::Tls, None) => self.tls_names.get(&peer.addr).cloned(),
             _ => None,
         };
+        // A connection the target opened and offered for this name (RFC 5923) goes first.
+        let aliased = server_name
+            .as_deref()
+            .and_then(|name| self.aliases.route(name, peer.addr.port()));
+        if let Some(conn) = aliased {
+            peer.conn = Some(conn);
+        }
         self.out.push_back(Transmit {
             peer,
             payload,
@@ -878,6 +899,34 @@ impl Endpoint {
         }
     }
 
+    /// A peer's connection that presented a certificate the TLS listener verified: the names
+    /// it holds may alias the connection (RFC 5923).
+    pub fn connection_certified(&mut self, conn: u64, peer: Arc<dyn CertifiedPeer>) {
+        self.aliases.certified(conn, peer);
+    }
+
+    /// A request offered its connection for requests back to its sent-by (RFC 5923): taken
+    /// for a TLS connection whose verified certificate holds that name.
+    fn alias_offered(&mut self, peer: Peer, via: &crate::sip::headers::Via) {
+        let (TransportKind::Tls, Some(conn)) = (peer.transport, peer.conn) else {
+            return;
+        };
+        let port = via.port.unwrap_or(5061);
+        match self.aliases.offered(conn, &via.host, port) {
+            reuse::Offer::Taken => {}
+            refused => {
+                self.stats.aliases_refused += 1;
+                tracing::info!(
+                    peer = %peer.addr,
+                    sent_by = ?via.host,
+                    port,
+                    reason = ?refused,
+                    "connection alias refused (RFC 5923)"
+                );
+            }
+        }
+    }
+
     /// Whether a new server transaction from `ip` fits the bounds: `max_server_transactions`
     /// in all, `max_transactions_per_source` per address (trunks' addresses are exempt: a
     /// carrier legitimately keeps thousands). Past them the request is dropped unanswered: a
@@ -911,6 +960,9 @@ impl Endpoint {
     }
 
     fn handle_request(&mut self, now: Now, peer: Peer, req: SipRequest) {
+        if req.via.alias {
+            self.alias_offered(peer, &req.via);
+        }
         let method = req.method();
         match method {
             Method::Ack => return self.handle_ack(now, peer, req),
@@ -1273,20 +1325,24 @@ impl Endpoint {
     }
 
     /// Where requests we originate in a dialog say they come from.
+    /// Over TLS with our certificate presented, the connection is offered for requests
+    /// back to us (`alias`, RFC 5923): a carrier that honours it sends its BYEs and calls
+    /// down the connection we opened rather than opening one to our listener.
     fn via_for(&self, transport: TransportKind, branch: &str) -> String {
-        let port = self.port_for(transport);
-        match port {
-            Some(p) => format!(
-                "SIP/2.0/{} {}:{p};branch={branch};rport",
-                transport.token(),
-                self.cfg.public_host
-            ),
-            None => format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                transport.token(),
-                self.cfg.public_host
-            ),
-        }
+        let port = self
+            .port_for(transport)
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        let alias = if transport == TransportKind::Tls && self.cfg.tls_alias {
+            ";alias"
+        } else {
+            ""
+        };
+        format!(
+            "SIP/2.0/{} {}{port};branch={branch};rport{alias}",
+            transport.token(),
+            self.cfg.public_host
+        )
     }
 
     /// Our Contact URI for a dialog on `transport`.

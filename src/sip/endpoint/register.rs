@@ -222,6 +222,7 @@ impl Endpoint {
     /// whose party was on it are over too: nothing can reach that party again (the BYE we
     /// send is dropped), and the call should not wait for the RTP timeout.
     pub fn connection_closed(&mut self, now: Now, conn: u64) {
+        self.aliases.closed(conn);
         let (dropped, kept) = self.registrar.connection_closed(conn);
         if dropped > 0 {
             tracing::info!(

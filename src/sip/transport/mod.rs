@@ -55,6 +55,9 @@ pub enum Inbound {
         conn: u64,
         /// Queue to the connection's writer.
         writer: tokio::sync::mpsc::Sender<Bytes>,
+        /// A TLS peer's certificate, verified against `sip.tls_client_ca` (RFC 5923
+        /// aliases are taken only for names it holds).
+        certified: Option<std::sync::Arc<dyn crate::sip::endpoint::CertifiedPeer>>,
     },
     /// A TCP connection closed.
     Closed {

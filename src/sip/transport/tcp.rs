@@ -143,18 +143,21 @@ pub fn spawn_tcp_listener(
             stream,
             addr,
             TransportKind::Tcp,
+            None,
             to_endpoint.clone(),
             limits,
         )
     })
 }
 
-/// One stream connection (TCP, or TLS after its handshake) until it closes: framed messages
-/// to the endpoint, the endpoint's bytes through a bounded queue to the peer.
+/// One stream connection (TCP, or TLS after its handshake, with the peer's verified
+/// certificate if it sent one) until it closes: framed messages to the endpoint, the
+/// endpoint's bytes through a bounded queue to the peer.
 pub(super) async fn connection<S>(
     stream: S,
     addr: std::net::SocketAddr,
     transport: TransportKind,
+    certified: Option<Arc<dyn crate::sip::endpoint::CertifiedPeer>>,
     to_endpoint: mpsc::Sender<Inbound>,
     limits: StreamLimits,
 ) where
@@ -166,6 +169,7 @@ pub(super) async fn connection<S>(
         .send(Inbound::Opened {
             conn,
             writer: wtx.clone(),
+            certified,
         })
         .await
         .is_err()

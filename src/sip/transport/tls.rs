@@ -8,11 +8,16 @@
 //! serves `wss:` listeners.
 //!
 //! A TLS connection is then a TCP one: the same framing, limits and per-connection writer.
+//!
+//! With `sip.tls_client_ca`, `tls:` listeners also ask for a client certificate: one that
+//! chains to that CA is verified in the handshake (a wrong one ends it); none at all is
+//! still let in (phones have none). A verified certificate goes to the endpoint with the
+//! connection, which takes the peer's RFC 5923 `alias` only for names it holds.
 
 use super::{Inbound, StreamLimits};
 use crate::sip::endpoint::TransportKind;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
@@ -58,19 +63,89 @@ pub enum TlsSetupError {
 }
 
 /// A TLS acceptor for `tls:` and `wss:` listeners from PEM files (certificate chain, private
-/// key), reloading them when they change.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+/// key), reloading them when they change; with `client_ca`, client certificates are asked
+/// for and, when sent, verified against it.
+pub fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
     let resolver = ReloadingCert::load(cert, key, RELOAD_CHECK)?;
     // The provider is named rather than taken from the process default: other crates bring
     // a second one, and rustls refuses to guess between them.
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TlsSetupError::Invalid(e.to_string()))?
-    .with_no_client_auth()
-    .with_cert_resolver(Arc::new(resolver));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Invalid(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            add_ca_file(&mut roots, ca)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            // Phones present no certificate; they authenticate by digest as before.
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_cert_resolver(Arc::new(resolver));
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Adds the CA certificates in the PEM file `ca` to `roots`.
+pub(super) fn add_ca_file(
+    roots: &mut rustls::RootCertStore,
+    ca: &Path,
+) -> Result<(), TlsSetupError> {
+    let pem = std::fs::read(ca).map_err(|source| TlsSetupError::Read {
+        path: ca.display().to_string(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", ca.display())))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::Invalid(format!(
+            "{}: no certificate",
+            ca.display()
+        )));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", ca.display())))?;
+    }
+    Ok(())
+}
+
+/// A TLS client's certificate that the handshake verified against `sip.tls_client_ca`.
+#[derive(Debug)]
+pub(super) struct ClientCertificate(CertificateDer<'static>);
+
+impl ClientCertificate {
+    /// The end-entity certificate of a handshake that verified one.
+    fn of(conn: &rustls::ServerConnection) -> Option<ClientCertificate> {
+        let first = conn.peer_certificates()?.first()?;
+        Some(ClientCertificate(first.clone().into_owned()))
+    }
+}
+
+impl crate::sip::endpoint::CertifiedPeer for ClientCertificate {
+    /// Name matching as rustls-webpki does it for servers (subjectAltName DNS and IP
+    /// entries; the subject's CN is not used).
+    fn certifies(&self, host: &str) -> bool {
+        let Ok(name) = ServerName::try_from(host) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(&self.0)
+            .and_then(|c| c.verify_is_valid_for_subject_name(&name))
+            .is_ok()
+    }
 }
 
 /// The files' modification times: what tells a renewed certificate.
@@ -203,7 +278,13 @@ pub fn spawn_tls_listener(
         let acceptor = acceptor.clone();
         async move {
             match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => super::tcp::connection(s, addr, TransportKind::Tls, tx, limits).await,
+                Ok(Ok(s)) => {
+                    let certified = ClientCertificate::of(s.get_ref().1).map(|c| {
+                        tracing::debug!(peer = %addr, "TLS client presented a verified certificate");
+                        Arc::new(c) as Arc<dyn crate::sip::endpoint::CertifiedPeer>
+                    });
+                    super::tcp::connection(s, addr, TransportKind::Tls, certified, tx, limits).await
+                }
                 Ok(Err(e)) => handshake_failed(addr, &e.to_string()),
                 Err(_) => handshake_failed(addr, "timed out"),
             }
@@ -233,6 +314,206 @@ mod tests {
             .map(|o| o.status.success())
             .unwrap_or(false);
         ok.then_some((cert, key))
+    }
+
+    /// Runs openssl in `dir`; false when it is missing or fails.
+    fn openssl(dir: &Path, args: &[&str]) -> bool {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// A CA `{ca}.pem`/`{ca}.key` in `dir`, and a certificate for DNS name `name` it signed
+    /// (`{name}.pem`, `{name}.key`). False when openssl is missing.
+    fn ca_and_cert(dir: &Path, ca: &str, name: &str) -> bool {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )
+        .is_ok()
+            && (dir.join(format!("{ca}.pem")).exists()
+                || openssl(
+                    dir,
+                    &[
+                        &["req", "-x509"][..],
+                        &ec,
+                        &["-days", "1", "-subj", &format!("/CN={ca}")],
+                    ]
+                    .concat()
+                    .into_iter()
+                    .chain([
+                        "-keyout",
+                        &format!("{ca}.key"),
+                        "-out",
+                        &format!("{ca}.pem"),
+                        "-addext",
+                        "basicConstraints=critical,CA:TRUE",
+                        "-addext",
+                        "keyUsage=critical,keyCertSign",
+                    ])
+                    .collect::<Vec<_>>(),
+                ))
+            && openssl(
+                dir,
+                &[&["req"][..], &ec, &["-subj", &format!("/CN={name}")]]
+                    .concat()
+                    .into_iter()
+                    .chain([
+                        "-keyout",
+                        &format!("{name}.key"),
+                        "-out",
+                        &format!("{name}.csr"),
+                    ])
+                    .collect::<Vec<_>>(),
+            )
+            && openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("{ca}.pem"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-extfile",
+                    &ext,
+                ],
+            )
+    }
+
+    /// A client connecting to `addr` trusting `ca`, presenting `identity` if given.
+    async fn connect_as(
+        addr: std::net::SocketAddr,
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        add_ca_file(&mut roots, ca).expect("ca");
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(
+                ReloadingCert::load(cert, key, RELOAD_CHECK).expect("client cert"),
+            )),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("switchyard.test").expect("name");
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        // TLS 1.3: the server judges the client's certificate after the client's side of
+        // the handshake is done; a read shows whether it was let in.
+        use tokio::io::AsyncWriteExt;
+        s.write_all(b"\r\n\r\n").await?;
+        Ok(s)
+    }
+
+    /// `sip.tls_client_ca`: a client certificate from that CA is verified and handed to the
+    /// endpoint with the connection (it holds its own name, not another); a client with no
+    /// certificate (a phone) is let in without one; one from another CA is refused in the
+    /// handshake.
+    #[tokio::test]
+    async fn client_certificates_are_verified_against_the_client_ca_and_handed_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        if !(ca_and_cert(d, "ca", "switchyard.test")
+            && ca_and_cert(d, "ca", "edge.carrier.test")
+            && ca_and_cert(d, "rogue-ca", "rogue.carrier.test"))
+        {
+            eprintln!("openssl missing: client certificates not tested here");
+            return;
+        }
+        let acceptor = tls_acceptor(
+            &d.join("switchyard.test.pem"),
+            &d.join("switchyard.test.key"),
+            Some(&d.join("ca.pem")),
+        )
+        .expect("acceptor");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, mut rx) = mpsc::channel(16);
+        let limits = super::super::StreamLimits {
+            max_connections: 8,
+            max_per_ip: 8,
+            idle: Duration::from_secs(5),
+        };
+        let task = spawn_tls_listener(listener, acceptor, tx, limits);
+        let opened = |rx: &mut mpsc::Receiver<Inbound>| {
+            let got = rx.try_recv();
+            match got {
+                Ok(Inbound::Opened { certified, .. }) => Some(certified),
+                _ => None,
+            }
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(300));
+        let ca = d.join("ca.pem");
+
+        let carrier = connect_as(
+            addr,
+            &ca,
+            Some((
+                &d.join("edge.carrier.test.pem"),
+                &d.join("edge.carrier.test.key"),
+            )),
+        )
+        .await
+        .expect("a certificate from the CA is taken");
+        settle().await;
+        let who = opened(&mut rx)
+            .expect("opened")
+            .expect("its certificate handed on");
+        assert!(who.certifies("edge.carrier.test"));
+        assert!(who.certifies("EDGE.carrier.test"));
+        assert!(!who.certifies("other.carrier.test"), "only its own name");
+        assert!(!who.certifies("switchyard.test"));
+
+        let phone = connect_as(addr, &ca, None)
+            .await
+            .expect("no certificate: let in");
+        settle().await;
+        assert!(opened(&mut rx).expect("opened").is_none(), "nothing proven");
+
+        let before = handshake_failures();
+        let _rogue = connect_as(
+            addr,
+            &d.join("ca.pem"),
+            Some((
+                &d.join("rogue.carrier.test.pem"),
+                &d.join("rogue.carrier.test.key"),
+            )),
+        )
+        .await;
+        settle().await;
+        assert!(
+            opened(&mut rx).is_none(),
+            "another CA's certificate: no connection"
+        );
+        assert!(handshake_failures() > before, "the refusal is counted");
+        drop((carrier, phone));
+        task.abort();
     }
 
     fn fingerprint(k: &CertifiedKey) -> Vec<u8> {
@@ -281,11 +562,11 @@ mod tests {
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         std::fs::write(&cert, "not a certificate").expect("write");
         std::fs::write(&key, "not a key").expect("write");
-        let Err(err) = tls_acceptor(&cert, &key) else {
+        let Err(err) = tls_acceptor(&cert, &key, None) else {
             panic!("junk taken for a certificate")
         };
         assert!(err.to_string().contains("c.pem"), "{err}");
-        let Err(missing) = tls_acceptor(&dir.path().join("none.pem"), &key) else {
+        let Err(missing) = tls_acceptor(&dir.path().join("none.pem"), &key, None) else {
             panic!("a missing file taken for a certificate")
         };
         assert!(matches!(missing, TlsSetupError::Read { .. }), "{missing}");

@@ -6,9 +6,7 @@
 //! or its SRV target gives. A node that must prove itself to a provider (mutual TLS)
 //! presents `sip.tls_client_cert`, reloaded when its files change like the server's.
 
-use super::tls::{ReloadingCert, TlsSetupError, RELOAD_CHECK};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use super::tls::{add_ca_file, ReloadingCert, TlsSetupError, RELOAD_CHECK};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,24 +31,7 @@ pub fn tls_connector(
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
     tracing::debug!(added, ignored, "system trust roots for TLS trunks");
     if let Some(ca) = files.extra_ca {
-        let pem = std::fs::read(ca).map_err(|source| TlsSetupError::Read {
-            path: ca.display().to_string(),
-            source,
-        })?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", ca.display())))?;
-        if certs.is_empty() {
-            return Err(TlsSetupError::Invalid(format!(
-                "{}: no certificate",
-                ca.display()
-            )));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| TlsSetupError::Invalid(format!("{}: {e}", ca.display())))?;
-        }
+        add_ca_file(&mut roots, ca)?;
     }
     // The provider is named, as for the server side: rustls refuses to guess between two.
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -102,6 +102,7 @@ async fn connection<S>(
         .send(Inbound::Opened {
             conn,
             writer: wtx.clone(),
+            certified: None,
         })
         .await
         .is_err()

@@ -18,6 +18,8 @@ struct Harness {
     told: Vec<String>,
     /// Where each message `drain` returned was sent, in the same order.
     sent_to: Vec<SocketAddr>,
+    /// The stream connection each went on (`None`: one this node opens, or UDP).
+    sent_on: Vec<Option<u64>>,
     tenants: SnapshotCell,
     now: Now,
 }
@@ -70,6 +72,7 @@ impl Harness {
             work: Vec::new(),
             told: Vec::new(),
             sent_to: Vec::new(),
+            sent_on: Vec::new(),
             tenants,
             now: Now {
                 instant: Instant::now(),
@@ -170,9 +173,11 @@ impl Harness {
         }
         let mut out = Vec::new();
         self.sent_to.clear();
+        self.sent_on.clear();
         while let Some(t) = self.ep.poll_transmit() {
             out.push(String::from_utf8_lossy(&t.payload).into_owned());
             self.sent_to.push(t.peer.addr);
+            self.sent_on.push(t.peer.conn);
         }
         out
     }

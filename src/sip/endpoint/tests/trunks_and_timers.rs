@@ -18,6 +18,22 @@ fn route_all_to_trunk_at(h: &Harness, address: &str) {
     h.put_tenant(cfg);
 }
 
+/// The trunk name `carrier.example` resolved (for a minute) to `targets`, in order.
+fn resolve_carrier_to(h: &mut Harness, targets: Vec<locate::Target>) {
+    let mut table = locate::TargetTable::default();
+    table.by_key.insert(
+        locate::TargetKey {
+            address: "carrier.example".into(),
+            transport: None,
+        },
+        locate::Resolved {
+            targets: Arc::from(targets),
+            refresh_at: h.now.instant + Duration::from_secs(60),
+        },
+    );
+    h.ep.set_trunk_targets(Arc::new(arc_swap::ArcSwap::from_pointee(table)));
+}
+
 /// A trunk by name with four targets (RFC 3263 order): the first stays silent, the second
 /// (TCP) cannot be reached, the third answers 503, the fourth takes the call. Each move is
 /// a new INVITE transaction to the next target with the same dialog identifiers; the caller
@@ -37,18 +53,7 @@ fn a_trunk_leg_moves_through_its_targets_until_one_takes_the_call() {
         target("192.0.2.63:5060", TransportKind::Udp),
         target("192.0.2.64:5060", TransportKind::Udp),
     ];
-    let mut table = locate::TargetTable::default();
-    table.by_key.insert(
-        locate::TargetKey {
-            address: "carrier.example".into(),
-            transport: None,
-        },
-        locate::Resolved {
-            targets: Arc::from(targets),
-            refresh_at: h.now.instant + Duration::from_secs(60),
-        },
-    );
-    h.ep.set_trunk_targets(Arc::new(arc_swap::ArcSwap::from_pointee(table)));
+    resolve_carrier_to(&mut h, targets);
     let parent = answered_trunk_call(&mut h, "failover-1");
     let caller = CallerId {
         user: "+15550100".into(),
@@ -320,5 +325,114 @@ fn a_leg_refreshes_its_session_by_update_and_ends_when_refreshes_stop() {
             "{:?}",
             h.told
         );
+    }
+}
+
+/// A peer certificate in a test: the names it holds.
+#[derive(Debug)]
+struct CertFor(&'static str);
+
+impl CertifiedPeer for CertFor {
+    fn certifies(&self, host: &str) -> bool {
+        host.eq_ignore_ascii_case(self.0)
+    }
+}
+
+/// RFC 5923: a carrier that opened a TLS connection, proved its name with a certificate and
+/// offered the connection (`alias`) gets our new requests for that name down it; an offer
+/// from a connection without a certificate, or for a name the certificate does not hold,
+/// changes nothing; once the connection closes, we open our own again.
+#[test]
+fn a_carrier_that_proved_its_name_is_reached_over_the_connection_it_offered() {
+    let mut h = Harness::new();
+    route_all_to_trunk_at(&h, "carrier.example");
+    resolve_carrier_to(
+        &mut h,
+        vec![locate::Target {
+            addr: "192.0.2.70:5061".parse().expect("addr"),
+            transport: TransportKind::Tls,
+            server_name: Arc::from("sip.carrier.example"),
+        }],
+    );
+    let caller = CallerId {
+        user: "+15550100".into(),
+        display: None,
+        fixed: false,
+    };
+    let tls_peer = |conn: u64, port: u16| Peer {
+        transport: TransportKind::Tls,
+        addr: format!("192.0.2.70:{port}").parse().expect("addr"),
+        conn: Some(conn),
+    };
+    let options = |n: u32, sent_by: &str| {
+        format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS {sent_by};branch=z9hG4bKal{n};alias\r\n\
+             From: <sip:carrier@sip.carrier.example>;tag=a{n}\r\nTo: <sip:127.0.0.1>\r\n\
+             Call-ID: alias-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let parent = answered_trunk_call(&mut h, "alias-parent");
+    let dial = |h: &mut Harness| {
+        assert_eq!(
+            h.ep.dial_number(h.now, parent, "demo", "+15551234567", &caller),
+            1
+        );
+        let out = h.drain();
+        let at = out
+            .iter()
+            .position(|m| first_line(m).starts_with("INVITE sip:+15551234567@"))
+            .expect("the INVITE to the carrier");
+        (h.sent_to[at], h.sent_on[at])
+    };
+
+    // No certificate on connection 41: its alias is refused (and answered as ever).
+    let out = h.send(tls_peer(41, 40001), &options(1, "sip.carrier.example:5061"));
+    assert_eq!(codes(&out), vec![200]);
+    assert_eq!(h.ep.stats().aliases_refused, 1);
+    let (to, on) = dial(&mut h);
+    assert_eq!((to, on), ("192.0.2.70:5061".parse().unwrap(), None));
+
+    // Connection 42 proved another name: offering the carrier's is refused too.
+    h.ep.connection_certified(42, Arc::new(CertFor("imposter.example")));
+    h.send(tls_peer(42, 40002), &options(2, "sip.carrier.example:5061"));
+    assert_eq!(h.ep.stats().aliases_refused, 2);
+    assert_eq!(dial(&mut h).1, None);
+
+    // Connection 43 proved the carrier's name: the next INVITE goes down it.
+    h.ep.connection_certified(43, Arc::new(CertFor("sip.carrier.example")));
+    h.send(tls_peer(43, 40003), &options(3, "SIP.carrier.example:5061"));
+    assert_eq!(h.ep.stats().aliases_refused, 2);
+    assert_eq!(h.ep.stats().aliases, 1);
+    assert_eq!(dial(&mut h).1, Some(43));
+
+    // It closes: our own connection again.
+    h.ep.connection_closed(h.now, 43);
+    assert_eq!(h.ep.stats().aliases, 0);
+    assert_eq!(dial(&mut h).1, None);
+}
+
+/// Our own Via offers the connections we open over TLS for requests back, but only when we
+/// present a certificate there (the peer can check the name); never over UDP or TCP.
+#[test]
+fn our_via_offers_a_tls_connection_only_when_we_present_a_certificate() {
+    for alias in [false, true] {
+        let mut h = Harness::with(|c| {
+            c.tls_port = Some(5061);
+            c.tls_alias = alias;
+        });
+        assert_eq!(
+            h.ep.via_for(TransportKind::Tls, "z9hG4bKx")
+                .ends_with(";alias"),
+            alias
+        );
+        assert!(!h
+            .ep
+            .via_for(TransportKind::Udp, "z9hG4bKx")
+            .contains("alias"));
+        assert!(!h
+            .ep
+            .via_for(TransportKind::Tcp, "z9hG4bKx")
+            .contains("alias"));
+        h.drain();
     }
 }
