@@ -371,7 +371,8 @@ fn pjsua2_calls_over_tls_with_srtp_and_nothing_plain_is_on_the_wire() {
 /// and plain RTP, and each hears the other's tone. With `required`, both phones on TLS and
 /// requiring SRTP: the server offers the called phone SRTP too (so neither leg is plain: the
 /// capture of the server's RTP ports holds no plain G.711 packet), and each hears the other;
-/// a phone calling over UDP with plain RTP is refused with 488.
+/// a phone calling over TLS without an offer (late offer) gets ours with SRTP and hears its
+/// echo; a phone calling over UDP with plain RTP is refused with 488.
 #[test]
 fn srtp_phones_reach_plain_phones_and_each_other_as_the_tenant_policy_says() {
     if !pjsua_available() || !peer_available("openssl") || !peer_available("tcpdump") {
@@ -405,6 +406,33 @@ fn srtp_phones_reach_plain_phones_and_each_other_as_the_tenant_policy_says() {
     assert!(
         media.iter().all(|d| d.payload.len() > 172),
         "a plain G.711 packet left the server under a policy that requires SRTP"
+    );
+
+    // An INVITE without an offer over TLS, still under `required`: our offer in the 200
+    // carries RTP/SAVP and our key, PJSUA2 (SRTP mandatory) answers in its ACK, hears its
+    // echo, and no plain packet leaves the server.
+    let long_tone = work.path().join("tone-3s.wav");
+    write_tone_wav(&long_tone, 700.0, 3.0);
+    let rec = work.path().join("late-offer.wav");
+    let cap = Capture::start(p.rtp_first, p.rtp_first + 19);
+    let mut late = echo_over_tls(tls_port, &cert, &long_tone, &rec);
+    late.args(["--srtp", "mandatory", "--late-offer"]);
+    let out = late.output().expect("run pjsua");
+    assert_heard_700(&out, &rec, "late offer with SRTP", &server);
+    assert!(
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains("late offer: our offer goes in the 200") && l.contains("srtp=true")),
+        "PJSUA2 sent its INVITE without an offer\n{}",
+        server.log_text()
+    );
+    let sent = cap.finish();
+    let media = g711_media(&sent);
+    assert!(media.len() > 100, "{} media packets captured", media.len());
+    assert!(
+        media.iter().all(|d| d.payload.len() > 172),
+        "a plain G.711 packet left the server on the late-offer call"
     );
 
     let play = work.path().join("tone.wav");

@@ -127,6 +127,8 @@ def parse_args(argv):
                    "signalling hop (needs --tls); the call fails without SRTP")
     p.add_argument("--srtp-suite", default=None,
                    help="with --srtp: offer only this crypto suite (e.g. AES_CM_128_HMAC_SHA1_32)")
+    p.add_argument("--late-offer", action="store_true",
+                   help="send the INVITE without SDP (the server offers in its 200, we answer in the ACK)")
     p.add_argument("--bind", default="127.0.0.1",
                    help="local address for SIP and RTP (default 127.0.0.1)")
     p.add_argument("--local-port", type=int, default=0,
@@ -209,6 +211,8 @@ def run(opts):
         cprm = pj.CallOpParam(True)
         cprm.opt.audioCount = 1
         cprm.opt.videoCount = 0
+        if opts.late_offer:
+            cprm.opt.flag |= pj.PJSUA_CALL_NO_SDP_OFFER
         call.makeCall(uri, cprm)
 
         rc = drive(ep, call, opts)

@@ -130,7 +130,7 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
     );
     r.register(
         "sip_aliases_refused",
-        "Connection reuse offers (RFC 5923 alias) refused: no verified client certificate, or not its name",
+        "Connection reuse offers (RFC 5923 alias) refused: a name the peer's certificate does not hold, or too many",
         counter(g(&l.sip_aliases_refused)),
     );
     r.register(

@@ -72,7 +72,7 @@ pub struct LiveStats {
     pub srtp_offers_refused: AtomicU64,
     /// Attended transfers refused (`Replaces` naming no dialog of the transferor's).
     pub sip_replaces_refused: AtomicU64,
-    /// RFC 5923 `alias` offers refused (no verified certificate, or not its name).
+    /// RFC 5923 `alias` offers refused (a name the certificate does not hold, or too many).
     pub sip_aliases_refused: AtomicU64,
     /// SRTP packets dropped (failed authentication, replays).
     pub srtp_packets_refused: AtomicU64,

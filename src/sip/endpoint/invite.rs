@@ -79,6 +79,10 @@ pub(super) struct Call {
     pub(super) reliable: Option<super::reliable::Reliable>,
     /// The tenant's SRTP policy, for the offers of later re-INVITEs.
     srtp_policy: crate::tenant::model::SrtpPolicy,
+    /// The SRTP keys in our last offer (a late-offer INVITE under a policy that requires
+    /// SRTP, or a re-INVITE without SDP on an SRTP call): the answer in the ACK is held to
+    /// them.
+    offered_srtp: Option<crate::sdp::SrtpKeys>,
 }
 
 /// Seconds a node out of media ports asks callers to wait: calls end and free ports all the
@@ -174,6 +178,7 @@ impl Endpoint {
         // Offer/answer. An INVITE without a body asks us to offer in the 200 (late offer).
         let mut audio = None;
         let mut browser_offer = None;
+        let mut offered_srtp = None;
         if !req.body().is_empty() {
             let is_sdp = req.header("Content-Type").is_some_and(|ct| {
                 ct.trim()
@@ -206,8 +211,16 @@ impl Endpoint {
                     Err(e) => return self.refuse_sdp(now, &key, &req, &e),
                 }
             }
-        } else if let Err(e) = super::srtp::admit_late_offer(srtp_policy) {
-            return self.refuse_srtp(now, &key, &req, &peer, &e);
+        } else {
+            // No offer: ours goes in the 200, with our key under a policy that requires
+            // SRTP (over TLS only; refused otherwise).
+            match super::srtp::for_our_offer(peer.transport, srtp_policy) {
+                Ok(keys) => {
+                    tracing::info!(call_id = %req.call_id, srtp = keys.is_some(), "late offer: our offer goes in the 200");
+                    offered_srtp = keys
+                }
+                Err(e) => return self.refuse_srtp(now, &key, &req, &peer, &e),
+            }
         }
         let id = self.next_call;
         let rtp_port = match self.media.reserve(id) {
@@ -292,6 +305,7 @@ impl Endpoint {
             session_deadline: None,
             reliable: reliable.then(Default::default),
             srtp_policy,
+            offered_srtp,
         };
         self.dialogs
             .insert((call.dialog.call_id.clone(), local_tag.clone()), id);
@@ -419,7 +433,14 @@ impl Endpoint {
         }
         match (offer, &call.audio) {
             (Some(offer), Some(neg)) => build_answer(offer, neg, &local),
-            _ => our_offer(&local, None),
+            _ => {
+                // Our offer: an SRTP call keeps its key (a re-INVITE without SDP), a late
+                // offer has the one chosen when it came in.
+                if let Some(k) = call.audio.as_ref().and_then(|a| a.srtp.clone()) {
+                    call.offered_srtp = Some(k);
+                }
+                our_offer(&local, call.offered_srtp.as_ref())
+            }
         }
     }
 
@@ -555,7 +576,15 @@ impl Endpoint {
             }
             if call.late_offer && !req.body().is_empty() {
                 call.late_offer = false;
-                match SessionDescription::parse(req.body()).and_then(|a| negotiate(&a)) {
+                let answer = SessionDescription::parse(req.body())
+                    .and_then(|a| negotiate(&a))
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut neg| {
+                        super::srtp::accept_answer(&mut neg, call.offered_srtp.as_ref())
+                            .map(|()| neg)
+                            .map_err(|e| e.to_string())
+                    });
+                match answer {
                     Ok(neg) => {
                         call.audio = Some(neg);
                         self.start_media(id);

@@ -437,7 +437,8 @@ pub struct EndpointStats {
     pub srtp_offers_refused: u64,
     /// Attended transfers refused: `Replaces` named no dialog the transferor has with us.
     pub replaces_refused: u64,
-    /// `alias` offers refused (RFC 5923): no verified certificate, or not its name.
+    /// `alias` offers refused (RFC 5923): a name the certificate does not hold, or too many
+    /// (offers from connections without a verified certificate are routine, not counted).
     pub aliases_refused: u64,
     /// Names aliased to connections peers opened (RFC 5923), now.
     pub aliases: usize,
@@ -914,6 +915,11 @@ impl Endpoint {
         let port = via.port.unwrap_or(5061);
         match self.aliases.offered(conn, &via.host, port) {
             reuse::Offer::Taken => {}
+            // Routine: PJSIP phones offer every TLS connection; without a verified
+            // certificate RFC 5923 forbids taking it, and there is nothing suspicious in it.
+            reuse::Offer::Unproven => {
+                tracing::debug!(peer = %peer.addr, "connection alias without a verified certificate: not taken");
+            }
             refused => {
                 self.stats.aliases_refused += 1;
                 tracing::info!(

@@ -65,7 +65,8 @@ pub(super) fn admit(
     Ok(())
 }
 
-/// Keys for an offer of ours on a leg we place: under a policy that requires SRTP, a new
+/// Keys for an offer of ours (on a leg we place, or in the 200 to an INVITE that came
+/// without one): under a policy that requires SRTP, a new
 /// key (`AES_CM_128_HMAC_SHA1_80`, the suite every SRTP phone runs), and only towards a
 /// target reached over TLS; otherwise plain RTP.
 pub(super) fn for_our_offer(
@@ -110,15 +111,6 @@ pub(super) fn accept_answer(
     }
 }
 
-/// A call that arrives without an offer gets plain RTP in ours: under a policy that requires
-/// SRTP it is refused.
-pub(super) fn admit_late_offer(policy: SrtpPolicy) -> Result<(), SrtpRefused> {
-    match policy {
-        SrtpPolicy::Required => Err(SrtpRefused::Required),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +151,6 @@ a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubG
                 assert_eq!(a.srtp.as_ref().map(|k| k.local.len()), Some(30));
             }
         }
-        assert_eq!(admit_late_offer(Required), Err(SrtpRefused::Required));
     }
 
     #[test]

@@ -1596,5 +1596,6 @@ fn password_guessing_behind_the_proxy_blocks_the_guesser_not_the_proxy() {
     let _ = PHONE_BEHIND_PROXY;
 }
 
+mod srtp;
 mod transfer;
 mod trunks_and_timers;
