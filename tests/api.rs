@@ -1008,3 +1008,114 @@ fn tenant_sections_with_their_own_etags() {
         StatusCode::NOT_FOUND,
     );
 }
+
+/// The events one SSE stream (written by curl to `path`) carried: (event name, data JSON).
+fn sse_events(path: &std::path::Path) -> Vec<(String, Value)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.clone(), serde_json::from_str(d).unwrap_or(Value::Null)));
+        }
+    }
+    out
+}
+
+/// A tenant's live event stream (Server-Sent Events, read by curl with the tenant's
+/// read-only key) shows a SIPp call from start to end: started (from, to, direction),
+/// answered, each RFC 4733 digit, ended (disposition, cause, record id). Another tenant's
+/// stream, open at the same time, carries none of it, and its key cannot open the first
+/// tenant's stream (404, as for anything of another tenant's).
+#[test]
+fn a_tenants_event_stream_follows_a_call_from_start_to_end() {
+    if !peer_available("sipp") || !peer_available("curl") {
+        return;
+    }
+    let p = ports();
+    let server = Server::start(&p, &[]);
+    let api = Api::new(&server);
+    let key: Value = api
+        .send(
+            "POST",
+            "/v1/tenants/demo/keys",
+            ADMIN_KEY,
+            Some(&json!({"name": "dashboard", "read_only": true})),
+            None,
+        )
+        .json()
+        .expect("key");
+    let demo_key = key["key"].as_str().expect("key").to_string();
+    let acme_key = acme_with_key(&api);
+    // Another tenant's key: told nothing, as for every other resource of the tenant.
+    problem(
+        api.get("/v1/tenants/demo/events", Some(&acme_key)),
+        StatusCode::NOT_FOUND,
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let follow = |tenant: &str, key: &str, file: &str| {
+        let out = std::fs::File::create(dir.path().join(file)).expect("file");
+        std::process::Command::new("curl")
+            .args(["-sN", "--max-time", "60", "-H"])
+            .arg(format!("Authorization: Bearer {key}"))
+            .arg(format!("{}/v1/tenants/{tenant}/events", api.base))
+            .stdout(out)
+            .spawn()
+            .expect("curl")
+    };
+    let mut demo_stream = follow("demo", &demo_key, "demo.sse");
+    let mut acme_stream = follow("acme", &acme_key, "acme.sse");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let (ok, out) = sipp_with_audio(
+        &server,
+        &p,
+        "media_dtmf.xml",
+        None,
+        &["-s", "+15550601", "-d", "2500"],
+    );
+    assert!(ok, "sipp: {out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sse_events(&dir.path().join("demo.sse"))
+        .iter()
+        .any(|(n, _)| n == "ended")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for c in [&mut demo_stream, &mut acme_stream] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    let events = sse_events(&dir.path().join("demo.sse"));
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["started", "answered", "digit", "digit", "digit", "digit", "ended"],
+        "{events:?}\n{}",
+        server.log_text()
+    );
+    let call = &events[0].1["call"];
+    assert!(events.iter().all(|(_, d)| &d["call"] == call), "{events:?}");
+    let started = &events[0].1;
+    assert_eq!(started["to"], "+15550601");
+    assert_eq!(started["direction"], "inbound");
+    assert!(started["from"].is_string() && started["call_id"].is_string());
+    let digits: Vec<&str> = events[2..6]
+        .iter()
+        .filter_map(|(_, d)| d["digit"].as_str())
+        .collect();
+    assert_eq!(digits, ["1", "2", "3", "#"]);
+    let ended = &events[6].1;
+    assert_eq!(ended["disposition"], "answered");
+    assert_eq!(ended["hangup_cause"], "caller_hangup");
+    assert!(ended["record"].is_string(), "{ended}");
+    assert!(
+        sse_events(&dir.path().join("acme.sse")).is_empty(),
+        "another tenant's stream carried the call"
+    );
+}

@@ -14,6 +14,7 @@ mod audio;
 mod calllog;
 pub mod cluster_view;
 pub mod error;
+mod events;
 pub mod keys;
 pub mod live;
 pub mod live_cluster;
@@ -335,6 +336,7 @@ impl ApiState {
         tenants::create_key,
         tenants::revoke_key,
         live::list_calls,
+        events::call_events,
         live::hangup,
         live::transfer,
         calllog::list_call_logs,
@@ -379,7 +381,7 @@ impl ApiState {
         sections::get_limits,
         sections::put_limits,
     ),
-    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, cluster_view::NodeStatus, cluster_view::ClusterView, cluster_view::DrainState, crate::cluster::ConfigReport, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, live::CallInfo, live::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::mailstore::Message, crate::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::records::call::EndedBy, crate::records::call::HangupCause)),
+    components(schemas(Problem, error::FieldError, NodeInfo, StoreInfo, cluster_view::NodeStatus, cluster_view::ClusterView, cluster_view::DrainState, crate::cluster::ConfigReport, keys::KeyInfo, tenants::TenantSummary, tenants::NewKey, tenants::CreatedKey, Health, live::CallInfo, crate::call::events::CallNotice, crate::call::events::NoticeKind, live::Binding, users::NewPassword, live::TransferRequest, voicemail::MessageUpdate, crate::mailstore::Message, crate::mailstore::Folder, calllog::CallLogPage, calllog::RecordingPage, crate::history::Recording, crate::history::AuditEntry, calllog::AuditPage, prompts::PromptPage, prompts::PromptListItem, tenants::TenantPage, tenants::KeyPage, users::UserPage, live::CallPage, voicemail::MessagePage, crate::promptstore::PromptInfo, crate::history::CallStats, crate::history::DayCount, crate::history::UserCount, crate::call::cdr::CallRecord, crate::call::cdr::LegRecord, crate::call::cdr::Quality, crate::call::cdr::Direction, crate::call::cdr::Disposition, crate::records::call::EndedBy, crate::records::call::HangupCause)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -421,6 +423,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .merge(tenants::routes())
         .merge(live::routes())
+        .merge(events::routes())
         .merge(voicemail::routes())
         .merge(calllog::routes())
         .merge(prompts::routes())

@@ -20,6 +20,7 @@
 
 pub mod cdr;
 pub mod control;
+pub mod events;
 pub mod media;
 pub mod policy;
 pub mod runner;
@@ -54,6 +55,8 @@ pub struct Services {
     pub stores: Option<Stores>,
     /// Wrong voicemail PINs per mailbox, across calls (see [`Services::pin_allowed`]).
     pins: Mutex<crate::sip::auth_guard::AuthGuard>,
+    /// Calls' steps, out to the tenants' event streams.
+    pub events: events::EventHub,
 }
 
 /// Wrong PINs a mailbox takes within [`PIN_WINDOW`] before PIN entry is locked (the lock
@@ -111,6 +114,7 @@ impl Services {
             mail,
             changed,
             left: Mutex::new(Vec::new()),
+            events: events::EventHub::default(),
             pins: Mutex::new(crate::sip::auth_guard::AuthGuard::new(
                 crate::sip::auth_guard::GuardLimits {
                     max_failures: PIN_MAX_FAILURES,

@@ -16,6 +16,17 @@ pub enum Direction {
     Internal,
 }
 
+impl Direction {
+    /// As stored and shown (`inbound`, `outbound`, `internal`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Internal => "internal",
+        }
+    }
+}
+
 /// How a call ended, for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -862,8 +862,12 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     Ok(())
 }
 
-/// Hands finished calls' records and recordings to the stores (through the spool).
+/// Hands finished calls' records and recordings to the stores (through the spool), and
+/// every call's steps to the tenants' event streams.
 fn store_finished(runner: &mut CallRunner, services: &Services) {
+    while let Some(notice) = runner.poll_notice() {
+        services.events.publish(notice);
+    }
     while let Some(FinishedCall { record, recordings }) = runner.poll_finished() {
         let Some(stores) = &services.stores else {
             continue;

@@ -140,6 +140,8 @@ pub struct CallRunner {
     actions: VecDeque<CallAction>,
     /// Finished calls' records, for the server to store.
     finished: VecDeque<FinishedCall>,
+    /// Steps of calls for the tenants' event streams, for the server to publish.
+    notices: VecDeque<super::events::CallNotice>,
     /// Digit-collection deadlines (call, when); entries whose session moved on are skipped
     /// when they come due, so the server loop never scans every call.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -160,6 +162,7 @@ impl CallRunner {
             children: HashMap::new(),
             by_leg: HashMap::new(),
             actions: VecDeque::new(),
+            notices: VecDeque::new(),
             finished: VecDeque::new(),
             deadlines: BinaryHeap::new(),
         }
@@ -189,6 +192,11 @@ impl CallRunner {
 
     pub fn poll_finished(&mut self) -> Option<FinishedCall> {
         self.finished.pop_front()
+    }
+
+    /// Next step of a call for the tenants' event streams.
+    pub fn poll_notice(&mut self) -> Option<super::events::CallNotice> {
+        self.notices.pop_front()
     }
 
     /// Next SIP action.
@@ -235,6 +243,17 @@ impl CallRunner {
                     (Caller::User(_), Target::External { .. }) => Direction::Outbound,
                     _ => Direction::Internal,
                 };
+                let mut notice = super::events::CallNotice::new(
+                    super::events::NoticeKind::Started,
+                    call,
+                    &call_id,
+                    tenant.id(),
+                    unix,
+                );
+                notice.from = Some(caller.number().to_string());
+                notice.to = Some(dialed.clone());
+                notice.direction = Some(direction.as_str().to_string());
+                self.notices.push_back(notice);
                 let draft = Draft {
                     id: format!("{unix}-{call}-{:04x}", rand::random::<u16>()),
                     call_id,
@@ -438,6 +457,7 @@ impl CallRunner {
                     .is_some_and(|e| e.session.digits_are_secret());
                 tracing::info!(call, digit = %masked(digit, secret), source = "SipInfo", "digit received");
                 if let Some(e) = self.calls.get_mut(&call) {
+                    Self::digit_notice(&mut self.notices, call, e, digit, unix);
                     e.session.on_digit(digit, false, now, unix);
                 }
                 self.apply(call);
@@ -546,11 +566,45 @@ impl CallRunner {
             legs: d.legs,
         };
         cdr::log(&rec);
+        let mut notice = super::events::CallNotice::new(
+            super::events::NoticeKind::Ended,
+            call,
+            &rec.call_id,
+            &rec.tenant,
+            end_unix,
+        );
+        notice.disposition = Some(rec.disposition.as_str().to_string());
+        notice.hangup_cause = Some(rec.hangup_cause.as_str().to_string());
+        notice.duration_secs = Some(rec.duration_secs);
+        notice.record = Some(rec.id.clone());
+        self.notices.push_back(notice);
         self.services.call_finished(rec.disposition);
         self.finished.push_back(FinishedCall {
             record: rec,
             recordings: recordings.to_vec(),
         });
+    }
+
+    /// A digit for the event stream, unless the call's app is collecting a secret (a PIN).
+    fn digit_notice(
+        notices: &mut VecDeque<super::events::CallNotice>,
+        call: u64,
+        e: &Entry,
+        digit: char,
+        unix: u64,
+    ) {
+        if e.session.digits_are_secret() {
+            return;
+        }
+        let mut n = super::events::CallNotice::new(
+            super::events::NoticeKind::Digit,
+            call,
+            &e.draft.call_id,
+            e.session.context().tenant.id(),
+            unix,
+        );
+        n.digit = Some(digit.to_string());
+        notices.push_back(n);
     }
 
     /// Bridges a call with the leg it answered to once both have media.
@@ -707,6 +761,7 @@ impl CallRunner {
                     LegEvent::Digit { digit, source } => {
                         let shown = masked(digit, e.session.digits_are_secret());
                         tracing::info!(call, digit = %shown, ?source, "digit received");
+                        Self::digit_notice(&mut self.notices, call, e, digit, unix);
                         e.session.on_digit(digit, true, now, unix);
                     }
                     LegEvent::PlaybackDone { interrupted, tag } => {
@@ -801,6 +856,15 @@ impl CallRunner {
                     Ok(())
                 }
                 (Effect::Answer, _) if !ended => {
+                    if e.draft.answer_unix.is_none() {
+                        self.notices.push_back(super::events::CallNotice::new(
+                            super::events::NoticeKind::Answered,
+                            call,
+                            &e.draft.call_id,
+                            e.session.context().tenant.id(),
+                            unix_now(),
+                        ));
+                    }
                     e.draft.answer_unix.get_or_insert_with(unix_now);
                     self.actions.push_back(CallAction::Answer { call });
                     Ok(())
