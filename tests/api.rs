@@ -1025,8 +1025,8 @@ fn sse_events(path: &std::path::Path) -> Vec<(String, Value)> {
 }
 
 /// A tenant's live event stream (Server-Sent Events, read by curl with the tenant's
-/// read-only key) shows a SIPp call from start to end: started (from, to, direction),
-/// answered, each RFC 4733 digit, ended (disposition, cause, record id). Another tenant's
+/// read-only key) shows a SIPp call from start to end: started (from, to, direction), the
+/// app it runs, answered, each RFC 4733 digit, ended (disposition, cause, record id). Another tenant's
 /// stream, open at the same time, carries none of it, and its key cannot open the first
 /// tenant's stream (404, as for anything of another tenant's).
 #[test]
@@ -1095,7 +1095,7 @@ fn a_tenants_event_stream_follows_a_call_from_start_to_end() {
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["started", "answered", "digit", "digit", "digit", "digit", "ended"],
+        ["started", "app", "answered", "digit", "digit", "digit", "digit", "ended"],
         "{events:?}\n{}",
         server.log_text()
     );
@@ -1105,12 +1105,14 @@ fn a_tenants_event_stream_follows_a_call_from_start_to_end() {
     assert_eq!(started["to"], "+15550601");
     assert_eq!(started["direction"], "inbound");
     assert!(started["from"].is_string() && started["call_id"].is_string());
-    let digits: Vec<&str> = events[2..6]
+    assert_eq!(events[1].1["app"], "prompt_loop", "{events:?}");
+    assert_eq!(events[1].1["path"], "prompt_loop");
+    let digits: Vec<&str> = events[3..7]
         .iter()
         .filter_map(|(_, d)| d["digit"].as_str())
         .collect();
     assert_eq!(digits, ["1", "2", "3", "#"]);
-    let ended = &events[6].1;
+    let ended = &events[7].1;
     assert_eq!(ended["disposition"], "answered");
     assert_eq!(ended["hangup_cause"], "caller_hangup");
     assert!(ended["record"].is_string(), "{ended}");

@@ -1,5 +1,5 @@
 //! A tenant's live call events as Server-Sent Events (`GET /v1/tenants/{tenant}/events`):
-//! each call's `started`, `answered`, `digit` and `ended`, for dashboards and CRMs. Read
+//! each call's `started`, `answered`, `app`, `digit` and `ended`, for dashboards and CRMs. Read
 //! with the tenant's key (read-only is enough) or the admin key; one tenant's stream never
 //! carries another's calls. At most 16 streams per tenant (429 beyond). A stream that falls
 //! more than 1,024 events behind gets a `lagged` event with the number missed, then goes
@@ -23,7 +23,7 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
 }
 
 /// Follow a tenant's calls as they happen (Server-Sent Events). Each event is named for what
-/// happened (`started`, `answered`, `digit`, `ended`; `lagged` when the reader fell behind,
+/// happened (`started`, `answered`, `app`, `digit`, `ended`; `lagged` when the reader fell behind,
 /// its data the number of events missed) and carries a `CallNotice` as JSON. Digits are left
 /// out while an app collects a PIN.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/events", params(("tenant" = String, Path)),

@@ -1,5 +1,5 @@
 //! What happens to calls, as a tenant's dashboards and CRMs follow it: call started,
-//! answered, a digit pressed, call ended. The runner queues a [`CallNotice`] at each step
+//! answered, on to an app, a digit pressed, call ended. The runner queues a [`CallNotice`] at each step
 //! (pure, like its actions); the server loop hands them to the [`EventHub`], whose
 //! subscribers (the admin API's event stream) each see their own tenant's only.
 //!
@@ -24,6 +24,9 @@ pub enum NoticeKind {
     Started,
     /// The call was answered (by an app, a phone or a trunk).
     Answered,
+    /// The call went on to an app (the first one, or the next: an IVR's choice, voicemail,
+    /// dialling users).
+    App,
     /// The caller pressed a key (not sent while an app collects a PIN).
     Digit,
     /// The call ended; its record is written.
@@ -56,6 +59,12 @@ pub struct CallNotice {
     /// `digit`: the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digit: Option<String>,
+    /// `app`: the app running now (`ivr`, `voicemail`, `dial`, `echo`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// `app`: the apps the call went through (`ivr:main:1 > voicemail:100`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// `ended`: `answered`, `busy`, `no_answer`, `failed`, …, as the call record says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disposition: Option<String>,
@@ -83,6 +92,8 @@ impl CallNotice {
             to: None,
             direction: None,
             digit: None,
+            app: None,
+            path: None,
             disposition: None,
             hangup_cause: None,
             duration_secs: None,

@@ -187,6 +187,12 @@ impl CallSession {
         self.app.name()
     }
 
+    /// How many apps the call has run so far (the current one included): a cheap way to
+    /// tell that it moved on, without building [`path`](Self::path).
+    pub fn apps_run(&self) -> usize {
+        self.path.len()
+    }
+
     /// The apps the call went through, with their trails (`ivr:main:1 > voicemail:100`).
     pub fn path(&self) -> String {
         let mut p = self.path.clone();

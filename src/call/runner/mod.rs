@@ -126,6 +126,8 @@ struct Entry {
     /// The SIP side is gone; the entry stays until the media leg has closed (a recording in
     /// progress still reports its end to the app).
     ended: bool,
+    /// Apps run when last told to the event stream (0: none yet).
+    apps_told: usize,
 }
 
 /// Every live call's session and media leg.
@@ -288,6 +290,7 @@ impl CallRunner {
                         draft,
                         leg: None,
                         ended: false,
+                        apps_told: 0,
                     },
                 );
                 self.apply(call);
@@ -839,6 +842,21 @@ impl CallRunner {
         let Some(e) = self.calls.get_mut(&call) else {
             return;
         };
+        // The call moved on to another app (an IVR's choice, voicemail, a dial): a step for
+        // the event stream.
+        if e.session.apps_run() != e.apps_told && !e.ended {
+            e.apps_told = e.session.apps_run();
+            let mut n = super::events::CallNotice::new(
+                super::events::NoticeKind::App,
+                call,
+                &e.draft.call_id,
+                e.session.context().tenant.id(),
+                unix_now(),
+            );
+            n.app = Some(e.session.app_name().to_string());
+            n.path = Some(e.session.path());
+            self.notices.push_back(n);
+        }
         let leg = e.leg;
         let ended = e.ended;
         if let Some(at) = e.session.poll_timeout() {

@@ -468,3 +468,50 @@ fn a_prompt_the_loader_cannot_read_hangs_the_caller_up_instead_of_leaving_silenc
         }]
     );
 }
+
+/// The event stream's view of an IVR call: started, the menu, answered, the caller's digit,
+/// then the app the menu sent it to (with the path so far).
+#[test]
+fn a_call_through_a_menu_is_told_step_by_step() {
+    use crate::call::events::NoticeKind;
+    let mut r = Rig::new();
+    r.incoming(
+        1,
+        demo(|_| {}),
+        Target::Ivr {
+            menu: "main".into(),
+        },
+    );
+    r.actions();
+    r.media_start(1);
+    r.event(CallEvent::Digit {
+        call: 1,
+        digit: '3',
+    });
+    r.actions();
+    let told: Vec<_> = std::iter::from_fn(|| r.runner.poll_notice()).collect();
+    let kinds: Vec<NoticeKind> = told.iter().map(|n| n.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            NoticeKind::Started,
+            NoticeKind::App,
+            NoticeKind::Answered,
+            NoticeKind::Digit,
+            NoticeKind::App
+        ],
+        "{told:?}"
+    );
+    assert!(told.iter().all(|n| n.call == 1 && n.tenant == "demo"));
+    assert_eq!(told[1].app.as_deref(), Some("ivr"));
+    assert_eq!(told[3].digit.as_deref(), Some("3"));
+    assert_eq!(told[4].app.as_deref(), Some("voicemail"));
+    assert!(
+        told[4]
+            .path
+            .as_deref()
+            .is_some_and(|p| p.starts_with("ivr:main") && p.ends_with("voicemail:100")),
+        "{:?}",
+        told[4].path
+    );
+}
