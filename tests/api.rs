@@ -1069,6 +1069,11 @@ fn a_tenants_event_stream_follows_a_call_from_start_to_end() {
     let mut demo_stream = follow("demo", &demo_key, "demo.sse");
     let mut acme_stream = follow("acme", &acme_key, "acme.sse");
     std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        metric_value(server.api_port, "switchyard_api_event_streams"),
+        2.0,
+        "both streams counted"
+    );
 
     let (ok, out) = sipp_with_audio(
         &server,

@@ -99,6 +99,16 @@ pub fn exposition(st: &ApiState) -> Result<String, std::fmt::Error> {
         gauge(g(&l.registrations)),
     );
     r.register(
+        "api_event_streams",
+        "Tenants' call event streams open now",
+        gauge(st.services.events.open_streams() as u64),
+    );
+    r.register(
+        "api_event_stream_missed",
+        "Call events readers missed by falling behind (each was told with a lagged event)",
+        counter(st.services.events.missed()),
+    );
+    r.register(
         "sip_malformed",
         "Malformed SIP messages received",
         counter(g(&l.sip_malformed)),

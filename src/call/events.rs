@@ -115,6 +115,8 @@ pub enum StreamRefused {
 pub struct EventHub {
     tx: broadcast::Sender<Arc<CallNotice>>,
     open: Arc<Mutex<HashMap<String, usize>>>,
+    /// Notices readers missed by falling behind, since start-up.
+    missed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for EventHub {
@@ -122,6 +124,7 @@ impl Default for EventHub {
         EventHub {
             tx: broadcast::channel(BACKLOG).0,
             open: Arc::default(),
+            missed: Arc::default(),
         }
     }
 }
@@ -144,7 +147,19 @@ impl EventHub {
             rx: self.tx.subscribe(),
             tenant: tenant.to_string(),
             open: self.open.clone(),
+            missed: self.missed.clone(),
         })
+    }
+
+    /// Streams open now, all tenants.
+    pub fn open_streams(&self) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values().sum()
+    }
+
+    /// Notices readers missed by falling behind, since start-up.
+    pub fn missed(&self) -> u64 {
+        self.missed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -154,6 +169,7 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<CallNotice>>,
     tenant: String,
     open: Arc<Mutex<HashMap<String, usize>>>,
+    missed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a subscription reads next.
@@ -174,7 +190,11 @@ impl Subscription {
             match self.rx.recv().await {
                 Ok(n) if n.tenant == self.tenant => return Next::Notice(n),
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(k)) => return Next::Lagged(k),
+                Err(broadcast::error::RecvError::Lagged(k)) => {
+                    self.missed
+                        .fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+                    return Next::Lagged(k);
+                }
                 Err(broadcast::error::RecvError::Closed) => return Next::Closed,
             }
         }
@@ -218,6 +238,11 @@ mod tests {
             .collect();
         assert_eq!(hub.subscribe("a").err(), Some(StreamRefused::TooMany));
         assert!(hub.subscribe("b").is_ok(), "another tenant is not affected");
+        assert_eq!(
+            hub.open_streams(),
+            MAX_STREAMS_PER_TENANT + 1,
+            "a's, and b's first (the second closed again)"
+        );
         more.pop();
         assert!(
             hub.subscribe("a").is_ok(),
@@ -233,6 +258,7 @@ mod tests {
             hub.publish(CallNotice::new(NoticeKind::Digit, i, "x", "a", i));
         }
         assert_eq!(a.next().await, Next::Lagged(10));
+        assert_eq!(hub.missed(), 10);
         assert!(matches!(a.next().await, Next::Notice(n) if n.call == 10));
     }
 }
