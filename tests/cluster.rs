@@ -757,7 +757,40 @@ fn a_phone_registered_through_one_node_rings_for_a_call_at_another() {
         registered.elapsed()
     );
 
+    // A tenant's event stream on A shows the call B takes, named for B.
+    let events_dir = tempfile::tempdir().expect("tmp");
+    let events_file = events_dir.path().join("a.sse");
+    let mut follow_a = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "120", "-H"])
+        .arg(format!("Authorization: Bearer {ADMIN_KEY}"))
+        .arg(format!(
+            "http://127.0.0.1:{}/v1/tenants/demo/events",
+            a.api_port
+        ))
+        .stdout(std::fs::File::create(&events_file).expect("file"))
+        .spawn()
+        .expect("curl (integration/peers.sh installs it)");
+    std::thread::sleep(Duration::from_millis(300));
     call_hears_echo("phone registered through A", &b, &pb, &phone);
+    let on_a = || std::fs::read_to_string(&events_file).unwrap_or_default();
+    wait_for(
+        "B's call on A's event stream",
+        Duration::from_secs(15),
+        || {
+            on_a()
+                .lines()
+                .any(|l| l.contains("\"event\":\"ended\"") && l.contains("\"node\":\"node-b\""))
+        },
+    );
+    let _ = follow_a.kill();
+    let _ = follow_a.wait();
+    assert!(
+        on_a()
+            .lines()
+            .any(|l| l.contains("\"event\":\"started\"") && l.contains("\"node\":\"node-b\"")),
+        "{}",
+        on_a()
+    );
 
     // B's admin API lists a call running on A, naming A, and hangs it up. Meanwhile the
     // tenant may have one call at a time across the cluster.

@@ -17,7 +17,9 @@ const BACKLOG: usize = 1024;
 pub const MAX_STREAMS_PER_TENANT: usize = 16;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     /// A call arrived (routed, not yet answered).
@@ -34,15 +36,18 @@ pub enum NoticeKind {
 }
 
 /// One step of one call.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CallNotice {
     /// What happened.
     pub event: NoticeKind,
     /// The call's id (as `GET /v1/tenants/{tenant}/calls` lists it).
     pub call: u64,
+    /// The node the call runs on (`cluster.node_id`; absent on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Its SIP Call-ID.
     pub call_id: String,
-    /// The tenant (whose stream carries it).
+    /// The tenant (whose stream carries it; not shown in it).
     #[serde(skip)]
     pub tenant: String,
     /// When (Unix seconds).
@@ -85,6 +90,7 @@ impl CallNotice {
         CallNotice {
             event,
             call,
+            node: None,
             call_id: call_id.to_string(),
             tenant: tenant.to_string(),
             at_unix,
@@ -117,6 +123,8 @@ pub struct EventHub {
     open: Arc<Mutex<HashMap<String, usize>>>,
     /// Notices readers missed by falling behind, since start-up.
     missed: Arc<std::sync::atomic::AtomicU64>,
+    /// This node's name, stamped on its own notices once it is one of several.
+    node: std::sync::OnceLock<String>,
 }
 
 impl Default for EventHub {
@@ -125,14 +133,34 @@ impl Default for EventHub {
             tx: broadcast::channel(BACKLOG).0,
             open: Arc::default(),
             missed: Arc::default(),
+            node: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl EventHub {
-    /// Hands a notice to every subscriber (none listening: dropped).
-    pub fn publish(&self, n: CallNotice) {
+    /// Hands a notice to every subscriber (none listening: dropped). One of this node's own
+    /// is stamped with its name when it has one.
+    pub fn publish(&self, mut n: CallNotice) {
+        if n.node.is_none() {
+            n.node = self.node.get().cloned();
+        }
         let _ = self.tx.send(Arc::new(n));
+    }
+
+    /// This node is `node` of a cluster: its notices carry the name from now on.
+    pub fn set_node(&self, node: &str) {
+        let _ = self.node.set(node.to_string());
+    }
+
+    /// Whether a notice is this node's own (not one heard from another node).
+    pub fn is_own(&self, n: &CallNotice) -> bool {
+        n.node.as_deref() == self.node.get().map(String::as_str)
+    }
+
+    /// Every notice, all tenants, uncounted: for passing this node's on to the others.
+    pub fn feed(&self) -> broadcast::Receiver<Arc<CallNotice>> {
+        self.tx.subscribe()
     }
 
     /// A subscription to `tenant`'s notices, counted until dropped.

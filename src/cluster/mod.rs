@@ -21,6 +21,7 @@
 pub mod bindings;
 pub mod calls;
 pub mod config;
+pub mod events;
 pub mod keys;
 pub mod nats;
 pub mod outbox;

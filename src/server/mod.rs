@@ -614,6 +614,15 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
             );
             let bus = CallBus::new(n.clone(), &settings.cluster.config_bucket, &node_id)
                 .with_presence(presence.clone());
+            services.events.set_node(&node_id);
+            share_call_events(
+                crate::cluster::events::EventBus::new(
+                    n.clone(),
+                    &settings.cluster.config_bucket,
+                    &node_id,
+                ),
+                services.clone(),
+            );
             crate::cluster::voicemail::share(
                 n.clone(),
                 &settings.cluster.voicemail_bucket,
@@ -860,6 +869,56 @@ pub async fn run(mut settings: Settings, demo: bool) -> Result<(), ServerError> 
     db.flush()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This node's call events out to the other nodes, and theirs into this node's event
+/// streams: a tenant's stream on any node shows every node's calls.
+fn share_call_events(bus: crate::cluster::events::EventBus, services: Arc<Services>) {
+    use crate::call::events::CallNotice;
+    use tokio::sync::broadcast::error::RecvError;
+    /// What travels: the notice and its tenant (which a stream never shows).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Wire {
+        tenant: String,
+        notice: CallNotice,
+    }
+    let mut feed = services.events.feed();
+    let out = bus.clone();
+    let own = services.clone();
+    tokio::spawn(async move {
+        loop {
+            match feed.recv().await {
+                Ok(n) if own.events.is_own(&n) => {
+                    let wire = Wire {
+                        tenant: n.tenant.clone(),
+                        notice: (*n).clone(),
+                    };
+                    if let Ok(bytes) = serde_json::to_vec(&wire) {
+                        out.publish(bytes).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "call events not shared with the other nodes: fell behind"
+                    )
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    tokio::spawn(bus.follow(move |payload| {
+        match serde_json::from_slice::<Wire>(&payload) {
+            // Another node's, named as such (never one of ours coming back).
+            Ok(w) if w.notice.node.is_some() && !services.events.is_own(&w.notice) => {
+                let mut n = w.notice;
+                n.tenant = w.tenant;
+                services.events.publish(n);
+            }
+            _ => tracing::debug!("a call event from another node was not taken"),
+        }
+    }));
 }
 
 /// Hands finished calls' records and recordings to the stores (through the spool), and
