@@ -30,15 +30,7 @@ fn phone_on_a_carriers_call(h: &mut Harness) -> (u64, String, String) {
     assert_eq!(h.ep.dial_user(h.now, parent, "demo", "100", &caller), 1);
     let out = h.drain();
     let inv = out[0].clone();
-    let leg = h
-        .told
-        .iter()
-        .find_map(|t| {
-            t.strip_prefix("LegStarted { leg: ")
-                .and_then(|r| r.split(',').next())
-        })
-        .and_then(|n| n.parse::<u64>().ok())
-        .expect("LegStarted");
+    let leg = first_leg_started(h);
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=ph1\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:100@192.0.2.10:5999>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         header(&inv, "Via").expect("Via"),
