@@ -58,16 +58,10 @@ pub(super) async fn call_events(
 fn events(sub: Subscription) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold((sub, 0u64), |(mut sub, n)| async move {
         let event = match sub.next().await {
-            Next::Notice(notice) => {
-                let name = serde_json::to_value(notice.event)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                Event::default()
-                    .event(name)
-                    .json_data(&*notice)
-                    .unwrap_or_else(|_| Event::default().comment("unserialisable event"))
-            }
+            Next::Notice(notice) => Event::default()
+                .event(notice.event.as_str())
+                .json_data(&*notice)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable event")),
             Next::Lagged(missed) => Event::default().event("lagged").data(missed.to_string()),
             Next::Closed => return None,
         };

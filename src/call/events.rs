@@ -35,6 +35,19 @@ pub enum NoticeKind {
     Ended,
 }
 
+impl NoticeKind {
+    /// The name, as the event stream gives it (the same as in the JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Started => "started",
+            NoticeKind::Answered => "answered",
+            NoticeKind::App => "app",
+            NoticeKind::Digit => "digit",
+            NoticeKind::Ended => "ended",
+        }
+    }
+}
+
 /// One step of one call.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CallNotice {
@@ -276,6 +289,19 @@ mod tests {
             hub.subscribe("a").is_ok(),
             "a closed stream frees its place"
         );
+    }
+
+    #[test]
+    fn an_events_name_is_its_json_tag() {
+        for k in [
+            NoticeKind::Started,
+            NoticeKind::Answered,
+            NoticeKind::App,
+            NoticeKind::Digit,
+            NoticeKind::Ended,
+        ] {
+            assert_eq!(serde_json::to_value(k).ok(), Some(k.as_str().into()));
+        }
     }
 
     #[tokio::test]
